@@ -1,0 +1,368 @@
+"""Typed plant configuration, decoded from YAML and validated before anything starts.
+
+The config is a tree of frozen msgspec Structs. A bad file is refused with one line naming
+the field path, the value and the line: "`feeds[0].vendor` must be one of sim, replay,
+databento; was no_such_vendor (configs/x.yaml line 7)". ``${ENV_VAR}`` in any string is
+replaced from the environment; an interpolated value is never echoed in an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+from msgspec import Meta
+
+__all__ = [
+    "ConfigError",
+    "PlantConfig",
+    "FeedConfig",
+    "PartitionsConfig",
+    "CalculatorsConfig",
+    "BarsConfig",
+    "VwapConfig",
+    "ZScoreConfig",
+    "AnomalyConfig",
+    "BookConfig",
+    "PublishConfig",
+    "RingsConfig",
+    "load_config",
+    "parse_config",
+    "parse_interval",
+]
+
+_NAME = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")]
+_POS_INT = Annotated[int, Meta(ge=1)]
+
+
+class ConfigError(ValueError):
+    """A config was refused. ``str(err)`` is the one line shown to the user."""
+
+    def __init__(self, message: str, *, path: str = "", line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class _Cfg(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class FeedConfig(_Cfg):
+    """One ingest process."""
+
+    name: _NAME
+    vendor: str
+    """One of the registered vendors (``streamctl.ingest.vendors.VENDORS``)."""
+    symbols: Annotated[list[str], Meta(min_length=1)] | None = None
+    """Symbols to subscribe (required by live vendors; replay can read them from its files)."""
+    cpu: Annotated[int, Meta(ge=0)] | None = None
+    """Core to pin the process to; ``null`` spreads processes over the cores."""
+    options: dict[str, Any] = {}
+    """Vendor options, validated by the vendor's own options type (``feeds[i].options``)."""
+
+
+class PartitionsConfig(_Cfg):
+    count: _POS_INT = 1
+    """Worker processes; each symbol belongs to one partition (stable CRC-32 of the symbol)."""
+    cpus: list[Annotated[int, Meta(ge=0)]] | None = None
+    """Cores for the workers, in partition order; ``null`` spreads them."""
+
+
+class BarsConfig(_Cfg):
+    time: list[str | int] = []
+    """Time-bar intervals, whole seconds: ``1s``, ``60s``, ``5m``, ``1h`` or an int of seconds."""
+    ticks: list[_POS_INT] = []
+    """Tick bars: a bar every N trades."""
+    volume: list[Annotated[float, Meta(gt=0)]] = []
+    """Volume bars: a bar closes on the trade that brings its volume to >= V."""
+    dollar: list[Annotated[float, Meta(gt=0)]] = []
+    """Dollar bars: a bar closes on the trade that brings its notional to >= D."""
+    close_delay: Annotated[float, Meta(ge=0)] = 0.25
+    """Live: a time bar closes when the wall clock passes its end plus this many seconds."""
+    emit_empty: bool = False
+    """Publish a bar for an interval without trades (flat at the previous close)."""
+    flush_on_stop: bool = True
+    """On a clean stop, publish the bars still open (marked by their partial ``ts_end``)."""
+
+
+class VwapConfig(_Cfg):
+    session_start: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "00:00"
+    """Time of day (HH:MM) at which the session VWAP resets."""
+    timezone: str = "UTC"
+    """IANA time zone of ``session_start``."""
+    rolling_window: _POS_INT = 100
+    """Rolling VWAP over the last N trades."""
+
+
+class ZScoreConfig(_Cfg):
+    window: Annotated[int, Meta(ge=2)] = 100
+    """Trades in the rolling mean and standard deviation of price (the tick itself excluded)."""
+    threshold: Annotated[float, Meta(gt=0)] = 4.0
+
+
+class AnomalyConfig(_Cfg):
+    zscore: ZScoreConfig | None = ZScoreConfig()
+    jump_pct: Annotated[float, Meta(gt=0)] | None = 5.0
+    """Flag a trade more than this many percent away from the symbol's previous trade."""
+    crossed_quotes: bool = True
+    """Flag quotes with bid > ask (crossed) or bid == ask (locked)."""
+
+
+class BookConfig(_Cfg):
+    depth: Annotated[int, Meta(ge=1, le=50)] = 10
+
+
+class CalculatorsConfig(_Cfg):
+    bars: BarsConfig = BarsConfig()
+    vwap: VwapConfig | None = VwapConfig()
+    sma: list[_POS_INT] = []
+    ema: list[_POS_INT] = []
+    anomalies: AnomalyConfig | None = AnomalyConfig()
+    book: BookConfig | None = BookConfig()
+
+
+class PublishConfig(_Cfg):
+    endpoint: str = "tcp://127.0.0.1:5555"
+    """The one endpoint subscribers connect to (an XPUB bound by the plant's proxy)."""
+    raw_trades: bool = True
+    raw_quotes: bool = True
+    sndhwm: Annotated[int, Meta(ge=0)] = 100_000
+    """Per-subscriber high-water mark at the public endpoint (messages)."""
+
+
+class RingsConfig(_Cfg):
+    capacity: Annotated[int, Meta(ge=64, le=1 << 26)] = 1 << 16
+    """Records per ring; must be a power of two."""
+    overflow: Literal["drop", "block"] = "drop"
+    """``drop``: the producer never waits, what does not fit is counted. ``block``: it waits."""
+
+
+class PlantConfig(_Cfg):
+    name: _NAME
+    feeds: Annotated[list[FeedConfig], Meta(min_length=1)]
+    partitions: PartitionsConfig = PartitionsConfig()
+    calculators: CalculatorsConfig = CalculatorsConfig()
+    publish: PublishConfig = PublishConfig()
+    rings: RingsConfig = RingsConfig()
+
+    def vendor_options(self, feed: FeedConfig) -> Any:
+        """The typed options of one feed (already validated at load)."""
+        from streamctl.ingest.vendors import vendor_spec
+
+        return msgspec.convert(feed.options, vendor_spec(feed.vendor).options_type)
+
+    def time_intervals(self) -> list[int]:
+        """Time-bar intervals in seconds, in config order."""
+        return [parse_interval(v) for v in self.calculators.bars.time]
+
+
+_INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(value: str | int) -> int:
+    """``"60s"``, ``"5m"``, ``"1h"`` or ``60`` -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of seconds > 0")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = _INTERVAL.match(value.strip())
+        if not match:
+            raise ValueError("must be a whole number of seconds > 0 (`60s`, `5m`, `1h` or an int)")
+        seconds = int(match.group(1)) * _UNIT[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be a whole number of seconds > 0")
+    return seconds
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_AT_PATH = re.compile(r"\s*- at `\$(.*)`$")
+
+
+def load_config(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None) -> PlantConfig:
+    """Read, interpolate and validate a YAML config file; raise `ConfigError` on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    return parse_config(text, source=str(path), environ=environ)
+
+
+def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str] | None = None) -> PlantConfig:
+    """Validate YAML text; `source` names the file in error messages."""
+    environ = dict(os.environ) if environ is None else environ
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" ({source} line {mark.line + 1})" if mark else f" ({source})"
+        raise ConfigError(f"config is not valid YAML: {getattr(exc, 'problem', exc)}{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping of sections ({source})")
+    secret_paths: set[str] = set()
+    data = _interpolate(data, environ, "", secret_paths, node, source)
+
+    def fail(path: str, message: str, value: Any = _MISSING) -> ConfigError:
+        line = _line_of(node, path)
+        where = f" ({source} line {line})" if line else f" ({source})"
+        shown = ""
+        if value is not _MISSING:
+            shown = "; was " + ("<from environment>" if path in secret_paths else _show(value))
+        return ConfigError(f"`{path or '$'}` {message}{shown}{where}", path=path, line=line)
+
+    try:
+        config = msgspec.convert(data, PlantConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _from_validation(exc, data, fail) from None
+    _check_semantics(config, data, fail)
+    return config
+
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value else "''"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _from_validation(exc: msgspec.ValidationError, data: Any, fail) -> ConfigError:
+    message = str(exc)
+    match = _AT_PATH.search(message)
+    raw_path = match.group(1) if match else ""
+    path = raw_path.lstrip(".")
+    text = message[: match.start()] if match else message
+    missing = re.match(r"Object missing required field `(\w+)`", text)
+    if missing:
+        full = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        return fail(full, "is required")
+    unknown = re.match(r"Object contains unknown field `(\w+)`", text)
+    if unknown:
+        full = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return fail(full, "is not a known field")
+    value = _lookup(data, path)
+    text = text.replace("Expected", "must be").replace("`", "")
+    text = re.sub(r", got .*$", "", text)
+    return fail(path, text[0].lower() + text[1:] if text else "is invalid", value)
+
+
+def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
+    """Rules a type cannot express."""
+    from streamctl.ingest.vendors import VENDORS, vendor_spec
+
+    names: set[str] = set()
+    for i, feed in enumerate(config.feeds):
+        if feed.vendor not in VENDORS:
+            raise fail(f"feeds[{i}].vendor", f"must be one of {', '.join(VENDORS)}", feed.vendor)
+        if feed.name in names:
+            raise fail(f"feeds[{i}].name", "must be unique among feeds", feed.name)
+        names.add(feed.name)
+        spec = vendor_spec(feed.vendor)
+        if spec.needs_symbols and not feed.symbols:
+            raise fail(f"feeds[{i}].symbols", f"is required for vendor {feed.vendor} (a list of symbols)")
+        try:
+            options = msgspec.convert(feed.options, spec.options_type, strict=False)
+        except msgspec.ValidationError as exc:
+            inner = _from_validation(exc, feed.options, lambda p, m, v=_MISSING: (p, m, v))
+            sub_path, msg, value = inner  # type: ignore[misc]
+            full = f"feeds[{i}].options" + (f".{sub_path}" if sub_path else "")
+            raise fail(full, msg, value) from None
+        check = getattr(options, "check", None)
+        if check is not None:
+            problem = check()
+            if problem:
+                field, msg, value = problem
+                raise fail(f"feeds[{i}].options.{field}", msg, value)
+    capacity = config.rings.capacity
+    if capacity & (capacity - 1):
+        raise fail("rings.capacity", "must be a power of two", capacity)
+    bars = config.calculators.bars
+    for i, interval in enumerate(bars.time):
+        try:
+            parse_interval(interval)
+        except ValueError as exc:
+            raise fail(f"calculators.bars.time[{i}]", str(exc), interval) from None
+    cpus = config.partitions.cpus
+    if cpus is not None and len(cpus) != config.partitions.count:
+        raise fail("partitions.cpus", f"must list {config.partitions.count} cores (one per partition)", cpus)
+    vwap = config.calculators.vwap
+    if vwap is not None:
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(vwap.timezone)
+        except Exception:
+            raise fail("calculators.vwap.timezone", "must be an IANA time zone", vwap.timezone) from None
+    endpoint = config.publish.endpoint
+    if not re.match(r"^(tcp://[^:]+:\d+|ipc://.+)$", endpoint):
+        raise fail("publish.endpoint", "must be tcp://HOST:PORT or ipc://PATH", endpoint)
+
+
+def _interpolate(value: Any, environ: dict[str, str], path: str, secret: set[str], node, source: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, f"{path}.{k}" if path else str(k), secret, node, source)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, environ, f"{path}[{i}]", secret, node, source) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                line = _line_of(node, path)
+                where = f" ({source} line {line})" if line else f" ({source})"
+                raise ConfigError(f"`{path}` needs environment variable {name}, which is not set{where}",
+                                  path=path, line=line)
+            return environ[name]
+
+        secret.add(path)
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def _parse_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        parts.append(int(index) if index else name)
+    return parts
+
+
+def _lookup(data: Any, path: str) -> Any:
+    for part in _parse_path(path):
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return data
+
+
+def _line_of(node: yaml.Node | None, path: str) -> int | None:
+    """1-based line of the YAML node at `path` (or of its nearest existing parent)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in _parse_path(path):
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, child in node.value:
+                if key.value == part:
+                    node = child
+                    line = key.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
