@@ -1,0 +1,224 @@
+"""The ingest process: one per feed, pinned to a core, vendor batches -> partition rings.
+
+The loop owns everything a vendor module must not: the symbol registry, the stable symbol ->
+partition routing, the rings, heartbeats, counters, events, and (for live vendors) the one
+reconnect policy. A vendor session only turns bytes into record batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import msgspec
+import numpy as np
+
+from streamctl.ingest.partitioning import partition_of
+from streamctl.ingest.session import EndOfInput, FeedSession, SessionError
+from streamctl.ingest.vendors import vendor_module, vendor_spec
+from streamctl.process.lifecycle import setup_child
+from streamctl.process.wire import Event, topic
+from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
+
+__all__ = ["FeedSpec", "run_feed", "feed_main", "FeedRuntime", "EXIT_DONE", "EXIT_FAILED"]
+
+log = logging.getLogger("streamctl.feed")
+
+EXIT_DONE = 0
+"""Exit code of a feed whose input ended, or that was asked to stop."""
+EXIT_FAILED = 3
+"""Exit code of a feed that gave up (the supervisor marks it failed instead of restarting)."""
+
+
+class FeedSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """Everything a feed process needs, resolved by the supervisor."""
+
+    plant: str
+    name: str
+    slot: int
+    feed: object  # FeedConfig (typed loosely to keep ingest free of cli imports)
+    partitions: int
+    rings: list[str]
+    """Ring segment names, index = partition."""
+    registry: str
+    stats: str
+    events_endpoint: str
+    cpu: int | None = None
+
+
+class FeedRuntime:
+    """The `FeedContext` a vendor session sees, plus routing into rings."""
+
+    def __init__(self, spec: FeedSpec, *, registry, rings, slot, publisher):
+        self.spec = spec
+        self.feed_name = spec.name
+        self._registry = registry
+        self._rings = rings
+        self._slot = slot
+        self._publisher = publisher
+        self._partition = np.full(1024, -1, dtype=np.int64)
+        self._logged: set[str] = set()
+        self.stop_requested = False
+
+    # ---- FeedContext
+    def instrument_id(self, symbol: str) -> int:
+        instrument = self._registry.id_for(symbol)
+        if instrument >= len(self._partition):
+            grown = np.full(max(instrument + 1, 2 * len(self._partition)), -1, dtype=np.int64)
+            grown[: len(self._partition)] = self._partition
+            self._partition = grown
+        if self._partition[instrument] < 0:
+            self._partition[instrument] = partition_of(symbol, self.spec.partitions)
+        return instrument
+
+    def count(self, cause: str, n: int = 1) -> None:
+        if n:
+            self._slot.add(cause if cause in _SLOT_COUNTERS else "errors", n)
+
+    def event(self, kind: str, message: str, *, code: int | None = None) -> None:
+        key = f"{kind}:{message}"
+        if key not in self._logged:  # log each distinct event once, count every occurrence
+            self._logged.add(key)
+            level = logging.WARNING if kind in {"error", "disconnect", "failed", "gap"} else logging.INFO
+            log.log(level, "feed %s: %s: %s%s", self.spec.name, kind, message, f" (code {code})" if code else "")
+        if kind == "reconnect":
+            self._slot.add("reconnects")
+        if self._publisher is not None:
+            payload = Event(source=self.spec.name, kind=kind, message=message, code=code, ts=time.time_ns())
+            self._publisher.publish(topic("event", self.spec.name), payload)
+
+    def progress(self, done: float, total: float) -> None:
+        self._slot.set("progress_done", float(done))
+        self._slot.set("progress_total", float(total))
+
+    # ---- routing
+    def route(self, batch: np.ndarray, should_stop) -> None:
+        """Split a batch by partition (order kept within each) and publish it to the rings."""
+        ids = batch["instrument_id"].astype(np.int64)
+        known = ids < len(self._partition)
+        parts = np.where(known, self._partition[np.where(known, ids, 0)], -1)
+        unknown = int(np.count_nonzero(parts < 0))
+        if unknown:
+            self.count("malformed", unknown)
+        self._slot.add("records_in", len(batch))
+        if self.spec.partitions == 1 and not unknown:
+            self._publish(0, batch, should_stop)
+            return
+        for p in range(self.spec.partitions):
+            part = batch[parts == p]
+            if len(part):
+                self._publish(p, part, should_stop)
+
+    def _publish(self, partition: int, records: np.ndarray, should_stop) -> None:
+        written = self._rings[partition].publish(records, should_stop=should_stop)
+        self._slot.add("records_out", written)
+        if written < len(records):
+            self._slot.add("overflow", len(records) - written)
+
+    def reset_records(self, instrument_ids: list[int]) -> np.ndarray:
+        """One RESET record per instrument (after a reconnect, workers clear those books)."""
+        batch = np.zeros(len(instrument_ids), dtype=RECORD_DTYPE)
+        now = time.time_ns()
+        batch["instrument_id"] = instrument_ids
+        batch["kind"] = Kind.RESET
+        batch["ts_event"] = now
+        batch["ts_recv"] = now
+        if len(batch):
+            batch["flags"][-1] = Flag.LAST
+        return batch
+
+
+_SLOT_COUNTERS = {"malformed", "gaps", "errors", "late", "overflow", "reconnects"}
+
+
+def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
+    vendor = vendor_spec(spec.feed.vendor)
+    module = vendor_module(spec.feed.vendor)
+    options = msgspec.convert(spec.feed.options, module.Options, strict=False)
+
+    def factory() -> FeedSession:
+        return module.Session(options, spec.feed, runtime)
+
+    if not vendor.live:
+        return factory()
+    from streamctl.ingest.reconnect import ReconnectingSession, ReconnectPolicy
+
+    policy = getattr(options, "reconnect", None) or ReconnectPolicy()
+    return ReconnectingSession(factory, policy, runtime, reset_records=runtime.reset_records)
+
+
+def run_feed(spec: FeedSpec) -> int:
+    """Process entry point (spawned by the supervisor). Returns the exit code."""
+    from streamctl.process.publisher import Publisher
+    from streamctl.shm.registry import SymbolRegistry
+    from streamctl.shm.ring import Ring
+    from streamctl.shm.stats import ProcessTable, State
+
+    stop = setup_child(f"feed[{spec.name}]", spec.cpu)
+    table = ProcessTable.attach(spec.stats)
+    slot = table.slot(spec.slot)
+    slot.set("pid", os.getpid())
+    slot.set("started_ns", time.time_ns())
+    slot.set("cpu", -1 if spec.cpu is None else spec.cpu)
+    slot.set("state", State.STARTING)
+    slot.heartbeat()
+    rings = [Ring.attach(name) for name in spec.rings]
+    registry = SymbolRegistry.attach(spec.registry)
+    publisher = Publisher(spec.events_endpoint, src=spec.name)
+    runtime = FeedRuntime(spec, registry=registry, rings=rings, slot=slot, publisher=publisher)
+    session = None
+    code = EXIT_DONE
+
+    def should_stop() -> bool:
+        slot.heartbeat()
+        return bool(stop)
+
+    try:
+        session = _build_session(spec, runtime)
+        session.open()
+        slot.set("state", State.READY)
+        while not should_stop():
+            try:
+                batch = session.poll(0.05)
+            except EndOfInput:
+                runtime.event("done", "input finished")
+                slot.set("detail", "input finished")
+                break
+            for ring in rings:
+                ring.heartbeat()
+            if batch is not None and len(batch):
+                runtime.route(batch, should_stop)
+    except SessionError as exc:
+        slot.set("detail", str(exc)[:95])
+        runtime.event("failed", str(exc), code=getattr(exc, "code", None))
+        code = EXIT_FAILED
+    except Exception as exc:  # FeedFailed from the reconnect policy, or a bug: say why, exit non-zero
+        from streamctl.ingest.reconnect import FeedFailed
+
+        slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
+        if isinstance(exc, FeedFailed):
+            code = EXIT_FAILED
+        else:
+            log.exception("feed %s crashed", spec.name)
+            code = 1
+    finally:
+        slot.set("state", State.STOPPING)
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # pragma: no cover - closing must not mask the exit reason
+                log.exception("closing session")
+        publisher.close()
+        for ring in rings:
+            ring.close()
+        registry.close()
+        slot.set("state", State.FAILED if code == EXIT_FAILED else State.EXITED)
+        slot.heartbeat()
+        table.close()
+    return code
+
+
+def feed_main(spec: FeedSpec) -> None:
+    """`multiprocessing` target: run and exit with the feed's code."""
+    raise SystemExit(run_feed(spec))

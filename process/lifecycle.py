@@ -1,0 +1,64 @@
+"""Child-process lifecycle shared by every plant process (feeds, workers, the hub).
+
+Pinning, dying with the supervisor, and turning SIGTERM into a polite stop flag. Ctrl-C
+reaches the whole foreground process group; children ignore SIGINT so that the supervisor
+alone decides the stop order (feeds first, then workers drain, then the hub).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+__all__ = ["pin_to_cpu", "StopFlag", "setup_child"]
+
+log = logging.getLogger("streamctl")
+
+
+def pin_to_cpu(cpu: int | None) -> None:
+    """Pin this process to one core (no-op when `cpu` is None)."""
+    if cpu is None:
+        return
+    try:
+        import psutil
+
+        psutil.Process().cpu_affinity([cpu % (os.cpu_count() or 1)])
+    except (AttributeError, OSError, ValueError) as exc:  # pragma: no cover - platform dependent
+        log.warning("cannot pin to cpu %s: %s", cpu, exc)
+
+
+class StopFlag:
+    """Set by SIGTERM, or when the parent process is gone (the supervisor was killed)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._ppid = os.getppid()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _die_with_parent()
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        self.requested = True
+
+    def __bool__(self) -> bool:
+        return self.requested or os.getppid() != self._ppid
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+
+
+def setup_child(name: str, cpu: int | None) -> StopFlag:
+    """Logging, signals and pinning for a plant child process."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s", force=True)
+    flag = StopFlag()
+    pin_to_cpu(cpu)
+    return flag

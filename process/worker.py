@@ -1,0 +1,186 @@
+"""The worker process: one per symbol partition, rings -> calculators -> ZeroMQ.
+
+It consumes the partition's ring of every feed in batches, maps each feed's instrument ids to
+one dense local symbol index (resolving new ids through the feed's symbol registry), runs the
+calculators over the whole batch, and publishes their results. On stop it drains its rings
+and flushes the bars still open, so a clean stop loses nothing the feeds had handed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import msgspec
+import numpy as np
+
+from streamctl.process.lifecycle import setup_child
+
+__all__ = ["WorkerSpec", "RingSource", "run_worker", "worker_main"]
+
+log = logging.getLogger("streamctl.worker")
+
+_MAX_BATCH = 4096
+_CLOCK_PERIOD_NS = 50_000_000
+
+
+class RingSource(msgspec.Struct, frozen=True):
+    feed: str
+    ring: str
+    registry: str
+
+
+class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
+    plant: str
+    partition: int
+    slot: int
+    sources: list[RingSource]
+    stats: str
+    endpoint: str
+    """The plant's internal publish endpoint (the proxy's XSUB)."""
+    calculators: object  # CalculatorsConfig
+    raw_trades: bool = True
+    raw_quotes: bool = True
+    sndhwm: int = 100_000
+    live: bool = True
+    cpu: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.partition}"
+
+
+class _SymbolMap:
+    """Feed instrument id -> dense local symbol index, grown as new ids appear."""
+
+    def __init__(self, registry, calculators, symbols: list[str]):
+        self._registry = registry
+        self._calc = calculators
+        self._symbols = symbols
+        self._lookup = np.full(256, -1, dtype=np.int32)
+
+    def indices(self, ids: np.ndarray) -> np.ndarray:
+        ids64 = ids.astype(np.int64)
+        if len(ids64) and int(ids64.max()) >= len(self._lookup):
+            grown = np.full(max(int(ids64.max()) + 1, 2 * len(self._lookup)), -1, dtype=np.int32)
+            grown[: len(self._lookup)] = self._lookup
+            self._lookup = grown
+        idx = self._lookup[ids64]
+        if (idx < 0).any():
+            for instrument in np.unique(ids64[idx < 0]):
+                symbol = self._registry.symbol(int(instrument))
+                if symbol is not None:
+                    local = self._calc.add_symbol(symbol)
+                    while len(self._symbols) <= local:
+                        self._symbols.append("")
+                    self._symbols[local] = symbol
+                    self._lookup[instrument] = local
+            idx = self._lookup[ids64]
+        return idx
+
+
+def run_worker(spec: WorkerSpec) -> int:
+    """Process entry point (spawned by the supervisor). Returns the exit code."""
+    from streamctl.process.calc.engine import CalculatorSet
+    from streamctl.process.publisher import Publisher
+    from streamctl.shm.registry import SymbolRegistry
+    from streamctl.shm.ring import IdleStrategy, Ring
+    from streamctl.shm.stats import ProcessTable, State
+
+    stop = setup_child(spec.name, spec.cpu)
+    table = ProcessTable.attach(spec.stats)
+    slot = table.slot(spec.slot)
+    slot.set("pid", os.getpid())
+    slot.set("started_ns", time.time_ns())
+    slot.set("cpu", -1 if spec.cpu is None else spec.cpu)
+    slot.set("state", State.STARTING)
+    slot.heartbeat()
+
+    calc = CalculatorSet(spec.calculators, src=spec.name, live=spec.live)
+    publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm)
+    rings = [Ring.attach(s.ring) for s in spec.sources]
+    registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
+    symbols: list[str] = []
+    maps = [_SymbolMap(reg, calc, symbols) for reg in registries]
+    idle = IdleStrategy()
+    late_seen = 0
+    next_clock = 0
+
+    def process(ring_index: int, batch: np.ndarray) -> None:
+        nonlocal late_seen
+        sym_idx = maps[ring_index].indices(batch["instrument_id"])
+        unknown = sym_idx < 0
+        if unknown.any():
+            slot.add("malformed", int(unknown.sum()))
+            batch, sym_idx = batch[~unknown], sym_idx[~unknown]
+        slot.add("records_in", len(batch))
+        outputs = calc.on_batch(batch, sym_idx)
+        sent = len(outputs)
+        publisher.publish_many(outputs)
+        if spec.raw_trades or spec.raw_quotes:
+            sent += publisher.publish_raw(batch, symbols, sym_idx, trades=spec.raw_trades, quotes=spec.raw_quotes)
+        slot.add("records_out", sent)
+        late = calc.counters.get("late", 0)
+        if late != late_seen:
+            slot.add("late", late - late_seen)
+            late_seen = late
+
+    def drain_once() -> bool:
+        worked = False
+        for i, ring in enumerate(rings):
+            batch = ring.consume(_MAX_BATCH)
+            if len(batch):
+                worked = True
+                process(i, batch)
+        return worked
+
+    code = 0
+    try:
+        slot.set("state", State.READY)
+        while not stop:
+            worked = drain_once()
+            now = time.time_ns()
+            if now >= next_clock:
+                slot.heartbeat()
+                if spec.live:
+                    outputs = calc.on_clock(now)
+                    if outputs:
+                        publisher.publish_many(outputs)
+                        slot.add("records_out", len(outputs))
+                next_clock = now + _CLOCK_PERIOD_NS
+            idle.idle(worked)
+        slot.set("state", State.STOPPING)
+        # Drain what the (already stopped) feeds handed over, then close the open bars.
+        deadline = time.monotonic() + 5.0
+        while drain_once() and time.monotonic() < deadline:
+            slot.heartbeat()
+        if getattr(spec.calculators.bars, "flush_on_stop", True):
+            outputs = calc.flush()
+            publisher.publish_many(outputs)
+            slot.add("records_out", len(outputs))
+    except Exception as exc:
+        log.exception("%s crashed", spec.name)
+        slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
+        code = 1
+    finally:
+        publisher.close(linger=2.0) if _accepts_linger(publisher) else publisher.close()
+        for ring in rings:
+            ring.close()
+        for reg in registries:
+            reg.close()
+        slot.set("state", State.EXITED if code == 0 else State.FAILED)
+        slot.heartbeat()
+        table.close()
+    return code
+
+
+def _accepts_linger(publisher) -> bool:
+    import inspect
+
+    return "linger" in inspect.signature(publisher.close).parameters
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """`multiprocessing` target: run and exit with the worker's code."""
+    raise SystemExit(run_worker(spec))
