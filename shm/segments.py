@@ -1,0 +1,451 @@
+"""Shared-memory segment lifecycle: naming, the common header, space checks, stale sweep.
+
+Every segment of ours is a POSIX shared-memory object named ``stc_<plant>_<purpose...>``,
+so `sweep` can find it in ``/dev/shm``. Each starts with the same 64-byte header prefix
+(magic, layout version, kind, creator pid and start time, creation time, plant), so a reader
+refuses a segment of another kind or layout, and the next ``up``/``clean`` can remove a
+segment whose creator died (pid reuse is caught by the start time).
+
+The resource tracker (CPython gh-82300) never owns our segments: on Python 3.11 and 3.12
+``SharedMemory`` registers a name even when it only attaches, and the tracker of an
+independent process (``streamctl status``) would unlink a running plant's segments when it
+exits. Rather than register and unregister in every process (two processes that share one
+tracker race and make it print ``KeyError`` tracebacks), we never register: the objects are
+opened with ``shm_open`` and mapped with ``mmap`` directly, which is what
+``SharedMemory(track=False)`` does on 3.13. Cleanup is explicit: `Segment.unlink` by the
+owner on stop and `sweep` for segments whose creator is dead.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import mmap
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+try:  # the C module behind multiprocessing.shared_memory on every POSIX CPython
+    import _posixshmem
+except ImportError as exc:  # pragma: no cover - Windows
+    raise ImportError("streamctl.shm needs POSIX shared memory (Linux or macOS)") from exc
+
+__all__ = [
+    "PREFIX",
+    "HEADER_SIZE",
+    "SHM_DIR",
+    "SegmentKind",
+    "SegmentHeader",
+    "Segment",
+    "SegmentError",
+    "ShmSpaceError",
+    "segment_name",
+    "open_segment",
+    "check_room",
+    "list_segments",
+    "sweep",
+    "creator_alive",
+]
+
+PREFIX = "stc_"
+"""Every segment of ours starts with this, so `sweep` can find them."""
+
+HEADER_SIZE = 64
+"""Bytes of the common header prefix; kind-specific headers follow it."""
+
+SHM_DIR = "/dev/shm"
+"""Where Linux shows POSIX shared-memory objects as files."""
+
+_PART = re.compile(r"^[a-z0-9_-]+$")
+_NAME_MAX = 255
+_PLANT_BYTES = 24
+_START_TOLERANCE = 1.0  # seconds: psutil create_time jitter (boot-time clock adjustments)
+_GRACE = 2.0  # seconds: a segment younger than this may still be writing its header
+
+# magic(8s) version(I) kind(I) creator_pid(q) creator_start(d) created_ns(q) plant(24s)
+_HDR = struct.Struct("<8sIIqdq24s")
+assert _HDR.size == HEADER_SIZE
+
+
+class SegmentKind(enum.IntEnum):
+    """What a segment holds; each kind has its own magic and layout version."""
+
+    RING = 1
+    REGISTRY = 2
+    STATS = 3
+
+
+_MAGIC = {
+    SegmentKind.RING: b"STCRING\x00",
+    SegmentKind.REGISTRY: b"STCSYMS\x00",
+    SegmentKind.STATS: b"STCSTAT\x00",
+}
+_KIND_OF_MAGIC = {v: k for k, v in _MAGIC.items()}
+
+LAYOUT_VERSION = {
+    SegmentKind.RING: 1,
+    SegmentKind.REGISTRY: 1,
+    SegmentKind.STATS: 1,
+}
+"""Layout version per kind: bump when a kind's layout changes, so old readers refuse."""
+
+
+class SegmentError(RuntimeError):
+    """A segment could not be created, opened or used as asked."""
+
+
+class ShmSpaceError(SegmentError):
+    """Not enough free space in the shared-memory filesystem."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    """The decoded common header of a segment."""
+
+    magic: bytes
+    version: int
+    kind: SegmentKind | None
+    creator_pid: int
+    creator_start: float
+    created_ns: int
+    plant: str
+
+
+def segment_name(plant: str, *parts: str) -> str:
+    """``stc_<plant>_<part>_<part>...``; every piece must match ``[a-z0-9_-]+``."""
+    if not parts:
+        raise ValueError("`parts` must name the purpose of the segment, was empty")
+    for label, value in [("plant", plant), *(("part", p) for p in parts)]:
+        if not isinstance(value, str) or not _PART.match(value):
+            raise ValueError(f"`{label}` must match [a-z0-9_-]+, was `{value!r}`")
+    if len(plant.encode()) > _PLANT_BYTES:
+        raise ValueError(f"`plant` must be at most {_PLANT_BYTES} bytes, was `{plant}`")
+    name = PREFIX + "_".join((plant, *parts))
+    if len(name) > _NAME_MAX:
+        raise ValueError(f"segment name must be at most {_NAME_MAX} bytes, was `{name}` ({len(name)})")
+    return name
+
+
+def _check_name(name: str) -> None:
+    if not name.startswith(PREFIX) or not _PART.match(name) or len(name) > _NAME_MAX:
+        raise ValueError(f"`name` must be `{PREFIX}` followed by [a-z0-9_-]+, was `{name!r}`")
+
+
+def _free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def check_room(total_bytes: int, path: str = SHM_DIR, *, free_bytes: int | None = None) -> None:
+    """Refuse (`ShmSpaceError`) when `total_bytes` do not fit in the filesystem at `path`.
+
+    Call before creating anything: a tmpfs lets you create a segment larger than its free
+    space, and the first write to an unbacked page then kills the writer with SIGBUS.
+    `free_bytes` overrides the measured free space (for callers that already know it).
+    """
+    free = _free_bytes(path) if free_bytes is None else free_bytes
+    if total_bytes > free:
+        raise ShmSpaceError(
+            f"shared memory needs {_human(total_bytes)} but `{path}` has {_human(free)} free; "
+            "give the container more (`docker run --shm-size=1g`), free old segments "
+            "(`streamctl clean`), or lower `rings.capacity`"
+        )
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _start_time(pid: int) -> float:
+    return psutil.Process(pid).create_time()
+
+
+_SELF_START: float | None = None
+
+
+def _own_start() -> float:
+    global _SELF_START
+    if _SELF_START is None:
+        _SELF_START = _start_time(os.getpid())
+    return _SELF_START
+
+
+class Segment:
+    """One mapped shared-memory object with the common header.
+
+    Views over `buf` (numpy arrays, casts) hold an export of the mapping: `close` refuses
+    with `SegmentError` while any exists, so a view can never outlive the mapping.
+    """
+
+    __slots__ = ("name", "size", "_mmap", "buf", "header")
+
+    def __init__(self, name: str, mm: mmap.mmap, header: SegmentHeader) -> None:
+        self.name = name
+        self.size = len(mm)
+        self._mmap: mmap.mmap | None = mm
+        self.buf: memoryview | None = memoryview(mm)
+        self.header = header
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(
+        cls, name: str, size: int, *, kind: SegmentKind, plant: str = "", check_space: bool = True
+    ) -> Segment:
+        """Create a zero-filled segment of `size` bytes with its header written (magic last)."""
+        _check_name(name)
+        if size < HEADER_SIZE:
+            raise ValueError(f"`size` must be >= {HEADER_SIZE}, was {size}")
+        plant_b = plant.encode()
+        if len(plant_b) > _PLANT_BYTES:
+            raise ValueError(f"`plant` must be at most {_PLANT_BYTES} bytes, was `{plant}`")
+        if check_space:
+            check_room(size)
+        try:
+            fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        except FileExistsError:
+            raise SegmentError(
+                f"segment `{name}` already exists (another plant running, or stale: `streamctl clean`)"
+            ) from None
+        try:
+            try:
+                os.ftruncate(fd, size)
+                _allocate(fd, size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.ENOMEM):
+                    raise ShmSpaceError(
+                        f"no room for segment `{name}` ({_human(size)}) in shared memory: "
+                        "give the container more (`docker run --shm-size=1g`) or lower `rings.capacity`"
+                    ) from exc
+                raise
+            mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            _unlink_quiet(name)
+            raise
+        os.close(fd)
+        _touch(mm)
+        header = SegmentHeader(
+            magic=_MAGIC[kind],
+            version=LAYOUT_VERSION[kind],
+            kind=kind,
+            creator_pid=os.getpid(),
+            creator_start=_own_start(),
+            created_ns=time.time_ns(),
+            plant=plant,
+        )
+        packed = _HDR.pack(
+            b"\x00" * 8,
+            header.version,
+            int(kind),
+            header.creator_pid,
+            header.creator_start,
+            header.created_ns,
+            plant_b,
+        )
+        mm[8:HEADER_SIZE] = packed[8:]
+        mm[0:8] = header.magic  # written last: a half-made segment has no magic
+        return cls(name, mm, header)
+
+    @classmethod
+    def open(cls, name: str, *, kind: SegmentKind | None = None) -> Segment:
+        """Map an existing segment; refuse a magic, kind or layout-version mismatch."""
+        _check_name(name)
+        try:
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        except FileNotFoundError:
+            raise SegmentError(f"segment `{name}` does not exist (is the plant up?)") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER_SIZE:
+                raise SegmentError(f"segment `{name}` is {size} bytes, too small for a header")
+            mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        try:
+            header = _decode(mm[:HEADER_SIZE])
+            _validate(name, header, kind)
+        except BaseException:
+            mm.close()
+            raise
+        return cls(name, mm, header)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def closed(self) -> bool:
+        return self._mmap is None
+
+    def close(self) -> None:
+        """Unmap. Views over `buf` must be dropped first (else `SegmentError`). Idempotent."""
+        if self._mmap is None:
+            return
+        try:
+            if self.buf is not None:
+                self.buf.release()
+            self._mmap.close()
+        except BufferError:
+            raise SegmentError(
+                f"segment `{self.name}`: views over its memory still exist; drop them before close()"
+            ) from None
+        self.buf = None
+        self._mmap = None
+
+    def unlink(self) -> None:
+        """Remove the name from the system; mappings stay valid until closed. Idempotent."""
+        _unlink_quiet(self.name)
+
+    def __enter__(self) -> Segment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Segment({self.name!r}, size={self.size}, kind={self.header.kind!r})"
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve every page now, so a full tmpfs fails here (ENOSPC) instead of SIGBUS later."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:  # pragma: no cover - macOS
+        return
+    try:
+        fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
+            raise
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def _touch(mm: mmap.mmap) -> None:
+    """Write zeros over every page (pages are allocated now, not on the first record)."""
+    size = len(mm)
+    for start in range(0, size, len(_ZEROS)):
+        end = min(size, start + len(_ZEROS))
+        mm[start:end] = _ZEROS[: end - start]
+
+
+def _unlink_quiet(name: str) -> bool:
+    try:
+        _posixshmem.shm_unlink("/" + name)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _decode(raw: bytes) -> SegmentHeader:
+    magic, version, kind, pid, start, created, plant = _HDR.unpack(raw)
+    return SegmentHeader(
+        magic=magic,
+        version=version,
+        kind=_KIND_OF_MAGIC.get(magic),
+        creator_pid=pid,
+        creator_start=start,
+        created_ns=created,
+        plant=plant.rstrip(b"\x00").decode("utf-8", "replace"),
+    )
+
+
+def _validate(name: str, header: SegmentHeader, kind: SegmentKind | None) -> None:
+    if header.kind is None:
+        raise SegmentError(
+            f"segment `{name}` has magic `{header.magic!r}`, not a streamctl segment (or not initialized yet)"
+        )
+    if kind is not None and header.kind is not kind:
+        raise SegmentError(f"segment `{name}` is a {header.kind.name} segment, expected {kind.name}")
+    expected = LAYOUT_VERSION[header.kind]
+    if header.version != expected:
+        raise SegmentError(
+            f"segment `{name}` has layout version {header.version}, this streamctl reads {expected}; "
+            "stop the plant that made it, or `streamctl clean` it"
+        )
+
+
+def open_segment(name: str, kind: SegmentKind | None = None) -> Segment:
+    """Attach to segment `name` (see `Segment.open`)."""
+    return Segment.open(name, kind=kind)
+
+
+def read_header(name: str) -> SegmentHeader | None:
+    """The header of `name` read from the filesystem, or None when unreadable/too short."""
+    try:
+        with open(Path(SHM_DIR) / name, "rb") as fh:
+            raw = fh.read(HEADER_SIZE)
+    except OSError:
+        return None
+    if len(raw) < HEADER_SIZE:
+        return None
+    return _decode(raw)
+
+
+def creator_alive(header: SegmentHeader) -> bool:
+    """Is the process that created the segment still running (same pid *and* start time)?"""
+    pid = header.creator_pid
+    if pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(proc.create_time() - header.creator_start) <= _START_TOLERANCE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:  # pragma: no cover - exists, not ours: assume alive
+        return True
+
+
+def list_segments(plant: str | None = None) -> list[tuple[str, SegmentHeader | None]]:
+    """Our segments (name, header or None when unreadable), optionally of one plant, by name."""
+    try:
+        names = sorted(n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX))
+    except FileNotFoundError:  # pragma: no cover - no /dev/shm (macOS)
+        return []
+    out = []
+    for name in names:
+        header = read_header(name)
+        if plant is not None:
+            if header is not None and header.kind is not None:
+                if header.plant != plant:
+                    continue
+            elif not name.startswith(f"{PREFIX}{plant}_"):
+                continue
+        out.append((name, header))
+    return out
+
+
+def _young(name: str) -> bool:
+    try:
+        st = os.stat(Path(SHM_DIR) / name)
+    except OSError:
+        return False
+    return time.time() - max(st.st_mtime, st.st_ctime) < _GRACE
+
+
+def sweep(plant: str | None = None) -> list[str]:
+    """Remove our segments whose creator is dead or whose header is garbage; return their names.
+
+    A garbage header younger than a couple of seconds is left alone: its creator may be
+    writing it right now.
+    """
+    removed = []
+    for name, header in list_segments(plant):
+        if header is None or header.kind is None or header.version != LAYOUT_VERSION[header.kind]:
+            if header is not None and header.kind is not None:
+                stale = not creator_alive(header)  # other layout: only remove if its creator died
+            else:
+                stale = not _young(name)
+        else:
+            stale = not creator_alive(header)
+        if stale and _unlink_quiet(name):
+            removed.append(name)
+    return removed
