@@ -16,11 +16,11 @@ from typing import Literal
 
 import numpy as np
 
-from .idle import IdleStrategy
+from .idle import IdleStrategy  # re-exported: consumer loops poll rings with it
 from .records import RECORD_DTYPE, RECORD_SIZE
 from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind
 
-__all__ = ["Ring", "RingError", "Overflow", "ring_bytes", "RING_HEADER_SIZE"]
+__all__ = ["Ring", "RingError", "Overflow", "IdleStrategy", "ring_bytes", "RING_HEADER_SIZE"]
 
 Overflow = Literal["drop", "block"]
 

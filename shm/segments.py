@@ -50,6 +50,8 @@ __all__ = [
     "list_segments",
     "sweep",
     "creator_alive",
+    "read_header",
+    "LAYOUT_VERSION",
 ]
 
 PREFIX = "stc_"

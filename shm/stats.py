@@ -1,0 +1,284 @@
+"""Process table: one shared-memory row per plant process, for heartbeats and `streamctl status`.
+
+Processes must not pay for telemetry with sockets or locks: each one writes counters into
+its own fixed slot (one segment per plant, ``stc_<plant>_stats``) and the supervisor and
+``status`` read them all. Every numeric field is 8 bytes and 8-byte aligned, and writing it
+is one aligned 8-byte store, so a reader never sees a torn number. Each process writes only
+its own slot; the supervisor writes its own columns (`SUPERVISOR_FIELDS`).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+import numpy as np
+
+from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind
+
+__all__ = [
+    "ProcessTable",
+    "ProcessSlot",
+    "State",
+    "SLOT_DTYPE",
+    "COUNTERS",
+    "SUPERVISOR_FIELDS",
+    "StatsError",
+    "stats_bytes",
+]
+
+
+class State(enum.IntEnum):
+    """Life cycle of a process in its slot."""
+
+    EMPTY = 0
+    STARTING = 1
+    READY = 2
+    STOPPING = 3
+    EXITED = 4
+    FAILED = 5
+
+
+_FIELDS = [
+    ("name", "S32"),  # 0
+    ("role", "S16"),  # 32  ingest / worker / proxy
+    ("pid", "<i8"),  # 48
+    ("cpu", "<i8"),  # 56  -1 = not pinned
+    ("state", "<u8"),  # 64  State
+    ("started_ns", "<i8"),  # 72
+    ("heartbeat_ns", "<i8"),  # 80
+    ("restarts", "<u8"),  # 88  supervisor
+    ("records_in", "<u8"),  # 96
+    ("records_out", "<u8"),  # 104
+    ("messages_out", "<u8"),  # 112
+    ("overflow", "<u8"),  # 120 drops: ring full
+    ("malformed", "<u8"),  # 128 drops: bad input
+    ("late", "<u8"),  # 136 drops: late ticks
+    ("gaps", "<u8"),  # 144 vendor sequence gaps
+    ("errors", "<u8"),  # 152
+    ("reconnects", "<u8"),  # 160
+    ("exit_code", "<i8"),  # 168 supervisor: last exit code
+    ("progress_done", "<f8"),  # 176 replay progress
+    ("progress_total", "<f8"),  # 184
+    ("rate_in", "<f8"),  # 192 supervisor: records_in per second
+    ("rate_out", "<f8"),  # 200 supervisor: records_out per second
+    ("rss", "<u8"),  # 208 supervisor: resident memory, bytes
+    ("cpu_pct", "<f8"),  # 216 supervisor: CPU percent
+    ("detail", "S96"),  # 224 free text (why FAILED ...), ends at 320
+]
+SLOT_DTYPE = np.dtype(_FIELDS)
+"""One slot: 320 bytes (5 cache lines), numeric fields 8 bytes and 8-byte aligned."""
+assert SLOT_DTYPE.itemsize == 320 and SLOT_DTYPE.itemsize % 64 == 0
+
+_STRINGS = {"name", "role", "detail"}
+_TRUNCATED = {"detail"}  # free text is cut to fit; names are refused when too long
+COUNTERS = (
+    "records_in",
+    "records_out",
+    "messages_out",
+    "overflow",
+    "malformed",
+    "late",
+    "gaps",
+    "errors",
+    "reconnects",
+    "restarts",
+)
+"""Monotonic counters a process adds to."""
+
+SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "cpu_pct")
+"""Columns the supervisor writes into every slot (the process never does)."""
+
+_TABLE_OFFSET = HEADER_SIZE + 64  # common header + table line (slots, slot size)
+_W_SLOTS = 8
+_W_SLOT_SIZE = 9
+
+
+class StatsError(SegmentError):
+    """A process-table field or slot was used wrongly."""
+
+
+def stats_bytes(slots: int) -> int:
+    """Size of the segment for a table of `slots` slots."""
+    return _TABLE_OFFSET + slots * SLOT_DTYPE.itemsize
+
+
+def _number_fields() -> dict[str, tuple[str, int]]:
+    out = {}
+    for name in SLOT_DTYPE.names:
+        if name in _STRINGS:
+            continue
+        dt, offset = SLOT_DTYPE.fields[name][:2]
+        assert dt.itemsize == 8 and offset % 8 == 0, name
+        out[name] = ({"i": "q", "u": "Q", "f": "d"}[dt.kind], offset // 8)
+    return out
+
+
+_NUMBERS = _number_fields()
+
+
+class ProcessSlot:
+    """One process's row. Numeric writes are single aligned 8-byte stores."""
+
+    __slots__ = ("index", "_row", "_views", "_table")
+
+    def __init__(self, table: ProcessTable, index: int) -> None:
+        self.index = index
+        self._table = table
+        self._row = table._rows[index : index + 1]
+        raw = table._seg.buf[  # type: ignore[index]
+            _TABLE_OFFSET + index * SLOT_DTYPE.itemsize : _TABLE_OFFSET + (index + 1) * SLOT_DTYPE.itemsize
+        ]
+        self._views = {code: raw.cast(code) for code in ("q", "Q", "d")}
+        raw.release()
+
+    def _field(self, field: str) -> tuple[memoryview, int]:
+        try:
+            code, word = _NUMBERS[field]
+        except KeyError:
+            raise StatsError(f"`field` must be a numeric slot field, was `{field}`") from None
+        return self._views[code], word
+
+    def add(self, field: str, n: int = 1) -> None:
+        """Add `n` to counter `field` (only the slot's owner writes it)."""
+        view, word = self._field(field)
+        view[word] += n
+
+    def set(self, field: str, value: Any) -> None:
+        """Set `field`; strings are UTF-8 encoded (`detail` is cut to fit, names refused)."""
+        if field in _STRINGS:
+            size = SLOT_DTYPE.fields[field][0].itemsize
+            raw = str(value).encode("utf-8")
+            if len(raw) > size:
+                if field not in _TRUNCATED:
+                    raise StatsError(f"`{field}` must be at most {size} UTF-8 bytes, was `{value}`")
+                raw = raw[:size].decode("utf-8", "ignore").encode("utf-8")
+            self._row[field] = raw
+            return
+        view, word = self._field(field)
+        try:
+            view[word] = float(value) if view.format == "d" else int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise StatsError(f"`{field}` must be a number in range, was `{value!r}`") from None
+
+    def get(self, field: str) -> Any:
+        """Current value of `field` (str for text fields, `State` for ``state``)."""
+        if field in _STRINGS:
+            return self._row[field][0].decode("utf-8", "replace")
+        view, word = self._field(field)
+        value = view[word]
+        return State(value) if field == "state" and value in State._value2member_map_ else value
+
+    def heartbeat(self) -> None:
+        """Liveness: store the current time (ns)."""
+        view, word = self._field("heartbeat_ns")
+        view[word] = time.time_ns()
+
+    def clear(self) -> None:
+        """Zero the whole slot (EMPTY); for the supervisor before (re)assigning it."""
+        self._row[0] = np.zeros((), dtype=SLOT_DTYPE)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The slot as a dict (str fields decoded, ``state`` as its name)."""
+        return _row_dict(self.index, self._row[0])
+
+    def _release(self) -> None:
+        for view in self._views.values():
+            view.release()
+        self._views = {}
+        self._row = None  # type: ignore[assignment]
+
+
+def _row_dict(index: int, row: np.void) -> dict[str, Any]:
+    out: dict[str, Any] = {"slot": index}
+    for name in SLOT_DTYPE.names:
+        value = row[name]
+        if name in _STRINGS:
+            out[name] = bytes(value).decode("utf-8", "replace")
+        elif name == "state":
+            out[name] = State(int(value)).name if int(value) in State._value2member_map_ else str(int(value))
+        else:
+            out[name] = value.item()
+    return out
+
+
+class ProcessTable:
+    """The plant's process table (one segment, N fixed slots)."""
+
+    __slots__ = ("_seg", "_rows", "_slots", "name", "__weakref__")
+
+    def __init__(self, seg: Segment) -> None:
+        assert seg.buf is not None
+        h = seg.buf[:_TABLE_OFFSET].cast("Q")
+        slots, slot_size = h[_W_SLOTS], h[_W_SLOT_SIZE]
+        h.release()
+        if slot_size != SLOT_DTYPE.itemsize or slots < 1 or stats_bytes(slots) > seg.size:
+            raise StatsError(f"process table `{seg.name}` has a corrupt header (slots {slots}, slot {slot_size})")
+        self._seg = seg
+        self._rows = np.frombuffer(seg.buf, dtype=SLOT_DTYPE, count=slots, offset=_TABLE_OFFSET)
+        self._slots: dict[int, ProcessSlot] = {}
+        self.name = seg.name
+
+    @classmethod
+    def create(cls, name: str, slots: int, *, plant: str = "") -> ProcessTable:
+        """Create a table of `slots` empty slots."""
+        if not isinstance(slots, int) or not 1 <= slots <= 4096:
+            raise StatsError(f"`slots` must be in 1..4096, was {slots!r}")
+        seg = Segment.create(name, stats_bytes(slots), kind=SegmentKind.STATS, plant=plant)
+        assert seg.buf is not None
+        h = seg.buf[:_TABLE_OFFSET].cast("Q")
+        h[_W_SLOTS] = slots
+        h[_W_SLOT_SIZE] = SLOT_DTYPE.itemsize
+        h.release()
+        return cls(seg)
+
+    @classmethod
+    def attach(cls, name: str) -> ProcessTable:
+        seg = Segment.open(name, kind=SegmentKind.STATS)
+        try:
+            return cls(seg)
+        except BaseException:
+            seg.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def slot(self, index: int) -> ProcessSlot:
+        """The slot at `index` (cached: the same object on every call)."""
+        if not 0 <= index < len(self._rows):
+            raise StatsError(f"`slot` must be in 0..{len(self._rows) - 1}, was {index}")
+        found = self._slots.get(index)
+        if found is None:
+            found = self._slots[index] = ProcessSlot(self, index)
+        return found
+
+    def snapshot(self, *, include_empty: bool = False) -> list[dict[str, Any]]:
+        """Every used slot as a dict (a consistent-enough copy taken at once)."""
+        rows = self._rows.copy()
+        return [
+            _row_dict(i, row)
+            for i, row in enumerate(rows)
+            if include_empty or int(row["state"]) != State.EMPTY or row["name"]
+        ]
+
+    def close(self) -> None:
+        """Drop every view (slots included) and unmap. Idempotent."""
+        if self._seg.closed:
+            return
+        for slot in self._slots.values():
+            slot._release()
+        self._slots.clear()
+        self._rows = None  # type: ignore[assignment]
+        self._seg.close()
+
+    def unlink(self) -> None:
+        self._seg.unlink()
+
+    def __enter__(self) -> ProcessTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
