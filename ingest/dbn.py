@@ -1,0 +1,615 @@
+"""Databento Binary Encoding (DBN v1/v2/v3) to streamctl records, without the `databento` package.
+
+One decoder serves both file replay and the live gateway: bytes are `write`-n as they
+arrive, `decode` returns everything complete so far and keeps a partial trailing record.
+
+Conversion rules (documented in ``docs/replay.md``):
+
+- trades (rtype 0x00): action ``T`` -> `Kind.TRADE` (side = aggressor: ``B`` -> BID,
+  ``A`` -> ASK, ``N`` -> NONE); other actions are counted in ``skipped["trades:not-T"]``.
+- mbp-1 / tbbo (rtype 0x01): every record -> a `Kind.QUOTE` of the top of book carried by the
+  record (``UNDEF_PRICE`` passes through); a ``T`` record also -> a `Kind.TRADE`, emitted
+  before its quote for mbp-1 (the quote is the book after the trade) and after it when the
+  metadata schema is tbbo (the quote is the book before the trade). ``F`` is never a trade.
+- mbo (rtype 0xA0): drives `MboBook`, which emits BOOK/RESET/TRADE records.
+- symbol mapping (0x16) -> `DecodedBatch.mappings`; system (0x17) -> ``system``;
+  error (0x15) -> ``errors``; other known record types are counted in ``skipped`` by name;
+  an unknown rtype, an invalid action/side byte, a corrupt header or a truncated trailing
+  record (at `finish`) counts in ``malformed``. A corrupt header resynchronizes on the next
+  pair of valid headers; nothing decoded before the damage is lost.
+- prices stay DBN's int64 1e-9 fixed point; ``sequence``, ``flags`` (F_LAST, F_SNAPSHOT,
+  F_BAD_TS_RECV: the same bits as `Flag`) carry over; ``ts_event`` is the DBN ts_event
+  (u64, so ``UNDEF_TIMESTAMP`` becomes -1); ``ts_recv`` per ``ts_recv=`` of the decoder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numba
+import numpy as np
+
+from streamctl.ingest.mbo_book import MboBook
+from streamctl.shm.records import RECORD_DTYPE, Kind, Side
+
+__all__ = [
+    "DbnError",
+    "DbnMetadata",
+    "DecodedBatch",
+    "DbnDecoder",
+    "InstrumentMap",
+    "read_file",
+    "read_metadata",
+    "metadata_symbols",
+    "RECORD_SIZES",
+    "SCHEMAS",
+]
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_U64_MAX = (1 << 64) - 1
+
+
+class DbnError(ValueError):
+    """The DBN input cannot be decoded at all (bad magic, unsupported version, bad metadata)."""
+
+
+SCHEMAS = (
+    "mbo", "mbp-1", "mbp-10", "tbbo", "trades", "ohlcv-1s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d",
+    "definition", "statistics", "status", "imbalance", "ohlcv-eod", "cmbp-1", "cbbo-1s", "cbbo-1m",
+    "tcbbo", "bbo-1s", "bbo-1m",
+)
+"""Schema names by their u16 value in the metadata."""
+_TBBO = 3
+
+# rtype -> (name, size v1, size v2, size v3) of every record type DBN defines (databento-dbn 0.70).
+RECORD_SIZES: dict[int, tuple[str, int, int, int]] = {
+    0x00: ("trades", 48, 48, 48),
+    0x01: ("mbp-1", 80, 80, 80),
+    0x0A: ("mbp-10", 368, 368, 368),
+    0x11: ("ohlcv", 56, 56, 56),
+    0x12: ("status", 40, 40, 40),
+    0x13: ("definition", 360, 400, 520),
+    0x14: ("imbalance", 112, 112, 112),
+    0x15: ("error", 80, 320, 320),
+    0x16: ("symbol-mapping", 80, 176, 176),
+    0x17: ("system", 80, 320, 320),
+    0x18: ("statistics", 64, 64, 80),
+    0x20: ("ohlcv", 56, 56, 56),
+    0x21: ("ohlcv", 56, 56, 56),
+    0x22: ("ohlcv", 56, 56, 56),
+    0x23: ("ohlcv", 56, 56, 56),
+    0x24: ("ohlcv", 56, 56, 56),
+    0xA0: ("mbo", 56, 56, 56),
+    0xB1: ("cmbp-1", 80, 80, 80),
+    0xC0: ("cbbo", 80, 80, 80),
+    0xC1: ("cbbo", 80, 80, 80),
+    0xC2: ("tcbbo", 80, 80, 80),
+    0xC3: ("bbo", 80, 80, 80),
+    0xC4: ("bbo", 80, 80, 80),
+}
+"""Every DBN record type: rtype -> (name, byte size in v1, v2, v3), without ``ts_out``."""
+
+_RT_TRADE, _RT_MBP1, _RT_ERROR, _RT_MAPPING, _RT_SYSTEM, _RT_MBO = 0x00, 0x01, 0x15, 0x16, 0x17, 0xA0
+
+_HDR = [("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"), ("instrument_id", "<u4"), ("ts_event", "<u8")]
+_TRADE_FIELDS = [
+    ("price", "<i8", 16), ("size", "<u4", 24), ("action", "u1", 28), ("side", "u1", 29),
+    ("flags", "u1", 30), ("ts_recv", "<u8", 32), ("sequence", "<u4", 44),
+]
+_MBP1_FIELDS = _TRADE_FIELDS + [
+    ("bid_px", "<i8", 48), ("ask_px", "<i8", 56), ("bid_sz", "<u4", 64), ("ask_sz", "<u4", 68),
+]
+_MBO_FIELDS = [
+    ("order_id", "<u8", 16), ("price", "<i8", 24), ("size", "<u4", 32), ("flags", "u1", 36),
+    ("action", "u1", 38), ("side", "u1", 39), ("ts_recv", "<u8", 40), ("sequence", "<u4", 52),
+]
+_MAPPING_V1 = [("in_sym", "S22", 16), ("out_sym", "S22", 38)]
+_MAPPING_V2 = [("stype_out", "u1", 88), ("in_sym", "S71", 17), ("out_sym", "S71", 89)]
+_SYSTEM_V1 = [("msg", "S64", 16)]
+_SYSTEM_V2 = [("msg", "S303", 16), ("code", "u1", 319)]
+_ERROR_V1 = [("msg", "S64", 16)]
+_ERROR_V2 = [("msg", "S302", 16), ("code", "u1", 318)]
+
+
+def _dtype(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:
+    base = [(n, t, o) for (n, t), o in zip(_HDR, (0, 1, 2, 4, 8), strict=True)] + fields
+    return np.dtype(
+        {"names": [f[0] for f in base], "formats": [f[1] for f in base], "offsets": [f[2] for f in base],
+         "itemsize": itemsize}
+    )
+
+
+# ASCII byte -> our Side (255 = not a valid DBN side)
+_SIDE_LUT = np.full(256, 255, np.uint8)
+_SIDE_LUT[ord("B")], _SIDE_LUT[ord("A")], _SIDE_LUT[ord("N")] = Side.BID, Side.ASK, Side.NONE
+_ACTION_OK = np.zeros(256, np.bool_)
+_ACTION_OK[[ord(c) for c in "ACMRTFN"]] = True
+_FLAG_MASK = np.uint8(0x80 | 0x20 | 0x08)
+
+
+@dataclass(frozen=True)
+class DbnMetadata:
+    """The DBN metadata header (all versions normalized to one shape)."""
+
+    version: int
+    dataset: str
+    schema: int | None
+    start: int
+    end: int | None
+    limit: int
+    stype_in: int | None
+    stype_out: int
+    ts_out: bool
+    symbol_cstr_len: int
+    symbols: list[str]
+    partial: list[str]
+    not_found: list[str]
+    mappings: list[tuple[str, list[tuple[int, int, str]]]]
+    """raw_symbol -> [(start_date YYYYMMDD, end_date YYYYMMDD, symbol)]."""
+
+    @property
+    def schema_name(self) -> str | None:
+        return SCHEMAS[self.schema] if self.schema is not None and self.schema < len(SCHEMAS) else None
+
+
+@dataclass
+class DecodedBatch:
+    """Everything one `DbnDecoder.decode` call completed."""
+
+    records: np.ndarray
+    """`RECORD_DTYPE`; ``instrument_id`` is the VENDOR's instrument id (remap with `InstrumentMap`)."""
+    mappings: list[tuple[int, str]] = field(default_factory=list)
+    """(vendor instrument id, symbol) from SymbolMappingMsg: ``stype_out_symbol``, or
+    ``stype_in_symbol`` when the out symbol is empty or just the instrument id in digits."""
+    system: list[tuple[int | None, str]] = field(default_factory=list)
+    """(code, msg) of SystemMsg, heartbeats included; code is None in DBN v1."""
+    errors: list[tuple[int | None, str]] = field(default_factory=list)
+    """(code, err) of ErrorMsg; code is None in DBN v1."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Well-formed records not converted, by record type name (``definition``, ``ohlcv``...)."""
+    malformed: int = 0
+    """Records that could not be decoded (unknown rtype, bad action/side, corrupt or truncated)."""
+    anomalies: dict[str, int] = field(default_factory=dict)
+    """Well-formed MBO events inconsistent with the book state (see `MBO_ANOMALIES`)."""
+    consumed: int = 0
+    """Input bytes consumed by this call (metadata included)."""
+
+    def merge(self, other: DecodedBatch) -> DecodedBatch:
+        """One batch holding both (records concatenated in order)."""
+        skipped = dict(self.skipped)
+        for k, v in other.skipped.items():
+            skipped[k] = skipped.get(k, 0) + v
+        anomalies = dict(self.anomalies)
+        for k, v in other.anomalies.items():
+            anomalies[k] = anomalies.get(k, 0) + v
+        return DecodedBatch(
+            np.concatenate([self.records, other.records]), self.mappings + other.mappings,
+            self.system + other.system, self.errors + other.errors, skipped,
+            self.malformed + other.malformed, anomalies, self.consumed + other.consumed,
+        )
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """The whole file, zstd-decompressed (every frame) when it starts with the zstd magic."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if data[:4] == _ZSTD_MAGIC:
+        import zstandard
+
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as r:
+                data = r.read()
+        except zstandard.ZstdError as exc:
+            raise DbnError(f"`{os.fspath(path)}` is not valid zstd: {exc}") from None
+    return data
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def read_metadata(data: bytes | bytearray | memoryview) -> tuple[DbnMetadata, int]:
+    """Parse the metadata header; returns it and the byte offset of the first record.
+
+    Raises `DbnError` for a bad magic, an unsupported version or truncated/corrupt metadata.
+    """
+    mv = memoryview(data)
+    if len(mv) < 8:
+        raise DbnError(f"truncated DBN metadata: {len(mv)} bytes, need at least 8")
+    if bytes(mv[:3]) != b"DBN":
+        raise DbnError(f"not DBN: magic must be `DBN`, was `{bytes(mv[:3])!r}`")
+    version = mv[3]
+    if not 1 <= version <= 3:
+        raise DbnError(f"unsupported DBN `version` {version}: this decoder reads 1, 2 and 3")
+    (length,) = struct.unpack_from("<I", mv, 4)
+    end = 8 + length
+    if length < 104 or len(mv) < end:
+        raise DbnError(f"truncated DBN metadata: `length` {length}, have {len(mv) - 8} bytes")
+    dataset = _cstr(bytes(mv[8:24]))
+    schema, start, end_ts, limit = struct.unpack_from("<HQQQ", mv, 24)
+    if version == 1:
+        stype_in, stype_out, ts_out = mv[58], mv[59], mv[60]
+        cstr = 22
+    else:
+        stype_in, stype_out, ts_out = mv[50], mv[51], mv[52]
+        (cstr,) = struct.unpack_from("<H", mv, 53)
+    if not 1 <= cstr <= 255:
+        raise DbnError(f"corrupt DBN metadata: `symbol_cstr_len` {cstr}")
+    (sdl,) = struct.unpack_from("<I", mv, 108)
+    pos = 112 + sdl
+
+    def u32() -> int:
+        nonlocal pos
+        if pos + 4 > end:
+            raise DbnError(f"corrupt DBN metadata: lists run past `length` {length}")
+        (v,) = struct.unpack_from("<I", mv, pos)
+        pos += 4
+        return v
+
+    def sym() -> str:
+        nonlocal pos
+        if pos + cstr > end:
+            raise DbnError(f"corrupt DBN metadata: lists run past `length` {length}")
+        s = _cstr(bytes(mv[pos : pos + cstr]))
+        pos += cstr
+        return s
+
+    lists = [[sym() for _ in range(u32())] for _ in range(3)]
+    mappings = []
+    for _ in range(u32()):
+        raw = sym()
+        intervals = []
+        for _ in range(u32()):
+            d0, d1 = u32(), u32()
+            intervals.append((d0, d1, sym()))
+        mappings.append((raw, intervals))
+    meta = DbnMetadata(
+        version=version, dataset=dataset, schema=None if schema == 0xFFFF else schema, start=start,
+        end=None if end_ts == _U64_MAX else end_ts, limit=limit,
+        stype_in=None if stype_in == 0xFF else stype_in, stype_out=stype_out, ts_out=bool(ts_out),
+        symbol_cstr_len=cstr, symbols=lists[0], partial=lists[1], not_found=lists[2], mappings=mappings,
+    )
+    return meta, end
+
+
+def metadata_symbols(meta: DbnMetadata) -> dict[int, str]:
+    """Vendor instrument id -> raw symbol from the metadata mappings (files with stype_out
+    instrument_id map each raw symbol to the id in digits)."""
+    out: dict[int, str] = {}
+    for raw, intervals in meta.mappings:
+        for _d0, _d1, sym in intervals:
+            if sym.isdigit():
+                out.setdefault(int(sym), raw)
+    return out
+
+
+@numba.njit(cache=True)
+def _frame(buf, sizes, offsets, rtypes, resyncing):
+    """Walk records by their length byte. Returns (n records, bytes consumed, corrupt regions,
+    still resyncing). A header whose length disagrees with its known rtype starts a resync:
+    the next offset with two consecutive plausible headers (or one ending the buffer)."""
+    end = buf.shape[0]
+    pos = 0
+    n = 0
+    bad = 0
+    while pos + 2 <= end:
+        length = np.int64(buf[pos]) * 4
+        rt = buf[pos + 1]
+        want = sizes[rt]
+        ok = length >= 16 and (want == 0 or want == length)
+        if ok and want == 0:
+            # unknown rtype: trust its length only if the next header is plausible too
+            nxt = pos + length
+            if nxt + 2 <= end:
+                nl = np.int64(buf[nxt]) * 4
+                ok = sizes[buf[nxt + 1]] == nl and nl >= 16
+        if not ok:
+            if not resyncing:
+                bad += 1
+                resyncing = True
+            pos += 1
+            continue
+        if resyncing and want != 0:
+            nxt = pos + length
+            if nxt + 2 <= end:
+                nl = np.int64(buf[nxt]) * 4
+                if not (sizes[buf[nxt + 1]] == nl and nl >= 16):
+                    pos += 1
+                    continue
+        if pos + length > end:
+            break
+        resyncing = False
+        offsets[n] = pos
+        rtypes[n] = rt
+        n += 1
+        pos += length
+    return n, pos, bad, resyncing
+
+
+class DbnDecoder:
+    """Incremental DBN decoder.
+
+    `write` bytes as they arrive (live TCP) or all at once (file); `decode` returns everything
+    complete so far, keeping a partial trailing record for the next write. Handles the metadata
+    first, then records; v1/v2/v3 record layouts (v1 SymbolMappingMsg has 22-char symbols, v1
+    SystemMsg/ErrorMsg have no code); ``ts_out=1`` (8 extra bytes per record). The MBO book
+    state persists across calls.
+
+    ``ts_recv="record"``: our ``ts_recv`` is the DBN record's ts_recv (deterministic replay);
+    ``"now"``: `time.time_ns` at decode (live ingest time). Records without a ts_recv
+    (none of the converted types) use ts_event.
+    """
+
+    def __init__(self, *, ts_recv: Literal["record", "now"] = "record"):
+        if ts_recv not in ("record", "now"):
+            raise ValueError(f"`ts_recv` must be record or now; was {ts_recv}")
+        self._now = ts_recv == "now"
+        self.metadata: DbnMetadata | None = None
+        self._chunks: list[bytes] = []
+        self._pending = 0
+        self._resyncing = False
+        self._sizes = np.zeros(256, np.int64)
+        self._book = MboBook()
+        self._dtypes: dict[int, np.dtype] = {}
+
+    @property
+    def pending(self) -> int:
+        """Bytes written but not decoded yet (an incomplete record or metadata)."""
+        return self._pending
+
+    @property
+    def book(self) -> MboBook:
+        """The MBO book state built so far."""
+        return self._book
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue input bytes (copied unless `bytes`)."""
+        if data:
+            self._chunks.append(data if type(data) is bytes else bytes(data))
+            self._pending += len(data)
+
+    def decode(self) -> DecodedBatch:
+        """Decode every complete record written so far (raises `DbnError` on bad metadata)."""
+        data = self._take()
+        batch = DecodedBatch(np.empty(0, RECORD_DTYPE))
+        pos = 0
+        if self.metadata is None:
+            if len(data) >= 4 and data[:3] != b"DBN" or len(data) >= 4 and not 1 <= data[3] <= 3:
+                read_metadata(data)  # raises the precise error
+            if len(data) < 8 or len(data) < 8 + struct.unpack_from("<I", data, 4)[0]:
+                self._keep(data)
+                return batch
+            self._set_metadata(*read_metadata(data))
+            pos = 8 + struct.unpack_from("<I", data, 4)[0]
+        buf = np.frombuffer(data, np.uint8)[pos:]
+        n, used = self._decode_records(buf, batch)
+        batch.consumed = pos + used
+        self._keep(data[pos + used :])
+        return batch
+
+    def finish(self) -> DecodedBatch:
+        """Decode what is left at the end of the input: truncated trailing bytes count as one
+        malformed record; truncated metadata raises `DbnError`."""
+        batch = self.decode()
+        if self.metadata is None and self._pending:
+            read_metadata(self._take())
+        if self._pending:
+            batch.malformed += 1
+            batch.consumed += self._pending
+            self._chunks, self._pending = [], 0
+        self._resyncing = False
+        return batch
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks, self._pending = [], 0
+        return data
+
+    def _keep(self, rest: bytes) -> None:
+        if rest:
+            self._chunks, self._pending = [rest], len(rest)
+
+    def _set_metadata(self, meta: DbnMetadata, _offset: int) -> None:
+        self.metadata = meta
+        extra = 8 if meta.ts_out else 0
+        col = min(meta.version, 3)
+        for rt, (_name, *sizes) in RECORD_SIZES.items():
+            self._sizes[rt] = sizes[col - 1] + extra
+        v1 = meta.version == 1
+        specs = {
+            _RT_TRADE: _TRADE_FIELDS,
+            _RT_MBP1: _MBP1_FIELDS,
+            _RT_MBO: _MBO_FIELDS,
+            _RT_MAPPING: _MAPPING_V1 if v1 else _MAPPING_V2,
+            _RT_SYSTEM: _SYSTEM_V1 if v1 else _SYSTEM_V2,
+            _RT_ERROR: _ERROR_V1 if v1 else _ERROR_V2,
+        }
+        self._dtypes = {rt: _dtype(f, int(self._sizes[rt])) for rt, f in specs.items()}
+
+    def _frame(self, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """(offsets, rtypes, bytes consumed, corrupt regions); a vectorized check first for the
+        common single-type buffer, the numba walk otherwise."""
+        if len(buf) >= 2 and not self._resyncing:
+            length, rt = int(buf[0]) * 4, int(buf[1])
+            if length >= 16 and self._sizes[rt] == length:
+                n = len(buf) // length
+                if (
+                    n
+                    and (buf[0 : n * length : length] == buf[0]).all()
+                    and (buf[1 : n * length : length] == rt).all()
+                ):
+                    return (np.arange(n, dtype=np.int64) * length, np.full(n, rt, np.uint8), n * length, 0)
+        cap = len(buf) // 16 + 1
+        offsets = np.empty(cap, np.int64)
+        rtypes = np.empty(cap, np.uint8)
+        n, used, bad, self._resyncing = _frame(buf, self._sizes, offsets, rtypes, self._resyncing)
+        return offsets[:n], rtypes[:n], int(used), int(bad)
+
+    def _view(self, buf: np.ndarray, offs: np.ndarray, rt: int) -> np.ndarray:
+        """The records of one rtype as a structured array (zero-copy when evenly spaced)."""
+        dt = self._dtypes[rt]
+        size = dt.itemsize
+        n = len(offs)
+        if n == 1 or int(offs[-1] - offs[0]) == (n - 1) * size:
+            return np.ndarray((n,), dt, buffer=buf, offset=int(offs[0]), strides=(size,))
+        rows = buf[offs[:, None] + np.arange(size)]
+        return rows.view(dt).reshape(n)
+
+    def _decode_records(self, buf: np.ndarray, batch: DecodedBatch) -> tuple[int, int]:
+        offsets, rtypes, used, bad = self._frame(buf)
+        batch.malformed += bad
+        n = len(offsets)
+        if n == 0:
+            return 0, used
+        now = time.time_ns() if self._now else 0
+        present = np.flatnonzero(np.bincount(rtypes, minlength=256))
+        parts: list[tuple[np.ndarray, np.ndarray]] = []  # (records, sort keys)
+        for rt in present.tolist():
+            idx = np.flatnonzero(rtypes == rt) if len(present) > 1 else None
+            offs = offsets if idx is None else offsets[idx]
+            if rt in self._dtypes:
+                arr = self._view(buf, offs, rt)
+                recs, src, sub = self._convert(rt, arr, batch, now)
+                if len(recs):
+                    pos = src if idx is None else idx[src]
+                    parts.append((recs, pos * 2 + sub))
+            elif rt in RECORD_SIZES:
+                name = RECORD_SIZES[rt][0]
+                batch.skipped[name] = batch.skipped.get(name, 0) + len(offs)
+            else:
+                batch.malformed += len(offs)
+        if len(parts) == 1:
+            batch.records = parts[0][0]
+        elif parts:
+            recs = np.concatenate([p[0] for p in parts])
+            keys = np.concatenate([p[1] for p in parts])
+            batch.records = recs[np.argsort(keys, kind="stable")]
+        return n, used
+
+    def _convert(self, rt: int, arr: np.ndarray, batch: DecodedBatch, now: int):
+        """Records (vendor ids), the index of each one's source, and its order within the source."""
+        none = (np.empty(0, RECORD_DTYPE), np.empty(0, np.int64), np.empty(0, np.int64))
+        if rt == _RT_MAPPING:
+            self._mappings(arr, batch)
+            return none
+        if rt in (_RT_SYSTEM, _RT_ERROR):
+            codes = arr["code"].tolist() if "code" in arr.dtype.names else [None] * len(arr)
+            out = batch.system if rt == _RT_SYSTEM else batch.errors
+            out.extend((c, _cstr(m)) for c, m in zip(codes, arr["msg"].tolist(), strict=True))
+            return none
+        action = arr["action"]
+        side = _SIDE_LUT[arr["side"]]
+        good = _ACTION_OK[action] & (side != 255)
+        nbad = len(arr) - int(np.count_nonzero(good))
+        if nbad:
+            batch.malformed += nbad
+        ts_recv = np.full(len(arr), now, np.int64) if self._now else arr["ts_recv"].astype(np.int64)
+        if rt == _RT_MBO:
+            recs, src, anomalies = self._book.apply(
+                instrument_id=arr["instrument_id"], order_id=arr["order_id"], price=arr["price"],
+                size=arr["size"], action=action, side=arr["side"], flags=arr["flags"],
+                ts_event=arr["ts_event"].astype(np.int64), ts_recv=ts_recv, sequence=arr["sequence"],
+            )
+            anomalies.pop("mbo_bad_action", None)  # already counted as malformed above
+            anomalies.pop("mbo_bad_side", None)
+            for k, v in anomalies.items():
+                batch.anomalies[k] = batch.anomalies.get(k, 0) + v
+            return recs, src, np.zeros(len(src), np.int64)
+        is_trade = good & (action == ord("T"))
+        tidx = np.flatnonzero(is_trade)
+        trades = _records(arr[tidx], Kind.TRADE, side[tidx], ts_recv[tidx])
+        trades["price"] = arr["price"][tidx]
+        trades["size"] = arr["size"][tidx]
+        if rt == _RT_TRADE:
+            other = int(np.count_nonzero(good)) - len(tidx)
+            if other:
+                batch.skipped["trades:not-T"] = batch.skipped.get("trades:not-T", 0) + other
+            return trades, tidx, np.zeros(len(tidx), np.int64)
+        qidx = np.flatnonzero(good) if nbad else np.arange(len(arr))
+        q = arr[qidx] if nbad else arr
+        quotes = _records(q, Kind.QUOTE, np.zeros(len(q), np.uint8), ts_recv[qidx])
+        quotes["price"] = q["bid_px"]
+        quotes["price2"] = q["ask_px"]
+        quotes["size"] = q["bid_sz"]
+        quotes["size2"] = q["ask_sz"]
+        tbbo = self.metadata is not None and self.metadata.schema == _TBBO
+        t_sub, q_sub = (1, 0) if tbbo else (0, 1)
+        if not len(tidx):
+            return quotes, qidx, np.full(len(qidx), q_sub, np.int64)
+        return (
+            np.concatenate([trades, quotes]),
+            np.concatenate([tidx, qidx]),
+            np.concatenate([np.full(len(tidx), t_sub, np.int64), np.full(len(qidx), q_sub, np.int64)]),
+        )
+
+    def _mappings(self, arr: np.ndarray, batch: DecodedBatch) -> None:
+        ids = arr["instrument_id"].tolist()
+        ins = arr["in_sym"].tolist()
+        outs = arr["out_sym"].tolist()
+        for iid, i_sym, o_sym in zip(ids, ins, outs, strict=True):
+            out = _cstr(o_sym)
+            symbol = out if out and out != str(iid) else _cstr(i_sym)
+            batch.mappings.append((iid, symbol))
+
+
+def _records(arr: np.ndarray, kind: Kind, side: np.ndarray, ts_recv: np.ndarray) -> np.ndarray:
+    """Common fields of converted trade/quote records."""
+    out = np.zeros(len(arr), RECORD_DTYPE)
+    if not len(arr):
+        return out
+    out["ts_event"] = arr["ts_event"]
+    out["ts_recv"] = ts_recv
+    out["sequence"] = arr["sequence"]
+    out["instrument_id"] = arr["instrument_id"]
+    out["kind"] = kind
+    out["side"] = side
+    out["flags"] = arr["flags"] & _FLAG_MASK
+    return out
+
+
+class InstrumentMap:
+    """Vendor instrument id -> our registry id, applied to whole batches with numpy."""
+
+    def __init__(self) -> None:
+        self._map: dict[int, int] = {}
+        self._keys = np.empty(0, np.uint32)
+        self._vals = np.empty(0, np.uint32)
+        self._dirty = False
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __contains__(self, vendor_id: int) -> bool:
+        return vendor_id in self._map
+
+    def add(self, vendor_id: int, our_id: int) -> None:
+        """Map `vendor_id` to `our_id` (a later add for the same vendor id replaces it)."""
+        if self._map.get(vendor_id) != our_id:
+            self._map[int(vendor_id)] = int(our_id)
+            self._dirty = True
+
+    def apply(self, records: np.ndarray) -> np.ndarray:
+        """Rewrite ``instrument_id`` in place; returns a bool mask of records whose vendor id
+        is unknown (left unchanged)."""
+        if self._dirty:
+            keys = np.fromiter(self._map.keys(), np.uint32, len(self._map))
+            order = np.argsort(keys)
+            self._keys = keys[order]
+            self._vals = np.fromiter(self._map.values(), np.uint32, len(self._map))[order]
+            self._dirty = False
+        ids = records["instrument_id"]
+        if not len(self._keys):
+            return np.ones(len(ids), np.bool_)
+        pos = np.searchsorted(self._keys, ids)
+        pos[pos == len(self._keys)] = 0
+        found = self._keys[pos] == ids
+        records["instrument_id"] = np.where(found, self._vals[pos], ids)
+        return ~found
