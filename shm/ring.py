@@ -72,6 +72,8 @@ class Ring:
         "_capacity",
         "_mask",
         "_overflow",
+        "_out",
+        "_out_bytes",
         "name",
     )
 
@@ -98,6 +100,8 @@ class Ring:
         self._capacity = capacity
         self._mask = capacity - 1
         self._overflow = _OVERFLOW_NAME[overflow]
+        self._out: np.ndarray | None = None  # the last `out` given to consume, and its bytes
+        self._out_bytes: memoryview | None = None
         self.name = seg.name
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,6 +141,9 @@ class Ring:
         """Drop our views and unmap. Idempotent; the ring itself stays."""
         if self._seg.closed:
             return
+        if self._out_bytes is not None:
+            self._out_bytes.release()
+            self._out_bytes = self._out = None
         self._h.release()
         self._data.release()
         self._seg.close()
@@ -176,7 +183,7 @@ class Ring:
         n = len(records)
         if n == 0:
             return 0
-        if records.dtype != RECORD_DTYPE:
+        if records.dtype is not RECORD_DTYPE and records.dtype != RECORD_DTYPE:
             raise RingError(f"`records` must have RECORD_DTYPE, was `{records.dtype}`")
         if not records.flags.c_contiguous:
             records = np.ascontiguousarray(records)
@@ -259,16 +266,16 @@ class Ring:
         if out is None:
             dst = np.empty(n * RECORD_SIZE, dtype=np.uint8)
             result = dst.view(RECORD_DTYPE)
+            dmv = memoryview(dst)
         else:
-            if out.dtype != RECORD_DTYPE or not out.flags.c_contiguous:
-                raise RingError("`out` must be a C-contiguous RECORD_DTYPE array")
+            if out is not self._out:  # a consumer loop passes the same buffer every time
+                self._set_out(out)
             if len(out) < n:
                 n = len(out)
                 if n == 0:
                     return _EMPTY
             result = out[:n]
-            dst = result.view(np.uint8)
-        dmv = memoryview(dst)
+            dmv = self._out_bytes[: n * RECORD_SIZE]  # type: ignore[index]
         slot = read & self._mask
         first = self._capacity - slot
         data = self._data
@@ -280,6 +287,14 @@ class Ring:
             dmv[cut:] = data[: (n - first) * RECORD_SIZE]
         h[_W_READ] = read + n  # release the slots: one aligned 8-byte store, last
         return result
+
+    def _set_out(self, out: np.ndarray) -> None:
+        if out.dtype != RECORD_DTYPE or not out.flags.c_contiguous or not out.flags.writeable:
+            raise RingError(f"`out` must be a writeable C-contiguous RECORD_DTYPE array, was `{out.dtype}`")
+        if self._out_bytes is not None:
+            self._out_bytes.release()
+        self._out = out
+        self._out_bytes = memoryview(out.view(np.uint8))
 
     def consumer_heartbeat(self) -> None:
         """Consumer liveness: store the current time (ns) in the header."""
