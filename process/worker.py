@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 
 from streamctl.process.lifecycle import setup_child
+from streamctl.process.wire import Event, topic
 
 __all__ = ["WorkerSpec", "RingSource", "run_worker", "worker_main"]
 
@@ -84,8 +85,9 @@ def run_worker(spec: WorkerSpec) -> int:
     """Process entry point (spawned by the supervisor). Returns the exit code."""
     from streamctl.process.calc.engine import CalculatorSet
     from streamctl.process.publisher import Publisher
+    from streamctl.shm.idle import IdleStrategy
     from streamctl.shm.registry import SymbolRegistry
-    from streamctl.shm.ring import IdleStrategy, Ring
+    from streamctl.shm.ring import Ring
     from streamctl.shm.stats import ProcessTable, State
 
     stop = setup_child(spec.name, spec.cpu)
@@ -164,7 +166,10 @@ def run_worker(spec: WorkerSpec) -> int:
         slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
         code = 1
     finally:
-        publisher.close(linger=2.0) if _accepts_linger(publisher) else publisher.close()
+        # The last message on this publisher's pipe: a recorder knows everything before it arrived.
+        publisher.publish(topic("event", spec.name),
+                          Event(source=spec.name, kind="stopped", message=f"exit code {code}", ts=time.time_ns()))
+        publisher.close()
         for ring in rings:
             ring.close()
         for reg in registries:
@@ -173,12 +178,6 @@ def run_worker(spec: WorkerSpec) -> int:
         slot.heartbeat()
         table.close()
     return code
-
-
-def _accepts_linger(publisher) -> bool:
-    import inspect
-
-    return "linger" in inspect.signature(publisher.close).parameters
 
 
 def worker_main(spec: WorkerSpec) -> None:

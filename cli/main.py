@@ -1,0 +1,341 @@
+"""The `streamctl` command line: up, down, status, tail, validate, clean, replay, venue."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+from streamctl.cli.config import ConfigError, PlantConfig, load_config
+
+__all__ = ["main", "cli"]
+
+log = logging.getLogger("streamctl")
+
+EXIT_CONFIG = 2
+"""Exit code for a refused config or bad usage (nothing was started)."""
+EXIT_FAILED = 1
+
+
+def _version() -> str:
+    try:
+        return metadata.version("streamctl")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def _load(path: str) -> PlantConfig:
+    """Load a config or exit 2 with the one-line error (no traceback)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="streamctl")
+def cli() -> None:
+    """streamctl: a market-data plant. Vendor feeds -> shared-memory rings -> bar, VWAP, indicator,
+    anomaly and book workers -> ZeroMQ topics."""
+
+
+# ---------------------------------------------------------------------------------------------- up
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--detach", is_flag=True, help="Return once the plant is ready and leave it running.")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop by itself after SECONDS.")
+@click.option("--no-view", is_flag=True, help="No live table in the foreground (log lines only).")
+@click.option("--ready-timeout", type=click.FloatRange(min=1), default=90.0, show_default=True,
+              help="Seconds to wait for every process to report ready.")
+def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_timeout: float) -> None:
+    """Start the plant described by CONFIG (foreground with a live view; Ctrl-C stops it cleanly)."""
+    cfg = _load(config)
+    if detach:
+        sys.exit(_detach(config, cfg, duration, ready_timeout))
+    _setup_logging()
+    from streamctl.cli.status import render_table
+    from streamctl.cli.supervisor import PlantError, RestartPolicy, Supervisor
+
+    sup = Supervisor(cfg, config_path=config, policy=RestartPolicy(ready_timeout=ready_timeout))
+    sup.install_signal_handlers()
+    tty = sys.stdout.isatty() and not no_view
+    last_plain = [0.0]
+
+    def show() -> None:
+        if no_view:
+            return
+        if tty:
+            click.echo("\x1b[H\x1b[2J" + render_table(sup.status()) + "\n\nCtrl-C to stop", nl=True)
+        elif time.monotonic() - last_plain[0] >= 10:
+            last_plain[0] = time.monotonic()
+            click.echo(render_table(sup.status()))
+    try:
+        sup.start()
+        click.echo(f"plant {cfg.name} ready: subscribe at {cfg.publish.endpoint}", err=True)
+        sup.run(duration=duration, on_tick=show)
+    except PlantError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sup.stop()
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:
+        from streamctl.shm.segments import SegmentError
+
+        if not isinstance(exc, SegmentError | OSError):
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sup.stop()
+        sys.exit(EXIT_FAILED)
+    finally:
+        sup.stop()
+    click.echo(f"plant {cfg.name} stopped", err=True)
+
+
+def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout: float) -> int:
+    from streamctl.cli.runtime import pid_alive, read_manifest, run_dir
+
+    log_path = run_dir() / f"{cfg.name}.log"
+    args = [sys.executable, "-m", "streamctl.cli", "up", config, "--no-view", "--ready-timeout", str(ready_timeout)]
+    if duration is not None:
+        args += ["--duration", str(duration)]
+    env = dict(os.environ, STREAMCTL_LOG_FILE=str(log_path))
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                start_new_session=True)
+    deadline = time.monotonic() + ready_timeout + 10
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        manifest = read_manifest(cfg.name)
+        if manifest and manifest.get("supervisor_pid") == proc.pid and manifest.get("state") == "ready":
+            click.echo(f"plant {cfg.name} ready (supervisor pid {proc.pid}); subscribe at {cfg.publish.endpoint}; "
+                       f"log {log_path}; stop with `streamctl down --name {cfg.name}`")
+            return 0
+        if code is not None:
+            tail = _tail_file(log_path, 10)
+            click.echo(f"error: plant {cfg.name} did not start (exit code {code}); log {log_path}:\n{tail}", err=True)
+            return code or EXIT_FAILED
+        time.sleep(0.05)
+    if pid_alive(proc.pid):
+        os.kill(proc.pid, signal.SIGTERM)
+    click.echo(f"error: plant {cfg.name} not ready within {ready_timeout:.0f} s; log {log_path}", err=True)
+    return EXIT_FAILED
+
+
+def _tail_file(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------- find a plant
+def _find_plant(name: str | None) -> dict:
+    from streamctl.cli.runtime import running_plants
+
+    plants = running_plants()
+    if name is not None:
+        for manifest in plants:
+            if manifest["name"] == name:
+                return manifest
+        click.echo(f"error: no plant named `{name}` is running", err=True)
+        sys.exit(EXIT_FAILED)
+    if not plants:
+        click.echo("error: no plant is running (start one with `streamctl up CONFIG`)", err=True)
+        sys.exit(EXIT_FAILED)
+    if len(plants) > 1:
+        names = ", ".join(m["name"] for m in plants)
+        click.echo(f"error: several plants are running ({names}); choose one with --name", err=True)
+        sys.exit(EXIT_CONFIG)
+    return plants[0]
+
+
+# ---------------------------------------------------------------------------------------------- down
+@cli.command()
+@click.option("--name", default=None, help="Plant name (needed when several run).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True)
+def down(name: str | None, timeout: float) -> None:
+    """Stop a running plant cleanly: feeds stop, workers drain and flush, every segment is removed."""
+    from streamctl.cli.runtime import pid_alive, running_plants
+
+    if name is None and not running_plants():
+        click.echo("no plant is running")
+        return
+    manifest = _find_plant(name)
+    pid, started = manifest["supervisor_pid"], manifest.get("supervisor_started")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid, started):
+        click.echo(f"supervisor {pid} did not stop within {timeout:.0f} s; killing the plant", err=True)
+        _kill_tree(pid)
+        _clean(manifest["name"])
+    click.echo(f"plant {manifest['name']} stopped")
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------- status
+@cli.command()
+@click.option("--name", default=None, help="Plant name (needed when several run).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def status(name: str | None, as_json: bool) -> None:
+    """Per process: role, pid, core, restarts, rates, drops by cause, ring fill, lag, RSS, CPU%."""
+    from streamctl.cli.status import collect_status, render_table
+
+    manifest = _find_plant(name)
+    snapshot = collect_status(manifest)
+    click.echo(json.dumps(snapshot, indent=2) if as_json else render_table(snapshot))
+
+
+# ---------------------------------------------------------------------------------------------- tail
+@cli.command()
+@click.argument("topics", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line: `topic` and every payload field.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after N messages.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Exit after SECONDS.")
+@click.option("--name", default=None, help="Plant name (needed when several run).")
+@click.option("--endpoint", default=None, help="Connect here instead of a running plant's endpoint.")
+def tail(topics: tuple[str, ...], as_json: bool, count: int | None, timeout: float | None, name: str | None,
+         endpoint: str | None) -> None:
+    """Print messages of TOPICS (exact topics like `bar.60s.AAPL`, or prefixes ending in `.` or `*`)."""
+    from streamctl.cli.tailing import tail_topics
+
+    if endpoint is None:
+        endpoint = _find_plant(name)["endpoint"]
+    try:
+        tail_topics(endpoint, list(topics), as_json=as_json, count=count, timeout=timeout, out=sys.stdout)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `streamctl tail ... | head`
+        sys.stderr.close()
+
+
+# ---------------------------------------------------------------------------------------------- validate
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def validate(config: str) -> None:
+    """Check CONFIG without starting anything (exit 0, or 2 with the error)."""
+    cfg = _load(config)
+    feeds = ", ".join(f"{f.name} ({f.vendor})" for f in cfg.feeds)
+    click.echo(f"ok: plant {cfg.name}: feeds {feeds}; {cfg.partitions.count} partition(s); "
+               f"publish {cfg.publish.endpoint}")
+
+
+# ---------------------------------------------------------------------------------------------- clean
+@cli.command()
+@click.option("--name", default=None, help="Only this plant's leftovers.")
+def clean(name: str | None) -> None:
+    """Remove what dead plants left behind: segments, manifests, sockets."""
+    removed = _clean(name)
+    click.echo("\n".join(f"removed {item}" for item in removed) if removed else "nothing to clean")
+
+
+def _clean(name: str | None) -> list[str]:
+    from streamctl.cli.runtime import pid_alive, read_manifest, remove_manifest, run_dir
+    from streamctl.shm.segments import sweep
+
+    removed = [f"/dev/shm/{seg}" for seg in sweep(name)]
+    for path in run_dir().glob("*.json"):
+        manifest = read_manifest(path.stem)
+        if name is not None and path.stem != name:
+            continue
+        if manifest is None or not pid_alive(manifest.get("supervisor_pid", 0), manifest.get("supervisor_started")):
+            remove_manifest(path.stem)
+            removed.append(str(path))
+            sock = run_dir() / f"{path.stem}.pub"
+            if sock.exists():
+                sock.unlink()
+                removed.append(str(sock))
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------- replay
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Calculators (and partitions) from this config; default: those of configs/demo.yaml.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Write every data message to .jsonl (one JSON object a line) or .parquet.")
+@click.option("--symbols", default=None, help="Comma-separated symbols to replay (default: all).")
+def replay(files: tuple[str, ...], config_path: str | None, out: str | None, symbols: str | None) -> None:
+    """Run the plant's exact pipeline over recorded FILES (DBN, CSV, Parquet) and exit when done."""
+    from streamctl.cli.replaying import run_replay
+
+    _setup_logging()
+    cfg = _load(config_path) if config_path else _bundled_demo()
+    try:
+        summary = run_replay(cfg, list(files), out=out, symbols=symbols.split(",") if symbols else None)
+    except (ValueError, OSError, RuntimeError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(summary, err=True)
+
+
+def _bundled_demo() -> PlantConfig:
+    from importlib import resources
+
+    from streamctl.cli.config import parse_config
+
+    text = resources.files("streamctl.configs").joinpath("demo.yaml").read_text()
+    return parse_config(text, source="configs/demo.yaml")
+
+
+# ---------------------------------------------------------------------------------------------- venue
+@cli.group()
+def venue() -> None:
+    """Local vendor gateways for offline testing (loopback only)."""
+
+
+@venue.command("databento")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=13000, show_default=True)
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="DBN file(s) to serve (repeat the option for several).")
+@click.option("--speed", default="max", show_default=True, help="`max` or a multiple of real time.")
+@click.option("--key", default=None, help="Accept only this API key (default: any well-formed key).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+def venue_databento(host: str, port: int, data: tuple[str, ...], speed: str, key: str | None,
+                    heartbeat: float) -> None:
+    """Serve DBN FILES over Databento's live gateway protocol (CRAM, subscriptions, DBN stream)."""
+    from streamctl.ingest.venue_databento import main_serve
+
+    _setup_logging()
+    pace: str | float = speed if speed == "max" else float(speed)
+    main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"), speed=pace,
+               heartbeat_interval=heartbeat)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="streamctl")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

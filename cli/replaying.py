@@ -1,0 +1,171 @@
+"""`streamctl replay`: the exact live pipeline over recorded files, written to a file.
+
+The plant runs for real (feed process, rings, workers, hub) with three differences that
+make the output a pure function of the input: the rings block instead of dropping, the
+workers close bars by event time only (no wall clock), and the recorder sorts what it
+received by (event time, topic, seq) before writing. Only data topics are written
+(``status.*`` and ``event.*`` carry wall-clock times).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from streamctl.cli.config import FeedConfig, PlantConfig
+from streamctl.cli.runtime import run_dir
+from streamctl.cli.tailing import to_row
+
+__all__ = ["run_replay", "Recorder", "write_rows"]
+
+_DATA_KINDS = {"bar", "trade", "quote", "vwap", "sma", "ema", "anomaly", "book"}
+
+
+class Recorder:
+    """Subscribes to everything on a background thread and keeps the data messages."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.rows: list[dict[str, Any]] = []
+        self.synced = threading.Event()
+        self.stopped_workers: set[str] = set()
+        self.gaps = 0
+        self._quit = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("recorder did not start")
+
+    def _run(self) -> None:
+        from streamctl.client import Subscriber
+
+        sub = Subscriber(self.endpoint, rcvhwm=0)
+
+        def on_message(topic: str, payload: Any) -> None:
+            kind = topic.partition(".")[0]
+            if kind in _DATA_KINDS:
+                for item in payload if isinstance(payload, list) else [payload]:
+                    self.rows.append(to_row(topic, item))
+            elif kind == "event":
+                if payload.kind == "probe":
+                    self.synced.set()
+                elif payload.kind == "stopped":
+                    self.stopped_workers.add(payload.source)
+
+        def on_error(error: Any) -> None:
+            self.gaps += 1
+
+        sub.on_message(on_message)
+        sub.on_error(on_error)
+        sub.subscribe("")
+        self._ready.set()
+        try:
+            while not self._quit.is_set():
+                sub.poll(0.05)
+        finally:
+            sub.close()
+
+    def wait_workers(self, names: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not names <= self.stopped_workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return names <= self.stopped_workers
+
+    def close(self) -> None:
+        self._quit.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def sorted_rows(self) -> list[dict[str, Any]]:
+        def key(row: dict[str, Any]) -> tuple[int, str, int]:
+            return int(row.get("ts_event", row.get("ts_end", 0))), row["topic"], int(row.get("seq", 0))
+
+        return sorted(self.rows, key=key)
+
+
+def write_rows(rows: list[dict[str, Any]], out: str) -> None:
+    """JSON Lines (``.jsonl``/``.json``) or Parquet (``.parquet``), by the extension."""
+    path = Path(out)
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:  # pragma: no cover - depends on the install
+            raise RuntimeError("writing Parquet needs pyarrow: pip install 'streamctl[parquet]'") from None
+        columns: dict[str, list[Any]] = {}
+        for row in rows:
+            for name in row:
+                columns.setdefault(name, [])
+        for row in rows:
+            for name, values in columns.items():
+                values.append(row.get(name))
+        pq.write_table(pa.table(columns), path)
+        return
+    if path.suffix not in (".jsonl", ".json", ".ndjson"):
+        raise ValueError(f"`--out` must end in .jsonl or .parquet; was {out}")
+    with open(path, "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbols: list[str] | None = None,
+               timeout: float | None = None) -> str:
+    """Run the plant over `files` with the calculators and partitions of `config`."""
+    from streamctl.cli.supervisor import Supervisor
+    from streamctl.ingest.vendors import vendor_module
+
+    name = f"replay-{os.getpid()}"
+    endpoint = f"ipc://{run_dir() / (name + '.out')}"
+    options = {"files": [os.path.abspath(f) for f in files], "speed": "max"}
+    check = msgspec.convert(options, vendor_module("replay").Options).check()
+    if check:
+        field, message, value = check
+        raise ValueError(f"`{field}` {message}; was {value}")
+    feed = FeedConfig(name="replay", vendor="replay", symbols=symbols, options=options)
+    cfg = msgspec.structs.replace(
+        config,
+        name=name,
+        feeds=[feed],
+        publish=msgspec.structs.replace(config.publish, endpoint=endpoint, sndhwm=0),
+        rings=msgspec.structs.replace(config.rings, overflow="block"),
+    )
+    sup = Supervisor(cfg, live=False)
+    recorder = Recorder(endpoint)
+    workers = {f"worker-{p}" for p in range(cfg.partitions.count)}
+    started = time.monotonic()
+
+    def sync_recorder() -> None:
+        recorder.start()
+        deadline = time.monotonic() + 10
+        while not recorder.synced.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError("recorder could not subscribe to the replay plant within 10 s")
+            sup.publish_event("probe", "recorder sync")
+            recorder.synced.wait(0.05)
+
+    try:
+        sup.start(before_feeds=sync_recorder)
+        sup.run(stop_when_done=True, duration=timeout)
+        feed_status = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
+    finally:
+        sup.stop(before_hub=lambda: recorder.wait_workers(workers, 30))
+        recorder.close()
+    rows = recorder.sorted_rows()
+    if out:
+        write_rows(rows, out)
+    records = sum(p["records_in"] for p in feed_status)
+    bars = sum(1 for r in rows if r["topic"].startswith("bar."))
+    failed = [p["name"] for p in feed_status if p["state"] == "failed"]
+    if failed:
+        raise RuntimeError(f"replay feed failed: {feed_status[0]['detail']}")
+    return (f"replayed {records} records from {len(files)} file(s) in {time.monotonic() - started:.1f} s: "
+            f"{len(rows)} messages ({bars} bars){' -> ' + out if out else ''}")

@@ -1,0 +1,82 @@
+"""Where a running plant is found: the run directory and the run manifest.
+
+`streamctl up` writes ``<run dir>/<plant>.json`` (supervisor pid and start time, endpoints,
+segments, state) and removes it on a clean stop; `status`, `tail`, `down` and `clean` read
+it. The run directory is ``$STREAMCTL_RUN_DIR``, else ``$XDG_RUNTIME_DIR/streamctl``, else
+``/tmp/streamctl-<uid>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+__all__ = ["run_dir", "manifest_path", "write_manifest", "read_manifest", "running_plants", "pid_alive",
+           "remove_manifest", "internal_endpoint"]
+
+
+def run_dir() -> Path:
+    base = os.environ.get("STREAMCTL_RUN_DIR")
+    if base:
+        path = Path(base)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "streamctl"
+    else:
+        path = Path(tempfile.gettempdir()) / f"streamctl-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def manifest_path(plant: str) -> Path:
+    return run_dir() / f"{plant}.json"
+
+
+def internal_endpoint(plant: str) -> str:
+    """The plant's internal publish endpoint (hub XSUB), an ipc socket in the run directory."""
+    return f"ipc://{run_dir() / (plant + '.pub')}"
+
+
+def write_manifest(plant: str, data: dict[str, Any]) -> None:
+    """Atomically (re)write the manifest, so readers never see half a file."""
+    path = manifest_path(plant)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_manifest(plant: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(manifest_path(plant).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def remove_manifest(plant: str) -> None:
+    for path in (manifest_path(plant), manifest_path(plant).with_suffix(".json.tmp")):
+        path.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int, started: float | None = None) -> bool:
+    """Whether `pid` runs and (if `started` is given) is the same process that was recorded."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(proc.create_time() - started) < 0.01
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def running_plants() -> list[dict[str, Any]]:
+    """Manifests whose supervisor is alive."""
+    found = []
+    for path in sorted(run_dir().glob("*.json")):
+        data = read_manifest(path.stem)
+        if data and pid_alive(data.get("supervisor_pid", 0), data.get("supervisor_started")):
+            found.append(data)
+    return found
