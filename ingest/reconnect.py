@@ -34,7 +34,9 @@ class FeedFailed(Exception):
 class ReconnectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """When to try a lost live connection again (usable as a config sub-struct)."""
 
-    delays: Annotated[list[Annotated[float, Meta(ge=0)]], Meta(min_length=1)] = [1, 2, 4, 8, 16, 32]
+    delays: Annotated[list[Annotated[float, Meta(ge=0)]], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    )
     """Seconds before the 1st, 2nd ... consecutive attempt; later attempts wait `max_delay`."""
     max_delay: Annotated[float, Meta(ge=0)] = 60.0
     """Upper bound of any wait (before jitter), and the wait after the listed `delays`."""

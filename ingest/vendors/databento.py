@@ -1,0 +1,293 @@
+"""Databento live: one TCP session to a live subscription gateway (LSG), DBN in, records out.
+
+`Session.open` connects, answers the CRAM challenge, subscribes the feed's symbols for each
+configured schema and starts the session; `Session.poll` reads what the socket has (never
+blocking longer than asked), feeds the shared `DbnDecoder` and returns record batches with
+our instrument ids. Reconnecting is not done here: the feed loop wraps live vendors in
+`streamctl.ingest.reconnect.ReconnectingSession`, which builds a fresh Session each time.
+
+The API key is used for the CRAM hash only; it is never logged, never put in an error
+message or an event, and is hidden from ``repr(options)``.
+"""
+
+from __future__ import annotations
+
+import platform
+import select
+import socket
+import time
+from typing import Annotated, Literal
+
+import msgspec
+import numpy as np
+from msgspec import Meta
+
+from streamctl.ingest import lsg_protocol as lsg
+from streamctl.ingest.dbn import DbnDecoder, DbnError, DecodedBatch, InstrumentMap
+from streamctl.ingest.reconnect import ReconnectPolicy
+from streamctl.ingest.session import FeedContext, SessionError
+from streamctl.shm.records import RECORD_DTYPE
+
+__all__ = ["Options", "Session"]
+
+_RECV_LIMIT = 4 << 20
+"""Most bytes one `poll` takes from the socket before decoding (bounds latency per call)."""
+_HEARTBEAT_CODE = 0
+_AUTH_FAILED_CODE = 1
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``feeds[i].options`` of a ``databento`` feed."""
+
+    dataset: Annotated[str, Meta(min_length=1, pattern=r"^[A-Z0-9]+\.[A-Z0-9]+$")]
+    """Databento dataset code, e.g. ``GLBX.MDP3``."""
+    schemas: Annotated[list[Literal["trades", "mbp-1", "tbbo", "mbo"]], Meta(min_length=1)]
+    """Schemas to subscribe, each for every symbol of the feed."""
+    key: str
+    """API key (``${DATABENTO_API_KEY}`` in the YAML). Only its CRAM hash leaves the process."""
+    stype_in: Literal["raw_symbol", "instrument_id", "parent", "continuous"] = "raw_symbol"
+    gateway: str | None = None
+    """Gateway host; default the vendor's host of `dataset` (``glbx-mdp3.lsg.databento.com``)."""
+    port: Annotated[int, Meta(ge=1, le=65535)] = 13000
+    heartbeat_interval_s: Annotated[int, Meta(ge=1)] = 30
+    """Heartbeat interval the gateway is asked for."""
+    liveness_timeout_s: Annotated[float, Meta(gt=0)] | None = None
+    """No byte for this long fails the session; default ``heartbeat_interval_s + 10``."""
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    """Bound on connecting and on the whole control phase (auth and subscriptions)."""
+    reconnect: ReconnectPolicy = ReconnectPolicy()
+
+    def check(self) -> tuple[str, str, object] | None:
+        if len(self.key.strip()) < lsg.BUCKET_LENGTH:
+            return "key", f"must be an API key of at least {lsg.BUCKET_LENGTH} characters", "<hidden>"
+        if self.liveness_timeout_s is not None and self.liveness_timeout_s <= self.heartbeat_interval_s:
+            return "liveness_timeout_s", f"must be > `heartbeat_interval_s` ({self.heartbeat_interval_s})", (
+                self.liveness_timeout_s
+            )
+        return None
+
+    @property
+    def host(self) -> str:
+        return self.gateway or lsg.gateway_host(self.dataset)
+
+    @property
+    def liveness(self) -> float:
+        return self.liveness_timeout_s if self.liveness_timeout_s is not None else self.heartbeat_interval_s + 10.0
+
+    def __repr__(self) -> str:
+        return f"Options(dataset={self.dataset!r}, schemas={self.schemas!r}, host={self.host!r}, port={self.port})"
+
+    __str__ = __repr__
+
+
+def _client_name() -> str:
+    return f"streamctl/0.1 Python/{platform.python_version()} {platform.system()}"
+
+
+class Session:
+    """One connection to a live gateway (see the module docstring)."""
+
+    def __init__(self, options: Options, feed, ctx: FeedContext):
+        self._opt = options
+        self._ctx = ctx
+        self._symbols: list[str] = list(getattr(feed, "symbols", None) or [])
+        if not self._symbols:
+            raise ValueError("`symbols` must list at least one symbol for a databento feed")
+        self._sock: socket.socket | None = None
+        self._decoder = DbnDecoder(ts_recv="now")
+        self._map = InstrumentMap()
+        self._produced: set[int] = set()
+        self._last_rx = 0.0
+        self._deferred: SessionError | None = None
+        self._warned: set[str] = set()
+        self.session_id: str | None = None
+        self.heartbeats = 0
+        self.skipped: dict[str, int] = {}
+        self.anomalies: dict[str, int] = {}
+
+    # ---- FeedSession face
+    def open(self) -> None:
+        """Connect, authenticate, subscribe every schema, start the session."""
+        opt = self._opt
+        where = f"{opt.host}:{opt.port}"
+        deadline = time.monotonic() + opt.connect_timeout_s
+        try:
+            sock = socket.create_connection((opt.host, opt.port), timeout=opt.connect_timeout_s)
+        except OSError as exc:
+            raise SessionError(f"cannot connect to gateway {where}: {exc.strerror or exc}") from None
+        self._sock = sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            rest = self._control_phase(sock, deadline, where)
+        except SessionError:
+            self.close()
+            raise
+        except (OSError, lsg.ControlError) as exc:
+            self.close()
+            raise SessionError(f"gateway {where} failed during the control phase: {exc}") from None
+        sock.setblocking(False)
+        self._last_rx = time.monotonic()
+        if rest:
+            self._decoder.write(rest)
+        self._ctx.event("connected", f"session {self.session_id} on {where}: {', '.join(opt.schemas)}")
+
+    def poll(self, timeout: float) -> np.ndarray | None:
+        """The records that arrived within `timeout` s (our ids), or None.
+
+        Raises `SessionError` on EOF, on the liveness timeout, and (``retry=False``) on a
+        stream that is not DBN; records decoded before such an end are returned first.
+        """
+        if self._deferred is not None:
+            raise self._deferred
+        if self._sock is None:
+            raise SessionError("session is not open")
+        now = time.monotonic()
+        silent_until = self._last_rx + self._opt.liveness
+        wait = max(0.0, min(timeout, silent_until - now))
+        eof = False
+        received = 0
+        try:
+            readable, _, _ = select.select([self._sock], [], [], wait)
+            if readable:
+                received, eof = self._receive()
+        except OSError as exc:
+            raise SessionError(f"gateway connection failed: {exc.strerror or exc}") from None
+        if received:
+            self._last_rx = time.monotonic()
+        out: np.ndarray | None = None
+        try:
+            if received or eof:
+                out = self._process(self._decoder.finish() if eof else self._decoder.decode())
+        except DbnError as exc:
+            self._defer(SessionError(f"gateway sent a stream that is not valid DBN: {exc}", retry=False))
+        else:
+            if eof:
+                self._defer(SessionError("gateway closed the connection"))
+            elif not received and time.monotonic() - self._last_rx >= self._opt.liveness:
+                self._defer(
+                    SessionError(f"no data or heartbeat from the gateway for {self._opt.liveness:g} s (liveness timeout)")
+                )
+        if out is not None and len(out):
+            return out
+        if self._deferred is not None:
+            raise self._deferred
+        return None
+
+    def close(self) -> None:
+        """Close the socket; safe to call twice."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def instruments(self) -> list[int]:
+        """Our instrument ids this session has returned records for."""
+        return sorted(self._produced)
+
+    # ---- control phase
+    def _control_phase(self, sock: socket.socket, deadline: float, where: str) -> bytes:
+        opt = self._opt
+        lines = lsg.LineBuffer()
+        lsg.decode_line(self._read_line(sock, lines, deadline), lsg.Greeting)
+        challenge = lsg.decode_line(self._read_line(sock, lines, deadline), lsg.Challenge)
+        request = lsg.AuthRequest(
+            auth=lsg.cram_response(challenge.cram, opt.key),
+            dataset=opt.dataset,
+            encoding="dbn",
+            ts_out="0",
+            compression="none",
+            heartbeat_interval_s=opt.heartbeat_interval_s,
+            client=_client_name(),
+        )
+        sock.sendall(lsg.encode_line(request))
+        reply = lsg.decode_line(self._read_line(sock, lines, deadline), lsg.AuthResponse)
+        if reply.success != "1":
+            raise SessionError(
+                f"gateway {where} refused authentication: {reply.error or 'no reason given'}",
+                retry=False,
+                code=_AUTH_FAILED_CODE,
+            )
+        self.session_id = reply.session_id
+        out = bytearray()
+        for sub_id, schema in enumerate(opt.schemas):
+            for line in lsg.subscription_requests(schema, self._symbols, stype_in=opt.stype_in, sub_id=sub_id):
+                out += lsg.encode_line(line)
+        out += lsg.encode_line(lsg.SessionStart())
+        sock.sendall(out)
+        return lines.rest()
+
+    @staticmethod
+    def _read_line(sock: socket.socket, lines: lsg.LineBuffer, deadline: float) -> bytes:
+        while (line := lines.next_line()) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionError("gateway did not complete the control phase in time")
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(1 << 16)
+            except TimeoutError:
+                raise SessionError("gateway did not complete the control phase in time") from None
+            if not data:
+                raise SessionError("gateway closed the connection during the control phase")
+            lines.feed(data)
+        return line
+
+    # ---- streaming
+    def _receive(self) -> tuple[int, bool]:
+        """Read what the socket has (up to `_RECV_LIMIT`): (bytes read, EOF seen)."""
+        assert self._sock is not None
+        total = 0
+        while total < _RECV_LIMIT:
+            try:
+                data = self._sock.recv(1 << 18)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                return total, True
+            self._decoder.write(data)
+            total += len(data)
+        return total, False
+
+    def _process(self, batch: DecodedBatch) -> np.ndarray:
+        ctx = self._ctx
+        for vendor_id, symbol in batch.mappings:
+            self._map.add(vendor_id, ctx.instrument_id(symbol))
+        for code, msg in batch.system:
+            if code == _HEARTBEAT_CODE or (code is None and msg == "Heartbeat"):
+                self.heartbeats += 1
+            else:
+                ctx.event("system", msg, code=code)
+        for code, err in batch.errors:
+            ctx.count("errors")
+            ctx.event("error", f"gateway error: {err}", code=code)
+        for name, n in batch.skipped.items():
+            self.skipped[name] = self.skipped.get(name, 0) + n
+        for name, n in batch.anomalies.items():
+            self.anomalies[name] = self.anomalies.get(name, 0) + n
+        if batch.malformed:
+            ctx.count("malformed", batch.malformed)
+            self._warn_once("malformed", f"{batch.malformed} malformed DBN record(s) from the gateway skipped")
+        records = batch.records
+        if not len(records):
+            return np.empty(0, RECORD_DTYPE)
+        unknown = self._map.apply(records)
+        n_unknown = int(np.count_nonzero(unknown))
+        if n_unknown:
+            ctx.count("malformed", n_unknown)
+            self._warn_once("unmapped", f"{n_unknown} record(s) for instruments without a symbol mapping skipped")
+            records = records[~unknown]
+        if len(records):
+            self._produced.update(np.unique(records["instrument_id"]).tolist())
+        return records
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._ctx.event("malformed", message)
+
+    def _defer(self, error: SessionError) -> None:
+        """Remember why the session ended; raised once what was decoded has been returned."""
+        self._deferred = error
+        self.close()
