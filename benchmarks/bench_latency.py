@@ -1,0 +1,95 @@
+"""Latency from `ts_recv` (the feed stamps it on receipt) to the subscriber's `on_trade` callback.
+
+Runs a real plant (simulator feed at a fixed trade rate -> ring -> worker with the demo
+calculators -> hub -> client over TCP loopback) and reports percentiles.
+
+    python benchmarks/bench_latency.py [--quick] [--rate 10000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+
+import numpy as np
+
+from streamctl.cli.config import parse_config
+from streamctl.cli.supervisor import Supervisor
+from streamctl.client import Subscriber
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure(rate: float, seconds: float, symbols: int = 5) -> dict[str, float]:
+    names = [f"S{i:02d}" for i in range(symbols)]
+    port = _free_port()
+    cfg = parse_config(f"""
+name: lat{os.getpid() % 100000}
+feeds:
+  - {{name: sim, vendor: sim, symbols: [{', '.join(names)}], options: {{rate: {rate / symbols}, trade_share: 1.0,
+     quote_share: 0.0, batch: 64}}}}
+partitions: {{count: 1}}
+calculators:
+  bars: {{time: [1s, 60s], ticks: [100]}}
+  ema: [12]
+  anomalies: {{zscore: {{window: 100, threshold: 5.0}}}}
+publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: false}}
+""")
+    sup = Supervisor(cfg)
+    latencies: list[int] = []
+    sup.start()
+    try:
+        sub = Subscriber(cfg.publish.endpoint)
+        sub.on_trade(lambda t: latencies.append(time.time_ns() - t.ts_recv))
+        sub.subscribe("trade.")
+        warm_until = time.monotonic() + 2.0
+        while time.monotonic() < warm_until:  # slow joiner, JIT warm-up
+            sup.step()
+            sub.poll(0.05)
+        latencies.clear()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sub.poll(0.05)
+            sup.step()
+        sub.close()
+    finally:
+        sup.stop()
+    lat = np.asarray(latencies, dtype=np.float64) / 1e3
+    return {
+        "count": len(lat),
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "p99.9": float(np.percentile(lat, 99.9)),
+        "max": float(lat.max()),
+    }
+
+
+def run(quick: bool = False, rate: float = 10_000, seconds: float | None = None) -> list[dict]:
+    result = measure(rate, seconds or (3.0 if quick else 10.0))
+    note = f"{result['count']} trades at {rate:.0f}/s over TCP loopback"
+    return [
+        {"benchmark": f"latency ts_recv -> on_trade {q}", "value": round(result[q], 1), "unit": "us", "note": note}
+        for q in ("p50", "p99", "p99.9", "max")
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=10_000)
+    parser.add_argument("--seconds", type=float, default=None)
+    args = parser.parse_args(argv)
+    rows = run(args.quick, args.rate, args.seconds)
+    print(f"{'benchmark':<36}{'value':>12}  {'unit':<6}note")
+    for row in rows:
+        print(f"{row['benchmark']:<36}{row['value']:>12}  {row['unit']:<6}{row['note']}")
+
+
+if __name__ == "__main__":
+    main()
