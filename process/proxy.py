@@ -1,0 +1,313 @@
+"""The plant's one public endpoint: an XSUB/XPUB proxy.
+
+Every worker's PUB socket connects to the proxy's internal XSUB (an ``ipc://`` socket in a
+private runtime directory), and every subscriber connects to the proxy's public XPUB
+(``publish.endpoint``). Subscribers therefore see one endpoint however many workers there
+are, and subscriptions flow upstream so workers' PUB sockets filter at the source.
+
+The proxy loop is libzmq's ``zmq_proxy_steerable`` running in a background thread; it is
+stopped with ``TERMINATE`` on its control socket and asked for counters with
+``STATISTICS``. `serve` runs a proxy as the body of its own process.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import signal
+import socket
+import stat
+import struct
+import threading
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import zmq
+
+__all__ = [
+    "Proxy",
+    "ProxyBindError",
+    "ProxyStats",
+    "runtime_dir",
+    "internal_endpoint",
+    "serve",
+]
+
+_IPC_PATH_MAX = 107
+"""Longest path a Unix domain socket accepts (``sun_path`` minus the NUL)."""
+
+_control_ids = itertools.count(1)
+
+
+class ProxyBindError(OSError):
+    """The proxy could not bind one of its endpoints (port taken, bad path...)."""
+
+    def __init__(self, role: str, endpoint: str, reason: str):
+        super().__init__(f"cannot bind the proxy {role} `{endpoint}`: {reason}")
+        self.role = role
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+class ProxyStats(NamedTuple):
+    """Counters of a running proxy, from libzmq's ``STATISTICS`` command.
+
+    ``messages_forwarded`` counts messages (all frames of one message count once) that
+    went from publishers to subscribers; the ``subscriptions_*`` fields count
+    subscription messages that went the other way.
+    """
+
+    messages_forwarded: int
+    bytes_forwarded: int
+    subscriptions_in: int
+    subscriptions_bytes: int
+
+
+def runtime_dir() -> Path:
+    """The private directory for internal ``ipc://`` sockets: ``/tmp/streamctl-<uid>``.
+
+    Created with mode 0700; refused if it exists but belongs to someone else, so another
+    user cannot plant a socket that our workers would publish into.
+    """
+    path = Path(f"/tmp/streamctl-{os.getuid()}")
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(f"runtime directory `{path}` is not a directory owned by uid {os.getuid()}")
+    return path
+
+
+def internal_endpoint(plant: str) -> str:
+    """The internal XSUB endpoint of plant `plant`: ``ipc:///tmp/streamctl-<uid>/<plant>.pub``."""
+    if not plant or "/" in plant or "\x00" in plant:
+        raise ValueError(f"`plant` must be a non-empty name without '/' or NUL; was {plant!r}")
+    return f"ipc://{runtime_dir() / plant}.pub"
+
+
+def _check_ipc_free(role: str, endpoint: str) -> None:
+    """Refuse an ``ipc://`` path that a live process is listening on.
+
+    libzmq unlinks an existing socket file before binding, which would silently steal the
+    endpoint from a running plant; a stale file (nobody listening) is fine to replace.
+    """
+    path = endpoint[len("ipc://") :]
+    if path.startswith("@") or path == "*":  # abstract namespace / wildcard: nothing on disk
+        return
+    if len(path.encode()) > _IPC_PATH_MAX:
+        raise ProxyBindError(role, endpoint, f"path is longer than {_IPC_PATH_MAX} bytes")
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return
+    except OSError as exc:
+        raise ProxyBindError(role, endpoint, f"cannot probe existing socket file: {exc}") from exc
+    finally:
+        probe.close()
+    raise ProxyBindError(role, endpoint, "another process is listening on it")
+
+
+def _bind(sock: zmq.Socket, role: str, endpoint: str) -> str:
+    if endpoint.startswith("ipc://"):
+        _check_ipc_free(role, endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ProxyBindError(role, endpoint, reason) from exc
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+class Proxy:
+    """XSUB (``frontend``, internal, publishers connect) to XPUB (``backend``, public).
+
+    Parameters
+    ----------
+    frontend
+        Endpoint the XSUB binds, e.g. ``internal_endpoint("demo")``.
+    backend
+        Endpoint the XPUB binds: ``publish.endpoint``, e.g. ``tcp://127.0.0.1:5555``.
+        A wildcard port (``tcp://127.0.0.1:*``) is allowed; read `backend_endpoint`.
+    sndhwm
+        Per-subscriber high-water mark of the XPUB (messages; 0 = unlimited). A subscriber
+        that falls this far behind loses messages, which it sees as sequence gaps.
+
+    `start`, `stop` and `stats` must be called from one thread (the one owning the proxy).
+    """
+
+    def __init__(self, *, frontend: str, backend: str, sndhwm: int):
+        if sndhwm < 0:
+            raise ValueError(f"`sndhwm` must be >= 0; was {sndhwm}")
+        self.frontend = frontend
+        self.backend = backend
+        self.sndhwm = sndhwm
+        self.frontend_endpoint: str | None = None
+        """The bound internal endpoint (wildcards resolved), set by `start`."""
+        self.backend_endpoint: str | None = None
+        """The bound public endpoint (wildcards resolved), set by `start`."""
+        self._context: zmq.Context | None = None
+        self._control: zmq.Socket | None = None
+        self._thread: threading.Thread | None = None
+        self._control_addr = f"inproc://streamctl-proxy-control-{os.getpid()}-{next(_control_ids)}"
+        self._error: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind both endpoints and start forwarding in a background thread.
+
+        Raises `ProxyBindError` naming the endpoint when one cannot be bound; nothing is
+        left bound or running in that case.
+        """
+        if self._thread is not None:
+            raise RuntimeError("proxy already started")
+        self._context = zmq.Context()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"streamctl-proxy {self.backend}", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError(f"proxy did not bind `{self.backend}` within {timeout} s")
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            self._context.term()
+            self._context = None
+            raise self._error
+        self._control = self._context.socket(zmq.PAIR)
+        self._control.linger = 0
+        self._control.connect(self._control_addr)
+
+    def _run(self, ready: threading.Event) -> None:
+        """Thread body: sockets are created, used and closed in this thread only."""
+        assert self._context is not None
+        ctx = self._context
+        sockets: list[zmq.Socket] = []
+        try:
+            front = ctx.socket(zmq.XSUB)
+            back = ctx.socket(zmq.XPUB)
+            control = ctx.socket(zmq.PAIR)
+            sockets += [front, back, control]
+            for s in sockets:
+                s.linger = 0
+            front.rcvhwm = self.sndhwm
+            back.sndhwm = self.sndhwm
+            # Public side first: it is the one most likely to be taken.
+            self.backend_endpoint = _bind(back, "backend", self.backend)
+            self.frontend_endpoint = _bind(front, "frontend", self.frontend)
+            control.bind(self._control_addr)
+        except BaseException as exc:  # reported to start(), which raises it
+            self._error = exc
+            for s in sockets:
+                s.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            zmq.proxy_steerable(front, back, None, control)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            for s in sockets:
+                s.close()
+
+    def stats(self) -> ProxyStats | None:
+        """Forwarding counters, or None when the proxy is not running."""
+        if self._control is None or not self.running:
+            return None
+        self._control.send(b"STATISTICS")
+        if not self._control.poll(2000):
+            return None
+        frames = self._control.recv_multipart()
+        values = [struct.unpack("<Q", f)[0] for f in frames]
+        # Frontend: msgs in, bytes in, msgs out, bytes out; then the same for the backend.
+        return ProxyStats(
+            messages_forwarded=values[0],
+            bytes_forwarded=values[1],
+            subscriptions_in=values[4],
+            subscriptions_bytes=values[5],
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop forwarding, close every socket and unbind. Idempotent."""
+        thread, self._thread = self._thread, None
+        control, self._control = self._control, None
+        if control is not None:
+            if thread is not None and thread.is_alive():
+                control.send(b"TERMINATE")
+            control.close()
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError(f"proxy thread for `{self.backend}` did not stop within {timeout} s")
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def __enter__(self) -> Proxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Sender(Protocol):
+    def send(self, obj: Any) -> None: ...
+
+
+class _Waitable(Protocol):
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def serve(
+    *,
+    frontend: str,
+    backend: str,
+    sndhwm: int,
+    ready: _Sender | None = None,
+    stop: _Waitable | None = None,
+) -> None:
+    """Run a proxy as the body of a process until `stop` is set or SIGTERM/SIGINT arrives.
+
+    `ready` (a multiprocessing ``Connection`` or queue) receives
+    ``("ok", frontend_endpoint, backend_endpoint)`` once bound, or ``("error", message)``
+    if binding failed (then `serve` returns without raising).
+    """
+    proxy = Proxy(frontend=frontend, backend=backend, sndhwm=sndhwm)
+    try:
+        proxy.start()
+    except (ProxyBindError, OSError, zmq.ZMQError) as exc:
+        if ready is None:
+            raise
+        ready.send(("error", str(exc)))
+        return
+    done = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    if ready is not None:
+        ready.send(("ok", proxy.frontend_endpoint, proxy.backend_endpoint))
+    try:
+        while not done.is_set():
+            if stop is not None:
+                if stop.wait(0.1):
+                    break
+            else:
+                done.wait(0.1)
+    finally:
+        proxy.stop()
