@@ -1,0 +1,284 @@
+"""A worker's side of the wire: numbered, encoded messages onto the plant's proxy.
+
+One `Publisher` per process. It owns a PUB socket connected to the proxy's internal XSUB,
+keeps a sequence number per topic (from 1, so subscribers detect loss per topic and a
+restart by the seq going back to 1), stamps ``src`` and encodes with one msgspec encoder
+built once. A PUB never blocks: at its high-water mark it drops, which subscribers see
+as sequence gaps (see `docs/wire.md`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import msgspec
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from streamctl.process import rawpack, wire
+from streamctl.shm.records import Kind
+
+__all__ = ["Publisher"]
+
+_SNDMORE = zmq.SNDMORE
+
+
+class _Topic:
+    """Per-topic state: the encoded frame, the last sequence number, the payload type."""
+
+    __slots__ = ("frame", "seq", "payload_type", "batched")
+
+    def __init__(self, frame: bytes, payload_type: type, batched: bool):
+        self.frame = frame
+        self.seq = 0
+        self.payload_type = payload_type
+        self.batched = batched
+
+
+class Publisher:
+    """Publish payloads on topics through the proxy.
+
+    Parameters
+    ----------
+    endpoint
+        The proxy's internal XSUB endpoint (``Proxy.frontend_endpoint``).
+    src
+        This publisher's name, stamped into every payload (``worker-0``...).
+    sndhwm
+        High-water mark of the PUB socket, in messages; beyond it messages are dropped.
+    context
+        A ZeroMQ context to use; by default the publisher makes its own and terminates
+        it on `close` (which waits up to `linger` ms to flush queued messages).
+
+    Create it in the process that uses it (sockets are not fork-safe). `publish` sets
+    ``payload.seq`` and ``payload.src`` on the Struct it is given.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        src: str,
+        sndhwm: int = 100_000,
+        context: zmq.Context | None = None,
+        linger: int = 1000,
+    ):
+        if not src or not src.isascii():
+            raise ValueError(f"`src` must be a non-empty ASCII name; was {src!r}")
+        if sndhwm < 0:
+            raise ValueError(f"`sndhwm` must be >= 0; was {sndhwm}")
+        self.endpoint = endpoint
+        self.src = src
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._sock = self._context.socket(zmq.PUB)
+        self._sock.sndhwm = sndhwm
+        self._sock.linger = linger
+        # Watch for the handshake before connecting, so `wait_connected` cannot miss it.
+        self._monitor: zmq.Socket | None = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._connected = False
+        self._sock.connect(endpoint)
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._topics: dict[str, _Topic] = {}
+        self._layouts: dict[tuple[int, str], rawpack._Layout] = {}
+        self.messages_out = 0
+        """Messages handed to ZeroMQ (a batch is one message)."""
+        self.raw_skipped = 0
+        """Records given to `publish_raw` with a negative symbol index (not published)."""
+
+    # -- topics -------------------------------------------------------------------------
+
+    def _register(self, topic: str, batched: bool) -> _Topic:
+        if not topic.isascii() or "\x00" in topic:
+            raise ValueError(f"topic must be ASCII without NUL; was {topic!r}")
+        kind, param, name = wire.parse_topic(topic)
+        if kind not in wire.KINDS or not name or (kind in wire.PARAM_KINDS and not param):
+            raise ValueError(f"topic `{topic}` does not follow `kind.[param.]NAME` with a known kind")
+        is_batched = kind in wire.BATCHED_KINDS
+        if is_batched != batched:
+            how = "publish_batch (an array of maps)" if is_batched else "publish (a single map)"
+            raise ValueError(f"topic `{topic}` must be sent with {how}")
+        entry = _Topic(wire.topic_frame(topic), wire.PAYLOAD_TYPES[kind], is_batched)
+        self._topics[topic] = entry
+        return entry
+
+    def _entry(self, topic: str, batched: bool) -> _Topic:
+        entry = self._topics.get(topic)
+        if entry is None or entry.batched != batched:
+            entry = self._register(topic, batched)
+        return entry
+
+    def sequence(self, topic: str) -> int:
+        """The last sequence number sent on `topic` (0 if none)."""
+        entry = self._topics.get(topic)
+        return 0 if entry is None else entry.seq
+
+    # -- sending ------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: msgspec.Struct) -> None:
+        """Send one payload (a single map) on `topic`."""
+        entry = self._topics.get(topic)
+        if entry is None or entry.batched:
+            entry = self._entry(topic, False)
+        if payload.__class__ is not entry.payload_type:
+            raise TypeError(
+                f"topic `{topic}` carries {entry.payload_type.__name__}; got {type(payload).__name__}"
+            )
+        entry.seq += 1
+        payload.seq = entry.seq  # type: ignore[attr-defined]
+        payload.src = self.src  # type: ignore[attr-defined]
+        sock = self._sock
+        sock.send(entry.frame, _SNDMORE)
+        sock.send(self._encode(payload))
+        self.messages_out += 1
+
+    def publish_many(self, items: Iterable[tuple[str, msgspec.Struct]]) -> None:
+        """`publish` each ``(topic, payload)`` in order."""
+        publish = self.publish
+        for topic, payload in items:
+            publish(topic, payload)
+
+    def publish_batch(self, topic: str, payloads: list[msgspec.Struct]) -> None:
+        """Send `payloads` (oldest first) as one array message on a ``trade``/``quote`` topic.
+
+        Each element gets its own sequence number; an empty list sends nothing.
+        """
+        if not payloads:
+            return
+        entry = self._entry(topic, True)
+        cls = entry.payload_type
+        seq = entry.seq
+        src = self.src
+        for p in payloads:
+            if p.__class__ is not cls:
+                raise TypeError(f"topic `{topic}` carries {cls.__name__}; got {type(p).__name__}")
+            seq += 1
+            p.seq = seq  # type: ignore[attr-defined]
+            p.src = src  # type: ignore[attr-defined]
+        entry.seq = seq
+        self._sock.send(entry.frame, _SNDMORE)
+        self._sock.send(self._encode(payloads))
+        self.messages_out += 1
+
+    def publish_raw(
+        self,
+        records: np.ndarray,
+        symbols: list[str],
+        sym_idx: np.ndarray,
+        *,
+        trades: bool,
+        quotes: bool,
+    ) -> int:
+        """Publish the raw ``trade.SYM`` / ``quote.SYM`` topics of a record batch.
+
+        Parameters
+        ----------
+        records
+            A `RECORD_DTYPE` batch in arrival order.
+        symbols
+            Symbol names; ``symbols[sym_idx[i]]`` is the symbol of ``records[i]``.
+        sym_idx
+            One index per record; negative entries are skipped (counted in `raw_skipped`).
+        trades, quotes
+            Which raw topics to publish (``publish.raw_trades`` / ``publish.raw_quotes``).
+
+        One message per topic per call: an array of maps, oldest first, each with its own
+        sequence number. Returns the number of messages sent.
+        """
+        if len(sym_idx) != len(records):
+            raise ValueError(f"`sym_idx` has {len(sym_idx)} entries for {len(records)} records")
+        sent = 0
+        if not (trades or quotes) or len(records) == 0:
+            return 0
+        kinds = records["kind"]
+        if trades:
+            sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.TRADE, "trade")
+        if quotes:
+            sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.QUOTE, "quote")
+        return sent
+
+    def _publish_raw_kind(
+        self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, mask: np.ndarray, kind: str
+    ) -> int:
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            return 0
+        keys = sym_idx[rows]
+        negative = keys < 0
+        if negative.any():
+            self.raw_skipped += int(negative.sum())
+            rows = rows[~negative]
+            keys = keys[~negative]
+            if len(rows) == 0:
+                return 0
+        first = keys[0]
+        if (keys == first).all():
+            groups: list[tuple[int, np.ndarray]] = [(int(first), rows)]
+        else:
+            order = np.argsort(keys, kind="stable")  # stable: each group stays oldest first
+            sorted_keys = keys[order]
+            starts = np.concatenate(([0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1))
+            ends = np.append(starts[1:], len(order))
+            grouped = rows[order]
+            groups = [(int(sorted_keys[s]), grouped[s:e]) for s, e in zip(starts, ends, strict=True)]
+        is_trade = kind == "trade"
+        sock = self._sock
+        for key, group_rows in groups:
+            symbol = symbols[key]
+            topic = f"{kind}.{symbol}"
+            entry = self._entry(topic, True)
+            layout = self._layouts.get((is_trade, symbol))
+            if layout is None:
+                make = rawpack.trade_layout if is_trade else rawpack.quote_layout
+                layout = self._layouts[(is_trade, symbol)] = make(self.src, symbol)
+            batch = records[group_rows]
+            pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
+            body = pack(layout, batch, entry.seq + 1)
+            entry.seq += len(group_rows)
+            sock.send(entry.frame, _SNDMORE)
+            sock.send(body)
+        self.messages_out += len(groups)
+        return len(groups)
+
+    # -- connection ---------------------------------------------------------------------
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the ZeroMQ handshake with the proxy has completed.
+
+        This says the proxy can receive; it does not say any subscriber's subscription
+        has reached this PUB yet (for that, wait for a first message on the subscriber).
+        """
+        if self._connected or self._monitor is None:
+            return self._connected
+
+        deadline = time.monotonic() + timeout
+        while not self._connected:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._monitor.poll(int(left * 1000) + 1):
+                return self._connected
+            event = recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._connected = True
+        self._sock.disable_monitor()
+        self._monitor.close(0)
+        self._monitor = None
+        return True
+
+    def close(self) -> None:
+        """Close the socket (flushing queued messages for up to `linger` ms). Idempotent."""
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
+        if not self._sock.closed:
+            self._sock.close()
+            if self._own_context:
+                self._context.term()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
