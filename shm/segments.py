@@ -430,7 +430,7 @@ def _young(name: str) -> bool:
         st = os.stat(Path(SHM_DIR) / name)
     except OSError:
         return False
-    return time.time() - max(st.st_mtime, st.st_ctime) < _GRACE
+    return time.time() - st.st_mtime < _GRACE
 
 
 def sweep(plant: str | None = None) -> list[str]:
