@@ -117,17 +117,22 @@ def _memcpy(total_bytes: int, chunk: int) -> float:
 def run(quick: bool = False) -> list[dict]:
     """Rows ``{"benchmark", "value", "unit", "note"}`` for a combined report."""
     total = 2_000_000 if quick else 8_000_000
+    repeat = 1 if quick else 3  # best of `repeat`: the machine is shared, noise only slows down
     rows = []
     for batch in (256, 1024, 4096):
-        r = _two_process(batch, total)
-        note = f"{total:,} records, 2 processes, capacity {_CAPACITY}, block" + ("" if r["ok"] else ", LOSS!")
+        runs = [_two_process(batch, total) for _ in range(repeat)]
+        r = max(runs, key=lambda x: x["rate"])
+        ok = all(x["ok"] for x in runs)
+        note = f"{total:,} records, 2 processes, capacity {_CAPACITY}, block, best of {repeat}" + (
+            "" if ok else ", LOSS!"
+        )
         rows.append({"benchmark": f"ring batch {batch}", "value": r["rate"] / 1e6, "unit": "M records/s", "note": note})
         rows.append(
             {"benchmark": f"ring batch {batch}", "value": r["rate"] * RECORD_SIZE / 1e9, "unit": "GB/s", "note": note}
         )
     for batch in (256, 1024, 4096):
-        bps = _memcpy(total * RECORD_SIZE, batch * RECORD_SIZE)
-        note = f"numpy slice copy of {batch}-record chunks, 1 process (ceiling)"
+        bps = max(_memcpy(total * RECORD_SIZE, batch * RECORD_SIZE) for _ in range(repeat))
+        note = f"numpy slice copy of {batch}-record chunks, 1 process (ceiling), best of {repeat}"
         rows.append({"benchmark": f"memcpy {batch}", "value": bps / RECORD_SIZE / 1e6, "unit": "M records/s", "note": note})
         rows.append({"benchmark": f"memcpy {batch}", "value": bps / 1e9, "unit": "GB/s", "note": note})
     return rows
