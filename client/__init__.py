@@ -1,0 +1,31 @@
+"""Subscribe to a streamctl plant from Python.
+
+>>> from streamctl.client import Subscriber
+>>> with Subscriber("tcp://127.0.0.1:5555") as sub:  # doctest: +SKIP
+...     sub.subscribe("bar.60s.AAPL", "trade.AAPL")
+...     sub.on_bar(print)
+...     sub.run(timeout=10)
+
+Payload types are the wire Structs of `streamctl.process.wire`; `docs/wire.md` is the
+contract (and shows a subscriber in any language with a stock msgpack library).
+"""
+
+from streamctl.client.subscriber import DecodeError, Reconnect, SequenceGap, Subscriber, SubscriberError
+from streamctl.process.wire import Anomaly, Bar, Book, Event, Indicator, Quote, Status, Trade, Vwap
+
+__all__ = [
+    "Subscriber",
+    "SequenceGap",
+    "DecodeError",
+    "Reconnect",
+    "SubscriberError",
+    "Bar",
+    "Trade",
+    "Quote",
+    "Vwap",
+    "Indicator",
+    "Anomaly",
+    "Book",
+    "Event",
+    "Status",
+]
