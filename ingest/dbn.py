@@ -302,7 +302,9 @@ def _frame(buf, sizes, offsets, rtypes, resyncing):
         rt = buf[pos + 1]
         want = sizes[rt]
         ok = length >= 16 and (want == 0 or want == length)
-        if ok and want == 0:
+        if ok and want == 0 and resyncing:
+            ok = False  # resync only on known record types
+        elif ok and want == 0:
             # unknown rtype: trust its length only if the next header is plausible too
             nxt = pos + length
             if nxt + 2 <= end:
@@ -486,12 +488,11 @@ class DbnDecoder:
                 batch.skipped[name] = batch.skipped.get(name, 0) + len(offs)
             else:
                 batch.malformed += len(offs)
-        if len(parts) == 1:
-            batch.records = parts[0][0]
-        elif parts:
-            recs = np.concatenate([p[0] for p in parts])
-            keys = np.concatenate([p[1] for p in parts])
-            batch.records = recs[np.argsort(keys, kind="stable")]
+        if parts:
+            recs = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+            keys = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+            in_order = len(parts) == 1 and (len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()))
+            batch.records = recs if in_order else recs[np.argsort(keys, kind="stable")]
         return n, used
 
     def _convert(self, rt: int, arr: np.ndarray, batch: DecodedBatch, now: int):
