@@ -180,7 +180,7 @@ class ProcessSlot:
         self._row[0] = np.zeros((), dtype=SLOT_DTYPE)
 
     def snapshot(self) -> dict[str, Any]:
-        """The slot as a dict (str fields decoded, ``state`` as its name)."""
+        """The slot as a dict (str fields decoded, ``state`` a `State`)."""
         return _row_dict(self.index, self._row[0])
 
     def _release(self) -> None:
@@ -196,8 +196,8 @@ def _row_dict(index: int, row: np.void) -> dict[str, Any]:
         value = row[name]
         if name in _STRINGS:
             out[name] = bytes(value).decode("utf-8", "replace")
-        elif name == "state":
-            out[name] = State(int(value)).name if int(value) in State._value2member_map_ else str(int(value))
+        elif name == "state":  # a State (an int, with `.name`), or the raw int if unknown
+            out[name] = State(int(value)) if int(value) in State._value2member_map_ else int(value)
         else:
             out[name] = value.item()
     return out

@@ -50,7 +50,7 @@ def test_set_add_get_and_snapshot(table):
     assert slot.get("name") == "feed[sim]"
     (row,) = table.snapshot()
     assert row["slot"] == 2 and row["name"] == "feed[sim]" and row["role"] == "ingest"
-    assert row["state"] == "READY" and row["records_in"] == 11 and row["progress_total"] == 2.5
+    assert row["state"] is State.READY and row["state"].name == "READY" and row["records_in"] == 11 and row["progress_total"] == 2.5
     assert abs(row["heartbeat_ns"] - time.time_ns()) < 60e9
     assert len(table.snapshot(include_empty=True)) == 4
     slot.clear()
