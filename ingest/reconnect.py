@@ -45,9 +45,9 @@ class ReconnectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_failures: Annotated[int, Meta(ge=1)] = 10
     """Consecutive failed attempts before giving up (FAILED state)."""
     healthy_after: Annotated[float, Meta(ge=0)] = 10.0
-    """A reconnected session counts as healthy (failure count back to 0) once it has
-    delivered records or stayed up this many seconds; a gateway that accepts and drops
-    every connection therefore still ends in FAILED instead of retrying forever."""
+    """A new session counts as healthy (failure count back to 0) once it has delivered
+    records or stayed up this many seconds; one that dies before is a failed attempt, so a
+    gateway that accepts and drops every connection still ends in FAILED."""
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt number `attempt` (1 = the first retry)."""
@@ -195,10 +195,10 @@ class ReconnectingSession:
             return False
         self._session = session
         self._retry_at = None
+        self._healthy_at = self._clock() + self._policy.healthy_after
         if not first:
             self._ctx.event("reconnect", f"reconnected after {self._failures} failed attempt(s)")
             self._pending_reset = True
-            self._healthy_at = self._clock() + self._policy.healthy_after
         return True
 
     def _lost(self, exc: SessionError) -> None:

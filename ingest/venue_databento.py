@@ -435,10 +435,7 @@ class _VenueSession:
         data = self._data
         assert data is not None
         now = time.time_ns()
-        self._send(
-            encode_metadata(version=data.version, dataset=data.dataset, start=now, ts_out=self._ts_out),
-            stamp=False,
-        )
+        self._send(encode_metadata(version=data.version, dataset=data.dataset, start=now, ts_out=self._ts_out))
         self._subscribe_queued()
         while True:
             self._serve_frames(data)
@@ -472,7 +469,7 @@ class _VenueSession:
                 self._flush()
                 self._poll_client()
             if self._wanted(frame):
-                self._send(frame.data)
+                self._record(frame.data)
                 self.records_sent += 1
         self._flush()
 
@@ -487,7 +484,7 @@ class _VenueSession:
             if until is not None and now >= until:
                 return
             if now - self._last_write >= self._heartbeat:
-                self._send(encode_system(version=self._version, ts_event=time.time_ns(), msg="Heartbeat"))
+                self._record(encode_system(version=self._version, ts_event=time.time_ns(), msg="Heartbeat"))
                 self._flush()
                 continue
             wait = min(_TICK, self._last_write + self._heartbeat - now)
@@ -553,7 +550,7 @@ class _VenueSession:
         for symbol, instrument_id in resolved:
             sub.ids.add(instrument_id)
             out_symbol = data.names.get(instrument_id, symbol)
-            self._send(
+            self._record(
                 encode_symbol_mapping(
                     version=version,
                     instrument_id=instrument_id,
@@ -570,7 +567,7 @@ class _VenueSession:
             self._error(f"Failed to resolve symbol(s) for {schema}: {shown}", ErrorCode.SYMBOL_RESOLUTION_FAILED)
         if resolved:
             label = 0 if sub_id is None else sub_id
-            self._send(
+            self._record(
                 encode_system(
                     version=version,
                     ts_event=now,
@@ -580,11 +577,15 @@ class _VenueSession:
             )
 
     def _error(self, text: str, code: int) -> None:
-        self._send(encode_error(version=self._version, ts_event=time.time_ns(), err=text, code=code))
+        self._record(encode_error(version=self._version, ts_event=time.time_ns(), err=text, code=code))
 
     # ---- writing
-    def _send(self, data: bytes, *, stamp: bool = True) -> None:
-        if stamp and self._ts_out and self._data is not None:
+    def _send(self, data: bytes) -> None:
+        self._out += data
+
+    def _record(self, data: bytes) -> None:
+        """Queue one DBN record, with the ``ts_out`` send time appended if the client asked."""
+        if self._ts_out:
             data = bytes([data[0] + 2]) + data[1:] + time.time_ns().to_bytes(8, "little")
         self._out += data
 
