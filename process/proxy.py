@@ -242,14 +242,18 @@ class Proxy:
         """Stop forwarding, close every socket and unbind. Idempotent."""
         thread, self._thread = self._thread, None
         control, self._control = self._control, None
-        if control is not None:
-            if thread is not None and thread.is_alive():
+        try:
+            if control is not None and thread is not None and thread.is_alive():
                 control.send(b"TERMINATE")
-            control.close()
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                raise TimeoutError(f"proxy thread for `{self.backend}` did not stop within {timeout} s")
+            if thread is not None:
+                # Close the control socket only after the proxy has read TERMINATE: closing
+                # with linger 0 would discard the unread command.
+                thread.join(timeout)
+                if thread.is_alive():
+                    raise TimeoutError(f"proxy thread for `{self.backend}` did not stop within {timeout} s")
+        finally:
+            if control is not None:
+                control.close()
         if self._context is not None:
             self._context.term()
             self._context = None

@@ -213,19 +213,28 @@ class Publisher:
             keys = keys[~negative]
             if len(rows) == 0:
                 return 0
-        first = keys[0]
-        if (keys == first).all():
-            groups: list[tuple[int, np.ndarray]] = [(int(first), rows)]
+        if (keys == keys[0]).all():
+            starts = np.zeros(1, dtype=np.intp)
+            sorted_keys = keys[:1]
         else:
             order = np.argsort(keys, kind="stable")  # stable: each group stays oldest first
+            rows = rows[order]
             sorted_keys = keys[order]
             starts = np.concatenate(([0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1))
-            ends = np.append(starts[1:], len(order))
-            grouped = rows[order]
-            groups = [(int(sorted_keys[s]), grouped[s:e]) for s, e in zip(starts, ends, strict=True)]
+        # Gather once through a uint64 view: numpy copies structured rows field by field,
+        # ~15x slower than the same bytes as plain words. Groups are then views.
+        if len(rows) == len(records):  # every record, in order: nothing to gather
+            selected = records
+        elif records.flags.c_contiguous:
+            selected = records.view(np.uint64).reshape(len(records), -1)[rows].view(records.dtype).reshape(-1)
+        else:
+            selected = records[rows]
+        ends = np.append(starts[1:], len(rows))
+        groups = [(int(sorted_keys[s]), selected[s:e])
+                  for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
         is_trade = kind == "trade"
         sock = self._sock
-        for key, group_rows in groups:
+        for key, batch in groups:
             symbol = symbols[key]
             topic = f"{kind}.{symbol}"
             entry = self._entry(topic, True)
@@ -233,10 +242,9 @@ class Publisher:
             if layout is None:
                 make = rawpack.trade_layout if is_trade else rawpack.quote_layout
                 layout = self._layouts[(is_trade, symbol)] = make(self.src, symbol)
-            batch = records[group_rows]
             pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
             body = pack(layout, batch, entry.seq + 1)
-            entry.seq += len(group_rows)
+            entry.seq += len(batch)
             sock.send(entry.frame, _SNDMORE)
             sock.send(body)
         self.messages_out += len(groups)
