@@ -436,10 +436,13 @@ class _VenueSession:
         assert data is not None
         now = time.time_ns()
         self._send(encode_metadata(version=data.version, dataset=data.dataset, start=now, ts_out=self._ts_out))
-        self._subscribe_queued()
+        self._take_lines()
         while True:
+            sent = self.records_sent
             self._serve_frames(data)
-            if self.venue.loop and data.frames:
+            if self.venue.loop:
+                if self.records_sent == sent:  # nothing subscribed matches: no busy loop
+                    self._idle(time.monotonic() + 0.5)
                 continue
             self._flush()
             if self.venue.close_at_end:
@@ -454,7 +457,7 @@ class _VenueSession:
         start = time.monotonic()
         elapsed = 0.0  # data-time seconds served so far (gaps capped at max_gap)
         high = None
-        for frame in data.frames:
+        for n, frame in enumerate(data.frames):
             if paced:
                 if high is None:
                     high = frame.ts_event
@@ -465,13 +468,14 @@ class _VenueSession:
                 if due > time.monotonic():
                     self._flush()
                     self._idle(due)
-            elif len(self._out) >= _CHUNK:
+            elif len(self._out) >= _CHUNK or not n % 4096:
                 self._flush()
-                self._poll_client()
+                self._poll_client()  # new subscriptions, client gone, venue stopping
             if self._wanted(frame):
                 self._record(frame.data)
                 self.records_sent += 1
         self._flush()
+        self._poll_client()
 
     def _wanted(self, frame: _Frame) -> bool:
         sub = self._subs.get(frame.schema)
@@ -497,9 +501,13 @@ class _VenueSession:
         readable, _, _ = select.select([self.sock], [], [], max(wait, 0.0))
         if readable:
             self._receive()
-            while (line := self._lines.next_line()) is not None:
-                self._pending_request(lsg.decode_line(line, lsg.SubscriptionRequest))
-            self._subscribe_queued()
+            self._take_lines()
+
+    def _take_lines(self) -> None:
+        """Serve the subscription lines received so far."""
+        while (line := self._lines.next_line()) is not None:
+            self._pending_request(lsg.decode_line(line, lsg.SubscriptionRequest))
+        self._subscribe_queued()
 
     def _drain_until_closed(self) -> None:
         deadline = time.monotonic() + 5.0

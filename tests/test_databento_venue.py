@@ -448,3 +448,22 @@ def test_main_serve_in_its_own_process():
             proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_subscription_during_the_session(venues):
+    venue = venues.start([sample(ESU4_TRADES), sample(ESU4_MBP1)], loop=True, heartbeat_interval=0.05)
+    client = db.Live(key=KEY, gateway="127.0.0.1", port=venue.port)
+    client.subscribe(dataset="GLBX.MDP3", schema="trades", symbols="ESU4")
+    got: list = []
+    client.add_callback(got.append)
+    client.start()
+    try:
+        wait_for(lambda: sum(isinstance(r, dbn.TradeMsg) for r in list(got)) >= 120, what="the trades")
+        assert not any(isinstance(r, dbn.MBP1Msg) for r in list(got))
+        client.subscribe(dataset="GLBX.MDP3", schema="mbp-1", symbols="ESU4")  # while streaming
+        wait_for(lambda: sum(isinstance(r, dbn.MBP1Msg) for r in list(got)) >= 100, what="mbp-1 records")
+    finally:
+        client.stop()
+        client.block_for_close(timeout=10)
+    acks = [r.msg for r in got if isinstance(r, dbn.SystemMsg) and not r.is_heartbeat()]
+    assert len(acks) == 2 and "mbp-1" in acks[1]
