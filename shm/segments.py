@@ -171,14 +171,15 @@ def _start_time(pid: int) -> float:
     return psutil.Process(pid).create_time()
 
 
-_SELF_START: float | None = None
+_SELF_START: tuple[int, float] = (0, 0.0)  # (pid, start): keyed by pid so a forked child re-reads
 
 
 def _own_start() -> float:
     global _SELF_START
-    if _SELF_START is None:
-        _SELF_START = _start_time(os.getpid())
-    return _SELF_START
+    pid = os.getpid()
+    if _SELF_START[0] != pid:
+        _SELF_START = (pid, _start_time(pid))
+    return _SELF_START[1]
 
 
 class Segment:
