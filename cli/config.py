@@ -86,6 +86,9 @@ class BarsConfig(_Cfg):
     """Live: a time bar closes when the wall clock passes its end plus this many seconds."""
     emit_empty: bool = False
     """Publish a bar for an interval without trades (flat at the previous close)."""
+    max_empty_bars: Annotated[int, Meta(ge=0)] = 1000
+    """With ``emit_empty``: most empty bars one gap emits per interval; the rest are counted
+    (``empty_skipped``) and not published."""
     flush_on_stop: bool = True
     """On a clean stop, publish the bars still open (marked by their partial ``ts_end``)."""
 
