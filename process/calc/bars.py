@@ -1,0 +1,157 @@
+"""Bars of every kind (time, tick, volume, dollar) for all symbols: state, specs and payloads.
+
+The state machines are in `bar_kernels`; this module turns `BarsConfig` into specs, owns the
+per-symbol state arrays and the output buffer, and turns output rows into `Bar` payloads.
+Spec order (also the order of bars closed by one trade): time intervals in config order,
+then tick, volume and dollar bars in config order.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from streamctl.cli.config import BarsConfig, parse_interval
+from streamctl.process.calc import bar_kernels as K
+from streamctl.process.calc.state import SymbolArrays
+from streamctl.process.wire import Bar, topic
+
+__all__ = ["BarSpec", "BarCalc", "bar_specs", "format_threshold"]
+
+_NS = 1_000_000_000
+
+
+class BarSpec(msgspec.Struct, frozen=True):
+    """One bar series: `kind` (`bar_kernels.TIME`...), its parameter and its label."""
+
+    kind: int
+    param: float
+    """Seconds (time), trades (tick), volume or notional."""
+    label: str
+    """The interval string of payloads and topics: ``60s``, ``100t``, ``5000v``, ``1000000d``."""
+
+
+def format_threshold(value: float) -> str:
+    """A threshold without a trailing ``.0``; a fractional one with ``p`` for the point.
+
+    Topics split on ``.``, so ``0.5`` is written ``0p5`` (``bar.0p5v.BTCUSD``).
+    """
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value)).replace(".", "p")
+
+
+def bar_specs(config: BarsConfig) -> list[BarSpec]:
+    """Every bar series of a config, in spec order (duplicates removed, first kept)."""
+    specs: list[BarSpec] = []
+    for i, value in enumerate(config.time):
+        try:
+            seconds = parse_interval(value)
+        except ValueError as exc:
+            raise ValueError(f"`bars.time[{i}]` {exc}; was {value!r}") from None
+        specs.append(BarSpec(K.TIME, seconds, f"{seconds}s"))
+    specs += [BarSpec(K.TICKS, n, f"{n}t") for n in config.ticks]
+    specs += [BarSpec(K.VOLUME, v, f"{format_threshold(v)}v") for v in config.volume]
+    specs += [BarSpec(K.DOLLAR, d, f"{format_threshold(d)}d") for d in config.dollar]
+    unique: dict[str, BarSpec] = {}
+    for spec in specs:
+        unique.setdefault(spec.label, spec)
+    return list(unique.values())
+
+
+class BarCalc:
+    """All bar series of all symbols. ``update`` per batch, ``close_due`` live, ``flush`` at stop."""
+
+    def __init__(self, config: BarsConfig, capacity: int):
+        self.specs = bar_specs(config)
+        self.labels = [spec.label for spec in self.specs]
+        self._kind = np.array([s.kind for s in self.specs], dtype=np.int64)
+        self._int = np.array([int(s.param) * _NS if s.kind == K.TIME else int(s.param) for s in self.specs],
+                             dtype=np.int64)
+        self._float = np.array([float(s.param) for s in self.specs], dtype=np.float64)
+        self._emit_empty = bool(config.emit_empty)
+        self._max_empty = int(config.max_empty_bars)
+        self._delay = round(config.close_delay * _NS)
+        n = len(self.specs)
+        self.state = SymbolArrays(capacity)
+        self.state.add("bi", (n, K.NB_I), np.int64, 0)
+        self.state["bi"][:, :, K.B_WM] = K.NO_WATERMARK
+        self.state.add("bf", (n, K.NB_F), np.float64, 0.0)
+        self._topics: list[list[str]] = [[] for _ in self.specs]
+        self._symbols: list[str] = []
+        self._oi = np.zeros((0, K.NO_I), dtype=np.int64)
+        self._of = np.zeros((0, K.NO_F), dtype=np.float64)
+        self.late_by_spec = np.zeros(n, dtype=np.int64)
+        self.counts = np.zeros(3, dtype=np.int64)
+        """[late trades, empty bars emitted, empty bars skipped over the cap]"""
+
+    def __bool__(self) -> bool:
+        return bool(self.specs)
+
+    def resize(self, capacity: int) -> None:
+        old = self.state.capacity
+        self.state.resize(capacity)
+        self.state["bi"][old:, :, K.B_WM] = K.NO_WATERMARK
+
+    def add_symbol(self, symbol: str) -> None:
+        self._symbols.append(symbol)
+        for topics, label in zip(self._topics, self.labels, strict=True):
+            topics.append(topic("bar", symbol, label))
+
+    def _room(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self._oi) < rows:
+            size = max(rows, 2 * len(self._oi))
+            self._oi = np.zeros((size, K.NO_I), dtype=np.int64)
+            self._of = np.zeros((size, K.NO_F), dtype=np.float64)
+        return self._oi, self._of
+
+    def update(self, ri, rf, sym, trades: np.ndarray, n_trades: int, out: list) -> None:
+        """Apply a batch's valid trades; append closed bars to `out` as (topic, Bar)."""
+        if not self.specs or n_trades == 0:
+            return
+        oi, of = self._room(2 * n_trades * len(self.specs))
+        rows = K.update_bars(ri, rf, sym, trades, n_trades, self._kind, self._int, self._float,
+                             self._emit_empty, self._max_empty, self.state["bi"], self.state["bf"],
+                             oi, of, self.late_by_spec, self.counts)
+        self._payloads(rows, out)
+
+    def close_due(self, now_ns: int, out: list) -> None:
+        """Close the time bars whose end + close_delay has passed on the wall clock."""
+        nsym = len(self._symbols)
+        if not self.specs or nsym == 0:
+            return
+        oi, of = self._room(nsym * len(self.specs))
+        rows = K.close_due(nsym, self._kind, self._int, self._delay, now_ns,
+                           self.state["bi"], self.state["bf"], oi, of)
+        self._payloads(rows, out)
+
+    def flush(self, out: list) -> None:
+        """Close every open bar (partial bars: see `bar_kernels.flush_bars`)."""
+        nsym = len(self._symbols)
+        if not self.specs or nsym == 0:
+            return
+        oi, of = self._room(nsym * len(self.specs))
+        rows = K.flush_bars(nsym, self._kind, self._int, self.state["bi"], self.state["bf"], oi, of)
+        self._payloads(rows, out)
+
+    def _payloads(self, rows: int, out: list) -> None:
+        if rows == 0:
+            return
+        symbols, labels, topics, widths = self._symbols, self.labels, self._topics, self._int
+        floats = self._of[:rows].tolist()
+        for row, (volume, vwap) in zip(self._oi[:rows].tolist(), floats, strict=True):
+            s, k, start, end, o, h, lo, c, n, ev, recv, empty = row
+            if empty == 0:
+                out.append((topics[k][s], Bar(
+                    symbol=symbols[s], interval=labels[k], ts_start=start, ts_end=end,
+                    open=o / 1e9, high=h / 1e9, low=lo / 1e9, close=c / 1e9,
+                    volume=volume, trades=n, vwap=vwap, ts_event=ev, ts_recv=recv)))
+                continue
+            width = int(widths[k])
+            price = c / 1e9
+            for e in range(empty):
+                begin = start + e * width
+                out.append((topics[k][s], Bar(
+                    symbol=symbols[s], interval=labels[k], ts_start=begin, ts_end=begin + width,
+                    open=price, high=price, low=price, close=price,
+                    volume=0.0, trades=0, vwap=price, ts_event=ev, ts_recv=recv)))

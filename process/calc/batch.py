@@ -1,0 +1,115 @@
+"""A record batch as two plain 2-D views, and the one pass that sorts it by kind.
+
+The calculators' numba kernels take a batch as ``(n, 8)`` int64 and float64 views of the same
+bytes (one row per 64-byte record) instead of eight strided field views: one array type for
+every batch size, so each kernel compiles once, and no copy. The column constants below are
+checked against `RECORD_DTYPE` at import. `select` walks the batch once, validates every
+record, counts it by kind and lists the valid trades and the crossed or locked quotes.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind
+
+__all__ = [
+    "columns",
+    "select",
+    "TS_EVENT",
+    "TS_RECV",
+    "PRICE",
+    "PRICE2",
+    "SIZE",
+    "SIZE2",
+    "META",
+    "KIND_SHIFT",
+    "SIDE_SHIFT",
+    "COUNT_NAMES",
+    "N_COUNTS",
+]
+
+TS_EVENT, TS_RECV, PRICE, PRICE2, SIZE, SIZE2, SEQUENCE, META = range(8)
+"""Column of each field in the ``(n, 8)`` views (`SIZE`/`SIZE2` in the float view)."""
+KIND_SHIFT = 32
+"""``(ri[i, META] >> KIND_SHIFT) & 0xFF`` is the record's kind (byte 60, little-endian)."""
+SIDE_SHIFT = 40
+
+for _name, _col in (("ts_event", TS_EVENT), ("ts_recv", TS_RECV), ("price", PRICE), ("price2", PRICE2),
+                    ("size", SIZE), ("size2", SIZE2), ("instrument_id", META)):
+    assert RECORD_DTYPE.fields[_name][1] == 8 * _col, _name
+assert RECORD_DTYPE.fields["kind"][1] == 56 + KIND_SHIFT // 8
+assert RECORD_DTYPE.fields["side"][1] == 56 + SIDE_SHIFT // 8
+
+COUNT_NAMES = ("trades", "bad_trades", "quotes", "book_updates", "resets", "bad_records")
+"""Counters `select` fills, in the order of its ``counts`` array."""
+N_COUNTS = len(COUNT_NAMES)
+_TRADES, _BAD_TRADES, _QUOTES, _BOOK, _RESETS, _BAD_RECORDS = range(N_COUNTS)
+_TRADE, _QUOTE, _BOOKK, _RESET = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.RESET)
+_UNDEF = np.int64(UNDEF_PRICE)
+_I64_MAX = np.int64(np.iinfo(np.int64).max)
+_I64_MIN = np.int64(np.iinfo(np.int64).min)
+
+
+def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ri, rf)``: int64 and float64 ``(n, 8)`` views of a `RECORD_DTYPE` batch."""
+    if not isinstance(records, np.ndarray) or records.dtype != RECORD_DTYPE:
+        got = records.dtype if isinstance(records, np.ndarray) else type(records).__name__
+        raise TypeError(f"`records` must be a numpy array of RECORD_DTYPE; was {got}")
+    if records.ndim != 1:
+        raise ValueError(f"`records` must be 1-D; was shape {records.shape}")
+    if not records.flags.c_contiguous:
+        records = np.ascontiguousarray(records)
+    n = len(records)
+    return records.view(np.int64).reshape(n, 8), records.view(np.float64).reshape(n, 8)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, first_bad):
+    """One pass over a batch: validate, count, and list what the calculators need.
+
+    Writes the row index of every valid trade into `trades` and of every quote with
+    bid >= ask into `flagged_quotes` (when `check_quotes`), adds to `counts` (order of
+    `COUNT_NAMES`) and notes the first bad row of each kind in `first_bad`. A valid trade
+    has a known symbol, ``ts_event > 0``, a defined price and a finite size > 0.
+    Returns ``(n_trades, n_flagged_quotes, min_ts_event, max_ts_event)`` of valid trades.
+    """
+    nt = 0
+    nq = 0
+    tmin = _I64_MAX
+    tmax = _I64_MIN
+    for i in range(ri.shape[0]):
+        s = sym[i]
+        kind = (ri[i, META] >> KIND_SHIFT) & 0xFF
+        if s < 0 or s >= nsym or kind < _TRADE or kind > _RESET:
+            counts[_BAD_RECORDS] += 1
+            if first_bad[_BAD_RECORDS] < 0:
+                first_bad[_BAD_RECORDS] = i
+            continue
+        if kind == _TRADE:
+            size = rf[i, SIZE]
+            t = ri[i, TS_EVENT]
+            if ri[i, PRICE] == _UNDEF or not (size > 0.0) or not (size < np.inf) or t <= 0:
+                counts[_BAD_TRADES] += 1
+                if first_bad[_BAD_TRADES] < 0:
+                    first_bad[_BAD_TRADES] = i
+                continue
+            counts[_TRADES] += 1
+            trades[nt] = i
+            nt += 1
+            tmin = min(tmin, t)
+            tmax = max(tmax, t)
+        elif kind == _QUOTE:
+            counts[_QUOTES] += 1
+            if check_quotes:
+                bid = ri[i, PRICE]
+                ask = ri[i, PRICE2]
+                if bid != _UNDEF and ask != _UNDEF and bid >= ask:
+                    flagged_quotes[nq] = i
+                    nq += 1
+        elif kind == _BOOKK:
+            counts[_BOOK] += 1
+        else:
+            counts[_RESETS] += 1
+    return nt, nq, tmin, tmax

@@ -1,0 +1,142 @@
+"""Price-level books of all symbols, from BOOK and RESET records.
+
+Each side of each symbol is a sorted array of levels, best first, in preallocated
+``(symbols, 2, L)`` arrays: the key is ``-price`` for bids and ``price`` for asks, so both
+sides sort ascending. A BOOK record sets a level's size (size 0 removes it); a RESET clears
+the symbol's book. When a side is full the kernel stops, `L` doubles and the batch resumes
+where it stopped. After a batch, every symbol whose book changed gets one `Book` payload
+(its top ``depth`` levels each side), in ascending local index.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from streamctl.cli.config import BookConfig
+from streamctl.process.calc.batch import KIND_SHIFT, META, PRICE, SIDE_SHIFT, SIZE, TS_EVENT, TS_RECV
+from streamctl.process.calc.state import SymbolArrays
+from streamctl.process.wire import Book, topic
+from streamctl.shm.records import UNDEF_PRICE, Kind, Side
+
+__all__ = ["BookCalc", "apply_book"]
+
+_BOOK, _RESET = int(Kind.BOOK), int(Kind.RESET)
+_BID, _ASK = int(Side.BID), int(Side.ASK)
+_UNDEF = np.int64(UNDEF_PRICE)
+_LOWEST = np.int64(np.iinfo(np.int64).min)
+_INITIAL_LEVELS = 64
+BAD_BOOK, MISSING_LEVEL = 0, 1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def apply_book(ri, rf, sym, nsym, start, stamp, keys, sizes, count, changed, last, counts):
+    """Apply BOOK/RESET records from row `start`; return the row it stopped at.
+
+    Stops early (returns that row) when a side has no room for a new level. ``counts``:
+    [bad book records, removals of a level that did not exist]. ``changed[s] = stamp``
+    marks symbols whose book changed; ``last[s]`` holds their last (ts_event, ts_recv).
+    """
+    cap = keys.shape[2]
+    for i in range(start, ri.shape[0]):
+        s = sym[i]
+        if s < 0 or s >= nsym:
+            continue
+        kind = (ri[i, META] >> KIND_SHIFT) & 0xFF
+        if kind == _RESET:
+            count[s, 0] = 0
+            count[s, 1] = 0
+        elif kind == _BOOK:
+            side = (ri[i, META] >> SIDE_SHIFT) & 0xFF
+            price = ri[i, PRICE]
+            size = rf[i, SIZE]
+            if (side != _BID and side != _ASK) or price == _UNDEF or price == _LOWEST \
+                    or not (size >= 0.0) or not (size < np.inf):
+                counts[BAD_BOOK] += 1
+                continue
+            d = 0 if side == _BID else 1
+            key = -price if d == 0 else price
+            n = count[s, d]
+            pos = np.searchsorted(keys[s, d, :n], key)
+            found = pos < n and keys[s, d, pos] == key
+            if size == 0.0:
+                if not found:
+                    counts[MISSING_LEVEL] += 1
+                    continue
+                for k in range(pos, n - 1):
+                    keys[s, d, k] = keys[s, d, k + 1]
+                    sizes[s, d, k] = sizes[s, d, k + 1]
+                count[s, d] = n - 1
+            elif found:
+                sizes[s, d, pos] = size
+            else:
+                if n == cap:
+                    return i
+                for k in range(n, pos, -1):
+                    keys[s, d, k] = keys[s, d, k - 1]
+                    sizes[s, d, k] = sizes[s, d, k - 1]
+                keys[s, d, pos] = key
+                sizes[s, d, pos] = size
+                count[s, d] = n + 1
+        else:
+            continue
+        changed[s] = stamp
+        last[s, 0] = ri[i, TS_EVENT]
+        last[s, 1] = ri[i, TS_RECV]
+    return ri.shape[0]
+
+
+class BookCalc:
+    """Level books of all symbols; `update` applies a batch and publishes changed books."""
+
+    def __init__(self, config: BookConfig, capacity: int):
+        self.depth = config.depth
+        self.state = st = SymbolArrays(capacity)
+        st.add("keys", (2, _INITIAL_LEVELS), np.int64, 0)
+        st.add("sizes", (2, _INITIAL_LEVELS), np.float64, 0.0)
+        st.add("count", (2,), np.int64, 0)
+        st.add("changed", (), np.int64, -1)
+        st.add("last", (2,), np.int64, 0)
+        self.counts = np.zeros(2, dtype=np.int64)
+        """[bad book records, removals of a missing level]"""
+        self._stamp = 0
+        self._symbols: list[str] = []
+        self._topics: list[str] = []
+
+    def resize(self, capacity: int) -> None:
+        self.state.resize(capacity)
+
+    def add_symbol(self, symbol: str) -> None:
+        self._symbols.append(symbol)
+        self._topics.append(topic("book", symbol))
+
+    @property
+    def levels(self) -> int:
+        """Current level capacity per side."""
+        return self.state["keys"].shape[2]
+
+    def update(self, ri, rf, sym, out: list) -> None:
+        """Apply the batch's BOOK/RESET records; append one Book per changed symbol to `out`."""
+        st = self.state
+        self._stamp += 1
+        nsym = len(self._symbols)
+        row = 0
+        while row < len(ri):
+            row = apply_book(ri, rf, sym, nsym, row, self._stamp, st["keys"], st["sizes"], st["count"],
+                             st["changed"], st["last"], self.counts)
+            if row < len(ri):
+                levels = 2 * self.levels
+                st.reshape_tail("keys", (2, levels))
+                st.reshape_tail("sizes", (2, levels))
+        changed = np.flatnonzero(st["changed"][:nsym] == self._stamp)
+        depth = self.depth
+        for s in changed.tolist():
+            books = []
+            for d in (0, 1):
+                n = min(depth, int(st["count"][s, d]))
+                keys = st["keys"][s, d, :n]
+                prices = ((-keys if d == 0 else keys) / 1e9).tolist()
+                books.append(list(zip(prices, st["sizes"][s, d, :n].tolist(), strict=True)))
+            ev, recv = st["last"][s].tolist()
+            out.append((self._topics[s], Book(symbol=self._symbols[s], depth=depth, bids=books[0], asks=books[1],
+                                              ts_event=ev, ts_recv=recv)))

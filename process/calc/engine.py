@@ -1,0 +1,190 @@
+"""`CalculatorSet`: every calculator of one worker, fed a batch at a time.
+
+The worker loop calls `on_batch` with a record batch and a dense local symbol index per
+record; the set runs numba kernels over the whole batch (per-symbol state in numpy arrays,
+no Python object per tick) and returns ``(topic, payload)`` pairs in this order:
+
+1. bars, in the order they closed (by record, then spec order: time intervals, tick, volume,
+   dollar bars, each in config order; a gap's empty bars right after the bar before them);
+2. anomalies, in record order (z-score before jump on one trade);
+3. per symbol with trades in the batch, ascending local index: `Vwap`, one `Indicator` per
+   full SMA window, one per EMA span;
+4. one `Book` per symbol whose book changed, ascending local index.
+
+`docs/calculators.md` documents every setting and the exactness rules.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import numpy as np
+
+from streamctl.cli.config import CalculatorsConfig
+from streamctl.process.calc.anomalies import AnomalyBuilder
+from streamctl.process.calc.bars import BarCalc
+from streamctl.process.calc.batch import COUNT_NAMES, N_COUNTS, PRICE, SIZE, TS_EVENT, columns, select
+from streamctl.process.calc.book import BookCalc
+from streamctl.process.calc.indicators import TradeCalc
+
+__all__ = ["CalculatorSet"]
+
+log = logging.getLogger("streamctl.calc")
+
+_INITIAL_SYMBOLS = 16
+_BAD_TRADES = COUNT_NAMES.index("bad_trades")
+_BAD_RECORDS = COUNT_NAMES.index("bad_records")
+_BOOK = COUNT_NAMES.index("book_updates")
+_RESETS = COUNT_NAMES.index("resets")
+_NO_ROWS = (np.zeros((0, 6), dtype=np.int64), np.zeros((0, 3), dtype=np.float64))
+Output = list[tuple[str, msgspec.Struct]]
+
+
+class CalculatorSet:
+    """All calculators of one worker process.
+
+    Parameters
+    ----------
+    config
+        The plant's `CalculatorsConfig`.
+    src
+        The worker's name (for log messages; payloads' ``src`` is stamped by the publisher).
+    live
+        Whether `on_clock` closes time bars by the wall clock (replay: bars close on trades
+        and at `flush` only).
+
+    ``counters`` holds every count of what was seen and dropped: ``trades``, ``quotes``,
+    ``book_updates``, ``resets``, ``late`` (trades late for at least one time-bar interval) and
+    ``late.<interval>``, ``bad_trades``, ``bad_records``, ``bad_book``, ``book_missing_level``,
+    ``empty_bars``, ``empty_skipped``, ``zscore_disabled``.
+    """
+
+    def __init__(self, config: CalculatorsConfig, *, src: str, live: bool):
+        self.config = config
+        self.src = src
+        self.live = live
+        self._capacity = _INITIAL_SYMBOLS
+        self._symbols: list[str] = []
+        self._index: dict[str, int] = {}
+        self._bars = BarCalc(config.bars, self._capacity)
+        self._trades = TradeCalc(config, self._capacity)
+        self._book = BookCalc(config.book, self._capacity) if config.book is not None else None
+        anomalies = config.anomalies
+        zscore = anomalies.zscore if anomalies is not None else None
+        self._check_quotes = bool(anomalies is not None and anomalies.crossed_quotes)
+        self._anomalies = AnomalyBuilder(
+            zscore_window=zscore.window if zscore else 0, zscore_threshold=zscore.threshold if zscore else 0.0,
+            jump_pct=(anomalies.jump_pct or 0.0) if anomalies is not None else 0.0)
+        self._counts = np.zeros(N_COUNTS, dtype=np.int64)
+        self._first_bad = np.full(N_COUNTS, -1, dtype=np.int64)
+        self._trade_rows = np.zeros(0, dtype=np.int64)
+        self._quote_rows = np.zeros(0, dtype=np.int64)
+        self._warned: set[str] = set()
+        self.counters: dict[str, int] = {}
+        self._sync_counters()
+
+    @property
+    def symbols(self) -> list[str]:
+        """Symbols by local index."""
+        return list(self._symbols)
+
+    def add_symbol(self, symbol: str) -> int:
+        """The dense local index of `symbol`, registering it on first use."""
+        index = self._index.get(symbol)
+        if index is not None:
+            return index
+        if not isinstance(symbol, str) or not symbol or not symbol.isascii() or "\x00" in symbol:
+            raise ValueError(f"`symbol` must be a non-empty ASCII string without NUL; was {symbol!r}")
+        index = len(self._symbols)
+        if index >= self._capacity:
+            self._capacity *= 2
+            for calc in (self._bars, self._trades, self._book):
+                if calc is not None:
+                    calc.resize(self._capacity)
+        for calc in (self._bars, self._trades, self._book, self._anomalies):
+            if calc is not None:
+                calc.add_symbol(symbol)
+        self._symbols.append(symbol)
+        self._index[symbol] = index
+        return index
+
+    def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Output:
+        """Run every calculator over one batch; return ``(topic, payload)`` pairs (see module doc)."""
+        ri, rf = columns(records)
+        sym = np.ascontiguousarray(sym_idx, dtype=np.int32)
+        n = len(ri)
+        if len(sym) != n:
+            raise ValueError(f"`sym_idx` must have one entry per record ({n}); was {len(sym)}")
+        out: Output = []
+        if n == 0:
+            return out
+        if len(self._trade_rows) < n:
+            self._trade_rows = np.zeros(max(n, 2 * len(self._trade_rows)), dtype=np.int64)
+            self._quote_rows = np.zeros(len(self._trade_rows), dtype=np.int64)
+        book_before = self._counts[_BOOK] + self._counts[_RESETS]
+        self._first_bad.fill(-1)
+        n_trades, n_quotes, tmin, tmax = select(ri, rf, sym, len(self._symbols), self._check_quotes,
+                                                self._trade_rows, self._quote_rows, self._counts, self._first_bad)
+        trades = self._trade_rows
+        if n_trades:
+            self._bars.update(ri, rf, sym, trades, n_trades, out)
+            ai, af = self._trades.update(ri, rf, sym, trades, n_trades, tmin, tmax)
+        else:
+            ai, af = _NO_ROWS
+        if len(ai) or n_quotes:
+            self._anomalies.build(ai, af, ri, sym, self._quote_rows[:n_quotes], out)
+        if n_trades:
+            self._trades.publish(out)
+        if self._book is not None and self._counts[_BOOK] + self._counts[_RESETS] != book_before:
+            self._book.update(ri, rf, sym, out)
+        self._sync_counters()
+        if (self._first_bad >= 0).any():
+            self._warn_bad(ri, rf, sym)
+        return out
+
+    def on_clock(self, now_ns: int) -> Output:
+        """Live only: close time bars whose end + ``close_delay`` <= `now_ns` (wall clock)."""
+        out: Output = []
+        if self.live:
+            self._bars.close_due(int(now_ns), out)
+        return out
+
+    def flush(self) -> Output:
+        """Close every open bar (a clean stop); partial time bars end at their last trade + 1 ns."""
+        out: Output = []
+        self._bars.flush(out)
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _sync_counters(self) -> None:
+        c = self.counters
+        for name, value in zip(COUNT_NAMES, self._counts.tolist(), strict=True):
+            c[name] = value
+        bars = self._bars
+        c["late"], c["empty_bars"], c["empty_skipped"] = bars.counts.tolist()
+        for label, spec, late in zip(bars.labels, bars.specs, bars.late_by_spec.tolist(), strict=True):
+            if spec.kind == 0:
+                c[f"late.{label}"] = late
+        c["zscore_disabled"] = self._trades.zscore_disabled
+        if self._book is not None:
+            c["bad_book"], c["book_missing_level"] = self._book.counts.tolist()
+
+    def _warn_bad(self, ri: np.ndarray, rf: np.ndarray, sym: np.ndarray) -> None:
+        """Log each kind of bad input once, with the first offending record."""
+        for name, col in (("bad_trades", _BAD_TRADES), ("bad_records", _BAD_RECORDS)):
+            first = int(self._first_bad[col])
+            if first < 0 or name in self._warned:
+                continue
+            self._warned.add(name)
+            s = int(sym[first])
+            symbol = self._symbols[s] if 0 <= s < len(self._symbols) else f"<unknown local index {s}>"
+            what = (f"row {first}: symbol `{symbol}` ts_event `{int(ri[first, TS_EVENT])}` "
+                    f"price `{int(ri[first, PRICE])}` size `{float(rf[first, SIZE])}`")
+            log.warning("%s: skipping %s (counted in counters[%r]); first: %s", self.src, name.replace("_", " "),
+                        name, what)
+        if self.counters.get("bad_book") and "bad_book" not in self._warned:
+            self._warned.add("bad_book")
+            log.warning("%s: skipping bad book records (side not bid/ask, undefined price or size < 0); "
+                        "counted in counters['bad_book']", self.src)

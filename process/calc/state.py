@@ -1,0 +1,60 @@
+"""Per-symbol state as preallocated numpy arrays that grow with the symbol count.
+
+Every calculator keeps its state in arrays whose first axis is the local symbol index, so a
+kernel updates state without a Python object per symbol or per tick. When `add_symbol`
+passes the capacity, every array is reallocated at double the size, old rows copied, new
+rows set to the array's initial value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SymbolArrays"]
+
+
+class SymbolArrays:
+    """A named set of arrays sharing a first axis of `capacity` symbols.
+
+    >>> s = SymbolArrays(2)
+    >>> price = s.add("price", (3,), np.int64, -1)
+    >>> s.resize(4)
+    >>> s["price"].shape
+    (4, 3)
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"`capacity` must be >= 1; was {capacity}")
+        self.capacity = capacity
+        self._arrays: dict[str, np.ndarray] = {}
+        self._fill: dict[str, object] = {}
+
+    def add(self, name: str, tail: tuple[int, ...], dtype, fill) -> np.ndarray:
+        """Register an array of shape ``(capacity, *tail)`` filled with `fill`."""
+        if name in self._arrays:
+            raise ValueError(f"state array `{name}` already exists")
+        self._arrays[name] = np.full((self.capacity, *tail), fill, dtype=dtype)
+        self._fill[name] = fill
+        return self._arrays[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def resize(self, capacity: int) -> None:
+        """Grow every array to `capacity` symbols (never shrinks)."""
+        if capacity <= self.capacity:
+            return
+        for name, old in self._arrays.items():
+            new = np.full((capacity, *old.shape[1:]), self._fill[name], dtype=old.dtype)
+            new[: self.capacity] = old
+            self._arrays[name] = new
+        self.capacity = capacity
+
+    def reshape_tail(self, name: str, tail: tuple[int, ...]) -> np.ndarray:
+        """Grow the trailing axes of one array (for the book's level capacity), keeping data."""
+        old = self._arrays[name]
+        new = np.full((self.capacity, *tail), self._fill[name], dtype=old.dtype)
+        new[tuple(slice(0, d) for d in old.shape)] = old
+        self._arrays[name] = new
+        return new

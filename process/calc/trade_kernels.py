@@ -1,0 +1,210 @@
+"""The trade-driven recurrences, compiled with numba: VWAPs, SMA, EMA, z-score and jump rules.
+
+One pass over a batch's valid trades in arrival order, late trades included (these series
+are trade-driven, not interval-driven). Per-symbol state:
+
+- ``ring_p`` (int64 prices) and ``ring_f`` (price*size, size) hold the last ``H`` trades
+  (``H`` a power of two);
+- ``si`` int64 columns `S_*`, ``sf`` float64 (session notional and volume), ``z2`` the exact
+  128-bit sum of squared prices of the z-score window, ``sma`` exact int64 window sums,
+  ``ema`` the EMA values.
+
+Exactness: SMA and z-score sums are integers (exact, independent of batch splits); the EMA
+is ``om * ema + alpha * price`` (skipped when equal, as pandas ``ewm(adjust=False)``); session
+sums are sequential float sums; the rolling VWAP is recomputed from the ring at publish time
+as sequential sums over the window, oldest first (`rolling_vwap`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from streamctl.process.calc.batch import PRICE, SIZE, TS_EVENT, TS_RECV
+from streamctl.process.calc.int128 import add128, mul64, mul128_64, sub128, to_float
+
+__all__ = [
+    "S_NTR", "S_LAST_EV", "S_LAST_RECV", "S_SESS_START", "S_SESS_NEXT", "S_SUM1", "S_ZOFF", "S_STAMP", "NS_I",
+    "F_SESS_PV", "F_SESS_VOL", "NS_F",
+    "P_H", "P_JUMP", "P_Z", "P_ZW", "P_ZLIM", "P_VWAP", "NP_I", "PF_JUMP", "PF_ZTHR", "NP_F",
+    "A_REC", "A_SYM", "A_RULE", "A_PRICE", "A_EV", "A_RECV", "NA_I", "AF_VALUE", "AF_AUX1", "AF_AUX2", "NA_F",
+    "RULE_ZSCORE", "RULE_JUMP", "RULE_CROSSED", "RULE_LOCKED", "NO_SESSION",
+    "update_trades", "collect",
+]
+
+S_NTR, S_LAST_EV, S_LAST_RECV, S_SESS_START, S_SESS_NEXT, S_SUM1, S_ZOFF, S_STAMP = range(8)
+NS_I = 8
+F_SESS_PV, F_SESS_VOL = 0, 1
+NS_F = 2
+P_H, P_JUMP, P_Z, P_ZW, P_ZLIM, P_VWAP = range(6)
+NP_I = 6
+PF_JUMP, PF_ZTHR = 0, 1
+NP_F = 2
+A_REC, A_SYM, A_RULE, A_PRICE, A_EV, A_RECV = range(6)
+NA_I = 6
+AF_VALUE, AF_AUX1, AF_AUX2 = 0, 1, 2
+NA_F = 3
+RULE_ZSCORE, RULE_JUMP, RULE_CROSSED, RULE_LOCKED = 0, 1, 2, 3
+NO_SESSION = np.int64(np.iinfo(np.int64).min)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _anomaly(ai, af, a, i, s, rule, p, t, tr, value, aux1, aux2):
+    ai[a, A_REC] = i
+    ai[a, A_SYM] = s
+    ai[a, A_RULE] = rule
+    ai[a, A_PRICE] = p
+    ai[a, A_EV] = t
+    ai[a, A_RECV] = tr
+    af[a, AF_VALUE] = value
+    af[a, AF_AUX1] = aux1
+    af[a, AF_AUX2] = aux2
+
+
+@numba.njit(cache=True, error_model="numpy")
+def update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha, ema_om, bounds,
+                  ring_p, ring_f, si, sf, z2, sma, ema, touched, ai, af):
+    """Apply `n_trades` trades; returns ``(n_touched, n_anomalies, n_zscore_disabled)``.
+
+    `touched` receives each symbol with a trade in this batch once (first-touch order);
+    `ai`/`af` receive anomaly rows (z-score before jump for one trade) and need room for
+    ``2 * n_trades`` rows. `bounds` must bracket every trade's ts_event (`SessionClock.cover`).
+    """
+    mask = ip[P_H] - 1  # H is a power of two: slot of trade n is n & mask
+    do_jump = ip[P_JUMP] != 0
+    do_z = ip[P_Z] != 0
+    W = ip[P_ZW]
+    wu = np.uint64(W)
+    zlim = ip[P_ZLIM]
+    do_vwap = ip[P_VWAP] != 0
+    jump_pct = fp[PF_JUMP]
+    zthr = fp[PF_ZTHR]
+    n_touch = 0
+    n_an = 0
+    z_off = 0
+    for j in range(n_trades):
+        i = trades[j]
+        s = sym[i]
+        p = ri[i, PRICE]
+        q = rf[i, SIZE]
+        t = ri[i, TS_EVENT]
+        tr = ri[i, TS_RECV]
+        px = p / 1e9
+        pq = px * q
+        n = si[s, S_NTR]
+        if si[s, S_STAMP] != stamp:
+            si[s, S_STAMP] = stamp
+            touched[n_touch] = s
+            n_touch += 1
+        if do_z and si[s, S_ZOFF] == 0:
+            if p > zlim or p < -zlim:
+                si[s, S_ZOFF] = 1
+                z_off += 1
+            else:
+                s1 = si[s, S_SUM1]
+                if n >= W:
+                    nh, nl = mul128_64(z2[s, 0], z2[s, 1], wu)
+                    a1 = np.uint64(abs(s1))
+                    qh, ql = mul64(a1, a1)
+                    nh, nl = sub128(nh, nl, qh, ql)
+                    var = to_float(nh, nl)  # W^2 * population variance, in price units^2
+                    if var > 0.0:
+                        z = np.float64(W * p - s1) / math.sqrt(var)
+                        if abs(z) > zthr:
+                            _anomaly(ai, af, n_an, i, s, RULE_ZSCORE, p, t, tr, z,
+                                     np.float64(s1) / W / 1e9, math.sqrt(var) / W / 1e9)
+                            n_an += 1
+                ap = np.uint64(abs(p))
+                hh, hl = mul64(ap, ap)
+                z2[s, 0], z2[s, 1] = add128(z2[s, 0], z2[s, 1], hh, hl)
+                s1 += p
+                if n >= W:
+                    old = ring_p[s, (n - W) & mask]
+                    ao = np.uint64(abs(old))
+                    oh, ol = mul64(ao, ao)
+                    z2[s, 0], z2[s, 1] = sub128(z2[s, 0], z2[s, 1], oh, ol)
+                    s1 -= old
+                si[s, S_SUM1] = s1
+        if do_jump and n > 0:
+            prev = ring_p[s, (n - 1) & mask]
+            if prev != 0:
+                move = 100.0 * np.float64(p - prev) / np.float64(abs(prev))
+                if abs(move) > jump_pct:
+                    _anomaly(ai, af, n_an, i, s, RULE_JUMP, p, t, tr, move, prev / 1e9, 0.0)
+                    n_an += 1
+        for k in range(sma_n.shape[0]):
+            sma[s, k] += p
+            if n >= sma_n[k]:
+                sma[s, k] -= ring_p[s, (n - sma_n[k]) & mask]
+        for k in range(ema_alpha.shape[0]):
+            if n == 0:
+                ema[s, k] = px
+            elif ema[s, k] != px:
+                ema[s, k] = ema_om[k] * ema[s, k] + ema_alpha[k] * px
+        if do_vwap:
+            if t >= si[s, S_SESS_NEXT]:
+                b = np.searchsorted(bounds, t, side="right") - 1
+                si[s, S_SESS_START] = bounds[b]
+                si[s, S_SESS_NEXT] = bounds[b + 1]
+                sf[s, F_SESS_PV] = 0.0
+                sf[s, F_SESS_VOL] = 0.0
+            sf[s, F_SESS_PV] += pq
+            sf[s, F_SESS_VOL] += q
+        slot = n & mask
+        ring_p[s, slot] = p
+        ring_f[s, slot, 0] = pq
+        ring_f[s, slot, 1] = q
+        si[s, S_NTR] = n + 1
+        si[s, S_LAST_EV] = t
+        si[s, S_LAST_RECV] = tr
+    return n_touch, n_an, z_off
+
+
+@numba.njit(cache=True, error_model="numpy")
+def collect(touched, n_touched, H, N, sma_n, ring_f, si, sf, sma, ema, vi, vf):
+    """Values to publish for the symbols of a batch, in ascending local index.
+
+    Row j of ``vi``: symbol, last ts_event, last ts_recv, session start, trades so far.
+    Row j of ``vf``: session VWAP, session volume, rolling VWAP, then the SMA values (NaN while
+    the window is not full), then the EMA values. The rolling VWAP is recomputed over the last
+    `N` trades (fewer if the symbol has fewer): sequential sums of price*size and of size,
+    oldest trade first. Returns the number of rows.
+    """
+    syms = np.sort(touched[:n_touched])
+    mask = H - 1
+    nsma = sma_n.shape[0]
+    first = np.empty(n_touched, dtype=np.int64)
+    count = np.empty(n_touched, dtype=np.int64)
+    for j in range(n_touched):
+        s = syms[j]
+        n = si[s, S_NTR]
+        vi[j, 0] = s
+        vi[j, 1] = si[s, S_LAST_EV]
+        vi[j, 2] = si[s, S_LAST_RECV]
+        vi[j, 3] = si[s, S_SESS_START]
+        vi[j, 4] = n
+        vf[j, 0] = sf[s, F_SESS_PV] / sf[s, F_SESS_VOL]
+        vf[j, 1] = sf[s, F_SESS_VOL]
+        vf[j, 2] = 0.0
+        first[j] = max(0, n - N)
+        count[j] = n - first[j]
+        for k in range(nsma):
+            vf[j, 3 + k] = np.float64(sma[s, k]) / (sma_n[k] * 1e9) if n >= sma_n[k] else np.nan
+        for k in range(ema.shape[1]):
+            vf[j, 3 + nsma + k] = ema[s, k]
+    if N > 0:
+        # Window position k of every symbol in turn: each symbol's sums stay sequential (oldest
+        # first) while the symbols' independent add chains overlap in the CPU.
+        pv = np.zeros(n_touched)
+        vol = np.zeros(n_touched)
+        for k in range(N):
+            for j in range(n_touched):
+                if k < count[j]:
+                    slot = (first[j] + k) & mask
+                    pv[j] += ring_f[syms[j], slot, 0]
+                    vol[j] += ring_f[syms[j], slot, 1]
+        for j in range(n_touched):
+            vf[j, 2] = pv[j] / vol[j]
+    return n_touched
