@@ -213,17 +213,19 @@ class Publisher:
             keys = keys[~negative]
             if len(rows) == 0:
                 return 0
+        identity = len(rows) == len(records)  # every record of the batch, in batch order
         if (keys == keys[0]).all():
             starts = np.zeros(1, dtype=np.intp)
             sorted_keys = keys[:1]
         else:
+            identity = False
             order = np.argsort(keys, kind="stable")  # stable: each group stays oldest first
             rows = rows[order]
             sorted_keys = keys[order]
             starts = np.concatenate(([0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1))
         # Gather once through a uint64 view: numpy copies structured rows field by field,
         # ~15x slower than the same bytes as plain words. Groups are then views.
-        if len(rows) == len(records):  # every record, in order: nothing to gather
+        if identity:  # every record, in batch order: nothing to gather
             selected = records
         elif records.flags.c_contiguous:
             selected = records.view(np.uint64).reshape(len(records), -1)[rows].view(records.dtype).reshape(-1)
