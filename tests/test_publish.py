@@ -332,6 +332,27 @@ def test_publish_raw_one_array_per_topic_oldest_first(proxy, cleanup):
     assert pub.messages_out == 9 + pub.sequence("event.worker-1")
 
 
+def test_publish_raw_all_trades_of_interleaved_symbols(proxy, cleanup):
+    """A batch of nothing but trades (no record filtered out) must still be regrouped."""
+    rec, symbols, sym_idx = _raw_batch()
+    rec["kind"] = Kind.TRADE
+    sym_idx = np.arange(len(rec), dtype=np.int32) % 3
+    sub = RawSub(proxy.backend, b"")
+    cleanup.append(sub)
+    pub = Publisher(proxy.frontend, src="w1")
+    cleanup.append(pub)
+    handshake(pub, [sub])
+    assert pub.publish_raw(rec, symbols, sym_idx, trades=True, quotes=True) == 3
+    # And a single-symbol batch, which takes the no-gather path.
+    one = rec[:10]
+    assert pub.publish_raw(one, symbols, np.zeros(10, np.int32), trades=True, quotes=False) == 1
+    finish(pub, [sub])
+    got = sub.data()
+    seqs: dict[str, int] = {}
+    assert dict(got[:3]) == _expected_raw(rec, symbols, sym_idx, "w1", seqs)
+    assert got[3] == ("trade.AAPL", _expected_raw(one, symbols, np.zeros(10, np.int32), "w1", seqs)["trade.AAPL"])
+
+
 def test_publish_raw_checks_lengths(cleanup):
     pub = Publisher("tcp://127.0.0.1:1", src="w0")
     cleanup.append(pub)
