@@ -406,8 +406,10 @@ class Supervisor:
         if self.table is not None:
             _quietly(self.table.unlink)
             _quietly(self.table.close)
+        if not self._manifest:
+            return  # this supervisor never got as far as writing a manifest: nothing of it to remove
         remove_manifest(self.name)
-        path = self._manifest.get("internal", "").removeprefix("ipc://") if self._manifest else ""
+        path = self._manifest.get("internal", "").removeprefix("ipc://")
         if path:
             try:
                 os.unlink(path)

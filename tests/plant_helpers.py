@@ -1,0 +1,120 @@
+"""Helpers for tests that run whole plants through the real `streamctl` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def demo_config(name: str, port: int, *, rate: int = 300, partitions: int = 2, extra: str = "") -> str:
+    return f"""\
+name: {name}
+feeds:
+  - name: sim
+    vendor: sim
+    symbols: [AAPL, MSFT, GOOGL, AMZN, NVDA]
+    options: {{rate: {rate}, seed: 7}}
+partitions: {{count: {partitions}}}
+calculators:
+  bars: {{time: [1s, 60s], ticks: [100], close_delay: 0.1}}
+  vwap: {{rolling_window: 50}}
+  ema: [12]
+  anomalies: {{zscore: {{window: 50, threshold: 6.0}}, jump_pct: 5.0}}
+publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: true}}
+rings: {{capacity: 16384}}
+{extra}"""
+
+
+class PlantCli:
+    """Runs `streamctl` commands with an isolated run directory, and cleans up after itself."""
+
+    def __init__(self, tmp_path: Path):
+        self.run_dir = tmp_path / "run"
+        self.run_dir.mkdir()
+        self.env = dict(os.environ, STREAMCTL_RUN_DIR=str(self.run_dir), PYTHONUNBUFFERED="1")
+        self.tmp = tmp_path
+        self.names: set[str] = set()
+
+    def write_config(self, name: str, text: str) -> Path:
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(text)
+        self.names.add(name)
+        return path
+
+    def run(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "streamctl.cli", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"streamctl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def manifest(self, name: str) -> dict | None:
+        try:
+            return json.loads((self.run_dir / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def status(self, name: str) -> dict:
+        return json.loads(self.run("status", "--name", name, "--json", check=True).stdout)
+
+    def process(self, name: str, process_name: str) -> dict:
+        return next(p for p in self.status(name)["processes"] if p["name"] == process_name)
+
+    def cleanup(self) -> None:
+        """Stop every plant this test started (even after a failure) and remove what is left."""
+        for name in self.names:
+            manifest = self.manifest(name)
+            if manifest and psutil.pid_exists(manifest["supervisor_pid"]):
+                self.run("down", "--name", name, "--timeout", "20")
+            kill_plant_processes(manifest)
+            self.run("clean", "--name", name)
+
+
+def kill_plant_processes(manifest: dict | None) -> None:
+    if not manifest:
+        return
+    try:
+        sup = psutil.Process(manifest["supervisor_pid"])
+        procs = sup.children(recursive=True) + [sup]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def our_segments(name: str) -> list[str]:
+    return sorted(p for p in os.listdir("/dev/shm") if p.startswith(f"stc_{name}_"))
