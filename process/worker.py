@@ -145,7 +145,9 @@ def run_worker(spec: WorkerSpec) -> int:
             now = time.time_ns()
             if now >= next_clock:
                 slot.heartbeat()
-                if spec.live:
+                # Close bars by the wall clock only once caught up: while a backlog is being
+                # worked off (after a restart), its ticks are not late, just not read yet.
+                if spec.live and all(ring.fill == 0 for ring in rings):
                     outputs = calc.on_clock(now)
                     if outputs:
                         publisher.publish_many(outputs)
