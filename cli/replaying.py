@@ -157,7 +157,11 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
         sup.run(stop_when_done=True, duration=timeout)
         feed_status = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
     finally:
-        sup.stop(before_hub=lambda: recorder.wait_workers(workers, 30))
+        def finish_recording() -> None:
+            recorder.wait_workers(workers, 30)
+            recorder.close()  # before the hub goes, so the recorder never sees a disconnect
+
+        sup.stop(before_hub=finish_recording)
         recorder.close()
     rows = recorder.sorted_rows()
     if out:
