@@ -397,6 +397,17 @@ def _doc_snippet() -> str:
     return code.group(1)
 
 
+def test_every_python_block_in_the_wire_doc_compiles_and_imports_what_exists():
+    text = (REPO / "docs" / "wire.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        compile(block, "docs/wire.md", "exec")
+        for line in block.splitlines():
+            if line.startswith(("import ", "from ")):
+                exec(line, {})  # the names the doc imports exist
+
+
 def test_doc_subscriber_decodes_live_payloads_and_reports_loss(proxy, cleanup):
     code = _doc_snippet()
     assert "import msgpack" in code and "streamctl" not in code
