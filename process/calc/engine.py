@@ -24,7 +24,17 @@ import numpy as np
 from streamctl.cli.config import CalculatorsConfig
 from streamctl.process.calc.anomalies import AnomalyBuilder
 from streamctl.process.calc.bars import BarCalc
-from streamctl.process.calc.batch import COUNT_NAMES, N_COUNTS, PRICE, SIZE, TS_EVENT, columns, select
+from streamctl.process.calc.batch import (
+    COUNT_NAMES,
+    KIND_SHIFT,
+    META,
+    N_COUNTS,
+    PRICE,
+    SIZE,
+    TS_EVENT,
+    columns,
+    select,
+)
 from streamctl.process.calc.book import BookCalc
 from streamctl.process.calc.indicators import TradeCalc
 
@@ -180,7 +190,8 @@ class CalculatorSet:
             self._warned.add(name)
             s = int(sym[first])
             symbol = self._symbols[s] if 0 <= s < len(self._symbols) else f"<unknown local index {s}>"
-            what = (f"row {first}: symbol `{symbol}` ts_event `{int(ri[first, TS_EVENT])}` "
+            kind = (int(ri[first, META]) >> KIND_SHIFT) & 0xFF
+            what = (f"row {first}: kind `{kind}` symbol `{symbol}` ts_event `{int(ri[first, TS_EVENT])}` "
                     f"price `{int(ri[first, PRICE])}` size `{float(rf[first, SIZE])}`")
             log.warning("%s: skipping %s (counted in counters[%r]); first: %s", self.src, name.replace("_", " "),
                         name, what)
