@@ -31,11 +31,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numba
 import numpy as np
 
-from streamctl.ingest.mbo_book import MboBook
-from streamctl.shm.records import RECORD_DTYPE, Kind, Side
+from streamctl.ingest.dbn_kernels import N_STATS, STAT_MALFORMED, STAT_NOT_TRADE, convert, frame
+from streamctl.ingest.mbo_book import MBO_ANOMALIES, MboBook
+from streamctl.shm.records import RECORD_DTYPE
 
 __all__ = [
     "DbnError",
@@ -94,20 +94,9 @@ RECORD_SIZES: dict[int, tuple[str, int, int, int]] = {
 }
 """Every DBN record type: rtype -> (name, byte size in v1, v2, v3), without ``ts_out``."""
 
-_RT_TRADE, _RT_MBP1, _RT_ERROR, _RT_MAPPING, _RT_SYSTEM, _RT_MBO = 0x00, 0x01, 0x15, 0x16, 0x17, 0xA0
+_RT_ERROR, _RT_MAPPING, _RT_SYSTEM = 0x15, 0x16, 0x17
 
 _HDR = [("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"), ("instrument_id", "<u4"), ("ts_event", "<u8")]
-_TRADE_FIELDS = [
-    ("price", "<i8", 16), ("size", "<u4", 24), ("action", "u1", 28), ("side", "u1", 29),
-    ("flags", "u1", 30), ("ts_recv", "<u8", 32), ("sequence", "<u4", 44),
-]
-_MBP1_FIELDS = _TRADE_FIELDS + [
-    ("bid_px", "<i8", 48), ("ask_px", "<i8", 56), ("bid_sz", "<u4", 64), ("ask_sz", "<u4", 68),
-]
-_MBO_FIELDS = [
-    ("order_id", "<u8", 16), ("price", "<i8", 24), ("size", "<u4", 32), ("flags", "u1", 36),
-    ("action", "u1", 38), ("side", "u1", 39), ("ts_recv", "<u8", 40), ("sequence", "<u4", 52),
-]
 _MAPPING_V1 = [("in_sym", "S22", 16), ("out_sym", "S22", 38)]
 _MAPPING_V2 = [("stype_out", "u1", 88), ("in_sym", "S71", 17), ("out_sym", "S71", 89)]
 _SYSTEM_V1 = [("msg", "S64", 16)]
@@ -124,12 +113,6 @@ def _dtype(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:
     )
 
 
-# ASCII byte -> our Side (255 = not a valid DBN side)
-_SIDE_LUT = np.full(256, 255, np.uint8)
-_SIDE_LUT[ord("B")], _SIDE_LUT[ord("A")], _SIDE_LUT[ord("N")] = Side.BID, Side.ASK, Side.NONE
-_ACTION_OK = np.zeros(256, np.bool_)
-_ACTION_OK[[ord(c) for c in "ACMRTFN"]] = True
-_FLAG_MASK = np.uint8(0x80 | 0x20 | 0x08)
 
 
 @dataclass(frozen=True)
@@ -288,51 +271,6 @@ def metadata_symbols(meta: DbnMetadata) -> dict[int, str]:
     return out
 
 
-@numba.njit(cache=True)
-def _frame(buf, sizes, offsets, rtypes, resyncing):
-    """Walk records by their length byte. Returns (n records, bytes consumed, corrupt regions,
-    still resyncing). A header whose length disagrees with its known rtype starts a resync:
-    the next offset with two consecutive plausible headers (or one ending the buffer)."""
-    end = buf.shape[0]
-    pos = 0
-    n = 0
-    bad = 0
-    while pos + 2 <= end:
-        length = np.int64(buf[pos]) * 4
-        rt = buf[pos + 1]
-        want = sizes[rt]
-        ok = length >= 16 and (want == 0 or want == length)
-        if ok and want == 0 and resyncing:
-            ok = False  # resync only on known record types
-        elif ok and want == 0:
-            # unknown rtype: trust its length only if the next header is plausible too
-            nxt = pos + length
-            if nxt + 2 <= end:
-                nl = np.int64(buf[nxt]) * 4
-                ok = sizes[buf[nxt + 1]] == nl and nl >= 16
-        if not ok:
-            if not resyncing:
-                bad += 1
-                resyncing = True
-            pos += 1
-            continue
-        if resyncing and want != 0:
-            nxt = pos + length
-            if nxt + 2 <= end:
-                nl = np.int64(buf[nxt]) * 4
-                if not (sizes[buf[nxt + 1]] == nl and nl >= 16):
-                    pos += 1
-                    continue
-        if pos + length > end:
-            break
-        resyncing = False
-        offsets[n] = pos
-        rtypes[n] = rt
-        n += 1
-        pos += length
-    return n, pos, bad, resyncing
-
-
 class DbnDecoder:
     """Incremental DBN decoder.
 
@@ -358,6 +296,7 @@ class DbnDecoder:
         self._sizes = np.zeros(256, np.int64)
         self._book = MboBook()
         self._dtypes: dict[int, np.dtype] = {}
+        self._tbbo = False
 
     @property
     def pending(self) -> int:
@@ -389,6 +328,11 @@ class DbnDecoder:
             self._set_metadata(*read_metadata(data))
             pos = 8 + struct.unpack_from("<I", data, 4)[0]
         buf = np.frombuffer(data, np.uint8)[pos:]
+        if buf.ctypes.data % 8:  # the kernels read 8-byte words: align the start (v1/v2 metadata)
+            aligned = np.empty(len(buf) + 8, np.uint8)
+            shift = (-aligned.ctypes.data) % 8
+            buf = aligned[shift : shift + len(buf)]
+            buf[:] = np.frombuffer(data, np.uint8)[pos:]
         n, used = self._decode_records(buf, batch)
         batch.consumed = pos + used
         self._keep(data[pos + used :])
@@ -427,129 +371,72 @@ class DbnDecoder:
             self._sizes[rt] = sizes[col - 1] + extra
         v1 = meta.version == 1
         specs = {
-            _RT_TRADE: _TRADE_FIELDS,
-            _RT_MBP1: _MBP1_FIELDS,
-            _RT_MBO: _MBO_FIELDS,
             _RT_MAPPING: _MAPPING_V1 if v1 else _MAPPING_V2,
             _RT_SYSTEM: _SYSTEM_V1 if v1 else _SYSTEM_V2,
             _RT_ERROR: _ERROR_V1 if v1 else _ERROR_V2,
         }
         self._dtypes = {rt: _dtype(f, int(self._sizes[rt])) for rt, f in specs.items()}
+        self._tbbo = meta.schema == _TBBO
 
-    def _frame(self, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """(offsets, rtypes, bytes consumed, corrupt regions); a vectorized check first for the
-        common single-type buffer, the numba walk otherwise."""
-        if len(buf) >= 2 and not self._resyncing:
-            length, rt = int(buf[0]) * 4, int(buf[1])
-            if length >= 16 and self._sizes[rt] == length:
-                n = len(buf) // length
-                if (
-                    n
-                    and (buf[0 : n * length : length] == buf[0]).all()
-                    and (buf[1 : n * length : length] == rt).all()
-                ):
-                    return (np.arange(n, dtype=np.int64) * length, np.full(n, rt, np.uint8), n * length, 0)
+    def _view(self, buf: np.ndarray, offs: np.ndarray, rt: int) -> np.ndarray:
+        """The records of one rtype at `offs` as a structured array (copied out of `buf`)."""
+        dt = self._dtypes[rt]
+        rows = buf[offs[:, None] + np.arange(dt.itemsize)]
+        return rows.view(dt).reshape(len(offs))
+
+    def _decode_records(self, buf: np.ndarray, batch: DecodedBatch) -> tuple[int, int]:
         cap = len(buf) // 16 + 1
         offsets = np.empty(cap, np.int64)
         rtypes = np.empty(cap, np.uint8)
-        n, used, bad, self._resyncing = _frame(buf, self._sizes, offsets, rtypes, self._resyncing)
-        return offsets[:n], rtypes[:n], int(used), int(bad)
-
-    def _view(self, buf: np.ndarray, offs: np.ndarray, rt: int) -> np.ndarray:
-        """The records of one rtype as a structured array (zero-copy when evenly spaced)."""
-        dt = self._dtypes[rt]
-        size = dt.itemsize
-        n = len(offs)
-        if n == 1 or int(offs[-1] - offs[0]) == (n - 1) * size:
-            return np.ndarray((n,), dt, buffer=buf, offset=int(offs[0]), strides=(size,))
-        rows = buf[offs[:, None] + np.arange(size)]
-        return rows.view(dt).reshape(n)
-
-    def _decode_records(self, buf: np.ndarray, batch: DecodedBatch) -> tuple[int, int]:
-        offsets, rtypes, used, bad = self._frame(buf)
-        batch.malformed += bad
-        n = len(offsets)
+        n, used, bad, self._resyncing = frame(buf, self._sizes, offsets, rtypes, self._resyncing)
+        batch.malformed += int(bad)
         if n == 0:
-            return 0, used
+            return 0, int(used)
+        out = np.empty(2 * n, RECORD_DTYPE)
+        ow = out.view(np.uint64).reshape(-1, 8)
+        of = out.view(np.float64).reshape(-1, 8)
+        other = np.empty(n, np.int64)
+        stats = np.zeros(N_STATS, np.int64)
         now = time.time_ns() if self._now else 0
-        present = np.flatnonzero(np.bincount(rtypes, minlength=256))
-        parts: list[tuple[np.ndarray, np.ndarray]] = []  # (records, sort keys)
-        for rt in present.tolist():
-            idx = np.flatnonzero(rtypes == rt) if len(present) > 1 else None
-            offs = offsets if idx is None else offsets[idx]
-            if rt in self._dtypes:
-                arr = self._view(buf, offs, rt)
-                recs, src, sub = self._convert(rt, arr, batch, now)
-                if len(recs):
-                    pos = src if idx is None else idx[src]
-                    parts.append((recs, pos * 2 + sub))
+        book = self._book
+        offsets = offsets[:n]
+        if (offsets & 7).any():  # records shifted by a corrupt region: copy them to aligned places
+            buf, offsets = _realign(buf, offsets)
+        w64 = buf[: len(buf) // 8 * 8].view(np.uint64)
+        k, nout, nother = 0, 0, 0
+        while True:
+            k, nout, nother = convert(buf, w64, offsets, rtypes, k, n, now, self._tbbo, *book.tables,
+                                      book.counts, stats, ow, of, nout, other, nother)
+            if k >= n:
+                break
+            book.grow()
+        batch.records = out[:nout]
+        batch.malformed += int(stats[STAT_MALFORMED])
+        if stats[STAT_NOT_TRADE]:
+            batch.skipped["trades:not-T"] = int(stats[STAT_NOT_TRADE])
+        for name, v in zip(MBO_ANOMALIES, stats.tolist(), strict=False):
+            if v:
+                batch.anomalies[name] = v
+        if nother:
+            self._others(buf, offsets[other[:nother]], rtypes[other[:nother]], batch)
+        return n, int(used)
+
+    def _others(self, buf: np.ndarray, offs: np.ndarray, rts: np.ndarray, batch: DecodedBatch) -> None:
+        """Record types that produce no records: mappings, system, errors, skipped, unknown."""
+        for rt in np.unique(rts).tolist():
+            sel = offs[rts == rt]
+            if rt == _RT_MAPPING:
+                self._mappings(self._view(buf, sel, rt), batch)
+            elif rt in (_RT_SYSTEM, _RT_ERROR):
+                arr = self._view(buf, sel, rt)
+                codes = arr["code"].tolist() if "code" in arr.dtype.names else [None] * len(arr)
+                out = batch.system if rt == _RT_SYSTEM else batch.errors
+                out.extend((c, _cstr(m)) for c, m in zip(codes, arr["msg"].tolist(), strict=True))
             elif rt in RECORD_SIZES:
                 name = RECORD_SIZES[rt][0]
-                batch.skipped[name] = batch.skipped.get(name, 0) + len(offs)
+                batch.skipped[name] = batch.skipped.get(name, 0) + len(sel)
             else:
-                batch.malformed += len(offs)
-        if parts:
-            recs = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
-            keys = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
-            in_order = len(parts) == 1 and (len(keys) < 2 or bool((keys[1:] >= keys[:-1]).all()))
-            batch.records = recs if in_order else recs[np.argsort(keys, kind="stable")]
-        return n, used
-
-    def _convert(self, rt: int, arr: np.ndarray, batch: DecodedBatch, now: int):
-        """Records (vendor ids), the index of each one's source, and its order within the source."""
-        none = (np.empty(0, RECORD_DTYPE), np.empty(0, np.int64), np.empty(0, np.int64))
-        if rt == _RT_MAPPING:
-            self._mappings(arr, batch)
-            return none
-        if rt in (_RT_SYSTEM, _RT_ERROR):
-            codes = arr["code"].tolist() if "code" in arr.dtype.names else [None] * len(arr)
-            out = batch.system if rt == _RT_SYSTEM else batch.errors
-            out.extend((c, _cstr(m)) for c, m in zip(codes, arr["msg"].tolist(), strict=True))
-            return none
-        action = arr["action"]
-        side = _SIDE_LUT[arr["side"]]
-        good = _ACTION_OK[action] & (side != 255)
-        nbad = len(arr) - int(np.count_nonzero(good))
-        if nbad:
-            batch.malformed += nbad
-        ts_recv = np.full(len(arr), now, np.int64) if self._now else arr["ts_recv"].astype(np.int64)
-        if rt == _RT_MBO:
-            recs, src, anomalies = self._book.apply(
-                instrument_id=arr["instrument_id"], order_id=arr["order_id"], price=arr["price"],
-                size=arr["size"], action=action, side=arr["side"], flags=arr["flags"],
-                ts_event=arr["ts_event"].astype(np.int64), ts_recv=ts_recv, sequence=arr["sequence"],
-            )
-            anomalies.pop("mbo_bad_action", None)  # already counted as malformed above
-            anomalies.pop("mbo_bad_side", None)
-            for k, v in anomalies.items():
-                batch.anomalies[k] = batch.anomalies.get(k, 0) + v
-            return recs, src, np.zeros(len(src), np.int64)
-        is_trade = good & (action == ord("T"))
-        tidx = np.flatnonzero(is_trade)
-        trades = _records(arr[tidx], Kind.TRADE, side[tidx], ts_recv[tidx])
-        trades["price"] = arr["price"][tidx]
-        trades["size"] = arr["size"][tidx]
-        if rt == _RT_TRADE:
-            other = int(np.count_nonzero(good)) - len(tidx)
-            if other:
-                batch.skipped["trades:not-T"] = batch.skipped.get("trades:not-T", 0) + other
-            return trades, tidx, np.zeros(len(tidx), np.int64)
-        qidx = np.flatnonzero(good) if nbad else np.arange(len(arr))
-        q = arr[qidx] if nbad else arr
-        quotes = _records(q, Kind.QUOTE, np.zeros(len(q), np.uint8), ts_recv[qidx])
-        quotes["price"] = q["bid_px"]
-        quotes["price2"] = q["ask_px"]
-        quotes["size"] = q["bid_sz"]
-        quotes["size2"] = q["ask_sz"]
-        tbbo = self.metadata is not None and self.metadata.schema == _TBBO
-        t_sub, q_sub = (1, 0) if tbbo else (0, 1)
-        if not len(tidx):
-            return quotes, qidx, np.full(len(qidx), q_sub, np.int64)
-        return (
-            np.concatenate([trades, quotes]),
-            np.concatenate([tidx, qidx]),
-            np.concatenate([np.full(len(tidx), t_sub, np.int64), np.full(len(qidx), q_sub, np.int64)]),
-        )
+                batch.malformed += len(sel)
 
     def _mappings(self, arr: np.ndarray, batch: DecodedBatch) -> None:
         ids = arr["instrument_id"].tolist()
@@ -561,19 +448,13 @@ class DbnDecoder:
             batch.mappings.append((iid, symbol))
 
 
-def _records(arr: np.ndarray, kind: Kind, side: np.ndarray, ts_recv: np.ndarray) -> np.ndarray:
-    """Common fields of converted trade/quote records."""
-    out = np.zeros(len(arr), RECORD_DTYPE)
-    if not len(arr):
-        return out
-    out["ts_event"] = arr["ts_event"]
-    out["ts_recv"] = ts_recv
-    out["sequence"] = arr["sequence"]
-    out["instrument_id"] = arr["instrument_id"]
-    out["kind"] = kind
-    out["side"] = side
-    out["flags"] = arr["flags"] & _FLAG_MASK
-    return out
+def _realign(buf: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copy the framed records back to back into a fresh (8-byte aligned) buffer."""
+    lengths = buf[offsets].astype(np.int64) * 4
+    starts = np.zeros(len(offsets), np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    index = np.repeat(offsets - starts, lengths) + np.arange(int(lengths.sum()))
+    return buf[index], starts
 
 
 class InstrumentMap:
