@@ -8,8 +8,9 @@ The baseline (written here, for the ratio) is what one writes first: one `@datac
 tick, a dict of per-symbol Python aggregator objects doing the bars, VWAPs and EMA, and a
 rolling z-score with numpy on every tick. It runs on fewer ticks.
 
-Numbers are best-of-N wall time; the machine may be shared, so the note gives the CPU time
-rate too. Run: ``python benchmarks/bench_worker.py [--quick]``.
+The headline rate is batch size / median batch time (robust when other work shares the
+machine); the note gives the fastest whole pass and its CPU-time rate too.
+Run: ``python benchmarks/bench_worker.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -183,26 +184,31 @@ def baseline_batch(aggs: dict[str, _SymbolAggregator], names: list[str], records
 
 
 def _measure(step, records: np.ndarray, sym: np.ndarray, batch: int, repeats: int,
-             warm: int = 0) -> tuple[float, float, int]:
-    """Best wall and CPU rate (ticks/s) over `repeats` passes; `step()` builds a fresh state.
+             warm: int = 0) -> dict[str, float]:
+    """Rates (ticks/s) over `repeats` passes, each on a fresh state from `step()`.
 
     The first `warm` ticks fill the windows untimed (so every timed tick runs the z-score).
+    ``median``: batch size / median batch time over all passes (robust on a shared machine);
+    ``best``: the fastest whole pass; ``cpu``: the best pass in process CPU time.
     """
-    best_wall = best_cpu = 0.0
+    best = cpu_best = 0.0
+    times: list[float] = []
     outputs = 0
     n = len(records) - warm
     for _ in range(repeats):
         process = step()
         for i in range(0, warm, batch):
             process(records[i:min(i + batch, warm)], sym[i:min(i + batch, warm)])
-        wall0, cpu0 = time.perf_counter(), time.process_time()
         outputs = 0
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         for i in range(warm, len(records), batch):
+            t0 = time.perf_counter()
             outputs += len(process(records[i:i + batch], sym[i:i + batch]))
+            times.append(time.perf_counter() - t0)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        best_wall = max(best_wall, n / wall)
-        best_cpu = max(best_cpu, n / max(cpu, 1e-9))
-    return best_wall, best_cpu, outputs
+        best = max(best, n / wall)
+        cpu_best = max(cpu_best, n / max(cpu, 1e-9))
+    return {"median": batch / float(np.median(times)), "best": best, "cpu": cpu_best, "outputs": outputs, "n": n}
 
 
 def _calc_step(config: CalculatorsConfig):
@@ -236,24 +242,26 @@ def run(quick: bool) -> list[dict]:
     warmup = time.perf_counter() - t0
     rows: list[dict] = []
     full_rate: dict[int, float] = {}
+    base_full = 1.0
     for label, config, base_indicators in (("full", FULL_CONFIG, True), ("bars only", BARS_CONFIG, False)):
         for batch in (1024, 4096):
-            wall, cpu, outputs = _measure(_calc_step(config), records, sym, batch, repeats, warm)
+            m = _measure(_calc_step(config), records, sym, batch, repeats, warm)
             if label == "full":
-                full_rate[batch] = wall
-            rows.append({"benchmark": f"CalculatorSet {label}, batch {batch}", "value": round(wall),
-                         "unit": "ticks/s", "note": f"cpu-time rate {cpu:,.0f}/s; {outputs:,} payloads; {n - warm:,} ticks"})
-        wall, cpu, outputs = _measure(_baseline_step(base_indicators), records[:warm + n_base],
-                                      sym[:warm + n_base], 1024, 1, warm)
-        rows.append({"benchmark": f"per-tick Python baseline {label}, batch 1024", "value": round(wall),
-                     "unit": "ticks/s", "note": f"cpu-time rate {cpu:,.0f}/s; {n_base:,} ticks"})
+                full_rate[batch] = m["median"]
+            rows.append({"benchmark": f"CalculatorSet {label}, batch {batch}", "value": round(m["median"]),
+                         "unit": "ticks/s", "note": f"median batch; best pass {m['best']:,.0f}/s, cpu-time "
+                                                    f"{m['cpu']:,.0f}/s; {m['outputs']:,} payloads; {m['n']:,} ticks"})
+        m = _measure(_baseline_step(base_indicators), records[:warm + n_base], sym[:warm + n_base], 1024, 1, warm)
+        rows.append({"benchmark": f"per-tick Python baseline {label}, batch 1024", "value": round(m["median"]),
+                     "unit": "ticks/s", "note": f"median batch; best pass {m['best']:,.0f}/s, cpu-time "
+                                                f"{m['cpu']:,.0f}/s; {m['n']:,} ticks"})
         if label == "full":
-            base_full = wall
+            base_full = m["median"]
     for batch, rate in full_rate.items():
         rows.append({"benchmark": f"speed-up full, batch {batch}", "value": round(rate / base_full, 1),
-                     "unit": "x", "note": "CalculatorSet / per-tick baseline"})
+                     "unit": "x", "note": "CalculatorSet / per-tick baseline (median batch rates)"})
     rows.append({"benchmark": "JIT warm-up (first batches, both configs)", "value": round(warmup, 2), "unit": "s",
-                 "note": "compile on first run, then loaded from numba's cache"})
+                 "note": "compiles on a first run (~10-20 s), then loads from numba's cache"})
     return rows
 
 

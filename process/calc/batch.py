@@ -54,15 +54,16 @@ _I64_MIN = np.int64(np.iinfo(np.int64).min)
 
 def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(ri, rf)``: int64 and float64 ``(n, 8)`` views of a `RECORD_DTYPE` batch."""
-    if not isinstance(records, np.ndarray) or records.dtype != RECORD_DTYPE:
-        got = records.dtype if isinstance(records, np.ndarray) else type(records).__name__
+    dtype = getattr(records, "dtype", None)
+    if dtype is not RECORD_DTYPE and (not isinstance(records, np.ndarray) or dtype != RECORD_DTYPE):
+        got = dtype if isinstance(records, np.ndarray) else type(records).__name__
         raise TypeError(f"`records` must be a numpy array of RECORD_DTYPE; was {got}")
     if records.ndim != 1:
         raise ValueError(f"`records` must be 1-D; was shape {records.shape}")
     if not records.flags.c_contiguous:
         records = np.ascontiguousarray(records)
-    n = len(records)
-    return records.view(np.int64).reshape(n, 8), records.view(np.float64).reshape(n, 8)
+    ri = records.view(np.int64).reshape(len(records), 8)
+    return ri, ri.view(np.float64)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -73,10 +74,13 @@ def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, firs
     bid >= ask into `flagged_quotes` (when `check_quotes`), adds to `counts` (order of
     `COUNT_NAMES`) and notes the first bad row of each kind in `first_bad`. A valid trade
     has a known symbol, ``ts_event > 0``, a defined price and a finite size > 0.
-    Returns ``(n_trades, n_flagged_quotes, min_ts_event, max_ts_event)`` of valid trades.
+    Returns ``(n_trades, n_flagged_quotes, n_book_or_reset, n_bad, min_ts_event, max_ts_event)``
+    for this batch (the times of valid trades only).
     """
     nt = 0
     nq = 0
+    nb = 0
+    bad = 0
     tmin = _I64_MAX
     tmax = _I64_MIN
     for i in range(ri.shape[0]):
@@ -84,6 +88,7 @@ def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, firs
         kind = (ri[i, META] >> KIND_SHIFT) & 0xFF
         if s < 0 or s >= nsym or kind < _TRADE or kind > _RESET:
             counts[_BAD_RECORDS] += 1
+            bad += 1
             if first_bad[_BAD_RECORDS] < 0:
                 first_bad[_BAD_RECORDS] = i
             continue
@@ -92,6 +97,7 @@ def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, firs
             t = ri[i, TS_EVENT]
             if ri[i, PRICE] == _UNDEF or not (size > 0.0) or not (size < np.inf) or t <= 0:
                 counts[_BAD_TRADES] += 1
+                bad += 1
                 if first_bad[_BAD_TRADES] < 0:
                     first_bad[_BAD_TRADES] = i
                 continue
@@ -110,6 +116,8 @@ def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, firs
                     nq += 1
         elif kind == _BOOKK:
             counts[_BOOK] += 1
+            nb += 1
         else:
             counts[_RESETS] += 1
-    return nt, nq, tmin, tmax
+            nb += 1
+    return nt, nq, nb, bad, tmin, tmax

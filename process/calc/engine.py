@@ -23,6 +23,7 @@ import numpy as np
 
 from streamctl.cli.config import CalculatorsConfig
 from streamctl.process.calc.anomalies import AnomalyBuilder
+from streamctl.process.calc.bar_kernels import TIME
 from streamctl.process.calc.bars import BarCalc
 from streamctl.process.calc.batch import (
     COUNT_NAMES,
@@ -45,8 +46,6 @@ log = logging.getLogger("streamctl.calc")
 _INITIAL_SYMBOLS = 16
 _BAD_TRADES = COUNT_NAMES.index("bad_trades")
 _BAD_RECORDS = COUNT_NAMES.index("bad_records")
-_BOOK = COUNT_NAMES.index("book_updates")
-_RESETS = COUNT_NAMES.index("resets")
 _NO_ROWS = (np.zeros((0, 6), dtype=np.int64), np.zeros((0, 3), dtype=np.float64))
 Output = list[tuple[str, msgspec.Struct]]
 
@@ -86,13 +85,30 @@ class CalculatorSet:
         self._anomalies = AnomalyBuilder(
             zscore_window=zscore.window if zscore else 0, zscore_threshold=zscore.threshold if zscore else 0.0,
             jump_pct=(anomalies.jump_pct or 0.0) if anomalies is not None else 0.0)
-        self._counts = np.zeros(N_COUNTS, dtype=np.int64)
         self._first_bad = np.full(N_COUNTS, -1, dtype=np.int64)
         self._trade_rows = np.zeros(0, dtype=np.int64)
         self._quote_rows = np.zeros(0, dtype=np.int64)
         self._warned: set[str] = set()
-        self.counters: dict[str, int] = {}
-        self._sync_counters()
+        self._bind_counters()
+
+    def _bind_counters(self) -> None:
+        """One int64 array holds every counter; each calculator's kernels add into a view of it,
+        so syncing ``counters`` after a batch is a single ``tolist``."""
+        bars = self._bars
+        names = [*COUNT_NAMES, "late", "empty_bars", "empty_skipped", "zscore_disabled", "bad_book",
+                 "book_missing_level"]
+        n_fixed = len(names)
+        names += [f"late.{spec.label}" for spec in bars.specs if spec.kind == TIME]  # time specs come first
+        array = np.zeros(n_fixed + len(bars.specs), dtype=np.int64)
+        self._counts = array[:N_COUNTS]
+        bars.counts = array[N_COUNTS:N_COUNTS + 3]
+        self._trades.counts = array[N_COUNTS + 3:N_COUNTS + 4]
+        if self._book is not None:
+            self._book.counts = array[N_COUNTS + 4:N_COUNTS + 6]
+        bars.late_by_spec = array[n_fixed:]
+        self._count_array = array
+        self._count_names = names
+        self.counters: dict[str, int] = dict(zip(names, array.tolist(), strict=False))
 
     @property
     def symbols(self) -> list[str]:
@@ -132,24 +148,27 @@ class CalculatorSet:
         if len(self._trade_rows) < n:
             self._trade_rows = np.zeros(max(n, 2 * len(self._trade_rows)), dtype=np.int64)
             self._quote_rows = np.zeros(len(self._trade_rows), dtype=np.int64)
-        book_before = self._counts[_BOOK] + self._counts[_RESETS]
         self._first_bad.fill(-1)
-        n_trades, n_quotes, tmin, tmax = select(ri, rf, sym, len(self._symbols), self._check_quotes,
-                                                self._trade_rows, self._quote_rows, self._counts, self._first_bad)
+        n_trades, n_quotes, n_book, n_bad, tmin, tmax = select(
+            ri, rf, sym, len(self._symbols), self._check_quotes, self._trade_rows, self._quote_rows, self._counts,
+            self._first_bad)
         trades = self._trade_rows
         if n_trades:
             self._bars.update(ri, rf, sym, trades, n_trades, out)
             ai, af = self._trades.update(ri, rf, sym, trades, n_trades, tmin, tmax)
-        else:
-            ai, af = _NO_ROWS
-        if len(ai) or n_quotes:
-            self._anomalies.build(ai, af, ri, sym, self._quote_rows[:n_quotes], out)
-        if n_trades:
+            if len(ai) or n_quotes:
+                self._anomalies.build(ai, af, ri, sym, self._quote_rows[:n_quotes], out)
             self._trades.publish(out)
-        if self._book is not None and self._counts[_BOOK] + self._counts[_RESETS] != book_before:
+        elif n_quotes:
+            self._anomalies.build(*_NO_ROWS, ri, sym, self._quote_rows[:n_quotes], out)
+        if n_book and self._book is not None:
             self._book.update(ri, rf, sym, out)
-        self._sync_counters()
-        if (self._first_bad >= 0).any():
+            if self._book.counts[0] and "bad_book" not in self._warned:
+                self._warned.add("bad_book")
+                log.warning("%s: skipping bad book records (side not bid/ask, undefined price or size < 0); "
+                            "counted in counters['bad_book']", self.src)
+        self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
+        if n_bad:
             self._warn_bad(ri, rf, sym)
         return out
 
@@ -168,19 +187,6 @@ class CalculatorSet:
 
     # ------------------------------------------------------------------ internals
 
-    def _sync_counters(self) -> None:
-        c = self.counters
-        for name, value in zip(COUNT_NAMES, self._counts.tolist(), strict=True):
-            c[name] = value
-        bars = self._bars
-        c["late"], c["empty_bars"], c["empty_skipped"] = bars.counts.tolist()
-        for label, spec, late in zip(bars.labels, bars.specs, bars.late_by_spec.tolist(), strict=True):
-            if spec.kind == 0:
-                c[f"late.{label}"] = late
-        c["zscore_disabled"] = self._trades.zscore_disabled
-        if self._book is not None:
-            c["bad_book"], c["book_missing_level"] = self._book.counts.tolist()
-
     def _warn_bad(self, ri: np.ndarray, rf: np.ndarray, sym: np.ndarray) -> None:
         """Log each kind of bad input once, with the first offending record."""
         for name, col in (("bad_trades", _BAD_TRADES), ("bad_records", _BAD_RECORDS)):
@@ -195,7 +201,3 @@ class CalculatorSet:
                     f"price `{int(ri[first, PRICE])}` size `{float(rf[first, SIZE])}`")
             log.warning("%s: skipping %s (counted in counters[%r]); first: %s", self.src, name.replace("_", " "),
                         name, what)
-        if self.counters.get("bad_book") and "bad_book" not in self._warned:
-            self._warned.add("bad_book")
-            log.warning("%s: skipping bad book records (side not bid/ask, undefined price or size < 0); "
-                        "counted in counters['bad_book']", self.src)

@@ -63,10 +63,14 @@ class TradeCalc:
         self._stamp = 0
         self._n_touched = 0
         self._bounds = np.zeros(2, dtype=np.int64)
+        self._lo, self._hi = 1, 0  # the bounds cover [lo, hi)
         self._touched = np.zeros(capacity, dtype=np.int64)
+        self._publishes = bool(vwap is not None or self.sma_windows or self.ema_spans)
+        self._alloc_values(capacity)
         self._ai = np.zeros((0, K.NA_I), dtype=np.int64)
         self._af = np.zeros((0, K.NA_F), dtype=np.float64)
-        self.zscore_disabled = 0
+        self.counts = np.zeros(1, dtype=np.int64)
+        """[symbols whose z-score was disabled]"""
         self._symbols: list[str] = []
         self._vwap_topics: list[str] = []
         self._sma_topics: list[list[str]] = [[] for _ in self.sma_windows]
@@ -83,6 +87,12 @@ class TradeCalc:
         self.state.resize(capacity)
         self._init_rows(old)
         self._touched = np.zeros(capacity, dtype=np.int64)
+        self._alloc_values(capacity)
+
+    def _alloc_values(self, capacity: int) -> None:
+        """Rows of values to publish per batch (see `trade_kernels.collect`), one per symbol."""
+        self._vi = np.zeros((capacity, 5), dtype=np.int64)
+        self._vf = np.zeros((capacity, 3 + len(self.sma_windows) + len(self.ema_spans)), dtype=np.float64)
 
     def add_symbol(self, symbol: str) -> None:
         self._symbols.append(symbol)
@@ -97,35 +107,29 @@ class TradeCalc:
 
         `publish` then gives the batch's Vwap and Indicator payloads.
         """
-        if self.clock is not None:
+        if self.clock is not None and not (self._lo <= tmin and tmax < self._hi):
             self._bounds = self.clock.cover(tmin, tmax)
+            self._lo, self._hi = int(self._bounds[0]), int(self._bounds[-1])
         if len(self._ai) < 2 * n_trades:
             self._ai = np.zeros((2 * n_trades, K.NA_I), dtype=np.int64)
             self._af = np.zeros((2 * n_trades, K.NA_F), dtype=np.float64)
         self._stamp += 1
         st = self.state
-        n_touch, n_an, z_off = K.update_trades(
+        n_touch, n_an = K.update_and_collect(
             ri, rf, sym, trades, n_trades, self._stamp, self._ip, self._fp, self._sma_n, self._alpha, self._om,
             self._bounds, st["ring_p"], st["ring_f"], st["si"], st["sf"], st["z2"], st["sma"], st["ema"],
-            self._touched, self._ai, self._af)
-        self.zscore_disabled += z_off
-        self._n_touched = n_touch
+            self._touched, self._ai, self._af, self.counts, self.vwap_window, self._publishes, self._vi, self._vf)
+        self._n_touched = n_touch if self._publishes else 0
         return self._ai[:n_an], self._af[:n_an]
 
     def publish(self, out: list) -> None:
         """Append the last batch's Vwap and Indicator payloads to `out` (see module doc)."""
-        if not self._n_touched or not (self.clock is not None or self.sma_windows or self.ema_spans):
-            self._n_touched = 0
-            return
         n = self._n_touched
+        if not n:
+            return
         self._n_touched = 0
-        st = self.state
-        vi = np.empty((n, 5), dtype=np.int64)
-        vf = np.empty((n, 3 + len(self.sma_windows) + len(self.ema_spans)), dtype=np.float64)
-        K.collect(self._touched, n, self.H, self.vwap_window, self._sma_n, st["ring_f"], st["si"], st["sf"],
-                  st["sma"], st["ema"], vi, vf)
-        rows = vi.tolist()
-        values = vf.tolist()
+        rows = self._vi[:n].tolist()
+        values = self._vf[:n].tolist()
         names = self._symbols
         if self.clock is not None:
             topics = self._vwap_topics

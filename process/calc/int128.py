@@ -10,8 +10,6 @@ so a reference written with Python integers reproduces our floats bit for bit.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
@@ -23,6 +21,7 @@ _S32 = np.uint64(32)
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
 _SHIFTS = (np.uint64(32), np.uint64(16), np.uint64(8), np.uint64(4), np.uint64(2), np.uint64(1))
+_POW2 = np.array([2.0**k for k in range(65)])  # exact powers of two
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -88,4 +87,4 @@ def to_float(hi: np.uint64, lo: np.uint64) -> float:
         sticky = (lo & ((_ONE << s) - _ONE)) != _ZERO
     if sticky:
         top |= _ONE  # below the rounding bit: keeps round-to-nearest-even correct
-    return math.ldexp(np.float64(top), int(s))
+    return np.float64(top) * _POW2[s]

@@ -31,7 +31,7 @@ __all__ = [
     "P_H", "P_JUMP", "P_Z", "P_ZW", "P_ZLIM", "P_VWAP", "NP_I", "PF_JUMP", "PF_ZTHR", "NP_F",
     "A_REC", "A_SYM", "A_RULE", "A_PRICE", "A_EV", "A_RECV", "NA_I", "AF_VALUE", "AF_AUX1", "AF_AUX2", "NA_F",
     "RULE_ZSCORE", "RULE_JUMP", "RULE_CROSSED", "RULE_LOCKED", "NO_SESSION",
-    "update_trades", "collect",
+    "update_trades", "collect", "update_and_collect",
 ]
 
 S_NTR, S_LAST_EV, S_LAST_RECV, S_SESS_START, S_SESS_NEXT, S_SUM1, S_ZOFF, S_STAMP = range(8)
@@ -65,8 +65,10 @@ def _anomaly(ai, af, a, i, s, rule, p, t, tr, value, aux1, aux2):
 
 @numba.njit(cache=True, error_model="numpy")
 def update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha, ema_om, bounds,
-                  ring_p, ring_f, si, sf, z2, sma, ema, touched, ai, af):
-    """Apply `n_trades` trades; returns ``(n_touched, n_anomalies, n_zscore_disabled)``.
+                  ring_p, ring_f, si, sf, z2, sma, ema, touched, ai, af, counts):
+    """Apply `n_trades` trades; returns ``(n_touched, n_anomalies)``.
+
+    ``counts[0]`` counts symbols whose z-score was disabled (a price beyond the exact range).
 
     `touched` receives each symbol with a trade in this batch once (first-touch order);
     `ai`/`af` receive anomaly rows (z-score before jump for one trade) and need room for
@@ -83,7 +85,6 @@ def update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha
     zthr = fp[PF_ZTHR]
     n_touch = 0
     n_an = 0
-    z_off = 0
     for j in range(n_trades):
         i = trades[j]
         s = sym[i]
@@ -101,7 +102,7 @@ def update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha
         if do_z and si[s, S_ZOFF] == 0:
             if p > zlim or p < -zlim:
                 si[s, S_ZOFF] = 1
-                z_off += 1
+                counts[0] += 1
             else:
                 s1 = si[s, S_SUM1]
                 if n >= W:
@@ -159,7 +160,30 @@ def update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha
         si[s, S_NTR] = n + 1
         si[s, S_LAST_EV] = t
         si[s, S_LAST_RECV] = tr
-    return n_touch, n_an, z_off
+    return n_touch, n_an
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _window_sums4(ring_f, syms, first, count, mask, j, vf):
+    """Rolling VWAP of symbols j..j+3 (same window length): four symbols' sequential sums
+    advance together so their independent add chains overlap in the CPU."""
+    a, b, c, d = syms[j], syms[j + 1], syms[j + 2], syms[j + 3]
+    fa, fb, fc, fd = first[j], first[j + 1], first[j + 2], first[j + 3]
+    pa = pb = pc = pd = 0.0
+    va = vb = vc = vd = 0.0
+    for k in range(count):
+        pa += ring_f[a, (fa + k) & mask, 0]
+        va += ring_f[a, (fa + k) & mask, 1]
+        pb += ring_f[b, (fb + k) & mask, 0]
+        vb += ring_f[b, (fb + k) & mask, 1]
+        pc += ring_f[c, (fc + k) & mask, 0]
+        vc += ring_f[c, (fc + k) & mask, 1]
+        pd += ring_f[d, (fd + k) & mask, 0]
+        vd += ring_f[d, (fd + k) & mask, 1]
+    vf[j, 2] = pa / va
+    vf[j + 1, 2] = pb / vb
+    vf[j + 2, 2] = pc / vc
+    vf[j + 3, 2] = pd / vd
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -195,16 +219,28 @@ def collect(touched, n_touched, H, N, sma_n, ring_f, si, sf, sma, ema, vi, vf):
         for k in range(ema.shape[1]):
             vf[j, 3 + nsma + k] = ema[s, k]
     if N > 0:
-        # Window position k of every symbol in turn: each symbol's sums stay sequential (oldest
-        # first) while the symbols' independent add chains overlap in the CPU.
-        pv = np.zeros(n_touched)
-        vol = np.zeros(n_touched)
-        for k in range(N):
-            for j in range(n_touched):
-                if k < count[j]:
-                    slot = (first[j] + k) & mask
-                    pv[j] += ring_f[syms[j], slot, 0]
-                    vol[j] += ring_f[syms[j], slot, 1]
-        for j in range(n_touched):
-            vf[j, 2] = pv[j] / vol[j]
+        j = 0
+        while j < n_touched:
+            if j + 4 <= n_touched and count[j] == count[j + 1] == count[j + 2] == count[j + 3]:
+                _window_sums4(ring_f, syms, first, count[j], mask, j, vf)
+                j += 4
+            else:
+                pv = 0.0
+                vol = 0.0
+                for k in range(first[j], first[j] + count[j]):
+                    pv += ring_f[syms[j], k & mask, 0]
+                    vol += ring_f[syms[j], k & mask, 1]
+                vf[j, 2] = pv / vol
+                j += 1
     return n_touched
+
+
+@numba.njit(cache=True, error_model="numpy")
+def update_and_collect(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha, ema_om, bounds,
+                       ring_p, ring_f, si, sf, z2, sma, ema, touched, ai, af, counts, N, publish, vi, vf):
+    """`update_trades`, then (when `publish`) `collect` into `vi`/`vf`: one call per batch."""
+    n_touch, n_an = update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha, ema_om, bounds,
+                                  ring_p, ring_f, si, sf, z2, sma, ema, touched, ai, af, counts)
+    if publish and n_touch:
+        collect(touched, n_touch, ip[P_H], N, sma_n, ring_f, si, sf, sma, ema, vi, vf)
+    return n_touch, n_an
