@@ -175,3 +175,17 @@ def test_int128_helpers_match_python_integers(a, b, x, y, w):
                                    (1 << 127) - 1, (1 << 53) + 1, 2**64 - 1])
 def test_int128_to_float_rounds_ties_to_even_like_python(value):
     assert to_float(*split(value)) == float(value)
+
+
+def test_warm_up_compiles_every_kernel_and_read_only_batches_work():
+    from streamctl.process.calc.engine import warm_up
+
+    assert warm_up() >= 0.0
+    calc = CalculatorSet(CalculatorsConfig(bars=BarsConfig(ticks=[2])), src="t", live=False)
+    calc.add_symbol("A")
+    batch = np.concatenate([rec(Kind.TRADE, BASE + i, 1.0 + i) for i in range(4)])
+    sym = np.zeros(4, dtype=np.int32)
+    batch.flags.writeable = False
+    sym.flags.writeable = False
+    out = calc.on_batch(batch, sym)
+    assert [b.close for t, b in out if t.startswith("bar")] == [2.0, 4.0]

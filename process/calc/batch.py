@@ -60,8 +60,10 @@ def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise TypeError(f"`records` must be a numpy array of RECORD_DTYPE; was {got}")
     if records.ndim != 1:
         raise ValueError(f"`records` must be 1-D; was shape {records.shape}")
-    if not records.flags.c_contiguous:
-        records = np.ascontiguousarray(records)
+    if not records.flags.c_contiguous or not records.flags.writeable:
+        # One array type per kernel argument: a read-only or strided batch would make numba
+        # compile (seconds) another version of every kernel, so it is copied instead.
+        records = np.array(records, order="C")
     ri = records.view(np.int64).reshape(len(records), 8)
     return ri, ri.view(np.float64)
 

@@ -39,7 +39,7 @@ from streamctl.process.calc.batch import (
 from streamctl.process.calc.book import BookCalc
 from streamctl.process.calc.indicators import TradeCalc
 
-__all__ = ["CalculatorSet"]
+__all__ = ["CalculatorSet", "warm_up"]
 
 log = logging.getLogger("streamctl.calc")
 
@@ -139,6 +139,8 @@ class CalculatorSet:
         """Run every calculator over one batch; return ``(topic, payload)`` pairs (see module doc)."""
         ri, rf = columns(records)
         sym = np.ascontiguousarray(sym_idx, dtype=np.int32)
+        if not sym.flags.writeable:
+            sym = sym.copy()
         n = len(ri)
         if len(sym) != n:
             raise ValueError(f"`sym_idx` must have one entry per record ({n}); was {len(sym)}")
@@ -201,3 +203,32 @@ class CalculatorSet:
                     f"price `{int(ri[first, PRICE])}` size `{float(rf[first, SIZE])}`")
             log.warning("%s: skipping %s (counted in counters[%r]); first: %s", self.src, name.replace("_", " "),
                         name, what)
+
+
+def warm_up() -> float:
+    """Compile every kernel (or load it from numba's on-disk cache) before real work; returns
+    the seconds it took. A first compile takes ~10 s; loading from the cache well under 1 s.
+    A supervisor or a test session can call it once so no worker pays it on its first batch."""
+    import time
+
+    from streamctl.cli.config import AnomalyConfig, BarsConfig, BookConfig, VwapConfig
+    from streamctl.shm.records import RECORD_DTYPE, Kind, Side
+
+    start = time.perf_counter()
+    config = CalculatorsConfig(
+        bars=BarsConfig(time=["1s"], ticks=[2], volume=[3.0], dollar=[10.0], emit_empty=True),
+        vwap=VwapConfig(), sma=[2], ema=[2], anomalies=AnomalyConfig(), book=BookConfig())
+    calc = CalculatorSet(config, src="warm-up", live=True)
+    calc.add_symbol("WARM")
+    batch = np.zeros(6, dtype=RECORD_DTYPE)
+    batch["kind"] = [Kind.TRADE, Kind.TRADE, Kind.QUOTE, Kind.BOOK, Kind.RESET, Kind.TRADE]
+    batch["side"] = [Side.NONE, Side.NONE, Side.NONE, Side.BID, Side.NONE, Side.NONE]
+    batch["ts_event"] = [1, 2, 3, 4, 5, 3_000_000_001]
+    batch["price"] = [1_000_000_000, 2_000_000_000, 2_000_000_000, 1_000_000_000, 0, 1_000_000_000]
+    batch["price2"] = 1_000_000_000
+    batch["size"] = 1.0
+    sym = np.zeros(len(batch), dtype=np.int32)
+    calc.on_batch(batch, sym)
+    calc.on_clock(10_000_000_000)
+    calc.flush()
+    return time.perf_counter() - start
