@@ -131,7 +131,9 @@ class _DbnSource:
         symbol = self._symbols.get(vendor_id) or str(vendor_id)
         if self._wanted is not None and symbol not in self._wanted:
             return 0
-        return self._ctx.instrument_id(symbol)
+        our = self._ctx.instrument_id(symbol)
+        self._session._produced.add(our)
+        return our
 
     def _map(self, records: np.ndarray) -> np.ndarray:
         if not len(records):
@@ -155,10 +157,12 @@ class _DbnSource:
 class _TabularSource:
     """One CSV or Parquet file, in chunks of rows."""
 
-    def __init__(self, path: str, fmt: Literal["csv", "parquet"], ctx: FeedContext, wanted: set[str] | None):
+    def __init__(self, path: str, fmt: Literal["csv", "parquet"], ctx: FeedContext, wanted: set[str] | None,
+                 produced: set[int]):
         self._path = path
         self._ctx = ctx
         self._wanted = wanted
+        self._produced = produced
         self._chunks = iter_tabular(path, format=fmt)
         self._ids: dict[str, int] = {}
         self._fraction = 0.0
@@ -190,6 +194,8 @@ class _TabularSource:
         if symbol not in self._ids:
             ok = self._wanted is None or symbol in self._wanted
             self._ids[symbol] = self._ctx.instrument_id(symbol) if ok else 0
+            if ok:
+                self._produced.add(self._ids[symbol])
         return self._ids[symbol]
 
     def close(self) -> None:
@@ -239,6 +245,7 @@ class Session:
             self._source = None
 
     def instruments(self) -> list[int]:
+        """Ids of the instruments this session has resolved for output (the filter applied)."""
         return sorted(self._produced)
 
     def poll(self, timeout: float) -> np.ndarray | None:
@@ -253,13 +260,12 @@ class Session:
             end = self._due(end, deadline)
             if end <= self._pos:
                 return None
-        out = self._pending[self._pos : end]
+        out = self._pending[self._pos : end]  # a view: each chunk is a fresh array, never written again
         self._pos = end
         if end >= len(self._pending):
             self._pending = self._pending[:0]
             self._pos = 0
-        self._produced.update(np.unique(out["instrument_id"]).tolist())
-        return out.copy()
+        return out
 
     # ---- internals
     def _next_file(self) -> bool:
@@ -273,7 +279,7 @@ class Session:
             if fmt == "dbn":
                 self._source = _DbnSource(path, self._ctx, self._wanted, self)
             else:
-                self._source = _TabularSource(path, fmt, self._ctx, self._wanted)  # type: ignore[arg-type]
+                self._source = _TabularSource(path, fmt, self._ctx, self._wanted, self._produced)  # type: ignore[arg-type]
         except OSError as exc:
             raise SessionError(f"`files[{self._file}]` cannot be read: {exc.strerror or exc}; was {path}", retry=False) from None
         return True
