@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ def run_dir() -> Path:
     else:
         path = Path(tempfile.gettempdir()) / f"streamctl-{os.getuid()}"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        # Another user could plant a socket that our workers would publish into.
+        raise PermissionError(f"run directory `{path}` is not a directory owned by uid {os.getuid()}")
     return path
 
 
@@ -38,6 +43,8 @@ def manifest_path(plant: str) -> Path:
 
 def internal_endpoint(plant: str) -> str:
     """The plant's internal publish endpoint (hub XSUB), an ipc socket in the run directory."""
+    if not plant or "/" in plant or "\x00" in plant:
+        raise ValueError(f"`plant` must be a non-empty name without '/' or NUL; was {plant!r}")
     return f"ipc://{run_dir() / (plant + '.pub')}"
 
 

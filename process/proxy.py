@@ -17,10 +17,8 @@ import itertools
 import os
 import signal
 import socket
-import stat
 import struct
 import threading
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import zmq
@@ -29,8 +27,6 @@ __all__ = [
     "Proxy",
     "ProxyBindError",
     "ProxyStats",
-    "runtime_dir",
-    "internal_endpoint",
     "serve",
 ]
 
@@ -62,30 +58,6 @@ class ProxyStats(NamedTuple):
     bytes_forwarded: int
     subscriptions_in: int
     subscriptions_bytes: int
-
-
-def runtime_dir() -> Path:
-    """The private directory for internal ``ipc://`` sockets: ``/tmp/streamctl-<uid>``.
-
-    Created with mode 0700; refused if it exists but belongs to someone else, so another
-    user cannot plant a socket that our workers would publish into.
-    """
-    path = Path(f"/tmp/streamctl-{os.getuid()}")
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise PermissionError(f"runtime directory `{path}` is not a directory owned by uid {os.getuid()}")
-    return path
-
-
-def internal_endpoint(plant: str) -> str:
-    """The internal XSUB endpoint of plant `plant`: ``ipc:///tmp/streamctl-<uid>/<plant>.pub``."""
-    if not plant or "/" in plant or "\x00" in plant:
-        raise ValueError(f"`plant` must be a non-empty name without '/' or NUL; was {plant!r}")
-    return f"ipc://{runtime_dir() / plant}.pub"
 
 
 def _check_ipc_free(role: str, endpoint: str) -> None:
@@ -131,7 +103,7 @@ class Proxy:
     Parameters
     ----------
     frontend
-        Endpoint the XSUB binds, e.g. ``internal_endpoint("demo")``.
+        Endpoint the XSUB binds, e.g. ``streamctl.cli.runtime.internal_endpoint("demo")``.
     backend
         Endpoint the XPUB binds: ``publish.endpoint``, e.g. ``tcp://127.0.0.1:5555``.
         A wildcard port (``tcp://127.0.0.1:*``) is allowed; read `backend_endpoint`.

@@ -20,8 +20,9 @@ import pytest
 import zmq
 from _pubsub import CTX, ProxyProcess, probe, publisher_main, reap, wait_until
 
+from streamctl.cli.runtime import internal_endpoint
 from streamctl.process import wire
-from streamctl.process.proxy import Proxy, ProxyBindError, internal_endpoint
+from streamctl.process.proxy import Proxy, ProxyBindError
 from streamctl.process.publisher import Publisher
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind, Side, empty
 
@@ -176,10 +177,11 @@ def test_proxy_forwards_counts_and_stops_idempotently(tmp_path, cleanup):
     assert not p.running and p.stats() is None
 
 
-def test_internal_endpoint_is_in_a_private_runtime_dir():
+def test_internal_endpoint_is_in_a_private_runtime_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMCTL_RUN_DIR", str(tmp_path / "run"))
     ep = internal_endpoint("demo")
-    assert ep == f"ipc:///tmp/streamctl-{os.getuid()}/demo.pub"
-    assert (os.stat(f"/tmp/streamctl-{os.getuid()}").st_mode & 0o777) == 0o700
+    assert ep == f"ipc://{tmp_path}/run/demo.pub"
+    assert (os.stat(tmp_path / "run").st_mode & 0o777) == 0o700
     with pytest.raises(ValueError, match="`plant`"):
         internal_endpoint("a/b")
 
