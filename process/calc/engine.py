@@ -7,8 +7,9 @@ no Python object per tick) and returns ``(topic, payload)`` pairs in this order:
 1. bars, in the order they closed (by record, then spec order: time intervals, tick, volume,
    dollar bars, each in config order; a gap's empty bars right after the bar before them);
 2. anomalies, in record order (z-score before jump on one trade);
-3. per symbol with trades in the batch, ascending local index: `Vwap`, one `Indicator` per
-   full SMA window, one per EMA span;
+3. for the symbols with trades in the batch, in ascending local index: every `Vwap`, then for
+   each SMA window (config order) the `Indicator` of each symbol whose window is full, then
+   for each EMA span the `Indicator` of each symbol;
 4. one `Book` per symbol whose book changed, ascending local index.
 
 `docs/calculators.md` documents every setting and the exactness rules.

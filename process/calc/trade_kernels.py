@@ -48,6 +48,7 @@ AF_VALUE, AF_AUX1, AF_AUX2 = 0, 1, 2
 NA_F = 3
 RULE_ZSCORE, RULE_JUMP, RULE_CROSSED, RULE_LOCKED = 0, 1, 2, 3
 NO_SESSION = np.int64(np.iinfo(np.int64).min)
+_TWO64 = 2.0**64
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -83,6 +84,7 @@ def update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha
     do_vwap = ip[P_VWAP] != 0
     jump_pct = fp[PF_JUMP]
     zthr = fp[PF_ZTHR]
+    zthr2 = zthr * zthr * (1.0 - 1e-9)
     n_touch = 0
     n_an = 0
     for j in range(n_trades):
@@ -110,13 +112,18 @@ def update_trades(ri, rf, sym, trades, n_trades, stamp, ip, fp, sma_n, ema_alpha
                     a1 = np.uint64(abs(s1))
                     qh, ql = mul64(a1, a1)
                     nh, nl = sub128(nh, nl, qh, ql)
-                    var = to_float(nh, nl)  # W^2 * population variance, in price units^2
-                    if var > 0.0:
-                        z = np.float64(W * p - s1) / math.sqrt(var)
-                        if abs(z) > zthr:
-                            _anomaly(ai, af, n_an, i, s, RULE_ZSCORE, p, t, tr, z,
-                                     np.float64(s1) / W / 1e9, math.sqrt(var) / W / 1e9)
-                            n_an += 1
+                    numer = np.float64(W * p - s1)
+                    # Cheap screen: |z| is certainly below the threshold (margin 1e-9, far above
+                    # the rounding of either side), so the exact z is not needed.
+                    rough = np.float64(nh) * _TWO64 + np.float64(nl)
+                    if numer * numer >= zthr2 * rough:
+                        var = to_float(nh, nl)  # W^2 * population variance, in price units^2
+                        if var > 0.0:
+                            z = numer / math.sqrt(var)
+                            if abs(z) > zthr:
+                                _anomaly(ai, af, n_an, i, s, RULE_ZSCORE, p, t, tr, z,
+                                         np.float64(s1) / W / 1e9, math.sqrt(var) / W / 1e9)
+                                n_an += 1
                 ap = np.uint64(abs(p))
                 hh, hl = mul64(ap, ap)
                 z2[s, 0], z2[s, 1] = add128(z2[s, 0], z2[s, 1], hh, hl)
