@@ -22,7 +22,7 @@ from streamctl.cli.config import (
     ZScoreConfig,
 )
 from streamctl.process.calc.engine import CalculatorSet
-from streamctl.process.calc.int128 import add128, mul64, mul128_64, sub128, to_float
+from streamctl.process.calc.trade_kernels import add128, mul64, mul128_64, sub128, to_float
 from streamctl.process.wire import PAYLOAD_TYPES, parse_topic
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 

@@ -12,7 +12,11 @@ are trade-driven, not interval-driven). Per-symbol state:
 Exactness: SMA and z-score sums are integers (exact, independent of batch splits); the EMA
 is ``om * ema + alpha * price`` (skipped when equal, as pandas ``ewm(adjust=False)``); session
 sums are sequential float sums; the rolling VWAP is recomputed from the ring at publish time
-as sequential sums over the window, oldest first (`rolling_vwap`).
+as sequential sums over the window, oldest first (`collect`).
+
+Every numba function a kernel here calls is defined in this module (numba's on-disk cache
+only notices changes to the kernel's own file); the column constants imported from `batch`
+are fixed by the record contract.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import numba
 import numpy as np
 
 from streamctl.process.calc.batch import PRICE, SIZE, TS_EVENT, TS_RECV
-from streamctl.process.calc.int128 import add128, mul64, mul128_64, sub128, to_float
 
 __all__ = [
     "S_NTR", "S_LAST_EV", "S_LAST_RECV", "S_SESS_START", "S_SESS_NEXT", "S_SUM1", "S_ZOFF", "S_STAMP", "NS_I",
@@ -32,6 +35,7 @@ __all__ = [
     "A_REC", "A_SYM", "A_RULE", "A_PRICE", "A_EV", "A_RECV", "NA_I", "AF_VALUE", "AF_AUX1", "AF_AUX2", "NA_F",
     "RULE_ZSCORE", "RULE_JUMP", "RULE_CROSSED", "RULE_LOCKED", "NO_SESSION",
     "update_trades", "collect", "update_and_collect",
+    "mul64", "add128", "sub128", "mul128_64", "to_float",
 ]
 
 S_NTR, S_LAST_EV, S_LAST_RECV, S_SESS_START, S_SESS_NEXT, S_SUM1, S_ZOFF, S_STAMP = range(8)
@@ -49,6 +53,92 @@ NA_F = 3
 RULE_ZSCORE, RULE_JUMP, RULE_CROSSED, RULE_LOCKED = 0, 1, 2, 3
 NO_SESSION = np.int64(np.iinfo(np.int64).min)
 _TWO64 = 2.0**64
+
+
+# --------------------------------------------------------------------------- exact 128-bit integers
+# The z-score's window sums are integers, so they never drift and never depend on how ticks
+# were split into batches: the sum of prices fits an int64, the sum of squared prices needs
+# 128 bits, kept as a pair (hi, lo) of uint64. Only what the z-score needs exists, and every
+# operation assumes its result fits. `to_float` rounds to nearest, ties to even, exactly like
+# Python's float(int), so a reference written with Python integers reproduces it bit for bit.
+# (These live here, not in their own module, because numba's cache does not notice changes
+# in another module's functions that a cached kernel inlined.)
+
+_M32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_ONE = np.uint64(1)
+_ZERO = np.uint64(0)
+_SHIFTS = (np.uint64(32), np.uint64(16), np.uint64(8), np.uint64(4), np.uint64(2), np.uint64(1))
+_POW2 = np.array([2.0**k for k in range(65)])  # exact powers of two
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def mul64(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
+    """Full product of two uint64 as ``(hi, lo)``."""
+    a_lo = a & _M32
+    a_hi = a >> _S32
+    b_lo = b & _M32
+    b_hi = b >> _S32
+    ll = a_lo * b_lo
+    lh = a_lo * b_hi
+    hl = a_hi * b_lo
+    hh = a_hi * b_hi
+    mid = (ll >> _S32) + (lh & _M32) + (hl & _M32)
+    lo = (mid << _S32) | (ll & _M32)
+    hi = hh + (lh >> _S32) + (hl >> _S32) + (mid >> _S32)
+    return hi, lo
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def add128(ah: np.uint64, al: np.uint64, bh: np.uint64, bl: np.uint64) -> tuple[np.uint64, np.uint64]:
+    """``a + b`` (no overflow past 128 bits)."""
+    lo = al + bl
+    carry = _ONE if lo < al else _ZERO
+    return ah + bh + carry, lo
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def sub128(ah: np.uint64, al: np.uint64, bh: np.uint64, bl: np.uint64) -> tuple[np.uint64, np.uint64]:
+    """``a - b`` for ``a >= b``."""
+    borrow = _ONE if al < bl else _ZERO
+    return ah - bh - borrow, al - bl
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def mul128_64(ah: np.uint64, al: np.uint64, w: np.uint64) -> tuple[np.uint64, np.uint64]:
+    """``a * w`` (the product must fit in 128 bits)."""
+    carry, lo = mul64(al, w)
+    return ah * w + carry, lo
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _bit_length(x: np.uint64) -> np.uint64:
+    n = _ZERO
+    for shift in _SHIFTS:
+        if (x >> shift) != _ZERO:
+            x >>= shift
+            n += shift
+    return n + x  # x is 0 or 1 here
+
+
+@numba.njit(cache=True, error_model="numpy")
+def to_float(hi: np.uint64, lo: np.uint64) -> float:
+    """The float nearest to ``hi * 2**64 + lo`` (ties to even)."""
+    if hi == _ZERO:
+        return np.float64(lo)
+    s = _bit_length(hi)  # 1..64: the value has 64 + s bits
+    if s == np.uint64(64):
+        top = hi
+        sticky = lo != _ZERO
+    else:
+        top = (hi << (np.uint64(64) - s)) | (lo >> s)
+        sticky = (lo & ((_ONE << s) - _ONE)) != _ZERO
+    if sticky:
+        top |= _ONE  # below the rounding bit: keeps round-to-nearest-even correct
+    return np.float64(top) * _POW2[s]
+
+
+# --------------------------------------------------------------------------- the trade pass
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
