@@ -90,7 +90,7 @@ class BarsConfig(_Cfg):
     """With ``emit_empty``: most empty bars one gap emits per interval; the rest are counted
     (``empty_skipped``) and not published."""
     flush_on_stop: bool = True
-    """On a clean stop, publish the bars still open (marked by their partial ``ts_end``)."""
+    """On a clean stop, publish the bars still open (``ts_event`` shows how far they got)."""
 
 
 class VwapConfig(_Cfg):

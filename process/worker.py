@@ -24,6 +24,8 @@ log = logging.getLogger("streamctl.worker")
 
 _MAX_BATCH = 4096
 _CLOCK_PERIOD_NS = 50_000_000
+_CLOSE_LINGER_MS = 10_000
+"""At stop, queued messages (the flushed bars) get this long to reach the hub."""
 
 
 class RingSource(msgspec.Struct, frozen=True):
@@ -100,7 +102,7 @@ def run_worker(spec: WorkerSpec) -> int:
     slot.heartbeat()
 
     calc = CalculatorSet(spec.calculators, src=spec.name, live=spec.live)
-    publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm)
+    publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm, linger=_CLOSE_LINGER_MS)
     rings = [Ring.attach(s.ring) for s in spec.sources]
     registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
     symbols: list[str] = []
@@ -128,14 +130,35 @@ def run_worker(spec: WorkerSpec) -> int:
             slot.add("late", late - late_seen)
             late_seen = late
 
+    pending: list[list[np.ndarray]] = [[] for _ in rings]
+
     def drain_once() -> bool:
         worked = False
         for i, ring in enumerate(rings):
-            batch = ring.consume(_MAX_BATCH)
+            if spec.live:
+                batch = ring.consume(_MAX_BATCH)
+                if len(batch):
+                    worked = True
+                    process(i, batch)
+                continue
+            # Replay: cut the stream at fixed positions (multiples of _MAX_BATCH records), never
+            # where a consume happened to stop, so per-batch outputs (VWAP, indicators, books)
+            # are the same in every run.
+            room = _MAX_BATCH - ring.consumed % _MAX_BATCH
+            batch = ring.consume(room)
             if len(batch):
                 worked = True
-                process(i, batch)
+                pending[i].append(batch.copy())
+                if len(batch) == room:
+                    process(i, np.concatenate(pending[i]))
+                    pending[i].clear()
         return worked
+
+    def drain_pending() -> None:
+        for i, parts in enumerate(pending):
+            if parts:
+                process(i, np.concatenate(parts))
+                parts.clear()
 
     code = 0
     try:
@@ -159,6 +182,7 @@ def run_worker(spec: WorkerSpec) -> int:
         deadline = time.monotonic() + 5.0
         while drain_once() and time.monotonic() < deadline:
             slot.heartbeat()
+        drain_pending()
         if getattr(spec.calculators.bars, "flush_on_stop", True):
             outputs = calc.flush()
             publisher.publish_many(outputs)

@@ -137,8 +137,7 @@ def ref_time_bars(df: pd.DataFrame, seconds: int, names: list[str], *, emit_empt
                     out.append({**prev, "ts_start": int(begin), "ts_end": int(begin + width), "open": prev["close"],
                                 "high": prev["close"], "low": prev["close"], "volume": 0.0, "trades": 0,
                                 "vwap": prev["close"]})
-            last = j == len(groups) - 1
-            end = int(g["ts"].iloc[-1]) + 1 if last else bucket + width
+            end = bucket + width  # flushed bars keep their interval bounds too
             out.append(_bar(names[s], label, bucket, end, g))
         bars[f"bar.{label}.{names[s]}"] = out
     return bars, int(late.sum())

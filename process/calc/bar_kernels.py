@@ -187,8 +187,9 @@ def close_due(nsym, spec_kind, spec_int, delay, now, bi, bf, oi, of):
 def flush_bars(nsym, spec_kind, spec_int, bi, bf, oi, of):
     """Close every open bar (clean stop); rows by symbol, then spec.
 
-    A flushed time bar ends at its last trade's ts_event + 1 ns (shorter than its interval:
-    it is partial); its interval still counts as closed, so later trades in it are late.
+    A flushed time bar keeps its interval's bounds (replay of a file gives the same last
+    bar as a batch computation); its interval still counts as closed, so later trades in it
+    are late. How far it got shows in its `ts_event` (the last trade).
     """
     r = 0
     for s in range(nsym):
@@ -196,7 +197,7 @@ def flush_bars(nsym, spec_kind, spec_int, bi, bf, oi, of):
             if bi[s, k, B_TRADES] == 0:
                 continue
             if spec_kind[k] == TIME:
-                _emit(bi, bf, oi, of, r, s, k, bi[s, k, B_LAST_EV] + 1)
+                _emit(bi, bf, oi, of, r, s, k, bi[s, k, B_START] + spec_int[k])
                 bi[s, k, B_WM] = bi[s, k, B_START] + spec_int[k]
             else:
                 _emit(bi, bf, oi, of, r, s, k, bi[s, k, B_LAST_EV])
