@@ -89,7 +89,8 @@ class Supervisor:
         self._prev_counts: dict[int, tuple[int, int, float]] = {}
         self._procs: dict[int, psutil.Process] = {}
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["streamctl.ingest.feed", "streamctl.process.worker", "streamctl.process.hub"])
+        # Children fork from a server that has imported everything and loaded every kernel.
+        self._ctx.set_forkserver_preload(["streamctl.cli.preload"])
 
     # ------------------------------------------------------------------ start
     def start(self, *, before_feeds: Callable[[], None] | None = None) -> None:
@@ -239,6 +240,7 @@ class Supervisor:
                 child.restart_at = None
                 child.restarts += 1
                 slot.set("restarts", child.restarts)
+                slot.set("detail", f"restarted; last exit: {child.last_reason}"[:95])
                 self._start_child(child)
         if now - self._last_sample >= 1.0:
             self._sample(now)

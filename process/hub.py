@@ -49,6 +49,10 @@ def run_hub(spec: HubSpec) -> int:
         slot.set("state", State.READY)
         while not stop:
             slot.heartbeat()
+            stats = proxy.stats()
+            if stats is not None:  # what the hub forwarded, for `status`
+                slot.set("records_in", stats.messages_forwarded)
+                slot.set("records_out", stats.messages_forwarded)
             time.sleep(0.05)
         slot.set("state", State.STOPPING)
     except Exception as exc:
