@@ -98,6 +98,14 @@ class PlantCli:
                 self.run("down", "--name", name, "--timeout", "20")
             kill_plant_processes(manifest)
             self.run("clean", "--name", name)
+        # Belt and braces: any process started from this test's configs (even one whose
+        # manifest was lost) goes too, so a failing test never leaves a plant running.
+        strays = [p for p in psutil.process_iter(["cmdline"]) if str(self.tmp) in " ".join(p.info["cmdline"] or [])]
+        for proc in strays:
+            kill_plant_processes({"supervisor_pid": proc.pid})
+        if strays:
+            for name in self.names:
+                self.run("clean", "--name", name)
 
 
 def kill_plant_processes(manifest: dict | None) -> None:
