@@ -138,13 +138,12 @@ class _DbnSource:
     def _map(self, records: np.ndarray) -> np.ndarray:
         if not len(records):
             return records
-        unknown = self._imap.apply(records)
-        if unknown.any():
-            sub = records[unknown]
-            for vendor_id in np.unique(sub["instrument_id"]).tolist():
+        # Register new vendor ids first, then remap once: assigning a structured sub-array
+        # back (records[unknown] = sub) copies field by field and cost more than the decode.
+        for vendor_id in np.unique(records["instrument_id"]).tolist():
+            if vendor_id not in self._imap:
                 self._imap.add(vendor_id, self._resolve(vendor_id))
-            self._imap.apply(sub)
-            records[unknown] = sub
+        self._imap.apply(records)
         keep = records["instrument_id"] != 0
         return records if keep.all() else records[keep]
 
