@@ -48,6 +48,8 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
     sndhwm: int = 100_000
     live: bool = True
     cpu: int | None = None
+    max_idle_sleep: float = 100e-6
+    """Longest sleep of an idle worker between ring checks: the latency floor it adds."""
 
     @property
     def name(self) -> str:
@@ -107,7 +109,7 @@ def run_worker(spec: WorkerSpec) -> int:
     registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
     symbols: list[str] = []
     maps = [_SymbolMap(reg, calc, symbols) for reg in registries]
-    idle = IdleStrategy()
+    idle = IdleStrategy(max_sleep=spec.max_idle_sleep)
     late_seen = 0
     next_clock = 0
 
@@ -119,11 +121,12 @@ def run_worker(spec: WorkerSpec) -> int:
             slot.add("malformed", int(unknown.sum()))
             batch, sym_idx = batch[~unknown], sym_idx[~unknown]
         slot.add("records_in", len(batch))
-        outputs = calc.on_batch(batch, sym_idx)
-        sent = len(outputs)
-        publisher.publish_many(outputs)
-        if spec.raw_trades or spec.raw_quotes:
+        sent = 0
+        if spec.raw_trades or spec.raw_quotes:  # raw ticks first: they need not wait for the calculators
             sent += publisher.publish_raw(batch, symbols, sym_idx, trades=spec.raw_trades, quotes=spec.raw_quotes)
+        outputs = calc.on_batch(batch, sym_idx)
+        sent += len(outputs)
+        publisher.publish_many(outputs)
         slot.add("records_out", sent)
         late = calc.counters.get("late", 0)
         if late != late_seen:
