@@ -1,0 +1,77 @@
+"""Every benchmark in one table (the README's).
+
+    python benchmarks/run_all.py [--quick] [--only ring,worker,...]
+
+Each `bench_<name>.py` beside this file is also runnable alone and exposes
+``run(quick) -> [{"benchmark", "value", "unit", "note"}]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["ring", "worker", "publish", "latency", "replay", "plant"]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"bench_{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # multiprocessing children find it by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def machine() -> str:
+    import os
+
+    import psutil
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model or platform.processor()}, {os.cpu_count()} cores, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(ORDER))
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.only.split(","):
+        print(f"running bench_{name} ...", file=sys.stderr, flush=True)
+        rows += [dict(row, group=name) for row in _load(name).run(args.quick)]
+    print(f"Machine: {machine()}\n")
+    print("| area | benchmark | value | unit | note |")
+    print("|---|---|---:|---|---|")
+    for row in rows:
+        print(f"| {row['group']} | {row['benchmark']} | {_fmt(row['value'])} | {row['unit']} | {row['note']} |")
+
+
+def _fmt(value) -> str:
+    """Three significant digits, thousands separated: 5,669,424 -> 5,670,000; 79.95 -> 80.0."""
+    if not isinstance(value, int | float):
+        return str(value)
+    if value == 0:
+        return "0"
+    from math import floor, log10
+
+    digits = 3 - 1 - floor(log10(abs(value)))
+    rounded = round(value, digits)
+    return f"{rounded:,.{max(digits, 0)}f}"
+
+
+if __name__ == "__main__":
+    main()
