@@ -8,7 +8,6 @@ reconnect policy. A vendor session only turns bytes into record batches.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import msgspec
@@ -17,7 +16,7 @@ import numpy as np
 from streamctl.ingest.partitioning import partition_of
 from streamctl.ingest.session import EndOfInput, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_module, vendor_spec
-from streamctl.process.lifecycle import setup_child
+from streamctl.process.lifecycle import ChildSlot, setup_child
 from streamctl.process.wire import Event, topic
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
 
@@ -153,16 +152,10 @@ def run_feed(spec: FeedSpec) -> int:
     from streamctl.process.publisher import Publisher
     from streamctl.shm.registry import SymbolRegistry
     from streamctl.shm.ring import Ring
-    from streamctl.shm.stats import ProcessTable, State
 
     stop = setup_child(f"feed[{spec.name}]", spec.cpu)
-    table = ProcessTable.attach(spec.stats)
-    slot = table.slot(spec.slot)
-    slot.set("pid", os.getpid())
-    slot.set("started_ns", time.time_ns())
-    slot.set("cpu", -1 if spec.cpu is None else spec.cpu)
-    slot.set("state", State.STARTING)
-    slot.heartbeat()
+    child = ChildSlot(spec.stats, spec.slot, spec.cpu)
+    slot = child.slot
     rings = [Ring.attach(name) for name in spec.rings]
     registry = SymbolRegistry.attach(spec.registry)
     publisher = Publisher(spec.events_endpoint, src=spec.name)
@@ -177,7 +170,7 @@ def run_feed(spec: FeedSpec) -> int:
     try:
         session = _build_session(spec, runtime)
         session.open()
-        slot.set("state", State.READY)
+        child.ready()
         while not should_stop():
             try:
                 batch = session.poll(0.05)
@@ -196,14 +189,14 @@ def run_feed(spec: FeedSpec) -> int:
     except Exception as exc:  # FeedFailed from the reconnect policy, or a bug: say why, exit non-zero
         from streamctl.ingest.reconnect import FeedFailed
 
-        slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
+        child.crashed(exc)
         if isinstance(exc, FeedFailed):
             code = EXIT_FAILED
         else:
             log.exception("feed %s crashed", spec.name)
             code = 1
     finally:
-        slot.set("state", State.STOPPING)
+        child.stopping()
         if session is not None:
             try:
                 session.close()
@@ -213,9 +206,7 @@ def run_feed(spec: FeedSpec) -> int:
         for ring in rings:
             ring.close()
         registry.close()
-        slot.set("state", State.FAILED if code == EXIT_FAILED else State.EXITED)
-        slot.heartbeat()
-        table.close()
+        child.close(failed=code == EXIT_FAILED)  # a crash (code 1) is restarted, not failed
     return code
 
 

@@ -8,12 +8,11 @@ main thread only heartbeats.
 
 from __future__ import annotations
 
-import os
 import time
 
 import msgspec
 
-from streamctl.process.lifecycle import setup_child
+from streamctl.process.lifecycle import ChildSlot, setup_child
 
 __all__ = ["HubSpec", "run_hub", "hub_main"]
 
@@ -32,21 +31,15 @@ class HubSpec(msgspec.Struct, kw_only=True, frozen=True):
 
 def run_hub(spec: HubSpec) -> int:
     from streamctl.process.proxy import Proxy
-    from streamctl.shm.stats import ProcessTable, State
 
     stop = setup_child("hub", spec.cpu)
-    table = ProcessTable.attach(spec.stats)
-    slot = table.slot(spec.slot)
-    slot.set("pid", os.getpid())
-    slot.set("started_ns", time.time_ns())
-    slot.set("cpu", -1 if spec.cpu is None else spec.cpu)
-    slot.set("state", State.STARTING)
-    slot.heartbeat()
+    child = ChildSlot(spec.stats, spec.slot, spec.cpu)
+    slot = child.slot
     proxy = Proxy(frontend=spec.internal, backend=spec.public, sndhwm=spec.sndhwm)
     code = 0
     try:
         proxy.start()
-        slot.set("state", State.READY)
+        child.ready()
         while not stop:
             slot.heartbeat()
             stats = proxy.stats()
@@ -54,15 +47,13 @@ def run_hub(spec: HubSpec) -> int:
                 slot.set("records_in", stats.messages_forwarded)
                 slot.set("records_out", stats.messages_forwarded)
             time.sleep(0.05)
-        slot.set("state", State.STOPPING)
+        child.stopping()
     except Exception as exc:
-        slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
+        child.crashed(exc)
         code = 2
     finally:
         proxy.stop()
-        slot.set("state", State.EXITED if code == 0 else State.FAILED)
-        slot.heartbeat()
-        table.close()
+        child.close(failed=code != 0)
     return code
 
 

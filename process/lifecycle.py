@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 
-__all__ = ["pin_to_cpu", "StopFlag", "setup_child"]
+__all__ = ["pin_to_cpu", "StopFlag", "setup_child", "ChildSlot"]
 
 log = logging.getLogger("streamctl")
 
@@ -73,3 +74,33 @@ def setup_child(name: str, cpu: int | None) -> StopFlag:
     _tighten_timer_slack()
     pin_to_cpu(cpu)
     return flag
+
+
+class ChildSlot:
+    """This process's row in the plant's process table: claimed at start, closed at exit."""
+
+    def __init__(self, stats: str, index: int, cpu: int | None):
+        from streamctl.shm.stats import ProcessTable, State
+
+        self._state = State
+        self.table = ProcessTable.attach(stats)
+        self.slot = self.table.slot(index)
+        self.slot.set("pid", os.getpid())
+        self.slot.set("started_ns", time.time_ns())
+        self.slot.set("cpu", -1 if cpu is None else cpu)
+        self.slot.set("state", State.STARTING)
+        self.slot.heartbeat()
+
+    def ready(self) -> None:
+        self.slot.set("state", self._state.READY)
+
+    def stopping(self) -> None:
+        self.slot.set("state", self._state.STOPPING)
+
+    def crashed(self, exc: BaseException) -> None:
+        self.slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
+
+    def close(self, *, failed: bool) -> None:
+        self.slot.set("state", self._state.FAILED if failed else self._state.EXITED)
+        self.slot.heartbeat()
+        self.table.close()

@@ -9,13 +9,12 @@ and flushes the bars still open, so a clean stop loses nothing the feeds had han
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import msgspec
 import numpy as np
 
-from streamctl.process.lifecycle import setup_child
+from streamctl.process.lifecycle import ChildSlot, setup_child
 from streamctl.process.wire import Event, topic
 
 __all__ = ["WorkerSpec", "RingSource", "run_worker", "worker_main"]
@@ -92,16 +91,10 @@ def run_worker(spec: WorkerSpec) -> int:
     from streamctl.shm.idle import IdleStrategy
     from streamctl.shm.registry import SymbolRegistry
     from streamctl.shm.ring import Ring
-    from streamctl.shm.stats import ProcessTable, State
 
     stop = setup_child(spec.name, spec.cpu)
-    table = ProcessTable.attach(spec.stats)
-    slot = table.slot(spec.slot)
-    slot.set("pid", os.getpid())
-    slot.set("started_ns", time.time_ns())
-    slot.set("cpu", -1 if spec.cpu is None else spec.cpu)
-    slot.set("state", State.STARTING)
-    slot.heartbeat()
+    child = ChildSlot(spec.stats, spec.slot, spec.cpu)
+    slot = child.slot
 
     calc = CalculatorSet(spec.calculators, src=spec.name, live=spec.live)
     publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm, linger=_CLOSE_LINGER_MS)
@@ -165,7 +158,7 @@ def run_worker(spec: WorkerSpec) -> int:
 
     code = 0
     try:
-        slot.set("state", State.READY)
+        child.ready()
         while not stop:
             worked = drain_once()
             now = time.time_ns()
@@ -180,7 +173,7 @@ def run_worker(spec: WorkerSpec) -> int:
                         slot.add("records_out", len(outputs))
                 next_clock = now + _CLOCK_PERIOD_NS
             idle.idle(worked)
-        slot.set("state", State.STOPPING)
+        child.stopping()
         # Drain what the (already stopped) feeds handed over, then close the open bars.
         deadline = time.monotonic() + 5.0
         while drain_once() and time.monotonic() < deadline:
@@ -192,7 +185,7 @@ def run_worker(spec: WorkerSpec) -> int:
             slot.add("records_out", len(outputs))
     except Exception as exc:
         log.exception("%s crashed", spec.name)
-        slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
+        child.crashed(exc)
         code = 1
     finally:
         # The last message on this publisher's pipe: a recorder knows everything before it arrived.
@@ -203,9 +196,7 @@ def run_worker(spec: WorkerSpec) -> int:
             ring.close()
         for reg in registries:
             reg.close()
-        slot.set("state", State.EXITED if code == 0 else State.FAILED)
-        slot.heartbeat()
-        table.close()
+        child.close(failed=code != 0)
     return code
 
 
