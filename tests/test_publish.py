@@ -492,3 +492,45 @@ def test_publisher_close_flushes_queued_messages(proxy, cleanup):
     pub.close()
     assert time.monotonic() - start < 5
     wait_until(lambda: len(sub.data()) == 1000, 20, "1000 bars after close", sub.pump)
+
+
+def test_small_and_large_raw_batches_decode_to_the_same_payloads(tmp_path):
+    """`publish_raw` builds Structs for a few records and packs arrays for many: same maps."""
+    from streamctl.ingest.vendors.sim import Options, SimGenerator
+    from streamctl.process.publisher import _SMALL_BATCH
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    endpoint = f"ipc://{tmp_path}/raw.sock"
+    sub.bind(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    records = SimGenerator(Options(), ["AAA", "BBB"], [0, 1]).take(4 * _SMALL_BATCH)
+    records["price2"][::7] = UNDEF_PRICE  # some empty quote sides
+    symbols = ["AAA", "BBB"]
+    sym_idx = records["instrument_id"].astype(np.int32)
+
+    def decoded(publisher, batches) -> dict:
+        out: dict[str, list] = {}
+        for batch in batches:
+            publisher.publish_raw(records[batch], symbols, sym_idx[batch], trades=True, quotes=True)
+        deadline = time.monotonic() + 10
+        while sum(len(v) for v in out.values()) < int(np.isin(records["kind"], (1, 2)).sum()):
+            assert sub.poll(int(max(deadline - time.monotonic(), 0) * 1000)), "raw messages did not arrive"
+            topic, payload = sub.recv_multipart()
+            for item in msgpack.unpackb(payload):
+                item.pop("seq")
+                out.setdefault(topic, []).append(item)
+        return out
+
+    with Publisher(endpoint, src="w0") as publisher:
+        deadline = time.monotonic() + 10  # slow joiner: probe until the subscription is in place
+        while not sub.poll(20):
+            assert time.monotonic() < deadline, "subscription never reached the publisher"
+            publisher.publish("event.probe", wire.Event(source="t", kind="probe", message="", ts=0))
+        while sub.poll(50):
+            sub.recv_multipart()
+        small = decoded(publisher, [slice(i, i + 3) for i in range(0, len(records), 3)])
+        large = decoded(publisher, [slice(0, len(records))])
+    sub.close(0)
+    ctx.term()
+    assert small == large and set(small) == {b"trade.AAA\x00", b"trade.BBB\x00", b"quote.AAA\x00", b"quote.BBB\x00"}
