@@ -30,6 +30,7 @@ __all__ = [
     "BookConfig",
     "PublishConfig",
     "RingsConfig",
+    "SupervisionConfig",
     "load_config",
     "parse_config",
     "parse_interval",
@@ -145,6 +146,19 @@ class RingsConfig(_Cfg):
     """``drop``: the producer never waits, what does not fit is counted. ``block``: it waits."""
 
 
+class SupervisionConfig(_Cfg):
+    heartbeat_timeout: Annotated[float, Meta(gt=0)] = 10.0
+    """A ready process whose heartbeat is older than this many seconds is killed and restarted."""
+    max_restarts: Annotated[int, Meta(ge=1)] = 5
+    """A process dying this many times within `restart_window` seconds is marked failed."""
+    restart_window: Annotated[float, Meta(gt=0)] = 30.0
+    first_restart_delay: Annotated[float, Meta(ge=0)] = 0.2
+    """Restart backoff: this delay, doubled per recent death, at most `max_restart_delay`."""
+    max_restart_delay: Annotated[float, Meta(ge=0)] = 5.0
+    ready_timeout: Annotated[float, Meta(gt=0)] = 90.0
+    """Seconds every process gets to report ready at start."""
+
+
 class PlantConfig(_Cfg):
     name: _NAME
     feeds: Annotated[list[FeedConfig], Meta(min_length=1)]
@@ -152,6 +166,7 @@ class PlantConfig(_Cfg):
     calculators: CalculatorsConfig = CalculatorsConfig()
     publish: PublishConfig = PublishConfig()
     rings: RingsConfig = RingsConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
 
     def vendor_options(self, feed: FeedConfig) -> Any:
         """The typed options of one feed (already validated at load)."""

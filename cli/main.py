@@ -59,18 +59,21 @@ def cli() -> None:
 @click.option("--detach", is_flag=True, help="Return once the plant is ready and leave it running.")
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop by itself after SECONDS.")
 @click.option("--no-view", is_flag=True, help="No live table in the foreground (log lines only).")
-@click.option("--ready-timeout", type=click.FloatRange(min=1), default=90.0, show_default=True,
-              help="Seconds to wait for every process to report ready.")
-def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_timeout: float) -> None:
+@click.option("--ready-timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds to wait for every process to report ready (default: `supervision.ready_timeout`).")
+def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_timeout: float | None) -> None:
     """Start the plant described by CONFIG (foreground with a live view; Ctrl-C stops it cleanly)."""
     cfg = _load(config)
+    if ready_timeout is None:
+        ready_timeout = cfg.supervision.ready_timeout
     if detach:
         sys.exit(_detach(config, cfg, duration, ready_timeout))
     _setup_logging()
     from streamctl.cli.status import render_table
     from streamctl.cli.supervisor import PlantError, RestartPolicy, Supervisor
 
-    sup = Supervisor(cfg, config_path=config, policy=RestartPolicy(ready_timeout=ready_timeout))
+    sup = Supervisor(cfg, config_path=config,
+                     policy=RestartPolicy.from_config(cfg.supervision, ready_timeout=ready_timeout))
     sup.install_signal_handlers()
     tty = sys.stdout.isatty() and not no_view
     last_plain = [0.0]

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from streamctl.cli.config import PlantConfig
+from streamctl.cli.config import PlantConfig, SupervisionConfig
 from streamctl.cli.runtime import internal_endpoint, pid_alive, read_manifest, remove_manifest, write_manifest
 from streamctl.ingest.feed import EXIT_FAILED, FeedSpec, feed_main
 from streamctl.process.hub import HubSpec, hub_main
@@ -48,7 +48,15 @@ class RestartPolicy:
     max_deaths: int = 5
     heartbeat_timeout: float = 10.0
     """A READY child whose heartbeat is older than this is killed and restarted."""
-    ready_timeout: float = 60.0
+    ready_timeout: float = 90.0
+
+    @classmethod
+    def from_config(cls, config: SupervisionConfig, **overrides: float) -> RestartPolicy:
+        values = dict(first_delay=config.first_restart_delay, max_delay=config.max_restart_delay,
+                      window=config.restart_window, max_deaths=config.max_restarts,
+                      heartbeat_timeout=config.heartbeat_timeout, ready_timeout=config.ready_timeout)
+        values.update(overrides)
+        return cls(**values)
 
 
 @dataclass
@@ -75,7 +83,7 @@ class Supervisor:
         self.config = config
         self.config_path = config_path
         self.live = live
-        self.policy = policy or RestartPolicy()
+        self.policy = policy or RestartPolicy.from_config(config.supervision)
         self.name = config.name
         self.children: list[Child] = []
         self.rings: dict[str, Any] = {}

@@ -179,3 +179,52 @@ def test_foreground_up_with_duration_stops_cleanly(plant):
     assert proc.returncode == 0, proc.stderr
     assert "stopped" in proc.stderr
     assert our_segments(name) == [] and plant.manifest(name) is None
+
+
+def test_stalled_worker_is_restarted_and_overflow_is_counted(plant):
+    """SIGSTOP a worker: its ring fills and overflows (counted), the supervisor notices the
+    silent heartbeat, kills and restarts it, and the plant carries on."""
+    name = _unique("stall")
+    extra = "supervision: {heartbeat_timeout: 2.0}\n"
+    text = demo_config(name, free_port(), rate=2000, partitions=1, extra=extra).replace(
+        "rings: {capacity: 16384}", "rings: {capacity: 1024}")
+    config = plant.write_config(name, text)
+    plant.run("up", str(config), "--detach", check=True)
+    before = plant.process(name, "worker-0")
+    os.kill(before["pid"], signal.SIGSTOP)
+    try:
+        overflowing = wait_until(lambda: (p := plant.process(name, "sim"))["drops"]["overflow"] > 0 and p, 30,
+                                 "ring overflow to be counted")
+        assert overflowing["ring_fill"] == 1.0
+        after = wait_until(
+            lambda: (p := plant.process(name, "worker-0"))["pid"] != before["pid"] and p["state"] == "ready" and p,
+            30, "the stalled worker to be replaced")
+    finally:
+        try:
+            os.kill(before["pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert after["restarts"] == 1
+    wait_until(lambda: plant.process(name, "sim")["ring_fill"] < 1.0, 30, "the new worker to drain the ring")
+    status = plant.status(name)
+    feed = next(p for p in status["processes"] if p["name"] == "sim")
+    assert status["rings"][0]["dropped"] == feed["drops"]["overflow"] > 0  # the ring and the feed agree
+
+
+def test_a_child_that_keeps_dying_is_marked_failed_with_the_reason(plant):
+    name = _unique("loop")
+    extra = "supervision: {max_restarts: 3, restart_window: 60, first_restart_delay: 0.1}\n"
+    config = plant.write_config(name, demo_config(name, free_port(), rate=50, partitions=2, extra=extra))
+    plant.run("up", str(config), "--detach", check=True)
+    for death in range(3):
+        victim = wait_until(lambda: (p := plant.process(name, "worker-1"))["state"] == "ready" and p, 30,
+                            "worker-1 to be ready")
+        os.kill(victim["pid"], signal.SIGKILL)
+        wait_until(lambda v=victim: plant.process(name, "worker-1")["pid"] != v["pid"]
+                   or plant.process(name, "worker-1")["state"] == "failed", 30, f"death {death + 1} to be seen")
+    failed = wait_until(lambda: (p := plant.process(name, "worker-1"))["state"] == "failed" and p, 30,
+                        "worker-1 to be marked failed")
+    assert "died 3 times" in failed["detail"] and "SIGKILL" in failed["detail"]
+    assert failed["restarts"] == 2
+    assert plant.process(name, "worker-0")["state"] == "ready"  # the rest carries on
+    assert plant.process(name, "sim")["state"] == "ready"
