@@ -285,7 +285,7 @@ class DbnDecoder:
     (none of the converted types) use ts_event.
     """
 
-    def __init__(self, *, ts_recv: Literal["record", "now"] = "record"):
+    def __init__(self, *, ts_recv: Literal["record", "now"] = "record", book: MboBook | None = None):
         if ts_recv not in ("record", "now"):
             raise ValueError(f"`ts_recv` must be record or now; was {ts_recv}")
         self._now = ts_recv == "now"
@@ -294,7 +294,7 @@ class DbnDecoder:
         self._pending = 0
         self._resyncing = False
         self._sizes = np.zeros(256, np.int64)
-        self._book = MboBook()
+        self._book = book if book is not None else MboBook()
         self._dtypes: dict[int, np.dtype] = {}
         self._tbbo = False
 

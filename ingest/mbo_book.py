@@ -49,6 +49,11 @@ class MboBook:
         self._lvals = np.zeros((lcap, 1), np.int64)
         self._counts = np.zeros(2, np.int64)  # resting orders, levels
 
+    def sized_like(self) -> MboBook:
+        """An empty book with this one's table sizes: a replay loop rebuilds the same book
+        every pass, and regrowing the tables each time cost as much as decoding."""
+        return MboBook(capacity=self._okeys.shape[0], level_capacity=self._lkeys.shape[0])
+
     @property
     def orders(self) -> int:
         """Number of resting orders over all instruments."""

@@ -30,6 +30,7 @@ from streamctl.shm.records import RECORD_DTYPE, Flag
 __all__ = ["Options", "Session"]
 
 _CHUNK_BYTES = 1 << 20
+_KEEP_PLAIN_BYTES = 256 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -67,17 +68,25 @@ class _DbnSource:
         head = self._fh.read(4)
         self._fh.seek(0)
         self._reader: io.BufferedIOBase = self._fh
-        if head == _ZSTD_MAGIC:
+        # A looping replay decompresses a small file once and keeps the plain bytes.
+        self._keep: list[bytes] | None = [] if session.looping and path not in session._plain else None
+        if path in session._plain:
+            self._reader = io.BytesIO(session._plain[path])
+        elif head == _ZSTD_MAGIC:
             import zstandard
 
             self._reader = zstandard.ZstdDecompressor().stream_reader(self._fh, read_across_frames=True)
-        self._decoder = DbnDecoder(ts_recv="record")
+        previous = session._books.get(path)
+        self._decoder = DbnDecoder(ts_recv="record", book=previous.sized_like() if previous is not None else None)
+        session._books[path] = self._decoder.book
         self._symbols: dict[int, str] = {}
         self._imap = InstrumentMap()
         self._eof = False
 
     @property
     def fraction(self) -> float:
+        if isinstance(self._reader, io.BytesIO):
+            return 1.0 if self._eof else self._reader.tell() / max(len(self._reader.getbuffer()), 1)
         return 1.0 if self._eof or not self._size else min(self._fh.tell() / self._size, 1.0)
 
     def read(self) -> np.ndarray | None:
@@ -90,6 +99,13 @@ class _DbnSource:
             self._ctx.count("malformed")
             self._ctx.event("error", f"`{self._path}`: cannot read further: {exc}")
             chunk = b""
+            self._keep = None
+        if self._keep is not None:
+            self._keep.append(chunk)
+            if not chunk:
+                self._session._plain[self._path] = b"".join(self._keep)
+            elif len(self._keep) * _CHUNK_BYTES > _KEEP_PLAIN_BYTES:
+                self._keep = None
         try:
             if chunk:
                 self._decoder.write(chunk)
@@ -218,6 +234,10 @@ class Session:
         self._pace = np.zeros(0, np.int64)
         self._pos = 0
         self._produced: set[int] = set()
+        self._books: dict[str, object] = {}
+        self._plain: dict[str, bytes] = {}
+        """Decompressed bytes of files a looping replay reads again (up to `_KEEP_PLAIN_BYTES`)."""
+        """Last MBO book per file, so a looping replay starts with tables of the right size."""
         self._loop_records = 0
         self._seen: set[str] = set()
         self.skipped: dict[str, int] = {}
@@ -242,6 +262,10 @@ class Session:
         if self._source is not None:
             self._source.close()
             self._source = None
+
+    @property
+    def looping(self) -> bool:
+        return self._opt.loop
 
     def instruments(self) -> list[int]:
         """Ids of the instruments this session has resolved for output (the filter applied)."""
