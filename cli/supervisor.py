@@ -178,7 +178,8 @@ class Supervisor:
             spec = WorkerSpec(plant=self.name, partition=p, slot=1 + p, sources=sources, stats=stats,
                               endpoint=self.endpoint_internal, calculators=cfg.calculators,
                               raw_trades=cfg.publish.raw_trades, raw_quotes=cfg.publish.raw_quotes,
-                              sndhwm=cfg.publish.sndhwm, live=self.live, cpu=cpu)
+                              sndhwm=cfg.publish.sndhwm, live=self.live, cpu=cpu,
+                              max_idle_sleep=cfg.partitions.idle_sleep_us * 1e-6)
             self.children.append(Child(spec.name, "worker", 1 + p, worker_main, spec))
         for i, feed in enumerate(cfg.feeds):
             slot = 1 + n_parts + i
