@@ -92,7 +92,6 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
         sup.run(duration=duration, on_tick=show)
     except PlantError as exc:
         click.echo(f"error: {exc}", err=True)
-        sup.stop()
         sys.exit(EXIT_FAILED)
     except Exception as exc:
         from streamctl.shm.segments import SegmentError
@@ -100,10 +99,9 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
         if not isinstance(exc, SegmentError | OSError):
             raise
         click.echo(f"error: {exc}", err=True)
-        sup.stop()
         sys.exit(EXIT_FAILED)
     finally:
-        sup.stop()
+        sup.stop()  # idempotent; runs on every path out, sys.exit included
     click.echo(f"plant {cfg.name} stopped", err=True)
 
 

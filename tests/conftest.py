@@ -16,3 +16,21 @@ def compiled_kernels():
     from streamctl.cli import preload
 
     return preload.SECONDS
+
+
+@pytest.fixture
+def proxy():
+    """A real proxy (hub) in its own process, for publish/subscribe tests."""
+    from _pubsub import ProxyProcess
+
+    with ProxyProcess() as p:
+        yield p
+
+
+@pytest.fixture
+def cleanup():
+    """Things a test opened, closed in reverse order even when it fails."""
+    items: list = []
+    yield items
+    for item in reversed(items):
+        item.close()

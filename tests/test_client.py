@@ -85,20 +85,6 @@ def data_only(calls: list) -> list:
     return [c for c in calls if not is_probe(c)]
 
 
-@pytest.fixture
-def proxy():
-    with ProxyProcess() as p:
-        yield p
-
-
-@pytest.fixture
-def cleanup():
-    items: list = []
-    yield items
-    for item in reversed(items):
-        item.close()
-
-
 def pair(proxy: ProxyProcess, cleanup: list, src: str = "w0") -> tuple[Publisher, Subscriber]:
     sub = Subscriber(proxy.backend)
     pub = Publisher(proxy.frontend, src=src)

@@ -18,7 +18,7 @@ import msgspec
 import numpy as np
 import pytest
 import zmq
-from _pubsub import CTX, ProxyProcess, probe, publisher_main, reap, wait_until
+from _pubsub import CTX, probe, publisher_main, reap, wait_until
 
 from streamctl.cli.runtime import internal_endpoint
 from streamctl.process import wire
@@ -97,20 +97,6 @@ def finish(pub: Publisher, subs: list[RawSub], timeout: float = 30.0) -> None:
         return all(any(t == f"event.{pub.src}" and p["kind"] == "end" for t, p in s.got) for s in subs)  # type: ignore[index]
 
     wait_until(ended, timeout, "end marker", lambda: [s.pump(0.02) for s in subs])
-
-
-@pytest.fixture
-def proxy():
-    with ProxyProcess() as p:
-        yield p
-
-
-@pytest.fixture
-def cleanup():
-    items: list = []
-    yield items
-    for item in reversed(items):
-        item.close()
 
 
 # -- proxy ---------------------------------------------------------------------------------
