@@ -29,7 +29,7 @@ FILES = {
 
 
 def _serve(path: str, port: int, ready, stop) -> None:
-    from streamctl.ingest.venue_databento import DatabentoVenue
+    from streamctl.ingest.vendors.databento.venue import DatabentoVenue
 
     venue = DatabentoVenue([path], port=port, loop=True)
     venue.start()
@@ -64,7 +64,8 @@ class _Ctx:
 
 
 def ours(port: int, schema: str, symbol: str, seconds: float) -> tuple[int, float]:
-    from streamctl.ingest.vendors.databento import Options, Session
+    from streamctl.ingest.vendors.databento.options import Options
+    from streamctl.ingest.vendors.databento.session import Session
 
     opt = msgspec.convert({"dataset": "GLBX.MDP3", "schemas": [schema], "key": KEY, "gateway": "127.0.0.1",
                            "port": port}, Options)
@@ -103,7 +104,7 @@ def official(port: int, schema: str, symbol: str, seconds: float) -> tuple[int, 
 
 def _warm_up() -> None:
     """Decode each file once, so numba compilation (first use only) is not timed."""
-    from streamctl.ingest.dbn import DbnDecoder, read_file
+    from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file
 
     for rel, _symbol in FILES.values():
         if (DATA / rel).exists():

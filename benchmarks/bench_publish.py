@@ -18,10 +18,10 @@ import time
 import numpy as np
 import zmq
 
+from streamctl.bus import wire
+from streamctl.bus.proxy import serve
+from streamctl.bus.publisher import Publisher
 from streamctl.client import Subscriber
-from streamctl.process import wire
-from streamctl.process.proxy import serve
-from streamctl.process.publisher import Publisher
 from streamctl.shm.records import Kind, Side, empty
 
 __all__ = ["main", "run"]

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamctl.ingest.dbn import DbnDecoder, read_file, read_metadata
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file, read_metadata
 
 __all__ = ["main", "run"]
 
@@ -60,8 +60,9 @@ def _ours(data: bytes, chunk: int | None) -> int:
 
 
 def _replay(path: str, batch: int) -> int:
-    from streamctl.ingest.session import EndOfInput
-    from streamctl.ingest.vendors.replay import Options, Session
+    from streamctl.ingest.vendor_api import EndOfInput
+    from streamctl.ingest.vendors.replay.options import Options
+    from streamctl.ingest.vendors.replay.session import Session
 
     class Ctx:
         feed_name = "bench"

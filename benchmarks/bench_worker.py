@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamctl.bus.wire import Bar, Indicator, Vwap, topic
 from streamctl.cli.config import AnomalyConfig, BarsConfig, CalculatorsConfig, VwapConfig, ZScoreConfig
 from streamctl.process.calc.engine import CalculatorSet
-from streamctl.process.wire import Bar, Indicator, Vwap, topic
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
 __all__ = ["run", "main", "make_ticks", "FULL_CONFIG", "BARS_CONFIG"]

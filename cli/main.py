@@ -315,30 +315,17 @@ def venue() -> None:
     """Local vendor gateways for offline testing (loopback only)."""
 
 
-@venue.command("databento")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=13000, show_default=True)
-@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-              help="DBN file(s) to serve (repeat the option for several).")
-@click.option("--speed", default="max", show_default=True, help="`max` or a multiple of real time.")
-@click.option("--key", default=None, help="Accept only this API key (default: any well-formed key).")
-@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
-@click.option("--loop", is_flag=True, help="Serve the files again from the start when they end.")
-@click.option("--close-at-end", is_flag=True, help="Close each session when the data ends (default: heartbeats).")
-def venue_databento(host: str, port: int, data: tuple[str, ...], speed: str, key: str | None,
-                    heartbeat: float, loop: bool, close_at_end: bool) -> None:
-    """Serve DBN FILES over Databento's live gateway protocol (CRAM, subscriptions, DBN stream)."""
-    from streamctl.ingest.venue_databento import main_serve
+def _add_venues() -> None:
+    """One ``streamctl venue <name>`` per registered vendor that has a local venue."""
+    from streamctl.ingest.vendors import VENDORS
 
-    _setup_logging()
-    try:
-        pace: str | float = speed if speed == "max" else float(speed)
-        if pace != "max" and not pace > 0:
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"must be `max` or a number > 0; was {speed}", param_hint="--speed") from None
-    main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"), speed=pace,
-               heartbeat_interval=heartbeat, loop=loop, close_at_end=close_at_end)
+    for spec in VENDORS.values():
+        command = spec.venue_command()
+        if command is not None:
+            venue.add_command(command, spec.name)
+
+
+_add_venues()
 
 
 def main(argv: list[str] | None = None) -> None:

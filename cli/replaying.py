@@ -121,12 +121,12 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
                timeout: float | None = None) -> str:
     """Run the plant over `files` with the calculators and partitions of `config`."""
     from streamctl.cli.supervisor import Supervisor
-    from streamctl.ingest.vendors import vendor_module
+    from streamctl.ingest.vendors import vendor_spec
 
     name = f"replay-{os.getpid()}"
     endpoint = f"ipc://{run_dir() / (name + '.out')}"
     options = {"files": [os.path.abspath(f) for f in files], "speed": "max"}
-    check = msgspec.convert(options, vendor_module("replay").Options).check()
+    check = msgspec.convert(options, vendor_spec("replay").options).check()
     if check:
         field, message, value = check
         raise ValueError(f"`{field}` {message}; was {value}")

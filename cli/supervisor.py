@@ -22,10 +22,10 @@ from typing import Any
 
 import psutil
 
+from streamctl.bus.hub import HubSpec, hub_main
 from streamctl.cli.config import PlantConfig, SupervisionConfig
 from streamctl.cli.runtime import internal_endpoint, pid_alive, read_manifest, remove_manifest, write_manifest
 from streamctl.ingest.feed import EXIT_FAILED, FeedSpec, feed_main
-from streamctl.process.hub import HubSpec, hub_main
 from streamctl.process.worker import RingSource, WorkerSpec, worker_main
 
 __all__ = ["PlantError", "Supervisor", "RestartPolicy"]
@@ -145,7 +145,7 @@ class Supervisor:
                     self._manifest["rings"].append({"name": ring_name, "feed": feed.name, "partition": p})
             write_manifest(self.name, self._manifest)
             self._plan_children()
-            from streamctl.process.publisher import Publisher
+            from streamctl.bus.publisher import Publisher
 
             for role in ("hub", "worker", "ingest"):
                 if role == "ingest" and before_feeds is not None:
@@ -312,8 +312,8 @@ class Supervisor:
             self._publish_status()
 
     def _publish_status(self) -> None:
+        from streamctl.bus.wire import Status, topic
         from streamctl.cli.status import collect_status
-        from streamctl.process.wire import Status, topic
 
         status = collect_status(self._manifest, table=self.table, rings=self.rings)
         now = time.time_ns()
@@ -328,7 +328,7 @@ class Supervisor:
         if kind != "probe":
             log.log(level, "%s", message)
         if self._publisher is not None:
-            from streamctl.process.wire import Event, topic
+            from streamctl.bus.wire import Event, topic
 
             self._publisher.publish(topic("event", "supervisor"),
                                     Event(source="supervisor", kind=kind, message=message, ts=time.time_ns()))

@@ -6,12 +6,12 @@
 ...     sub.on_bar(print)
 ...     sub.run(timeout=10)
 
-Payload types are the wire Structs of `streamctl.process.wire`; `docs/wire.md` is the
+Payload types are the wire Structs of `streamctl.bus.wire`; `docs/wire.md` is the
 contract (and shows a subscriber in any language with a stock msgpack library).
 """
 
+from streamctl.bus.wire import Anomaly, Bar, Book, Event, Indicator, Quote, Status, Trade, Vwap
 from streamctl.client.subscriber import DecodeError, Reconnect, SequenceGap, Subscriber, SubscriberError
-from streamctl.process.wire import Anomaly, Bar, Book, Event, Indicator, Quote, Status, Trade, Vwap
 
 __all__ = [
     "Subscriber",

@@ -3,7 +3,7 @@
 A `Subscriber` owns one SUB socket connected to the plant's public endpoint (ZeroMQ
 reconnects it by itself) and a socket monitor that turns a disconnect followed by a
 connect into an ``on_reconnect`` call. Each kind has one msgspec decoder built once, so a
-payload arrives as the Struct from `streamctl.process.wire`.
+payload arrives as the Struct from `streamctl.bus.wire`.
 
 Dispatch order for one message: every callback registered for its kind, in registration
 order (for ``trade``/``quote`` arrays: once per element, oldest first), then every
@@ -26,7 +26,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from streamctl.process import wire
+from streamctl.bus import wire
 
 __all__ = ["Subscriber", "SequenceGap", "DecodeError", "Reconnect", "SubscriberError"]
 

@@ -13,11 +13,11 @@ import time
 import msgspec
 import numpy as np
 
+from streamctl.bus.lifecycle import ChildSlot, setup_child
+from streamctl.bus.wire import Event, topic
 from streamctl.ingest.partitioning import partition_of
-from streamctl.ingest.session import EndOfInput, FeedSession, SessionError
-from streamctl.ingest.vendors import vendor_module, vendor_spec
-from streamctl.process.lifecycle import ChildSlot, setup_child
-from streamctl.process.wire import Event, topic
+from streamctl.ingest.vendor_api import EndOfInput, FeedSession, SessionError
+from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
 
 __all__ = ["FeedSpec", "run_feed", "feed_main", "FeedRuntime", "EXIT_DONE", "EXIT_FAILED"]
@@ -133,11 +133,11 @@ _SLOT_COUNTERS = {"malformed", "gaps", "errors", "late", "overflow", "reconnects
 
 def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
     vendor = vendor_spec(spec.feed.vendor)
-    module = vendor_module(spec.feed.vendor)
-    options = msgspec.convert(spec.feed.options, module.Options, strict=False)
+    options = msgspec.convert(spec.feed.options, vendor.options, strict=False)
+    session_type = vendor.session_type()
 
     def factory() -> FeedSession:
-        return module.Session(options, spec.feed, runtime)
+        return session_type(options, spec.feed, runtime)
 
     if not vendor.live:
         return factory()
@@ -149,7 +149,7 @@ def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
 
 def run_feed(spec: FeedSpec) -> int:
     """Process entry point (spawned by the supervisor). Returns the exit code."""
-    from streamctl.process.publisher import Publisher
+    from streamctl.bus.publisher import Publisher
     from streamctl.shm.registry import SymbolRegistry
     from streamctl.shm.ring import Ring
 

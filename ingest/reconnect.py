@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
-from streamctl.ingest.session import FeedContext, FeedSession, SessionError
+from streamctl.ingest.vendor_api import FeedContext, FeedSession, SessionError
 
 __all__ = ["ReconnectPolicy", "ReconnectingSession", "FeedFailed"]
 

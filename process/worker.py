@@ -14,8 +14,8 @@ import time
 import msgspec
 import numpy as np
 
-from streamctl.process.lifecycle import ChildSlot, setup_child
-from streamctl.process.wire import Event, topic
+from streamctl.bus.lifecycle import ChildSlot, setup_child
+from streamctl.bus.wire import Event, topic
 
 __all__ = ["WorkerSpec", "RingSource", "run_worker", "worker_main"]
 
@@ -86,8 +86,8 @@ class _SymbolMap:
 
 def run_worker(spec: WorkerSpec) -> int:
     """Process entry point (spawned by the supervisor). Returns the exit code."""
+    from streamctl.bus.publisher import Publisher
     from streamctl.process.calc.engine import CalculatorSet
-    from streamctl.process.publisher import Publisher
     from streamctl.shm.idle import IdleStrategy
     from streamctl.shm.registry import SymbolRegistry
     from streamctl.shm.ring import Ring

@@ -11,8 +11,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from streamctl.ingest.vendors.databento import Options, Session
-from streamctl.ingest.venue_databento import DatabentoVenue
+from streamctl.ingest.vendors.databento.options import Options
+from streamctl.ingest.vendors.databento.session import Session
+from streamctl.ingest.vendors.databento.venue import DatabentoVenue
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KEY = "db-" + "A" * 27 + "ABCDE"

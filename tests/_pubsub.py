@@ -9,9 +9,9 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from streamctl.process import wire
-from streamctl.process.proxy import serve
-from streamctl.process.publisher import Publisher
+from streamctl.bus import wire
+from streamctl.bus.proxy import serve
+from streamctl.bus.publisher import Publisher
 
 CTX = mp.get_context("spawn")
 START_TIMEOUT = 60.0
@@ -31,7 +31,7 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: Callab
 
 
 class ProxyProcess:
-    """`streamctl.process.proxy.serve` in a spawned process, stopped for sure on exit."""
+    """`streamctl.bus.proxy.serve` in a spawned process, stopped for sure on exit."""
 
     def __init__(self, *, backend: str = "tcp://127.0.0.1:*", sndhwm: int = 100_000, frontend: str | None = None):
         self._dir: str | None = None

@@ -18,9 +18,9 @@ from _calcref import (
     run_split,
 )
 
+from streamctl.bus.wire import Bar
 from streamctl.cli.config import BarsConfig, CalculatorsConfig
 from streamctl.process.calc.bars import bar_specs, format_threshold
-from streamctl.process.wire import Bar
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
 NAMES = ["AAPL", "AAPLX", "BRK.B", "ESZ4"]

@@ -13,6 +13,7 @@ from _calcref import asdicts, frame, make_trades, ref_time_bars
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamctl.bus.wire import PAYLOAD_TYPES, parse_topic
 from streamctl.cli.config import (
     AnomalyConfig,
     BarsConfig,
@@ -23,7 +24,6 @@ from streamctl.cli.config import (
 )
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.calc.trade_kernels import add128, mul64, mul128_64, sub128, to_float
-from streamctl.process.wire import PAYLOAD_TYPES, parse_topic
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 
 SEC = 1_000_000_000

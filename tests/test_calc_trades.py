@@ -22,10 +22,10 @@ from _calcref import (
     run_split,
 )
 
+from streamctl.bus.wire import Anomaly, Indicator, Vwap
 from streamctl.cli.config import AnomalyConfig, BarsConfig, CalculatorsConfig, VwapConfig, ZScoreConfig
 from streamctl.process.calc.engine import CalculatorSet
-from streamctl.process.calc.session import SessionClock
-from streamctl.process.wire import Anomaly, Indicator, Vwap
+from streamctl.process.calc.session_clock import SessionClock
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
 NAMES = ["AAPL", "AAPLX", "BRK.B", "ESZ4"]

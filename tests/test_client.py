@@ -12,6 +12,8 @@ import pytest
 import zmq
 from _pubsub import CTX, ProxyProcess, probe, publisher_main, reap, wait_until
 
+from streamctl.bus import wire
+from streamctl.bus.publisher import Publisher
 from streamctl.client import (
     Anomaly,
     Bar,
@@ -27,8 +29,6 @@ from streamctl.client import (
     Trade,
     Vwap,
 )
-from streamctl.process import wire
-from streamctl.process.publisher import Publisher
 
 
 def bar(symbol: str, close: float) -> Bar:

@@ -25,7 +25,7 @@ def test_good_config_decodes_into_typed_structs():
     cfg = parse_config(GOOD)
     assert cfg.name == "t1"
     assert cfg.feeds[0].symbols == ["AAPL", "MSFT"]
-    assert cfg.time_intervals() == [1, 60, 300]
+    assert cfg.calculators.time_intervals() == [1, 60, 300]
     assert cfg.rings.overflow == "drop"
     assert cfg.vendor_options(cfg.feeds[0]).rate == 200.0
 
@@ -44,7 +44,7 @@ def test_shipped_configs_validate(path, monkeypatch):
     ("text", "message", "line"),
     [
         ("name: x\nfeeds:\n  - name: a\n    vendor: no_such_vendor\n    symbols: [A]\n",
-         "`feeds[0].vendor` must be one of sim, replay, databento; was no_such_vendor", 4),
+         "`feeds[0].vendor` must be one of databento, replay, sim; was no_such_vendor", 4),
         ("name: x\nfeeds:\n  - name: a\n    vendor: sim\n",
          "`feeds[0].symbols` is required for vendor sim", 3),
         ("name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\ncalculators:\n  bars: {time: [0s]}\n",

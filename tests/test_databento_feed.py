@@ -24,11 +24,12 @@ from _databento import (
     sample,
 )
 
-from streamctl.ingest import lsg_protocol as lsg
-from streamctl.ingest.dbn import DbnDecoder, read_file
-from streamctl.ingest.dbn_encode import encode_metadata
-from streamctl.ingest.session import SessionError
-from streamctl.ingest.vendors.databento import Options, Session
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file
+from streamctl.ingest.formats.dbn.encoder import encode_metadata
+from streamctl.ingest.vendor_api import SessionError
+from streamctl.ingest.vendors.databento import protocol as lsg
+from streamctl.ingest.vendors.databento.options import Options
+from streamctl.ingest.vendors.databento.session import Session
 from streamctl.shm.records import Kind
 
 COMPARED = ["ts_event", "price", "price2", "size", "size2", "sequence", "kind", "side", "flags"]
@@ -218,7 +219,7 @@ def fake_gateway():
 
 def _good_stream() -> bytes:
     """A real v3 file's bytes: metadata with mappings, then 4 trades; plus a mapping record."""
-    from streamctl.ingest.dbn_encode import encode_symbol_mapping
+    from streamctl.ingest.formats.dbn.encoder import encode_symbol_mapping
 
     data = read_file(sample(ESH1_TRADES_V3))
     meta_end = 8 + int.from_bytes(data[4:8], "little")

@@ -28,9 +28,8 @@ from _databento import (
     wait_for,
 )
 
-from streamctl.ingest import lsg_protocol as lsg
-from streamctl.ingest.dbn import DbnError, read_file
-from streamctl.ingest.dbn_encode import (
+from streamctl.ingest.formats.dbn.decoder import DbnError, read_file
+from streamctl.ingest.formats.dbn.encoder import (
     ErrorCode,
     SystemCode,
     encode_error,
@@ -38,8 +37,9 @@ from streamctl.ingest.dbn_encode import (
     encode_symbol_mapping,
     encode_system,
 )
-from streamctl.ingest.session import SessionError
-from streamctl.ingest.venue_databento import DatabentoVenue, load_venue_file
+from streamctl.ingest.vendor_api import SessionError
+from streamctl.ingest.vendors.databento import protocol as lsg
+from streamctl.ingest.vendors.databento.venue import DatabentoVenue, load_venue_file
 
 db = pytest.importorskip("databento")
 dbn = pytest.importorskip("databento_dbn")
@@ -427,7 +427,7 @@ def test_bad_files_are_refused_with_their_name(tmp_path):
 def test_main_serve_in_its_own_process():
     path = sample(ESU4_TRADES)
     code = (
-        "from streamctl.ingest.venue_databento import main_serve;"
+        "from streamctl.ingest.vendors.databento.venue import main_serve;"
         f"main_serve([{path!r}], port=0, heartbeat_interval=0.2)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamctl.ingest.dbn import (
+from streamctl.ingest.formats.dbn.decoder import (
     RECORD_SIZES,
     DbnDecoder,
     DbnError,
@@ -17,7 +17,7 @@ from streamctl.ingest.dbn import (
     read_file,
     read_metadata,
 )
-from streamctl.ingest.mbo_book import MboBook
+from streamctl.ingest.formats.dbn.mbo_book import MboBook
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 
 db = pytest.importorskip("databento")

@@ -20,10 +20,10 @@ import pytest
 import zmq
 from _pubsub import CTX, probe, publisher_main, reap, wait_until
 
+from streamctl.bus import wire
+from streamctl.bus.proxy import Proxy, ProxyBindError
+from streamctl.bus.publisher import Publisher
 from streamctl.cli.runtime import internal_endpoint
-from streamctl.process import wire
-from streamctl.process.proxy import Proxy, ProxyBindError
-from streamctl.process.publisher import Publisher
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind, Side, empty
 
 REPO = Path(__file__).resolve().parents[1]
@@ -482,8 +482,9 @@ def test_publisher_close_flushes_queued_messages(proxy, cleanup):
 
 def test_small_and_large_raw_batches_decode_to_the_same_payloads(tmp_path):
     """`publish_raw` builds Structs for a few records and packs arrays for many: same maps."""
-    from streamctl.ingest.vendors.sim import Options, SimGenerator
-    from streamctl.process.publisher import _SMALL_BATCH
+    from streamctl.bus.publisher import _SMALL_BATCH
+    from streamctl.ingest.vendors.sim.generator import SimGenerator
+    from streamctl.ingest.vendors.sim.options import Options
 
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)

@@ -13,7 +13,7 @@ import pytest
 from _databento import ESU4_TRADES, KEY, Ctx, Venues, feed, options, sample
 
 from streamctl.ingest.reconnect import FeedFailed, ReconnectingSession, ReconnectPolicy
-from streamctl.ingest.vendors.databento import Session
+from streamctl.ingest.vendors.databento.session import Session
 from streamctl.shm.records import Kind
 
 FAST = dict(delays=[0.01, 0.02, 0.04], max_delay=0.05, jitter=0.0)

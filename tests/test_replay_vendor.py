@@ -11,10 +11,11 @@ import msgspec
 import numpy as np
 import pytest
 
-from streamctl.ingest.dbn import DbnDecoder, read_file
-from streamctl.ingest.session import EndOfInput, SessionError
-from streamctl.ingest.vendors import VENDORS, vendor_module
-from streamctl.ingest.vendors.replay import Options, Session
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file
+from streamctl.ingest.vendor_api import EndOfInput, SessionError
+from streamctl.ingest.vendors import VENDORS
+from streamctl.ingest.vendors.replay.options import Options
+from streamctl.ingest.vendors.replay.session import Session
 from streamctl.shm.records import RECORD_DTYPE, Kind, Side
 from streamctl.shm.registry import SymbolRegistry
 from streamctl.shm.segments import segment_name
@@ -114,8 +115,7 @@ def expected(path: str, ids: dict[int, int]) -> np.ndarray:
 
 def test_vendor_face():
     spec = VENDORS["replay"]
-    mod = vendor_module("replay")
-    assert spec.options_type is Options and mod.Session is Session and not spec.needs_symbols
+    assert spec.options is Options and spec.session_type() is Session and not spec.needs_symbols
     opts = msgspec.convert({"files": ["a.dbn"], "speed": 2.5}, Options)
     assert opts.speed == 2.5 and opts.batch == 4096 and opts.format == "auto" and not opts.loop
     with pytest.raises(msgspec.ValidationError, match="files"):

@@ -1,46 +1,38 @@
-"""The vendor registry: every feed vendor and the small face each one exposes.
+"""The vendor registry: every folder below this one that exports a `VendorSpec` as ``SPEC``.
 
-A vendor module (``streamctl.ingest.vendors.<name>``) has:
-
-- ``Options``: a frozen msgspec Struct of its ``feeds[i].options`` (validated at config load;
-  it may define ``check() -> (field, message, value) | None`` for rules a type cannot express);
-- ``Session(options, feed, ctx)``: connects/opens its input and yields record batches through
-  ``open()``, ``poll(timeout) -> ndarray | None``, ``close()`` (see `streamctl.ingest.session`).
-
-Adding a vendor means adding one module of that shape and one line here.
+A vendor is one folder, ``ingest/vendors/<name>/``, with the same face: ``options.py`` (its
+``feeds[i].options`` struct), ``session.py`` (connect / poll / close, yielding record batches),
+its parsing, its local venue (``venue.py``, for vendors with a wire protocol) and, in
+``__init__.py``, the one ``SPEC`` that names them. Adding a vendor means adding a folder of
+that shape; nothing else lists vendors. ``tests/test_vendor_face.py`` walks this registry.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from types import ModuleType
+import pkgutil
 
-__all__ = ["VendorSpec", "VENDORS", "vendor_spec", "vendor_module"]
+from streamctl.ingest.vendor_api import VendorSpec
 
-
-@dataclass(frozen=True)
-class VendorSpec:
-    name: str
-    module: str
-    needs_symbols: bool
-    """Whether ``feeds[i].symbols`` is required (live vendors subscribe to symbols)."""
-    live: bool
-    """Live vendors run under the reconnect policy; file replay does not reconnect."""
-
-    @property
-    def options_type(self) -> type:
-        return vendor_module(self.name).Options
+__all__ = ["VENDORS", "vendor_spec"]
 
 
-VENDORS: dict[str, VendorSpec] = {
-    spec.name: spec
-    for spec in (
-        VendorSpec("sim", "streamctl.ingest.vendors.sim", needs_symbols=True, live=False),
-        VendorSpec("replay", "streamctl.ingest.vendors.replay", needs_symbols=False, live=False),
-        VendorSpec("databento", "streamctl.ingest.vendors.databento", needs_symbols=True, live=True),
-    )
-}
+def _discover() -> dict[str, VendorSpec]:
+    found: dict[str, VendorSpec] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.ispkg:
+            continue
+        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None)
+        if not isinstance(spec, VendorSpec):
+            raise ImportError(f"vendor folder `{info.name}` must export a VendorSpec as SPEC")
+        if spec.name != info.name:
+            raise ImportError(f"vendor folder `{info.name}` registers itself as `{spec.name}`")
+        found[spec.name] = spec
+    return found
+
+
+VENDORS: dict[str, VendorSpec] = _discover()
+"""Every registered vendor by name, in alphabetical order."""
 
 
 def vendor_spec(name: str) -> VendorSpec:
@@ -48,7 +40,3 @@ def vendor_spec(name: str) -> VendorSpec:
         return VENDORS[name]
     except KeyError:
         raise ValueError(f"`vendor` must be one of {', '.join(VENDORS)}; was {name}") from None
-
-
-def vendor_module(name: str) -> ModuleType:
-    return importlib.import_module(vendor_spec(name).module)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamctl.bus.wire import Anomaly, topic
 from streamctl.process.calc import trade_kernels as K
 from streamctl.process.calc.batch import PRICE, PRICE2, TS_EVENT, TS_RECV
-from streamctl.process.wire import Anomaly, topic
 
 __all__ = ["AnomalyBuilder"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from streamctl.cli.config import BarsConfig, parse_interval
+from streamctl.bus.wire import Bar, topic
 from streamctl.process.calc import bar_kernels as K
+from streamctl.process.calc.settings import BarsConfig, parse_interval
 from streamctl.process.calc.state import SymbolArrays
-from streamctl.process.wire import Bar, topic
 
 __all__ = ["BarSpec", "BarCalc", "bar_specs", "format_threshold"]
 

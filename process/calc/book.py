@@ -13,10 +13,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from streamctl.cli.config import BookConfig
+from streamctl.bus.wire import Book, topic
 from streamctl.process.calc.batch import KIND_SHIFT, META, PRICE, SIDE_SHIFT, SIZE, TS_EVENT, TS_RECV
+from streamctl.process.calc.settings import BookConfig
 from streamctl.process.calc.state import SymbolArrays
-from streamctl.process.wire import Book, topic
 from streamctl.shm.records import UNDEF_PRICE, Kind, Side
 
 __all__ = ["BookCalc", "apply_book"]

@@ -22,7 +22,6 @@ import logging
 import msgspec
 import numpy as np
 
-from streamctl.cli.config import CalculatorsConfig
 from streamctl.process.calc.anomalies import AnomalyBuilder
 from streamctl.process.calc.bar_kernels import TIME
 from streamctl.process.calc.bars import BarCalc
@@ -39,6 +38,7 @@ from streamctl.process.calc.batch import (
 )
 from streamctl.process.calc.book import BookCalc
 from streamctl.process.calc.indicators import TradeCalc
+from streamctl.process.calc.settings import CalculatorsConfig
 
 __all__ = ["CalculatorSet", "warm_up"]
 
@@ -212,7 +212,7 @@ def warm_up() -> float:
     A supervisor or a test session can call it once so no worker pays it on its first batch."""
     import time
 
-    from streamctl.cli.config import AnomalyConfig, BarsConfig, BookConfig, VwapConfig
+    from streamctl.process.calc.settings import AnomalyConfig, BarsConfig, BookConfig, VwapConfig
     from streamctl.shm.records import RECORD_DTYPE, Kind, Side
 
     start = time.perf_counter()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamctl.cli.config import CalculatorsConfig
+from streamctl.bus.wire import Indicator, Vwap, topic
 from streamctl.process.calc import trade_kernels as K
-from streamctl.process.calc.session import SessionClock
+from streamctl.process.calc.session_clock import SessionClock
+from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.calc.state import SymbolArrays
-from streamctl.process.wire import Indicator, Vwap, topic
 
 __all__ = ["TradeCalc", "zscore_price_limit"]
 

@@ -17,7 +17,7 @@ Semantics (Databento MBO normalization, checked against its docs and the sample 
   Trades and fills never change the book: the cancels/modifies that follow them do.
 
 State lives in open-addressing hash tables (linear probing, backward-shift deletion) in
-numpy arrays, updated by numba kernels (`streamctl.ingest.dbn_kernels`; the DBN decoder runs
+numpy arrays, updated by numba kernels (`streamctl.ingest.formats.dbn.kernels`; the DBN decoder runs
 them fused with its record conversion): no Python object per order.
 Books are keyed by vendor instrument id only (not publisher); top-of-book-only venues
 (records flagged ``F_TOB``) are not supported and are counted as ``mbo_tob``.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamctl.ingest.dbn_kernels import MBO_ANOMALIES, apply_mbo, levels_of, rehash
+from streamctl.ingest.formats.dbn.kernels import MBO_ANOMALIES, apply_mbo, levels_of, rehash
 from streamctl.shm.records import RECORD_DTYPE, Side
 
 __all__ = ["MboBook", "MBO_ANOMALIES"]

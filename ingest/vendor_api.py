@@ -6,11 +6,13 @@ loop (`streamctl.ingest.feed`) owns rings, partitions, heartbeats, counters and 
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["FeedContext", "FeedSession", "EndOfInput", "SessionError"]
+__all__ = ["FeedContext", "FeedSession", "EndOfInput", "SessionError", "VendorSpec", "resolve"]
 
 
 class EndOfInput(Exception):
@@ -64,3 +66,46 @@ class FeedSession(Protocol):
 
     def instruments(self) -> list[int]:
         """Instrument ids this session has produced (reset records go to these on reconnect)."""
+
+
+@dataclass(frozen=True)
+class VendorSpec:
+    """The one object a vendor folder exports (as ``SPEC`` in its ``__init__``) to register itself.
+
+    Heavy parts are named as ``"module:attribute"`` references and imported only when used, so
+    `streamctl validate` reads a config without loading sockets, decoders or numba kernels.
+    """
+
+    name: str
+    """The ``feeds[i].vendor`` value."""
+    options: type
+    """Frozen msgspec Struct of ``feeds[i].options``; may define ``check() -> (field, message,
+    value) | None`` for rules a type cannot express."""
+    session: str
+    """``Session(options, feed, ctx)``, a `FeedSession`."""
+    parser: str
+    """What turns the vendor's bytes (or, for the simulator, its model) into records."""
+    venue: str | None
+    """The ``click`` command of ``streamctl venue <name>``: a local server speaking the vendor's
+    protocol. None only for vendors with no wire protocol (``reason_without_venue`` says why)."""
+    needs_symbols: bool
+    """Whether ``feeds[i].symbols`` is required (live vendors subscribe to symbols)."""
+    live: bool
+    """Live vendors run under the reconnect policy; offline inputs do not reconnect."""
+    docs: str
+    """The vendor's page, relative to the repository root."""
+    warm_up: str | None = None
+    """Compiles (or loads from cache) the vendor's kernels in the forkserver before children fork."""
+    reason_without_venue: str = ""
+
+    def session_type(self) -> type[FeedSession]:
+        return resolve(self.session)
+
+    def venue_command(self) -> Any:
+        return resolve(self.venue) if self.venue else None
+
+
+def resolve(reference: str) -> Any:
+    """Import ``"package.module:attribute"`` and return the attribute."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)

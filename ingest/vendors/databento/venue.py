@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import secrets
 import select
 import signal
@@ -30,8 +31,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from streamctl.ingest import lsg_protocol as lsg
-from streamctl.ingest.dbn_encode import (
+import click
+
+from streamctl.ingest.formats.dbn.encoder import (
     SCHEMAS,
     UNDEF_TIMESTAMP,
     ErrorCode,
@@ -42,6 +44,7 @@ from streamctl.ingest.dbn_encode import (
     encode_symbol_mapping,
     encode_system,
 )
+from streamctl.ingest.vendors.databento import protocol as lsg
 
 __all__ = ["DatabentoVenue", "VenueFile", "load_venue_file", "main_serve"]
 
@@ -97,7 +100,7 @@ class VenueFile:
 
 def load_venue_file(path: str) -> VenueFile:
     """Read a ``.dbn``/``.dbn.zst`` file for serving; a bad file raises `ValueError` naming it."""
-    from streamctl.ingest import dbn
+    from streamctl.ingest.formats.dbn import decoder as dbn
 
     data = dbn.read_file(path)
     meta, offset = dbn.read_metadata(data)
@@ -654,3 +657,27 @@ def main_serve(
         venue.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@click.command("databento")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=13000, show_default=True)
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="DBN file(s) to serve (repeat the option for several).")
+@click.option("--speed", default="max", show_default=True, help="`max` or a multiple of real time.")
+@click.option("--key", default=None, help="Accept only this API key (default: any well-formed key).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option("--loop", is_flag=True, help="Serve the files again from the start when they end.")
+@click.option("--close-at-end", is_flag=True, help="Close each session when the data ends (default: heartbeats).")
+def command(host: str, port: int, data: tuple[str, ...], speed: str, key: str | None,
+                    heartbeat: float, loop: bool, close_at_end: bool) -> None:
+    """Serve DBN FILES over Databento's live gateway protocol (CRAM, subscriptions, DBN stream)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        pace: str | float = speed if speed == "max" else float(speed)
+        if pace != "max" and not pace > 0:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"must be `max` or a number > 0; was {speed}", param_hint="--speed") from None
+    main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"), speed=pace,
+               heartbeat_interval=heartbeat, loop=loop, close_at_end=close_at_end)

@@ -8,7 +8,7 @@ array with big-endian fields and the constant bytes in between, and turns it int
 in one call.
 
 The output is ordinary MessagePack that any stock decoder reads and that decodes to the
-same values as `streamctl.process.wire.Trade`/`Quote` encoded by msgspec. Integers are
+same values as `streamctl.bus.wire.Trade`/`Quote` encoded by msgspec. Integers are
 written as int64 (``0xd3``) and floats as float64 (``0xcb``) whatever their magnitude,
 which the MessagePack spec allows (it only *recommends* the shortest form).
 """

@@ -33,8 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-from streamctl.ingest.dbn_kernels import N_STATS, STAT_MALFORMED, STAT_NOT_TRADE, convert, frame
-from streamctl.ingest.mbo_book import MBO_ANOMALIES, MboBook
+from streamctl.ingest.formats.dbn.kernels import N_STATS, STAT_MALFORMED, STAT_NOT_TRADE, convert, frame
+from streamctl.ingest.formats.dbn.mbo_book import MBO_ANOMALIES, MboBook
 from streamctl.shm.records import RECORD_DTYPE
 
 __all__ = [

@@ -17,7 +17,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from streamctl.process import rawpack, wire
+from streamctl.bus import rawpack, wire
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
 __all__ = ["Publisher"]

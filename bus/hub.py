@@ -12,7 +12,7 @@ import time
 
 import msgspec
 
-from streamctl.process.lifecycle import ChildSlot, setup_child
+from streamctl.bus.lifecycle import ChildSlot, setup_child
 
 __all__ = ["HubSpec", "run_hub", "hub_main"]
 
@@ -30,7 +30,7 @@ class HubSpec(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def run_hub(spec: HubSpec) -> int:
-    from streamctl.process.proxy import Proxy
+    from streamctl.bus.proxy import Proxy
 
     stop = setup_child("hub", spec.cpu)
     child = ChildSlot(spec.stats, spec.slot, spec.cpu)

@@ -16,68 +16,21 @@ import platform
 import select
 import socket
 import time
-from typing import Annotated, Literal
 
-import msgspec
 import numpy as np
-from msgspec import Meta
 
-from streamctl.ingest import lsg_protocol as lsg
-from streamctl.ingest.dbn import DbnDecoder, DbnError, DecodedBatch, InstrumentMap
-from streamctl.ingest.reconnect import ReconnectPolicy
-from streamctl.ingest.session import FeedContext, SessionError
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError, DecodedBatch, InstrumentMap
+from streamctl.ingest.vendor_api import FeedContext, SessionError
+from streamctl.ingest.vendors.databento import protocol as lsg
+from streamctl.ingest.vendors.databento.options import Options
 from streamctl.shm.records import RECORD_DTYPE
 
-__all__ = ["Options", "Session"]
+__all__ = ["Session"]
 
 _RECV_LIMIT = 4 << 20
 """Most bytes one `poll` takes from the socket before decoding (bounds latency per call)."""
 _HEARTBEAT_CODE = 0
 _AUTH_FAILED_CODE = 1
-
-
-class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``feeds[i].options`` of a ``databento`` feed."""
-
-    dataset: Annotated[str, Meta(min_length=1, pattern=r"^[A-Z0-9]+\.[A-Z0-9]+$")]
-    """Databento dataset code, e.g. ``GLBX.MDP3``."""
-    schemas: Annotated[list[Literal["trades", "mbp-1", "tbbo", "mbo"]], Meta(min_length=1)]
-    """Schemas to subscribe, each for every symbol of the feed."""
-    key: str
-    """API key (``${DATABENTO_API_KEY}`` in the YAML). Only its CRAM hash leaves the process."""
-    stype_in: Literal["raw_symbol", "instrument_id", "parent", "continuous"] = "raw_symbol"
-    gateway: str | None = None
-    """Gateway host; default the vendor's host of `dataset` (``glbx-mdp3.lsg.databento.com``)."""
-    port: Annotated[int, Meta(ge=1, le=65535)] = 13000
-    heartbeat_interval_s: Annotated[int, Meta(ge=1)] = 30
-    """Heartbeat interval the gateway is asked for."""
-    liveness_timeout_s: Annotated[float, Meta(gt=0)] | None = None
-    """No byte for this long fails the session; default ``heartbeat_interval_s + 10``."""
-    connect_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
-    """Bound on connecting and on the whole control phase (auth and subscriptions)."""
-    reconnect: ReconnectPolicy = ReconnectPolicy()
-
-    def check(self) -> tuple[str, str, object] | None:
-        if len(self.key.strip()) < lsg.BUCKET_LENGTH:
-            return "key", f"must be an API key of at least {lsg.BUCKET_LENGTH} characters", "<hidden>"
-        if self.liveness_timeout_s is not None and self.liveness_timeout_s <= self.heartbeat_interval_s:
-            return "liveness_timeout_s", f"must be > `heartbeat_interval_s` ({self.heartbeat_interval_s})", (
-                self.liveness_timeout_s
-            )
-        return None
-
-    @property
-    def host(self) -> str:
-        return self.gateway or lsg.gateway_host(self.dataset)
-
-    @property
-    def liveness(self) -> float:
-        return self.liveness_timeout_s if self.liveness_timeout_s is not None else self.heartbeat_interval_s + 10.0
-
-    def __repr__(self) -> str:
-        return f"Options(dataset={self.dataset!r}, schemas={self.schemas!r}, host={self.host!r}, port={self.port})"
-
-    __str__ = __repr__
 
 
 def _client_name() -> str:

@@ -1,0 +1,1 @@
+"""File and stream formats shared by several vendors (DBN: Databento live and replay; CSV/Parquet)."""

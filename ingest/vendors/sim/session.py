@@ -1,0 +1,92 @@
+"""The built-in simulator: a market to start the plant with, no account and no network.
+
+Each symbol's mid price follows a geometric Brownian motion, one step per event; events are
+a configurable mix of trades, top-of-book quotes and price-level book updates, on a tick
+grid. Generation is vectorized in fixed-size chunks drawn from one seeded generator, so the
+sequence of events (symbols, kinds, prices, sizes) depends only on the seed and the config,
+never on timing; with ``clock: simulated`` the timestamps are deterministic too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from streamctl.ingest.vendor_api import FeedContext
+from streamctl.ingest.vendors.sim.generator import SimGenerator
+from streamctl.ingest.vendors.sim.options import Options
+from streamctl.shm.records import Flag
+
+__all__ = ["Session"]
+
+_CHUNK = 512
+_DEFAULT_START_NS = 1_704_205_800_000_000_000  # 2024-01-02T14:30:00Z
+
+
+class Session:
+    """Paces the generator out in real time (or as fast as possible, or on a simulated clock)."""
+
+    def __init__(self, options: Options, feed, ctx: FeedContext):
+        self._opt = options
+        self._symbols = list(feed.symbols or [])
+        self._ctx = ctx
+        self._gen: SimGenerator | None = None
+        self._ids: list[int] = []
+        self._emitted = 0
+        self._t0 = 0.0
+        self._last_ns = 0
+
+    def open(self) -> None:
+        self._ids = [self._ctx.instrument_id(s) for s in self._symbols]
+        self._gen = SimGenerator(self._opt, self._symbols, self._ids)
+        self._t0 = time.monotonic()
+        self._last_ns = time.time_ns()
+        self._emitted = 0
+
+    def instruments(self) -> list[int]:
+        return list(self._ids)
+
+    def close(self) -> None:
+        self._gen = None
+
+    def poll(self, timeout: float) -> np.ndarray | None:
+        assert self._gen is not None, "open() first"
+        opt = self._opt
+        if opt.clock == "simulated":
+            return self._simulated()
+        if opt.rate == "max":
+            n = opt.batch
+        else:
+            total_rate = opt.rate * len(self._symbols)
+            due = int((time.monotonic() - self._t0) * total_rate) - self._emitted
+            if due < 1:
+                wait = (self._emitted + 1) / total_rate - (time.monotonic() - self._t0)
+                time.sleep(min(max(wait, 0.0), timeout))
+                due = int((time.monotonic() - self._t0) * total_rate) - self._emitted
+                if due < 1:
+                    return None
+            n = min(due, opt.batch)
+        batch = self._gen.take(n)
+        now = time.time_ns()
+        # Spread event times over the interval since the last batch, so bars see a steady flow.
+        frac = np.arange(1, n + 1, dtype=np.float64) / n
+        batch["ts_event"] = self._last_ns + (frac * (now - self._last_ns)).astype(np.int64)
+        batch["ts_recv"] = now
+        batch["flags"][-1] |= Flag.LAST
+        self._last_ns = now
+        self._emitted += n
+        return batch
+
+    def _simulated(self) -> np.ndarray:
+        opt = self._opt
+        n = opt.batch
+        batch = self._gen.take(n)  # type: ignore[union-attr]
+        step_ns = 1e9 / (float(opt.rate) * max(len(self._symbols), 1))
+        index = np.arange(self._emitted, self._emitted + n, dtype=np.float64)
+        batch["ts_event"] = opt.start_ns + np.floor(index * step_ns).astype(np.int64)
+        batch["ts_recv"] = batch["ts_event"]
+        batch["flags"][-1] |= Flag.LAST
+        self._emitted += n
+        return batch
+
