@@ -29,6 +29,7 @@ from streamctl.process.calc.settings import (
 
 __all__ = [
     "ConfigError",
+    "FeedsMode",
     "PlantConfig",
     "FeedConfig",
     "PartitionsConfig",
@@ -118,7 +119,8 @@ class SupervisionConfig(_Cfg):
 
 class PlantConfig(_Cfg):
     name: _NAME
-    feeds: Annotated[list[FeedConfig], Meta(min_length=1)]
+    feeds: list[FeedConfig]
+    """At least one, except in a config read with ``feeds="ignore"`` (`streamctl replay --config`)."""
     partitions: PartitionsConfig = PartitionsConfig()
     calculators: CalculatorsConfig = CalculatorsConfig()
     publish: PublishConfig = PublishConfig()
@@ -139,17 +141,24 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _AT_PATH = re.compile(r"\s*- at `\$(.*)`$")
 
 
-def load_config(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None) -> PlantConfig:
+FeedsMode = Literal["check", "ignore"]
+"""``ignore``: the config lends everything but its feeds (`streamctl replay --config` brings its
+own), so its ``feeds`` section is neither interpolated nor validated and comes back empty."""
+
+
+def load_config(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None,
+                feeds: FeedsMode = "check") -> PlantConfig:
     """Read, interpolate and validate a YAML config file; raise `ConfigError` on any problem."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    return parse_config(text, source=str(path), environ=environ)
+    return parse_config(text, source=str(path), environ=environ, feeds=feeds)
 
 
-def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str] | None = None) -> PlantConfig:
+def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str] | None = None,
+                 feeds: FeedsMode = "check") -> PlantConfig:
     """Validate YAML text; `source` names the file in error messages."""
     environ = dict(os.environ) if environ is None else environ
     try:
@@ -161,6 +170,8 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
         raise ConfigError(f"config is not valid YAML: {getattr(exc, 'problem', exc)}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a mapping of sections ({source})")
+    if feeds == "ignore":
+        data["feeds"] = []
     secret_paths: set[str] = set()
     data = _interpolate(data, environ, "", secret_paths, node, source)
 
@@ -176,6 +187,8 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
         config = msgspec.convert(data, PlantConfig, strict=True)
     except msgspec.ValidationError as exc:
         raise _from_validation(exc, data, fail) from None
+    if feeds == "check" and not config.feeds:
+        raise fail("feeds", "must list at least one feed", data.get("feeds", []))
     _check_semantics(config, data, fail)
     return config
 

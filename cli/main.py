@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from streamctl.cli.config import ConfigError, PlantConfig, load_config
+from streamctl.cli.config import ConfigError, FeedsMode, PlantConfig, load_config
 
 __all__ = ["main", "cli"]
 
@@ -32,10 +32,10 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _load(path: str) -> PlantConfig:
+def _load(path: str, feeds: FeedsMode = "check") -> PlantConfig:
     """Load a config or exit 2 with the one-line error (no traceback)."""
     try:
-        return load_config(path)
+        return load_config(path, feeds=feeds)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -291,7 +291,7 @@ def replay(files: tuple[str, ...], config_path: str | None, out: str | None, sym
     from streamctl.cli.replaying import run_replay
 
     _setup_logging()
-    cfg = _load(config_path) if config_path else _bundled_demo()
+    cfg = _load(config_path, feeds="ignore") if config_path else _bundled_demo()
     try:
         summary = run_replay(cfg, list(files), out=out, symbols=symbols.split(",") if symbols else None)
     except (ValueError, OSError, RuntimeError) as exc:
