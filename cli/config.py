@@ -64,7 +64,7 @@ class _Cfg(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
     pass
 
 
-class FeedConfig(_Cfg):
+class FeedConfig(_Cfg, frozen=True):
     """One ingest process."""
 
     name: _NAME
@@ -78,7 +78,7 @@ class FeedConfig(_Cfg):
     """Vendor options, validated by the vendor's own options type (``feeds[i].options``)."""
 
 
-class PartitionsConfig(_Cfg):
+class PartitionsConfig(_Cfg, frozen=True):
     count: _POS_INT = 1
     """Worker processes; each symbol belongs to one partition (stable CRC-32 of the symbol)."""
     cpus: list[Annotated[int, Meta(ge=0)]] | None = None
@@ -88,7 +88,7 @@ class PartitionsConfig(_Cfg):
     against the CPU an idle worker burns (~8 % of a core at 100 us, ~1 % at 1000 us)."""
 
 
-class PublishConfig(_Cfg):
+class PublishConfig(_Cfg, frozen=True):
     endpoint: str = "tcp://127.0.0.1:5555"
     """The one endpoint subscribers connect to (an XPUB bound by the plant's proxy)."""
     raw_trades: bool = True
@@ -97,14 +97,14 @@ class PublishConfig(_Cfg):
     """Per-subscriber high-water mark at the public endpoint (messages)."""
 
 
-class RingsConfig(_Cfg):
+class RingsConfig(_Cfg, frozen=True):
     capacity: Annotated[int, Meta(ge=64, le=1 << 26)] = 1 << 16
     """Records per ring; must be a power of two."""
     overflow: Literal["drop", "block"] = "drop"
     """``drop``: the producer never waits, what does not fit is counted. ``block``: it waits."""
 
 
-class SupervisionConfig(_Cfg):
+class SupervisionConfig(_Cfg, frozen=True):
     heartbeat_timeout: Annotated[float, Meta(gt=0)] = 10.0
     """A ready process whose heartbeat is older than this many seconds is killed and restarted."""
     max_restarts: Annotated[int, Meta(ge=1)] = 5
@@ -117,7 +117,7 @@ class SupervisionConfig(_Cfg):
     """Seconds every process gets to report ready at start."""
 
 
-class PlantConfig(_Cfg):
+class PlantConfig(_Cfg, frozen=True):
     name: _NAME
     feeds: list[FeedConfig]
     """At least one, except in a config read with ``feeds="ignore"`` (`streamctl replay --config`)."""
@@ -186,7 +186,7 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
     try:
         config = msgspec.convert(data, PlantConfig, strict=True)
     except msgspec.ValidationError as exc:
-        raise _from_validation(exc, data, fail) from None
+        raise fail(*_describe_validation(exc, data)) from None
     if feeds == "check" and not config.feeds:
         raise fail("feeds", "must list at least one feed", data.get("feeds", []))
     _check_semantics(config, data, fail)
@@ -202,7 +202,8 @@ def _show(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _from_validation(exc: msgspec.ValidationError, data: Any, fail) -> ConfigError:
+def _describe_validation(exc: msgspec.ValidationError, data: Any) -> tuple[str, str, Any]:
+    """(field path, message, offending value or `_MISSING`) of a msgspec validation error."""
     message = str(exc)
     match = _AT_PATH.search(message)
     raw_path = match.group(1) if match else ""
@@ -210,16 +211,14 @@ def _from_validation(exc: msgspec.ValidationError, data: Any, fail) -> ConfigErr
     text = message[: match.start()] if match else message
     missing = re.match(r"Object missing required field `(\w+)`", text)
     if missing:
-        full = f"{path}.{missing.group(1)}" if path else missing.group(1)
-        return fail(full, "is required")
+        return (f"{path}.{missing.group(1)}" if path else missing.group(1)), "is required", _MISSING
     unknown = re.match(r"Object contains unknown field `(\w+)`", text)
     if unknown:
-        full = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-        return fail(full, "is not a known field")
+        return (f"{path}.{unknown.group(1)}" if path else unknown.group(1)), "is not a known field", _MISSING
     value = _lookup(data, path)
     text = text.replace("Expected", "must be").replace("`", "")
     text = re.sub(r", got .*$", "", text)
-    return fail(path, text[0].lower() + text[1:] if text else "is invalid", value)
+    return path, text[0].lower() + text[1:] if text else "is invalid", value
 
 
 def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
@@ -237,10 +236,9 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         if spec.needs_symbols and not feed.symbols:
             raise fail(f"feeds[{i}].symbols", f"is required for vendor {feed.vendor} (a list of symbols)")
         try:
-            options = msgspec.convert(feed.options, spec.options, strict=False)
+            options: Any = msgspec.convert(feed.options, spec.options, strict=False)
         except msgspec.ValidationError as exc:
-            inner = _from_validation(exc, feed.options, lambda p, m, v=_MISSING: (p, m, v))
-            sub_path, msg, value = inner  # type: ignore[misc]
+            sub_path, msg, value = _describe_validation(exc, feed.options)
             full = f"feeds[{i}].options" + (f".{sub_path}" if sub_path else "")
             raise fail(full, msg, value) from None
         check = getattr(options, "check", None)

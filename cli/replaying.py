@@ -126,7 +126,8 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
     name = f"replay-{os.getpid()}"
     endpoint = f"ipc://{run_dir() / (name + '.out')}"
     options = {"files": [os.path.abspath(f) for f in files], "speed": "max"}
-    check = msgspec.convert(options, vendor_spec("replay").options).check()
+    replay_options: Any = msgspec.convert(options, vendor_spec("replay").options)
+    check = replay_options.check()
     if check:
         field, message, value = check
         raise ValueError(f"`{field}` {message}; was {value}")
