@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind
+from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, attach_view
 
 __all__ = ["SymbolRegistry", "RegistryError", "SYMBOL_MAX_BYTES", "registry_bytes"]
 
@@ -72,12 +72,7 @@ class SymbolRegistry:
     @classmethod
     def attach(cls, name: str) -> SymbolRegistry:
         """Attach (writer after a restart, or any reader); loads the existing entries."""
-        seg = Segment.open(name, kind=SegmentKind.REGISTRY)
-        try:
-            return cls(seg)
-        except BaseException:
-            seg.close()
-            raise
+        return attach_view(name, SegmentKind.REGISTRY, cls)
 
     def close(self) -> None:
         """Drop our views and unmap. Idempotent."""

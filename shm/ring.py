@@ -18,7 +18,7 @@ import numpy as np
 
 from .idle import IdleStrategy  # re-exported: consumer loops poll rings with it
 from .records import RECORD_DTYPE, RECORD_SIZE
-from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind
+from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, attach_view
 
 __all__ = ["Ring", "RingError", "Overflow", "IdleStrategy", "ring_bytes", "RING_HEADER_SIZE"]
 
@@ -130,12 +130,7 @@ class Ring:
     @classmethod
     def attach(cls, name: str) -> Ring:
         """Attach to an existing ring from any process; refuses another kind or layout."""
-        seg = Segment.open(name, kind=SegmentKind.RING)
-        try:
-            return cls(seg)
-        except BaseException:
-            seg.close()
-            raise
+        return attach_view(name, SegmentKind.RING, cls)
 
     def close(self) -> None:
         """Drop our views and unmap. Idempotent; the ring itself stays."""

@@ -25,8 +25,10 @@ import os
 import re
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -34,6 +36,8 @@ try:  # the C module behind multiprocessing.shared_memory on every POSIX CPython
     import _posixshmem
 except ImportError as exc:  # pragma: no cover - Windows
     raise ImportError("streamctl.shm needs POSIX shared memory (Linux or macOS)") from exc
+
+_View = TypeVar("_View")
 
 __all__ = [
     "PREFIX",
@@ -46,6 +50,7 @@ __all__ = [
     "ShmSpaceError",
     "segment_name",
     "open_segment",
+    "attach_view",
     "check_room",
     "list_segments",
     "sweep",
@@ -377,6 +382,20 @@ def _validate(name: str, header: SegmentHeader, kind: SegmentKind | None) -> Non
 def open_segment(name: str, kind: SegmentKind | None = None) -> Segment:
     """Attach to segment `name` (see `Segment.open`)."""
     return Segment.open(name, kind=kind)
+
+
+def attach_view(name: str, kind: SegmentKind, view: Callable[[Segment], _View]) -> _View:
+    """Map segment `name` and build `view(segment)` over it (a ring, a registry, a table).
+
+    If building fails (a layout the view refuses), the mapping is closed again, so a refused
+    attach never leaves a mapping open in the attaching process.
+    """
+    seg = Segment.open(name, kind=kind)
+    try:
+        return view(seg)
+    except BaseException:
+        seg.close()
+        raise
 
 
 def read_header(name: str) -> SegmentHeader | None:
