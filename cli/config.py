@@ -26,6 +26,7 @@ from streamctl.process.calc.settings import (
     ZScoreConfig,
     parse_interval,
 )
+from streamctl.shm.registry import SYMBOL_MAX_BYTES
 
 __all__ = [
     "ConfigError",
@@ -78,8 +79,12 @@ class FeedConfig(_Cfg, frozen=True):
     """Vendor options, validated by the vendor's own options type (``feeds[i].options``)."""
 
 
+MAX_PARTITIONS = 256
+"""Each partition is a worker process; more than this on one host is a typo, not a plan."""
+
+
 class PartitionsConfig(_Cfg, frozen=True):
-    count: _POS_INT = 1
+    count: Annotated[int, Meta(ge=1, le=MAX_PARTITIONS)] = 1
     """Worker processes; each symbol belongs to one partition (stable CRC-32 of the symbol)."""
     cpus: list[Annotated[int, Meta(ge=0)]] | None = None
     """Cores for the workers, in partition order; ``null`` spreads them."""
@@ -161,8 +166,14 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
                  feeds: FeedsMode = "check") -> PlantConfig:
     """Validate YAML text; `source` names the file in error messages."""
     environ = dict(os.environ) if environ is None else environ
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config is {len(text):,} bytes; a plant config is at most {MAX_CONFIG_BYTES:,} ({source})")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        expanded = _expanded_size(node)
+        if expanded > MAX_CONFIG_VALUES:
+            raise ConfigError(f"config expands to more than {MAX_CONFIG_VALUES:,} values through YAML aliases "
+                              f"({source})")
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -195,10 +206,50 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
 
 _MISSING = object()
 
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000
+"""A config whose aliases expand past this many values is refused before it is built (an alias
+"bomb" of a few hundred bytes would otherwise take minutes and gigabytes)."""
+
+
+def _expanded_size(node: yaml.Node | None) -> int:
+    """How many values `node` stands for once every alias is expanded (shared nodes counted once
+    per use, computed once per node)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        known = sizes.get(id(n))
+        if known is not None:
+            return known
+        sizes[id(n)] = 1  # a recursive alias counts once, it does not loop
+        if isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(key) + size(value) for key, value in n.value)
+        else:
+            total = 1
+        total = min(total, MAX_CONFIG_VALUES + 1)
+        sizes[id(n)] = total
+        return total
+
+    return 0 if node is None else size(node)
+
+
+def _symbol_problem(symbol: str) -> str | None:
+    """Why `symbol` cannot name an instrument here (topics are ASCII; registry entries are
+    `SYMBOL_MAX_BYTES` bytes), or None."""
+    if not symbol or symbol != symbol.strip():
+        return "must be a non-empty symbol without leading or trailing spaces"
+    if not all(" " <= ch <= "~" for ch in symbol):
+        return "must be printable ASCII (no NUL, control or non-ASCII characters)"
+    if len(symbol) > SYMBOL_MAX_BYTES:
+        return f"must be at most {SYMBOL_MAX_BYTES} characters"
+    return None
+
 
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return value if value else "''"
+        return value if value and value.isprintable() else repr(value)
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
@@ -232,6 +283,14 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         if feed.name in names:
             raise fail(f"feeds[{i}].name", "must be unique among feeds", feed.name)
         names.add(feed.name)
+        seen: dict[str, int] = {}
+        for j, symbol in enumerate(feed.symbols or []):
+            problem = _symbol_problem(symbol)
+            if problem:
+                raise fail(f"feeds[{i}].symbols[{j}]", problem, symbol)
+            if symbol in seen:
+                raise fail(f"feeds[{i}].symbols[{j}]", f"repeats feeds[{i}].symbols[{seen[symbol]}]", symbol)
+            seen[symbol] = j
         spec = vendor_spec(feed.vendor)
         if spec.needs_symbols and not feed.symbols:
             raise fail(f"feeds[{i}].symbols", f"is required for vendor {feed.vendor} (a list of symbols)")
@@ -268,8 +327,11 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         except Exception:
             raise fail("calculators.vwap.timezone", "must be an IANA time zone", vwap.timezone) from None
     endpoint = config.publish.endpoint
-    if not re.match(r"^(tcp://[^:]+:\d+|ipc://.+)$", endpoint):
+    tcp = re.match(r"^tcp://[^:]+:(\d+)$", endpoint)
+    if not (tcp or re.match(r"^ipc://.+$", endpoint)):
         raise fail("publish.endpoint", "must be tcp://HOST:PORT or ipc://PATH", endpoint)
+    if tcp and not 1 <= int(tcp.group(1)) <= 65535:
+        raise fail("publish.endpoint", "must have a port in 1..65535 (subscribers need a fixed port)", endpoint)
 
 
 def _interpolate(value: Any, environ: dict[str, str], path: str, secret: set[str], node, source: str) -> Any:
