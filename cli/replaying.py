@@ -22,7 +22,7 @@ from streamctl.cli.config import FeedConfig, PlantConfig
 from streamctl.cli.runtime import run_dir
 from streamctl.cli.tailing import to_row
 
-__all__ = ["run_replay", "Recorder", "write_rows"]
+__all__ = ["run_replay", "Recorder", "write_rows", "check_out"]
 
 _DATA_KINDS = {"bar", "trade", "quote", "vwap", "sma", "ema", "anomaly", "book"}
 
@@ -92,29 +92,57 @@ class Recorder:
         return sorted(self.rows, key=key)
 
 
-def write_rows(rows: list[dict[str, Any]], out: str) -> None:
-    """JSON Lines (``.jsonl``/``.json``) or Parquet (``.parquet``), by the extension."""
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def check_out(out: str) -> None:
+    """Refuse an output the replay could not write, before the replay runs."""
     path = Path(out)
+    if path.suffix not in (*_JSON_SUFFIXES, ".parquet"):
+        raise ValueError(f"`--out` must end in .jsonl or .parquet; was {out}")
     if path.suffix == ".parquet":
         try:
+            import pyarrow  # noqa: F401
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ValueError("writing Parquet needs pyarrow: pip install 'streamctl[parquet]'") from None
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"`--out` folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"`--out` folder is not writable: {folder}")
+    if path.is_dir():
+        raise ValueError(f"`--out` is a folder: {out}")
+
+
+def write_rows(rows: list[dict[str, Any]], out: str) -> None:
+    """JSON Lines (``.jsonl``/``.json``) or Parquet (``.parquet``), by the extension.
+
+    Written to a temporary file beside `out` and renamed over it, so `out` is either the whole
+    result or untouched, never a partial file.
+    """
+    check_out(out)
+    path = Path(out)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        if path.suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
-        except ImportError:  # pragma: no cover - depends on the install
-            raise RuntimeError("writing Parquet needs pyarrow: pip install 'streamctl[parquet]'") from None
-        columns: dict[str, list[Any]] = {}
-        for row in rows:
-            for name in row:
-                columns.setdefault(name, [])
-        for row in rows:
-            for name, values in columns.items():
-                values.append(row.get(name))
-        pq.write_table(pa.table(columns), path)
-        return
-    if path.suffix not in (".jsonl", ".json", ".ndjson"):
-        raise ValueError(f"`--out` must end in .jsonl or .parquet; was {out}")
-    with open(path, "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+
+            columns: dict[str, list[Any]] = {}
+            for row in rows:
+                for name in row:
+                    columns.setdefault(name, [])
+            for row in rows:
+                for name, values in columns.items():
+                    values.append(row.get(name))
+            pq.write_table(pa.table(columns), partial)
+        else:
+            with open(partial, "w") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbols: list[str] | None = None,
@@ -123,8 +151,11 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
     from streamctl.cli.supervisor import Supervisor
     from streamctl.ingest.vendors import vendor_spec
 
+    if out:
+        check_out(out)
     name = f"replay-{os.getpid()}"
-    endpoint = f"ipc://{run_dir() / (name + '.out')}"
+    socket_path = run_dir() / (name + ".out")
+    endpoint = f"ipc://{socket_path}"
     options = {"files": [os.path.abspath(f) for f in files], "speed": "max"}
     replay_options: Any = msgspec.convert(options, vendor_spec("replay").options)
     check = replay_options.check()
@@ -164,13 +195,14 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
 
         sup.stop(before_hub=finish_recording)
         recorder.close()
+        socket_path.unlink(missing_ok=True)
+    failed = [p for p in feed_status if p["state"] == "failed"]
+    if failed:
+        raise RuntimeError(f"replay feed failed: {failed[0]['detail']} (nothing written)")
     rows = recorder.sorted_rows()
     if out:
         write_rows(rows, out)
     records = sum(p["records_in"] for p in feed_status)
     bars = sum(1 for r in rows if r["topic"].startswith("bar."))
-    failed = [p["name"] for p in feed_status if p["state"] == "failed"]
-    if failed:
-        raise RuntimeError(f"replay feed failed: {feed_status[0]['detail']}")
     return (f"replayed {records} records from {len(files)} file(s) in {time.monotonic() - started:.1f} s: "
             f"{len(rows)} messages ({bars} bars){' -> ' + out if out else ''}")
