@@ -178,7 +178,8 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" ({source} line {mark.line + 1})" if mark else f" ({source})"
-        raise ConfigError(f"config is not valid YAML: {getattr(exc, 'problem', exc)}{where}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, always
+        raise ConfigError(f"config is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a mapping of sections ({source})")
     if feeds == "ignore":
