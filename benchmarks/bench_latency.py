@@ -16,6 +16,7 @@ import socket
 import time
 
 import numpy as np
+from _table import bench_main
 
 from streamctl.cli.config import parse_config
 from streamctl.cli.supervisor import Supervisor
@@ -96,17 +97,14 @@ def run(quick: bool = False, rate: float = 10_000, seconds: float | None = None)
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rate", type=float, default=10_000)
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", type=float, default=10_000, help="trades per second")
     parser.add_argument("--seconds", type=float, default=None)
-    args = parser.parse_args(argv)
-    rows = run(args.quick, args.rate, args.seconds)
-    print(f"{'benchmark':<36}{'value':>12}  {'unit':<6}note")
-    for row in rows:
-        print(f"{row['benchmark']:<36}{row['value']:>12}  {row['unit']:<6}{row['note']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, argv, _options)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

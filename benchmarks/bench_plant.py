@@ -14,10 +14,11 @@ few seconds and reads the plant's own counters:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
+
+from _table import bench_main
 
 from streamctl.cli.config import parse_config
 from streamctl.cli.supervisor import Supervisor
@@ -81,15 +82,9 @@ def run(quick: bool = False) -> list[dict]:
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print(f"{'benchmark':<44}{'value':>10}  {'unit':<9}note")
-    for row in rows:
-        print(f"{row['benchmark']:<44}{row['value']:>10}  {row['unit']:<9}{row['note']}")
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,7 +9,6 @@ pair of rows compares the two ways of sending a two-frame message from Python.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ import time
 
 import numpy as np
 import zmq
+from _table import bench_main
 
 from streamctl.bus import wire
 from streamctl.bus.proxy import serve
@@ -199,15 +199,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs (seconds)")
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print(f"{'benchmark':<44}{'value':>14}  {'unit':<9}note")
-    for row in rows:
-        print(f"{row['benchmark']:<44}{row['value']:>14,}  {row['unit']:<9}{row['note']}")
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

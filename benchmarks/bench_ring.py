@@ -7,13 +7,13 @@ the consumer checks the count and the last sequence number it received.
 
 from __future__ import annotations
 
-import argparse
 import mmap
 import multiprocessing as mp
 import os
 import time
 
 import numpy as np
+from _table import bench_main
 
 from streamctl.shm.records import RECORD_DTYPE, RECORD_SIZE
 from streamctl.shm.ring import Ring
@@ -138,18 +138,10 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def _print(rows: list[dict]) -> None:
-    print(f"{'benchmark':<18} {'value':>10}  {'unit':<12} note")
-    for r in rows:
-        print(f"{r['benchmark']:<18} {r['value']:>10.2f}  {r['unit']:<12} {r['note']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer records (CI smoke run)")
-    args = parser.parse_args(argv)
-    _print(run(args.quick))
-    return 0
+    return bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

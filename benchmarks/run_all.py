@@ -14,6 +14,8 @@ import platform
 import sys
 from pathlib import Path
 
+from _table import fmt
+
 HERE = Path(__file__).resolve().parent
 ORDER = ["ring", "worker", "publish", "latency", "replay", "plant"]
 
@@ -57,20 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| area | benchmark | value | unit | note |")
     print("|---|---|---:|---|---|")
     for row in rows:
-        print(f"| {row['group']} | {row['benchmark']} | {_fmt(row['value'])} | {row['unit']} | {row['note']} |")
+        print(f"| {row['group']} | {row['benchmark']} | {fmt(row['value'])} | {row['unit']} | {row['note']} |")
 
-
-def _fmt(value) -> str:
-    """Three significant digits, thousands separated: 5,669,424 -> 5,670,000; 79.95 -> 80.0."""
-    if not isinstance(value, int | float):
-        return str(value)
-    if value == 0:
-        return "0"
-    from math import floor, log10
-
-    digits = 3 - 1 - floor(log10(abs(value)))
-    rounded = round(value, digits)
-    return f"{rounded:,.{max(digits, 0)}f}"
 
 
 if __name__ == "__main__":
