@@ -20,6 +20,7 @@ from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind
 __all__ = [
     "ProcessTable",
     "ProcessSlot",
+    "Role",
     "State",
     "SLOT_DTYPE",
     "COUNTERS",
@@ -40,9 +41,18 @@ class State(enum.IntEnum):
     FAILED = 5
 
 
+class Role(enum.StrEnum):
+    """What a process in the plant does; the string is what the table and `status` show."""
+
+    HUB = "hub"
+    WORKER = "worker"
+    INGEST = "ingest"
+
+
 _FIELDS = [
     ("name", "S32"),  # 0
-    ("role", "S16"),  # 32  ingest / worker / proxy
+    ("role", "S8"),  # 32  Role
+    ("uss", "<u8"),  # 40  supervisor: unique set size (memory only this process holds), bytes
     ("pid", "<i8"),  # 48
     ("cpu", "<i8"),  # 56  -1 = not pinned
     ("state", "<u8"),  # 64  State
@@ -70,8 +80,10 @@ _FIELDS = [
 SLOT_DTYPE = np.dtype(_FIELDS)
 """One slot: 320 bytes (5 cache lines), numeric fields 8 bytes and 8-byte aligned."""
 assert SLOT_DTYPE.itemsize == 320 and SLOT_DTYPE.itemsize % 64 == 0
+assert all(len(role.encode()) <= SLOT_DTYPE.fields["role"][0].itemsize for role in Role)
 
 _STRINGS = {"name", "role", "detail"}
+_ROLES = tuple(role.value for role in Role)
 _TRUNCATED = {"detail"}  # free text is cut to fit; names are refused when too long
 COUNTERS = (
     "records_in",
@@ -87,7 +99,7 @@ COUNTERS = (
 )
 """Monotonic counters a process adds to."""
 
-SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "cpu_pct")
+SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "uss", "cpu_pct")
 """Columns the supervisor writes into every slot (the process never does)."""
 
 _TABLE_OFFSET = HEADER_SIZE + 64  # common header + table line (slots, slot size)
@@ -146,7 +158,12 @@ class ProcessSlot:
         view[word] += n
 
     def set(self, field: str, value: Any) -> None:
-        """Set `field`; strings are UTF-8 encoded (`detail` is cut to fit, names refused)."""
+        """Set `field`; strings are UTF-8 encoded (`detail` is cut to fit, names refused).
+
+        ``role`` must be a `Role` (or its string): an unknown role is refused, not stored.
+        """
+        if field == "role" and value not in _ROLES:
+            raise StatsError(f"`role` must be one of {', '.join(_ROLES)}, was `{value}`")
         if field in _STRINGS:
             size = SLOT_DTYPE.fields[field][0].itemsize
             raw = str(value).encode("utf-8")
@@ -163,9 +180,9 @@ class ProcessSlot:
             raise StatsError(f"`{field}` must be a number in range, was `{value!r}`") from None
 
     def get(self, field: str) -> Any:
-        """Current value of `field` (str for text fields, `State` for ``state``)."""
+        """Current value of `field` (str for text fields, `Role` for ``role``, `State` for ``state``)."""
         if field in _STRINGS:
-            return self._row[field][0].decode("utf-8", "replace")
+            return _text(field, self._row[field][0])
         view, word = self._field(field)
         value = view[word]
         return State(value) if field == "state" and value in State._value2member_map_ else value
@@ -180,7 +197,7 @@ class ProcessSlot:
         self._row[0] = np.zeros((), dtype=SLOT_DTYPE)
 
     def snapshot(self) -> dict[str, Any]:
-        """The slot as a dict (str fields decoded, ``state`` a `State`)."""
+        """The slot as a dict (str fields decoded, ``role`` a `Role`, ``state`` a `State`)."""
         return _row_dict(self.index, self._row[0])
 
     def _release(self) -> None:
@@ -190,12 +207,18 @@ class ProcessSlot:
         self._row = None  # type: ignore[assignment]
 
 
+def _text(field: str, raw: bytes) -> str:
+    """A text field decoded; ``role`` as a `Role` once set (an empty slot has ``""``)."""
+    text = bytes(raw).decode("utf-8", "replace")
+    return Role(text) if field == "role" and text in _ROLES else text
+
+
 def _row_dict(index: int, row: np.void) -> dict[str, Any]:
     out: dict[str, Any] = {"slot": index}
     for name in SLOT_DTYPE.names:
         value = row[name]
         if name in _STRINGS:
-            out[name] = bytes(value).decode("utf-8", "replace")
+            out[name] = _text(name, value)
         elif name == "state":  # a State (an int, with `.name`), or the raw int if unknown
             out[name] = State(int(value)) if int(value) in State._value2member_map_ else int(value)
         else:
