@@ -209,7 +209,7 @@ def _kill_tree(pid: int) -> None:
 @click.option("--name", default=None, help="Plant name (needed when several run).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status(name: str | None, as_json: bool) -> None:
-    """Per process: role, pid, core, restarts, rates, drops by cause, ring fill, lag, RSS, CPU%."""
+    """Per process: role, pid, core, restarts, rates, drops by cause, ring fill, lag, RSS, USS, CPU%."""
     from streamctl.cli.status import collect_status, render_table
 
     manifest = _find_plant(name)

@@ -70,7 +70,9 @@ def remove_manifest(plant: str) -> None:
 
 def supervisor_alive(manifest: dict[str, Any] | None) -> bool:
     """Whether the supervisor that wrote `manifest` still runs (same pid and start time)."""
-    return bool(manifest) and process_alive(manifest.get("supervisor_pid", 0), manifest.get("supervisor_started"))
+    if not manifest:
+        return False
+    return process_alive(manifest.get("supervisor_pid", 0), manifest.get("supervisor_started"))
 
 
 def running_plants() -> list[dict[str, Any]]:

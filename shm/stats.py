@@ -80,7 +80,16 @@ _FIELDS = [
 SLOT_DTYPE = np.dtype(_FIELDS)
 """One slot: 320 bytes (5 cache lines), numeric fields 8 bytes and 8-byte aligned."""
 assert SLOT_DTYPE.itemsize == 320 and SLOT_DTYPE.itemsize % 64 == 0
-assert all(len(role.encode()) <= SLOT_DTYPE.fields["role"][0].itemsize for role in Role)
+
+
+def _field_layout(dtype: np.dtype) -> dict[str, tuple[np.dtype, int]]:
+    """Field name -> (dtype, byte offset), in slot order."""
+    assert dtype.fields is not None and dtype.names is not None
+    return {name: (dtype.fields[name][0], dtype.fields[name][1]) for name in dtype.names}
+
+
+_LAYOUT = _field_layout(SLOT_DTYPE)
+assert all(len(role.encode()) <= _LAYOUT["role"][0].itemsize for role in Role)
 
 _STRINGS = {"name", "role", "detail"}
 _ROLES = tuple(role.value for role in Role)
@@ -118,10 +127,9 @@ def stats_bytes(slots: int) -> int:
 
 def _number_fields() -> dict[str, tuple[str, int]]:
     out = {}
-    for name in SLOT_DTYPE.names:
+    for name, (dt, offset) in _LAYOUT.items():
         if name in _STRINGS:
             continue
-        dt, offset = SLOT_DTYPE.fields[name][:2]
         assert dt.itemsize == 8 and offset % 8 == 0, name
         out[name] = ({"i": "q", "u": "Q", "f": "d"}[dt.kind], offset // 8)
     return out
@@ -142,10 +150,10 @@ class ProcessSlot:
         raw = table._seg.buf[  # type: ignore[index]
             _TABLE_OFFSET + index * SLOT_DTYPE.itemsize : _TABLE_OFFSET + (index + 1) * SLOT_DTYPE.itemsize
         ]
-        self._views = {code: raw.cast(code) for code in ("q", "Q", "d")}
+        self._views: dict[str, memoryview[Any]] = {code: raw.cast(code) for code in ("q", "Q", "d")}
         raw.release()
 
-    def _field(self, field: str) -> tuple[memoryview, int]:
+    def _field(self, field: str) -> tuple[memoryview[Any], int]:
         try:
             code, word = _NUMBERS[field]
         except KeyError:
@@ -165,7 +173,7 @@ class ProcessSlot:
         if field == "role" and value not in _ROLES:
             raise StatsError(f"`role` must be one of {', '.join(_ROLES)}, was `{value}`")
         if field in _STRINGS:
-            size = SLOT_DTYPE.fields[field][0].itemsize
+            size = _LAYOUT[field][0].itemsize
             raw = str(value).encode("utf-8")
             if len(raw) > size:
                 if field not in _TRUNCATED:
@@ -215,7 +223,7 @@ def _text(field: str, raw: bytes) -> str:
 
 def _row_dict(index: int, row: np.void) -> dict[str, Any]:
     out: dict[str, Any] = {"slot": index}
-    for name in SLOT_DTYPE.names:
+    for name in _LAYOUT:
         value = row[name]
         if name in _STRINGS:
             out[name] = _text(name, value)
@@ -243,6 +251,8 @@ class ProcessTable:
         self._slots: dict[int, ProcessSlot] = {}
         self.name = seg.name
 
+    # `create` and `attach` have the same shape as Ring's and SymbolRegistry's on purpose: each
+    # segment kind writes and checks its own header words, and the shared part is Segment's.
     @classmethod
     def create(cls, name: str, slots: int, *, plant: str = "") -> ProcessTable:
         """Create a table of `slots` empty slots."""
@@ -258,6 +268,7 @@ class ProcessTable:
 
     @classmethod
     def attach(cls, name: str) -> ProcessTable:
+        """Attach to the plant's table from any process; refuses another kind or layout."""
         seg = Segment.open(name, kind=SegmentKind.STATS)
         try:
             return cls(seg)
