@@ -106,7 +106,8 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
 
 
 def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout: float) -> int:
-    from streamctl.cli.runtime import pid_alive, read_manifest, run_dir
+    from streamctl.cli.runtime import read_manifest, run_dir
+    from streamctl.shm.segments import process_alive
 
     log_path = run_dir() / f"{cfg.name}.log"
     args = [sys.executable, "-m", "streamctl.cli", "up", config, "--no-view", "--ready-timeout", str(ready_timeout)]
@@ -129,7 +130,7 @@ def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout
             click.echo(f"error: plant {cfg.name} did not start (exit code {code}); log {log_path}:\n{tail}", err=True)
             return code or EXIT_FAILED
         time.sleep(0.05)
-    if pid_alive(proc.pid):
+    if process_alive(proc.pid):
         os.kill(proc.pid, signal.SIGTERM)
     click.echo(f"error: plant {cfg.name} not ready within {ready_timeout:.0f} s; log {log_path}", err=True)
     return EXIT_FAILED
@@ -169,18 +170,18 @@ def _find_plant(name: str | None) -> dict:
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True)
 def down(name: str | None, timeout: float) -> None:
     """Stop a running plant cleanly: feeds stop, workers drain and flush, every segment is removed."""
-    from streamctl.cli.runtime import pid_alive, running_plants
+    from streamctl.cli.runtime import running_plants, supervisor_alive
 
     if name is None and not running_plants():
         click.echo("no plant is running")
         return
     manifest = _find_plant(name)
-    pid, started = manifest["supervisor_pid"], manifest.get("supervisor_started")
+    pid = manifest["supervisor_pid"]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while pid_alive(pid, started) and time.monotonic() < deadline:
+    while supervisor_alive(manifest) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if pid_alive(pid, started):
+    if supervisor_alive(manifest):
         click.echo(f"supervisor {pid} did not stop within {timeout:.0f} s; killing the plant", err=True)
         _kill_tree(pid)
         _clean(manifest["name"])
@@ -208,7 +209,7 @@ def _kill_tree(pid: int) -> None:
 @click.option("--name", default=None, help="Plant name (needed when several run).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def status(name: str | None, as_json: bool) -> None:
-    """Per process: role, pid, core, restarts, rates, drops by cause, ring fill, lag, RSS, CPU%."""
+    """Per process: role, pid, core, restarts, rates, drops by cause, ring fill, lag, RSS, USS, CPU%."""
     from streamctl.cli.status import collect_status, render_table
 
     manifest = _find_plant(name)
@@ -260,7 +261,7 @@ def clean(name: str | None) -> None:
 
 
 def _clean(name: str | None) -> list[str]:
-    from streamctl.cli.runtime import pid_alive, read_manifest, remove_manifest, run_dir
+    from streamctl.cli.runtime import read_manifest, remove_manifest, run_dir, supervisor_alive
     from streamctl.shm.segments import sweep
 
     removed = [f"/dev/shm/{seg}" for seg in sweep(name)]
@@ -268,7 +269,7 @@ def _clean(name: str | None) -> list[str]:
         manifest = read_manifest(path.stem)
         if name is not None and path.stem != name:
             continue
-        if manifest is None or not pid_alive(manifest.get("supervisor_pid", 0), manifest.get("supervisor_started")):
+        if not supervisor_alive(manifest):
             remove_manifest(path.stem)
             removed.append(str(path))
             sock = run_dir() / f"{path.stem}.pub"

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import psutil
+from streamctl.shm.segments import process_alive
 
-__all__ = ["run_dir", "manifest_path", "write_manifest", "read_manifest", "running_plants", "pid_alive",
-           "remove_manifest", "internal_endpoint"]
+__all__ = ["run_dir", "manifest_path", "write_manifest", "read_manifest", "remove_manifest", "running_plants",
+           "supervisor_alive", "internal_endpoint"]
 
 
 def run_dir() -> Path:
@@ -68,22 +68,14 @@ def remove_manifest(plant: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def pid_alive(pid: int, started: float | None = None) -> bool:
-    """Whether `pid` runs and (if `started` is given) is the same process that was recorded."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(proc.create_time() - started) < 0.01
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+def supervisor_alive(manifest: dict[str, Any] | None) -> bool:
+    """Whether the supervisor that wrote `manifest` still runs (same pid and start time)."""
+    if not manifest:
         return False
+    return process_alive(manifest.get("supervisor_pid", 0), manifest.get("supervisor_started"))
 
 
 def running_plants() -> list[dict[str, Any]]:
     """Manifests whose supervisor is alive."""
-    found = []
-    for path in sorted(run_dir().glob("*.json")):
-        data = read_manifest(path.stem)
-        if data and pid_alive(data.get("supervisor_pid", 0), data.get("supervisor_started")):
-            found.append(data)
-    return found
+    manifests = (read_manifest(path.stem) for path in sorted(run_dir().glob("*.json")))
+    return [data for data in manifests if data is not None and supervisor_alive(data)]

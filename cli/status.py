@@ -1,8 +1,10 @@
 """What `streamctl status` and the foreground view show: the plant's own measurements.
 
 Everything comes from shared memory the plant writes: the process table (heartbeats,
-counters, and the rates, RSS and CPU% the supervisor samples every second) and the ring
-headers (fill, consumer lag, overflow). Nothing here guesses.
+counters, and the rates, memory and CPU% the supervisor samples every second) and the ring
+headers (fill, consumer lag, overflow). Nothing here guesses. Memory is shown twice: RSS
+counts the pages every child shares with the forkserver, USS only what the process alone
+holds, so the USS column adds up to what the plant really costs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
     segments are attached read-only and closed again.
     """
     from streamctl.shm.ring import Ring
-    from streamctl.shm.stats import ProcessTable, State
+    from streamctl.shm.stats import ProcessTable, Role, State
 
     own_table = table is None
     table = table or ProcessTable.attach(manifest["stats"])
@@ -52,10 +54,10 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
             if not row.get("name"):
                 continue
             state = State(int(row["state"])).name.lower()
-            name, role = row["name"], row["role"]
-            if role == "ingest":
+            name, role = row["name"], Role(row["role"])
+            if role == Role.INGEST:
                 mine = [r for r in ring_info.values() if r["feed"] == name]
-            elif role == "worker":
+            elif role == Role.WORKER:
                 part = int(name.rsplit("-", 1)[-1])
                 mine = [r for r in ring_info.values() if r["partition"] == part]
             else:
@@ -82,6 +84,7 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
                 "consumer_lag": lag,
                 "progress": _progress(row),
                 "rss": int(row["rss"]),
+                "uss": int(row["uss"]),
                 "cpu_pct": round(float(row["cpu_pct"]), 1),
                 "heartbeat_age_s": round((now - hb) / 1e9, 3) if hb else None,
                 "detail": row.get("detail", ""),
@@ -120,7 +123,7 @@ def render_table(status: dict[str, Any]) -> str:
             f"endpoint {status.get('endpoint')}")
     cols = f"{'name':<16}{'role':<8}{'pid':>8}{'core':>5} {'state':<9}{'restarts':>8}{'in/s':>9}{'out/s':>9}" \
            f"{'in total':>10}{'fill':>7}{'lag':>8}{'overflow':>9}{'malformed':>10}{'late':>7}{'gaps':>6}" \
-           f"{'rss':>8}{'cpu%':>6}  detail"
+           f"{'rss':>8}{'uss':>8}{'cpu%':>6}  detail"
     lines = [head, cols]
     for p in status["processes"]:
         progress = f" {p['progress'] * 100:.0f}%" if p.get("progress") is not None else ""
@@ -129,6 +132,6 @@ def render_table(status: dict[str, Any]) -> str:
             f"{p['state']:<9}{p['restarts']:>8}{_human(p['rate_in']):>9}{_human(p['rate_out']):>9}"
             f"{_human(p['records_in']):>10}{p['ring_fill'] * 100:>6.1f}%{_human(p['consumer_lag']):>8}"
             f"{p['drops']['overflow']:>9}{p['drops']['malformed']:>10}{p['drops']['late']:>7}"
-            f"{p['drops']['gaps']:>6}{_human(p['rss']):>8}{p['cpu_pct']:>6.0f}  {p['detail']}{progress}"
+            f"{p['drops']['gaps']:>6}{_human(p['rss']):>8}{_human(p['uss']):>8}{p['cpu_pct']:>6.0f}  {p['detail']}{progress}"
         )
     return "\n".join(lines)

@@ -16,13 +16,16 @@ import numpy as np
 
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, topic
+from streamctl.process.calc.settings import CalculatorsConfig
 
-__all__ = ["WorkerSpec", "RingSource", "run_worker", "worker_main"]
+__all__ = ["WorkerSpec", "RingSource", "Worker", "run_worker", "worker_main"]
 
 log = logging.getLogger("streamctl.worker")
 
 _MAX_BATCH = 4096
 _CLOCK_PERIOD_NS = 50_000_000
+_DRAIN_SECONDS = 5.0
+"""At stop, the longest the worker keeps reading its rings before it flushes."""
 _CLOSE_LINGER_MS = 10_000
 """At stop, queued messages (the flushed bars) get this long to reach the hub."""
 
@@ -41,7 +44,7 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
     stats: str
     endpoint: str
     """The plant's internal publish endpoint (the proxy's XSUB)."""
-    calculators: object  # CalculatorsConfig
+    calculators: CalculatorsConfig
     raw_trades: bool = True
     raw_quotes: bool = True
     sndhwm: int = 100_000
@@ -84,31 +87,56 @@ class _SymbolMap:
         return idx
 
 
-def run_worker(spec: WorkerSpec) -> int:
-    """Process entry point (spawned by the supervisor). Returns the exit code."""
-    from streamctl.bus.publisher import Publisher
-    from streamctl.process.calc.engine import CalculatorSet
-    from streamctl.shm.idle import IdleStrategy
-    from streamctl.shm.registry import SymbolRegistry
-    from streamctl.shm.ring import Ring
+class Worker:
+    """One partition's loop in named steps: attach, consume a batch, drain, close bars by the
+    clock, and at stop drain, flush and close."""
 
-    stop = setup_child(spec.name, spec.cpu)
-    child = ChildSlot(spec.stats, spec.slot, spec.cpu)
-    slot = child.slot
+    def __init__(self, spec: WorkerSpec):
+        from streamctl.bus.publisher import Publisher
+        from streamctl.process.calc.engine import CalculatorSet
+        from streamctl.shm.idle import IdleStrategy
+        from streamctl.shm.registry import SymbolRegistry
+        from streamctl.shm.ring import Ring
 
-    calc = CalculatorSet(spec.calculators, src=spec.name, live=spec.live)
-    publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm, linger=_CLOSE_LINGER_MS)
-    rings = [Ring.attach(s.ring) for s in spec.sources]
-    registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
-    symbols: list[str] = []
-    maps = [_SymbolMap(reg, calc, symbols) for reg in registries]
-    idle = IdleStrategy(max_sleep=spec.max_idle_sleep)
-    late_seen = 0
-    next_clock = 0
+        self.spec = spec
+        self.stop = setup_child(spec.name, spec.cpu)
+        self.child = ChildSlot(spec.stats, spec.slot, spec.cpu)
+        self.slot = self.child.slot
+        self.calc = CalculatorSet(spec.calculators, src=spec.name, live=spec.live)
+        self.publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm, linger=_CLOSE_LINGER_MS)
+        self.rings = [Ring.attach(s.ring) for s in spec.sources]
+        self.registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
+        self.symbols: list[str] = []
+        self.maps = [_SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
+        self.idle = IdleStrategy(max_sleep=spec.max_idle_sleep)
+        self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
+        """Replay only: records read since the last fixed batch boundary, per ring."""
+        self._late_seen = 0
+        self._next_clock = 0
 
-    def process(ring_index: int, batch: np.ndarray) -> None:
-        nonlocal late_seen
-        sym_idx = maps[ring_index].indices(batch["instrument_id"])
+    def run(self) -> int:
+        """Loop until told to stop, then drain and flush. Returns the exit code."""
+        code = 0
+        try:
+            self.child.ready()
+            while not self.stop:
+                worked = self.drain()
+                self.tick(time.time_ns())
+                self.idle.idle(worked)
+            self.child.stopping()
+            self.finish()
+        except Exception as exc:
+            log.exception("%s crashed", self.spec.name)
+            self.child.crashed(exc)
+            code = 1
+        finally:
+            self.close(code)
+        return code
+
+    def consume(self, ring_index: int, batch: np.ndarray) -> None:
+        """Run one batch of one ring through the calculators and publish what they produce."""
+        spec, slot = self.spec, self.slot
+        sym_idx = self.maps[ring_index].indices(batch["instrument_id"])
         unknown = sym_idx < 0
         if unknown.any():
             slot.add("malformed", int(unknown.sum()))
@@ -116,26 +144,26 @@ def run_worker(spec: WorkerSpec) -> int:
         slot.add("records_in", len(batch))
         sent = 0
         if spec.raw_trades or spec.raw_quotes:  # raw ticks first: they need not wait for the calculators
-            sent += publisher.publish_raw(batch, symbols, sym_idx, trades=spec.raw_trades, quotes=spec.raw_quotes)
-        outputs = calc.on_batch(batch, sym_idx)
+            sent += self.publisher.publish_raw(batch, self.symbols, sym_idx, trades=spec.raw_trades,
+                                               quotes=spec.raw_quotes)
+        outputs = self.calc.on_batch(batch, sym_idx)
         sent += len(outputs)
-        publisher.publish_many(outputs)
+        self.publisher.publish_many(outputs)
         slot.add("records_out", sent)
-        late = calc.counters.get("late", 0)
-        if late != late_seen:
-            slot.add("late", late - late_seen)
-            late_seen = late
+        late = self.calc.counters.get("late", 0)
+        if late != self._late_seen:
+            slot.add("late", late - self._late_seen)
+            self._late_seen = late
 
-    pending: list[list[np.ndarray]] = [[] for _ in rings]
-
-    def drain_once() -> bool:
+    def drain(self) -> bool:
+        """One read of every ring; whether there was anything to read."""
         worked = False
-        for i, ring in enumerate(rings):
-            if spec.live:
+        for i, ring in enumerate(self.rings):
+            if self.spec.live:
                 batch = ring.consume(_MAX_BATCH)
                 if len(batch):
                     worked = True
-                    process(i, batch)
+                    self.consume(i, batch)
                 continue
             # Replay: cut the stream at fixed positions (multiples of _MAX_BATCH records), never
             # where a consume happened to stop, so per-batch outputs (VWAP, indicators, books)
@@ -144,60 +172,57 @@ def run_worker(spec: WorkerSpec) -> int:
             batch = ring.consume(room)
             if len(batch):
                 worked = True
-                pending[i].append(batch.copy())
+                self.pending[i].append(batch.copy())
                 if len(batch) == room:
-                    process(i, np.concatenate(pending[i]))
-                    pending[i].clear()
+                    self.consume(i, np.concatenate(self.pending[i]))
+                    self.pending[i].clear()
         return worked
 
-    def drain_pending() -> None:
-        for i, parts in enumerate(pending):
-            if parts:
-                process(i, np.concatenate(parts))
-                parts.clear()
+    def tick(self, now: int) -> None:
+        """Every clock period: heartbeat, and (live) close the bars whose end the clock has passed."""
+        if now < self._next_clock:
+            return
+        self.slot.heartbeat()
+        # Close bars by the wall clock only once caught up: while a backlog is being
+        # worked off (after a restart), its ticks are not late, just not read yet.
+        if self.spec.live and all(ring.fill == 0 for ring in self.rings):
+            self._publish(self.calc.on_clock(now))
+        self._next_clock = now + _CLOCK_PERIOD_NS
 
-    code = 0
-    try:
-        child.ready()
-        while not stop:
-            worked = drain_once()
-            now = time.time_ns()
-            if now >= next_clock:
-                slot.heartbeat()
-                # Close bars by the wall clock only once caught up: while a backlog is being
-                # worked off (after a restart), its ticks are not late, just not read yet.
-                if spec.live and all(ring.fill == 0 for ring in rings):
-                    outputs = calc.on_clock(now)
-                    if outputs:
-                        publisher.publish_many(outputs)
-                        slot.add("records_out", len(outputs))
-                next_clock = now + _CLOCK_PERIOD_NS
-            idle.idle(worked)
-        child.stopping()
-        # Drain what the (already stopped) feeds handed over, then close the open bars.
-        deadline = time.monotonic() + 5.0
-        while drain_once() and time.monotonic() < deadline:
-            slot.heartbeat()
-        drain_pending()
-        if getattr(spec.calculators.bars, "flush_on_stop", True):
-            outputs = calc.flush()
-            publisher.publish_many(outputs)
-            slot.add("records_out", len(outputs))
-    except Exception as exc:
-        log.exception("%s crashed", spec.name)
-        child.crashed(exc)
-        code = 1
-    finally:
+    def finish(self) -> None:
+        """At stop: drain what the (already stopped) feeds handed over, then flush the open bars."""
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        while self.drain() and time.monotonic() < deadline:
+            self.slot.heartbeat()
+        for i, parts in enumerate(self.pending):
+            if parts:
+                self.consume(i, np.concatenate(parts))
+                parts.clear()
+        if self.spec.calculators.bars.flush_on_stop:
+            self._publish(self.calc.flush())
+
+    def _publish(self, outputs: list[tuple[str, msgspec.Struct]]) -> None:
+        if outputs:
+            self.publisher.publish_many(outputs)
+            self.slot.add("records_out", len(outputs))
+
+    def close(self, code: int) -> None:
+        """Say goodbye on the bus, release every segment and mark the slot."""
+        name = self.spec.name
         # The last message on this publisher's pipe: a recorder knows everything before it arrived.
-        publisher.publish(topic("event", spec.name),
-                          Event(source=spec.name, kind="stopped", message=f"exit code {code}", ts=time.time_ns()))
-        publisher.close()
-        for ring in rings:
+        self.publisher.publish(topic("event", name),
+                               Event(source=name, kind="stopped", message=f"exit code {code}", ts=time.time_ns()))
+        self.publisher.close()
+        for ring in self.rings:
             ring.close()
-        for reg in registries:
+        for reg in self.registries:
             reg.close()
-        child.close(failed=code != 0)
-    return code
+        self.child.close(failed=code != 0)
+
+
+def run_worker(spec: WorkerSpec) -> int:
+    """Process entry point (spawned by the supervisor). Returns the exit code."""
+    return Worker(spec).run()
 
 
 def worker_main(spec: WorkerSpec) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "list_segments",
     "sweep",
     "creator_alive",
+    "process_alive",
     "read_header",
     "LAYOUT_VERSION",
 ]
@@ -97,7 +98,7 @@ _KIND_OF_MAGIC = {v: k for k, v in _MAGIC.items()}
 LAYOUT_VERSION = {
     SegmentKind.RING: 1,
     SegmentKind.REGISTRY: 1,
-    SegmentKind.STATS: 1,
+    SegmentKind.STATS: 2,
 }
 """Layout version per kind: bump when a kind's layout changes, so old readers refuse."""
 
@@ -410,20 +411,27 @@ def read_header(name: str) -> SegmentHeader | None:
     return _decode(raw)
 
 
-def creator_alive(header: SegmentHeader) -> bool:
-    """Is the process that created the segment still running (same pid *and* start time)?"""
-    pid = header.creator_pid
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """Is `pid` running and (when `started` is given) the same process that was recorded?
+
+    The one liveness check of the plant: segment creators here, supervisors in the run manifest.
+    """
     if pid <= 0:
         return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return abs(proc.create_time() - header.creator_start) <= _START_TOLERANCE
+        return started is None or abs(proc.create_time() - started) <= _START_TOLERANCE
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.AccessDenied:  # pragma: no cover - exists, not ours: assume alive
         return True
+
+
+def creator_alive(header: SegmentHeader) -> bool:
+    """Is the process that created the segment still running (same pid *and* start time)?"""
+    return process_alive(header.creator_pid, header.creator_start)
 
 
 def list_segments(plant: str | None = None) -> list[tuple[str, SegmentHeader | None]]:

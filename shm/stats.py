@@ -20,6 +20,7 @@ from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind
 __all__ = [
     "ProcessTable",
     "ProcessSlot",
+    "Role",
     "State",
     "SLOT_DTYPE",
     "COUNTERS",
@@ -40,9 +41,18 @@ class State(enum.IntEnum):
     FAILED = 5
 
 
+class Role(enum.StrEnum):
+    """What a process in the plant does; the string is what the table and `status` show."""
+
+    HUB = "hub"
+    WORKER = "worker"
+    INGEST = "ingest"
+
+
 _FIELDS = [
     ("name", "S32"),  # 0
-    ("role", "S16"),  # 32  ingest / worker / proxy
+    ("role", "S8"),  # 32  Role
+    ("uss", "<u8"),  # 40  supervisor: unique set size (memory only this process holds), bytes
     ("pid", "<i8"),  # 48
     ("cpu", "<i8"),  # 56  -1 = not pinned
     ("state", "<u8"),  # 64  State
@@ -71,7 +81,18 @@ SLOT_DTYPE = np.dtype(_FIELDS)
 """One slot: 320 bytes (5 cache lines), numeric fields 8 bytes and 8-byte aligned."""
 assert SLOT_DTYPE.itemsize == 320 and SLOT_DTYPE.itemsize % 64 == 0
 
+
+def _field_layout(dtype: np.dtype) -> dict[str, tuple[np.dtype, int]]:
+    """Field name -> (dtype, byte offset), in slot order."""
+    assert dtype.fields is not None and dtype.names is not None
+    return {name: (dtype.fields[name][0], dtype.fields[name][1]) for name in dtype.names}
+
+
+_LAYOUT = _field_layout(SLOT_DTYPE)
+assert all(len(role.encode()) <= _LAYOUT["role"][0].itemsize for role in Role)
+
 _STRINGS = {"name", "role", "detail"}
+_ROLES = tuple(role.value for role in Role)
 _TRUNCATED = {"detail"}  # free text is cut to fit; names are refused when too long
 COUNTERS = (
     "records_in",
@@ -87,7 +108,7 @@ COUNTERS = (
 )
 """Monotonic counters a process adds to."""
 
-SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "cpu_pct")
+SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "uss", "cpu_pct")
 """Columns the supervisor writes into every slot (the process never does)."""
 
 _TABLE_OFFSET = HEADER_SIZE + 64  # common header + table line (slots, slot size)
@@ -106,10 +127,9 @@ def stats_bytes(slots: int) -> int:
 
 def _number_fields() -> dict[str, tuple[str, int]]:
     out = {}
-    for name in SLOT_DTYPE.names:
+    for name, (dt, offset) in _LAYOUT.items():
         if name in _STRINGS:
             continue
-        dt, offset = SLOT_DTYPE.fields[name][:2]
         assert dt.itemsize == 8 and offset % 8 == 0, name
         out[name] = ({"i": "q", "u": "Q", "f": "d"}[dt.kind], offset // 8)
     return out
@@ -130,10 +150,10 @@ class ProcessSlot:
         raw = table._seg.buf[  # type: ignore[index]
             _TABLE_OFFSET + index * SLOT_DTYPE.itemsize : _TABLE_OFFSET + (index + 1) * SLOT_DTYPE.itemsize
         ]
-        self._views = {code: raw.cast(code) for code in ("q", "Q", "d")}
+        self._views: dict[str, memoryview[Any]] = {code: raw.cast(code) for code in ("q", "Q", "d")}
         raw.release()
 
-    def _field(self, field: str) -> tuple[memoryview, int]:
+    def _field(self, field: str) -> tuple[memoryview[Any], int]:
         try:
             code, word = _NUMBERS[field]
         except KeyError:
@@ -146,9 +166,14 @@ class ProcessSlot:
         view[word] += n
 
     def set(self, field: str, value: Any) -> None:
-        """Set `field`; strings are UTF-8 encoded (`detail` is cut to fit, names refused)."""
+        """Set `field`; strings are UTF-8 encoded (`detail` is cut to fit, names refused).
+
+        ``role`` must be a `Role` (or its string): an unknown role is refused, not stored.
+        """
+        if field == "role" and value not in _ROLES:
+            raise StatsError(f"`role` must be one of {', '.join(_ROLES)}, was `{value}`")
         if field in _STRINGS:
-            size = SLOT_DTYPE.fields[field][0].itemsize
+            size = _LAYOUT[field][0].itemsize
             raw = str(value).encode("utf-8")
             if len(raw) > size:
                 if field not in _TRUNCATED:
@@ -163,9 +188,9 @@ class ProcessSlot:
             raise StatsError(f"`{field}` must be a number in range, was `{value!r}`") from None
 
     def get(self, field: str) -> Any:
-        """Current value of `field` (str for text fields, `State` for ``state``)."""
+        """Current value of `field` (str for text fields, `Role` for ``role``, `State` for ``state``)."""
         if field in _STRINGS:
-            return self._row[field][0].decode("utf-8", "replace")
+            return _text(field, self._row[field][0])
         view, word = self._field(field)
         value = view[word]
         return State(value) if field == "state" and value in State._value2member_map_ else value
@@ -180,7 +205,7 @@ class ProcessSlot:
         self._row[0] = np.zeros((), dtype=SLOT_DTYPE)
 
     def snapshot(self) -> dict[str, Any]:
-        """The slot as a dict (str fields decoded, ``state`` a `State`)."""
+        """The slot as a dict (str fields decoded, ``role`` a `Role`, ``state`` a `State`)."""
         return _row_dict(self.index, self._row[0])
 
     def _release(self) -> None:
@@ -190,12 +215,18 @@ class ProcessSlot:
         self._row = None  # type: ignore[assignment]
 
 
+def _text(field: str, raw: bytes) -> str:
+    """A text field decoded; ``role`` as a `Role` once set (an empty slot has ``""``)."""
+    text = bytes(raw).decode("utf-8", "replace")
+    return Role(text) if field == "role" and text in _ROLES else text
+
+
 def _row_dict(index: int, row: np.void) -> dict[str, Any]:
     out: dict[str, Any] = {"slot": index}
-    for name in SLOT_DTYPE.names:
+    for name in _LAYOUT:
         value = row[name]
         if name in _STRINGS:
-            out[name] = bytes(value).decode("utf-8", "replace")
+            out[name] = _text(name, value)
         elif name == "state":  # a State (an int, with `.name`), or the raw int if unknown
             out[name] = State(int(value)) if int(value) in State._value2member_map_ else int(value)
         else:
@@ -220,6 +251,8 @@ class ProcessTable:
         self._slots: dict[int, ProcessSlot] = {}
         self.name = seg.name
 
+    # `create` and `attach` have the same shape as Ring's and SymbolRegistry's on purpose: each
+    # segment kind writes and checks its own header words, and the shared part is Segment's.
     @classmethod
     def create(cls, name: str, slots: int, *, plant: str = "") -> ProcessTable:
         """Create a table of `slots` empty slots."""
@@ -235,6 +268,7 @@ class ProcessTable:
 
     @classmethod
     def attach(cls, name: str) -> ProcessTable:
+        """Attach to the plant's table from any process; refuses another kind or layout."""
         seg = Segment.open(name, kind=SegmentKind.STATS)
         try:
             return cls(seg)

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import psutil
 import pytest
@@ -30,6 +31,14 @@ def plant(tmp_path):
 
 def _unique(prefix: str) -> str:
     return f"{prefix}{os.getpid() % 100000}"
+
+
+def _up_demo(plant: PlantCli, prefix: str, **options) -> tuple[str, Path]:
+    """Start a demo plant detached (a fresh name and port); its name and config path."""
+    name = _unique(prefix)
+    config = plant.write_config(name, demo_config(name, free_port(), **options))
+    plant.run("up", str(config), "--detach", check=True)
+    return name, config
 
 
 def _bars_equal_their_trades(rows: list[dict]) -> int:
@@ -59,10 +68,7 @@ def _bars_equal_their_trades(rows: list[dict]) -> int:
 
 
 def test_up_tail_down_bars_equal_trades_and_nothing_left(plant):
-    name = _unique("acc")
-    port = free_port()
-    config = plant.write_config(name, demo_config(name, port))
-    plant.run("up", str(config), "--detach", check=True)
+    name, _ = _up_demo(plant, "acc")
     manifest = plant.manifest(name)
     assert manifest["state"] == "ready"
     pids = [p["pid"] for p in plant.status(name)["processes"]] + [manifest["supervisor_pid"]]
@@ -80,9 +86,20 @@ def test_up_tail_down_bars_equal_trades_and_nothing_left(plant):
     roles = defaultdict(list)
     for p in status["processes"]:
         roles[p["role"]].append(p)
-        assert {"name", "role", "pid", "restarts", "drops", "ring_fill", "rss", "cpu_pct"} <= set(p)
+        assert {"name", "role", "pid", "restarts", "drops", "ring_fill", "rss", "uss", "cpu_pct"} <= set(p)
     assert len(roles["worker"]) == 2 and len(roles["ingest"]) == 1
     assert roles["ingest"][0]["records_in"] > 0
+
+    # Memory: the supervisor samples RSS and USS together once a second, for every process.
+    def uss_sampled() -> dict | None:
+        now = plant.status(name)
+        return now if all(p["uss"] > 0 for p in now["processes"]) else None
+
+    sampled = wait_until(uss_sampled, 30, "USS to be sampled")
+    for p in sampled["processes"]:
+        assert 1 << 20 < p["uss"] <= p["rss"], p  # a Python process holds at least a MiB of its own
+    header = plant.run("status", "--name", name, check=True).stdout.splitlines()[1].split()
+    assert header[header.index("rss") + 1] == "uss"
 
     plant.run("down", "--name", name, check=True)
     assert plant.manifest(name) is None
@@ -94,10 +111,7 @@ def test_up_tail_down_bars_equal_trades_and_nothing_left(plant):
 
 @pytest.mark.parametrize("victim", ["worker-0", "sim"])
 def test_kill_9_of_a_child_is_restarted_and_bars_keep_coming(plant, victim):
-    name = _unique("kil")
-    port = free_port()
-    config = plant.write_config(name, demo_config(name, port))
-    plant.run("up", str(config), "--detach", check=True)
+    name, _ = _up_demo(plant, "kil")
     before = plant.process(name, victim)
     os.kill(before["pid"], signal.SIGKILL)
     killed_at = time.monotonic()
@@ -116,10 +130,7 @@ def test_kill_9_of_a_child_is_restarted_and_bars_keep_coming(plant, victim):
 
 
 def test_kill_9_of_the_whole_plant_then_up_and_down_leaves_nothing(plant):
-    name = _unique("crash")
-    port = free_port()
-    config = plant.write_config(name, demo_config(name, port))
-    plant.run("up", str(config), "--detach", check=True)
+    name, config = _up_demo(plant, "crash")
     manifest = plant.manifest(name)
     assert our_segments(name)
     kill_plant_processes(manifest)  # SIGKILL to the supervisor and every child at once
@@ -212,10 +223,8 @@ def test_stalled_worker_is_restarted_and_overflow_is_counted(plant):
 
 
 def test_a_child_that_keeps_dying_is_marked_failed_with_the_reason(plant):
-    name = _unique("loop")
     extra = "supervision: {max_restarts: 3, restart_window: 60, first_restart_delay: 0.1}\n"
-    config = plant.write_config(name, demo_config(name, free_port(), rate=50, partitions=2, extra=extra))
-    plant.run("up", str(config), "--detach", check=True)
+    name, _ = _up_demo(plant, "loop", rate=50, partitions=2, extra=extra)
     for death in range(3):
         victim = wait_until(lambda: (p := plant.process(name, "worker-1"))["state"] == "ready" and p, 30,
                             "worker-1 to be ready")

@@ -9,7 +9,7 @@ import pytest
 from _shmutil import no_leaks, unique_plant, wait_for
 
 from streamctl.shm.segments import segment_name
-from streamctl.shm.stats import COUNTERS, SLOT_DTYPE, SUPERVISOR_FIELDS, ProcessTable, State, StatsError
+from streamctl.shm.stats import COUNTERS, SLOT_DTYPE, SUPERVISOR_FIELDS, ProcessTable, Role, State, StatsError
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_slot_layout_is_8_byte_aligned_and_padded_to_cache_lines():
         assert offset % 8 == 0, name
         if dt.kind != "S":
             assert dt.itemsize == 8, name
-    for name in (*COUNTERS, *SUPERVISOR_FIELDS, "pid", "cpu", "state", "heartbeat_ns", "detail"):
+    for name in (*COUNTERS, *SUPERVISOR_FIELDS, "pid", "cpu", "state", "heartbeat_ns", "detail", "uss"):
         assert name in SLOT_DTYPE.names
 
 
@@ -67,6 +67,21 @@ def test_bad_fields_and_values_are_refused(table):
         slot.set("pid", "abc")
     with pytest.raises(StatsError, match=r"`slot` must be in 0\.\.3, was 4"):
         table.slot(4)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_a_role_is_stored_and_read_back_as_the_enum(table, role):
+    slot = table.slot(3)
+    slot.set("name", "p")
+    slot.set("role", role.value)
+    assert slot.get("role") is role and table.snapshot()[0]["role"] is role
+
+
+@pytest.mark.parametrize("role", ["feed", "proxy", "Worker", ""])
+def test_an_unknown_role_is_refused(table, role):
+    with pytest.raises(StatsError, match=rf"`role` must be one of hub, worker, ingest, was `{role}`"):
+        table.slot(0).set("role", role)
+    assert table.slot(0).get("role") == ""
 
 
 def test_detail_is_cut_to_fit_on_a_character_boundary(table):
