@@ -183,6 +183,8 @@ class Worker:
         if now < self._next_clock:
             return
         self.slot.heartbeat()
+        for ring in self.rings:  # the ring header's consumer heartbeat, beside the producer's
+            ring.consumer_heartbeat()
         # Close bars by the wall clock only once caught up: while a backlog is being
         # worked off (after a restart), its ticks are not late, just not read yet.
         if self.spec.live and all(ring.fill == 0 for ring in self.rings):

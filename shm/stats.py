@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind
+from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, attach_view
 
 __all__ = [
     "ProcessTable",
@@ -251,7 +251,7 @@ class ProcessTable:
         self._slots: dict[int, ProcessSlot] = {}
         self.name = seg.name
 
-    # `create` and `attach` have the same shape as Ring's and SymbolRegistry's on purpose: each
+    # `create` has the same shape as Ring's and SymbolRegistry's on purpose: each
     # segment kind writes and checks its own header words, and the shared part is Segment's.
     @classmethod
     def create(cls, name: str, slots: int, *, plant: str = "") -> ProcessTable:
@@ -269,12 +269,7 @@ class ProcessTable:
     @classmethod
     def attach(cls, name: str) -> ProcessTable:
         """Attach to the plant's table from any process; refuses another kind or layout."""
-        seg = Segment.open(name, kind=SegmentKind.STATS)
-        try:
-            return cls(seg)
-        except BaseException:
-            seg.close()
-            raise
+        return attach_view(name, SegmentKind.STATS, cls)
 
     def __len__(self) -> int:
         return len(self._rows)
