@@ -2,7 +2,8 @@
 
 Workload: 100 symbols of synthetic GBM trades on a 0.01 tick grid with integer sizes, 50 k
 trades/s of event time in total. Calculators: time bars 1s, 60s, 300s + 100-tick bars +
-session and rolling VWAP + EMA(20) + rolling z-score anomaly (window 100); and bars only.
+session and rolling VWAP + EMA(20) + rolling z-score anomaly (window 100) ("full"); the same
+plus the IQR rule (window 100, k 1.5); and bars only.
 
 The baseline (written here, for the ratio) is what one writes first: one `@dataclass` per
 tick, a dict of per-symbol Python aggregator objects doing the bars, VWAPs and EMA, and a
@@ -24,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamctl.bus.wire import Bar, Indicator, Vwap, topic
-from streamctl.cli.config import AnomalyConfig, BarsConfig, CalculatorsConfig, VwapConfig, ZScoreConfig
+from streamctl.process.calc import settings
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
-__all__ = ["run", "main", "make_ticks", "FULL_CONFIG", "BARS_CONFIG"]
+__all__ = ["run", "main", "make_ticks", "FULL_CONFIG", "IQR_CONFIG", "BARS_CONFIG"]
 
 SYMBOLS = 100
 START_NS = 1_704_205_800_000_000_000
@@ -38,14 +39,20 @@ TICK_BAR = 100
 EMA_SPAN = 20
 WINDOW = 100
 
-FULL_CONFIG = CalculatorsConfig(
-    bars=BarsConfig(time=[f"{s}s" for s in TIME_BARS], ticks=[TICK_BAR]),
-    vwap=VwapConfig(rolling_window=WINDOW), ema=[EMA_SPAN],
-    anomalies=AnomalyConfig(zscore=ZScoreConfig(window=WINDOW, threshold=4.0), jump_pct=None,
-                            crossed_quotes=False),
+def _full_config(iqr: settings.IQRConfig | None) -> settings.CalculatorsConfig:
+    return settings.CalculatorsConfig(
+        bars=settings.BarsConfig(time=[f"{s}s" for s in TIME_BARS], ticks=[TICK_BAR]),
+        vwap=settings.VwapConfig(rolling_window=WINDOW), ema=[EMA_SPAN],
+        anomalies=settings.AnomalyConfig(zscore=settings.ZScoreConfig(window=WINDOW, threshold=4.0), jump_pct=None,
+                                         crossed_quotes=False, iqr=iqr),
+        book=None)
+
+
+FULL_CONFIG = _full_config(None)
+IQR_CONFIG = _full_config(settings.IQRConfig(window=WINDOW, k=1.5))
+BARS_CONFIG = settings.CalculatorsConfig(
+    bars=settings.BarsConfig(time=[f"{s}s" for s in TIME_BARS], ticks=[TICK_BAR]), vwap=None, anomalies=None,
     book=None)
-BARS_CONFIG = CalculatorsConfig(
-    bars=BarsConfig(time=[f"{s}s" for s in TIME_BARS], ticks=[TICK_BAR]), vwap=None, anomalies=None, book=None)
 
 
 def make_ticks(n: int, *, symbols: int = SYMBOLS, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +218,7 @@ def _measure(step, records: np.ndarray, sym: np.ndarray, batch: int, repeats: in
     return {"median": batch / float(np.median(times)), "best": best, "cpu": cpu_best, "outputs": outputs, "n": n}
 
 
-def _calc_step(config: CalculatorsConfig):
+def _calc_step(config: settings.CalculatorsConfig):
     def make():
         calc = CalculatorSet(config, src="bench", live=False)
         for s in range(SYMBOLS):
@@ -243,7 +250,8 @@ def run(quick: bool) -> list[dict]:
     rows: list[dict] = []
     full_rate: dict[int, float] = {}
     base_full = 1.0
-    for label, config, base_indicators in (("full", FULL_CONFIG, True), ("bars only", BARS_CONFIG, False)):
+    for label, config, base_indicators in (("full", FULL_CONFIG, True), ("full + IQR", IQR_CONFIG, None),
+                                           ("bars only", BARS_CONFIG, False)):
         for batch in (1024, 4096):
             m = _measure(_calc_step(config), records, sym, batch, repeats, warm)
             if label == "full":
@@ -251,6 +259,8 @@ def run(quick: bool) -> list[dict]:
             rows.append({"benchmark": f"CalculatorSet {label}, batch {batch}", "value": round(m["median"]),
                          "unit": "ticks/s", "note": f"median batch; best pass {m['best']:,.0f}/s, cpu-time "
                                                     f"{m['cpu']:,.0f}/s; {m['outputs']:,} payloads; {m['n']:,} ticks"})
+        if base_indicators is None:  # the baseline has no IQR rule: nothing to compare with
+            continue
         m = _measure(_baseline_step(base_indicators), records[:warm + n_base], sym[:warm + n_base], 1024, 1, warm)
         rows.append({"benchmark": f"per-tick Python baseline {label}, batch 1024", "value": round(m["median"]),
                      "unit": "ticks/s", "note": f"median batch; best pass {m['best']:,.0f}/s, cpu-time "
@@ -265,6 +275,9 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
+# `_print` and `main` have the same shape in every bench_*.py: each file runs alone
+# (`python benchmarks/bench_worker.py`) and `run_all.py` loads it by path, so none imports a
+# sibling for a dozen lines of printing.
 def _print(rows: list[dict]) -> None:
     width = max(len(r["benchmark"]) for r in rows)
     print(f"{'benchmark':<{width}}  {'value':>14}  unit     note")

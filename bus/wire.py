@@ -179,10 +179,10 @@ class Anomaly(_Payload, kw_only=True):
     """A flagged tick. ``rule`` says what triggered it and ``detail`` says how."""
 
     symbol: str
-    rule: Literal["zscore", "jump", "crossed", "locked"]
+    rule: Literal["zscore", "jump", "iqr", "crossed", "locked"]
     detail: str
     value: float
-    """The measured quantity: z-score, jump in percent, or bid minus ask."""
+    """The measured quantity: z-score, jump in percent, IQRs beyond the quartile, or bid minus ask."""
     threshold: float
     price: float
     ts_event: int

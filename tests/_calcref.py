@@ -23,7 +23,7 @@ __all__ = [
     "make_trades", "frame", "run_split", "random_splits", "asdicts",
     "ref_time_bars", "ref_count_bars", "ref_threshold_bars",
     "ref_session_starts", "ref_session_vwap", "ref_rolling_vwap", "ref_sma", "ref_ema",
-    "ref_zscore", "ref_jumps", "ref_books", "last_rows_per_batch",
+    "ref_zscore", "ref_jumps", "ref_iqr", "ref_books", "last_rows_per_batch",
 ]
 
 T0 = 1_704_205_800_000_000_000  # 2024-01-02T14:30:00Z
@@ -258,6 +258,23 @@ def ref_jumps(df: pd.DataFrame, pct: float) -> list[tuple[int, float]]:
     move = 100.0 * (p - q).astype(np.float64) / np.abs(q).astype(np.float64)
     rows = df["row"][has].to_numpy()
     return [(int(r), float(m)) for r, m in zip(rows, move, strict=True) if abs(m) > pct]
+
+
+def ref_iqr(df: pd.DataFrame, window: int, k: float) -> list[tuple[int, float]]:
+    """(row, value) of trades outside ``[Q1 - k*IQR, Q3 + k*IQR]`` of the symbol's previous
+    `window` prices, quartiles by numpy's default ``np.quantile`` (linear interpolation); none
+    while IQR is 0. value = (p - Q1) / IQR below the fence, (p - Q3) / IQR above it."""
+    flagged = []
+    for _, idx in df.groupby("sym").indices.items():
+        prices = df["price"].to_numpy()[idx]
+        for j in range(window, len(idx)):
+            q1, q3 = np.quantile(prices[j - window:j], [0.25, 0.75])
+            iqr = q3 - q1
+            p = float(prices[j])
+            if iqr > 0 and (p < q1 - k * iqr or p > q3 + k * iqr):
+                value = (p - q1) / iqr if p < q1 else (p - q3) / iqr
+                flagged.append((int(df["row"].iloc[idx[j]]), float(value)))
+    return sorted(flagged)
 
 
 def ref_books(records: np.ndarray, sym: np.ndarray, depth: int) -> dict[int, tuple[list, list]]:

@@ -14,15 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamctl.bus.wire import PAYLOAD_TYPES, parse_topic
-from streamctl.cli.config import (
+from streamctl.process.calc.engine import CalculatorSet
+from streamctl.process.calc.settings import (
     AnomalyConfig,
     BarsConfig,
     BookConfig,
     CalculatorsConfig,
+    IQRConfig,
     VwapConfig,
     ZScoreConfig,
 )
-from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.calc.trade_kernels import add128, mul64, mul128_64, sub128, to_float
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 
@@ -131,7 +132,8 @@ def test_batches_of_any_layout_and_size():
 
 def test_payloads_encode_to_plain_msgpack_maps_of_their_topic_kind():
     cfg = CalculatorsConfig(bars=BarsConfig(ticks=[3]), sma=[2], ema=[2], book=BookConfig(depth=3),
-                            anomalies=AnomalyConfig(zscore=ZScoreConfig(window=2, threshold=0.5), jump_pct=1.0))
+                            anomalies=AnomalyConfig(zscore=ZScoreConfig(window=2, threshold=0.5), jump_pct=1.0,
+                                                    iqr=IQRConfig(window=2, k=0.5)))
     calc = CalculatorSet(cfg, src="t", live=False)
     calc.add_symbol("BRK.B")
     batch = np.concatenate([rec(Kind.TRADE, BASE + i, p) for i, p in enumerate([10.0, 10.5, 10.0, 11.0])]
@@ -144,7 +146,9 @@ def test_payloads_encode_to_plain_msgpack_maps_of_their_topic_kind():
         assert name == "BRK.B" and isinstance(payload, PAYLOAD_TYPES[kind])
         decoded = msgpack.unpackb(msgspec.msgpack.encode(payload))
         assert decoded["symbol"] == "BRK.B" and decoded["seq"] == 0
+        assert msgspec.msgpack.decode(msgspec.msgpack.encode(payload), type=type(payload)) == payload  # typed
     assert kinds == {"bar", "anomaly", "vwap", "sma", "ema", "book"}
+    assert {p.rule for t, p in out if t.startswith("anomaly.")} == {"zscore", "jump", "iqr"}
 
 
 U128 = st.integers(min_value=0, max_value=(1 << 127) - 1)

@@ -1,10 +1,11 @@
-"""VWAPs, SMA, EMA and the anomaly rules against the pandas/Python reference, exactly, under
+"""VWAPs, SMA, EMA and the anomaly rules against the pandas/numpy/Python reference, exactly, under
 random batch splits (the published value is the one after each symbol's last trade of a batch)."""
 
 from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 import pytest
 from _calcref import (
@@ -13,6 +14,7 @@ from _calcref import (
     make_trades,
     random_splits,
     ref_ema,
+    ref_iqr,
     ref_jumps,
     ref_rolling_vwap,
     ref_session_starts,
@@ -23,9 +25,17 @@ from _calcref import (
 )
 
 from streamctl.bus.wire import Anomaly, Indicator, Vwap
-from streamctl.cli.config import AnomalyConfig, BarsConfig, CalculatorsConfig, VwapConfig, ZScoreConfig
+from streamctl.cli.config import ConfigError, parse_config
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.calc.session_clock import SessionClock
+from streamctl.process.calc.settings import (
+    AnomalyConfig,
+    BarsConfig,
+    CalculatorsConfig,
+    IQRConfig,
+    VwapConfig,
+    ZScoreConfig,
+)
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
 NAMES = ["AAPL", "AAPLX", "BRK.B", "ESZ4"]
@@ -33,12 +43,12 @@ NY_DST_2024 = 1_710_000_000_000_000_000  # 2024-03-09T16:00Z, the day before New
 
 
 def config(*, session="00:00", tz="UTC", rolling=13, sma=(5, 20), ema=(3, 12, 50), window=15, threshold=2.5,
-           jump=1.5) -> CalculatorsConfig:
+           jump=1.5, iqr: IQRConfig | None = None) -> CalculatorsConfig:
     return CalculatorsConfig(
         bars=BarsConfig(), vwap=VwapConfig(session_start=session, timezone=tz, rolling_window=rolling),
         sma=list(sma), ema=list(ema), book=None,
         anomalies=AnomalyConfig(zscore=ZScoreConfig(window=window, threshold=threshold), jump_pct=jump,
-                                crossed_quotes=True))
+                                crossed_quotes=True, iqr=iqr))
 
 
 CASES = {
@@ -166,3 +176,95 @@ def test_zscore_checks_from_the_first_full_window(prices, flagged):
     calc.add_symbol("AAPL")
     out = calc.on_batch(trades(prices), np.zeros(len(prices), dtype=np.int32))
     assert [p.ts_event for _, p in out if isinstance(p, Anomaly)] == flagged
+
+
+# --------------------------------------------------------------------------- the IQR rule
+
+RULE_ORDER = {"zscore": 0, "jump": 1, "iqr": 2}
+
+
+@pytest.mark.parametrize(("iqr_window", "k", "seed", "fractional"), [
+    (4, 1.5, 21, False),  # quartiles between entries (virtual index 0.75 and 2.25)
+    (15, 1.5, 22, True),  # on entries (3.5 and 10.5) with fractional sizes
+    (100, 3.0, 23, False),  # longer than the z-score window: the ring grows for it
+])
+def test_iqr_matches_numpy_quantiles_under_random_splits(iqr_window, k, seed, fractional):
+    records, sym = make_trades(3000, seed=seed, fractional=fractional, jump_prob=0.02)
+    df = frame(records, sym)
+    iqr = ref_iqr(df, iqr_window, k)
+    assert 0 < len(iqr) < len(df) // 2  # the rule flags some trades, not all
+    assert any(v < 0 for _, v in iqr) and any(v > 0 for _, v in iqr)  # both fences
+    expected = sorted([(row, "zscore", v) for row, v in ref_zscore(df, 15, 2.5)]
+                      + [(row, "jump", v) for row, v in ref_jumps(df, 1.5)]
+                      + [(row, "iqr", v) for row, v in iqr], key=lambda a: (a[0], RULE_ORDER[a[1]]))
+    want = [(rule, v, int(records["ts_event"][row]), NAMES[sym[row]], records["price"][row] / 1e9)
+            for row, rule, v in expected]
+    cfg = config(iqr=IQRConfig(window=iqr_window, k=k))
+    rng = np.random.default_rng(seed)
+    for cuts in [random_splits(len(records), rng) for _ in range(3)] + [[0, len(records)]]:
+        _, outs = run_split(cfg, records, sym, cuts, NAMES, flush=False)
+        got = [(p.rule, p.value, p.ts_event, p.symbol, p.price) for out in outs for _, p in out
+               if isinstance(p, Anomaly)]
+        assert got == want
+        assert all(p.threshold == k for out in outs for _, p in out if isinstance(p, Anomaly) and p.rule == "iqr")
+
+
+def iqr_calc(window: int, k: float) -> CalculatorSet:
+    cfg = config(sma=(), ema=(), jump=None, window=2, threshold=1e9, iqr=IQRConfig(window=window, k=k))
+    calc = CalculatorSet(cfg, src="t", live=False)
+    calc.add_symbol("AAPL")
+    return calc
+
+
+@pytest.mark.parametrize(("window", "prices", "flagged"), [
+    (4, [10.0, 10.01, 10.02, 10.03, 11.0], [5]),  # the first trade with `window` trades before it is checked
+    (4, [10.0, 10.01, 10.02, 15.0], []),  # no flag until the window is full
+    (4, [10.0, 10.01, 10.02, 10.03, 10.0525], []),  # exactly on the fence Q3 + k*IQR: inside
+    (4, [10.0, 10.01, 10.02, 10.03, 10.052500001], [5]),  # just beyond it
+    (4, [10.0, 10.01, 10.02, 10.03, 9.9775], []),  # exactly on Q1 - k*IQR
+    (4, [10.0, 10.01, 10.02, 10.03, 9.977499999], [5]),
+    (4, [10.0, 10.0, 10.0, 10.0, 10.01, 9.0], [6]),  # Q3 of [10, 10, 10, 10.01] is 10.0025: IQR > 0
+    (5, [10.0, 10.0, 10.0, 10.0, 10.01, 9.0, 12.0], []),  # Q1 = Q3 = 10: IQR 0 never flags
+])
+def test_iqr_fences_and_warm_up(window, prices, flagged):
+    """k 2: after 10.00..10.03 (window 4), Q1 = 10.0075 and Q3 = 10.0225, so the fences are
+    [9.9775, 10.0525]."""
+    calc = iqr_calc(window, 2.0)
+    out = calc.on_batch(trades(prices), np.zeros(len(prices), dtype=np.int32))
+    assert [p.ts_event for _, p in out if isinstance(p, Anomaly)] == flagged
+
+
+def test_iqr_payload_names_the_fences():
+    calc = iqr_calc(4, 1.5)
+    out = calc.on_batch(trades([10.0, 10.01, 10.02, 10.03, 11.0]), np.zeros(5, dtype=np.int32))
+    (topic, anomaly), = [(t, p) for t, p in out if isinstance(p, Anomaly)]
+    q1, q3 = np.quantile(np.array([10_000_000_000, 10_010_000_000, 10_020_000_000, 10_030_000_000]), [0.25, 0.75])
+    assert (topic, anomaly.rule, anomaly.price, anomaly.threshold, anomaly.ts_event) == (
+        "anomaly.AAPL", "iqr", 11.0, 1.5, 5)
+    assert anomaly.value == (11_000_000_000 - q3) / (q3 - q1)  # IQRs above Q3: 65.17
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(anomaly), type=Anomaly) == anomaly  # the wire knows `iqr`
+    assert anomaly.detail == ("price 11 is outside [9.985, 10.045] = [Q1 - 1.5*IQR, Q3 + 1.5*IQR] of the "
+                              "previous 4 trades (Q1 10.0075, Q3 10.0225); +65.17 IQR beyond the quartile")
+
+
+def test_iqr_is_off_by_default_and_takes_defaults_from_an_empty_mapping():
+    assert CalculatorsConfig().anomalies.iqr is None
+    cfg = msgspec.yaml.decode(b"anomalies: {iqr: {}}", type=CalculatorsConfig)
+    assert cfg.anomalies.iqr == IQRConfig(window=100, k=1.5)
+    assert msgspec.yaml.decode(b"anomalies: {iqr: {window: 20, k: 3}}", type=CalculatorsConfig).anomalies.iqr == (
+        IQRConfig(window=20, k=3.0))
+
+
+@pytest.mark.parametrize(("iqr", "message"), [
+    ("{window: 1}", "`calculators.anomalies.iqr.window` must be int >= 2; was 1"),
+    ("{window: ten}", "`calculators.anomalies.iqr.window` must be int; was ten"),
+    ("{k: 0}", "`calculators.anomalies.iqr.k` must be float > 0.0; was 0"),
+    ("{k: -1.5}", "`calculators.anomalies.iqr.k` must be float > 0.0; was -1.5"),
+    ("{window: 20, fence: 3}", "`calculators.anomalies.iqr.fence` is not a known field"),
+    ("7", "`calculators.anomalies.iqr` must be object | null; was 7"),
+])
+def test_bad_iqr_settings_are_refused_naming_the_field(iqr, message):
+    text = f"name: x\nfeeds:\n  - {{name: a, vendor: sim, symbols: [A]}}\ncalculators:\n  anomalies: {{iqr: {iqr}}}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert str(err.value).startswith(message)

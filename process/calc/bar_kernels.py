@@ -1,9 +1,9 @@
 """The bar state machines, compiled with numba: one pass over a batch's trades.
 
-State per (symbol, bar spec) lives in ``bi`` (int64, columns `B_*`) and ``bf`` (float64:
-volume, notional). A closed bar is written as one row of ``oi``/``of`` (columns `O_*`,
-`OF_*`); a run of empty time bars is one row whose `O_NEMPTY` says how many, expanded by
-the Python side. Rows come out in the order bars close: by trade, then by spec.
+State per (symbol, bar spec) lives in ``bar_int`` (int64, columns `B_*`) and ``bar_float``
+(float64: volume, notional). A closed bar is written as one row of ``out_int``/``out_float``
+(columns `O_*`, `OF_*`); a run of empty time bars is one row whose `O_NEMPTY` says how many,
+expanded by the Python side. Rows come out in the order bars close: by trade, then by spec.
 All sums are sequential in arrival order: volume ``+= size``, notional ``+= price/1e9 * size``.
 """
 
@@ -44,162 +44,164 @@ NO_WATERMARK = np.int64(np.iinfo(np.int64).min)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _emit(bi, bf, oi, of, r, s, k, ts_end):
-    oi[r, O_SYM] = s
-    oi[r, O_SPEC] = k
-    oi[r, O_START] = bi[s, k, B_START]
-    oi[r, O_END] = ts_end
-    oi[r, O_OPEN] = bi[s, k, B_OPEN]
-    oi[r, O_HIGH] = bi[s, k, B_HIGH]
-    oi[r, O_LOW] = bi[s, k, B_LOW]
-    oi[r, O_CLOSE] = bi[s, k, B_CLOSE]
-    oi[r, O_TRADES] = bi[s, k, B_TRADES]
-    oi[r, O_EV] = bi[s, k, B_LAST_EV]
-    oi[r, O_RECV] = bi[s, k, B_LAST_RECV]
-    oi[r, O_NEMPTY] = 0
-    of[r, OF_VOL] = bf[s, k, B_VOL]
-    of[r, OF_VWAP] = bf[s, k, B_NOTIONAL] / bf[s, k, B_VOL]
-    bi[s, k, B_TRADES] = 0
+def _write_row(out_int, out_float, row, s, k, start, end, open_, high, low, close, trades, ev, recv, n_empty,
+               volume, vwap):
+    """One output row: a closed bar of symbol `s`, spec `k` (or a run of `n_empty` empty bars)."""
+    out_int[row, O_SYM] = s
+    out_int[row, O_SPEC] = k
+    out_int[row, O_START] = start
+    out_int[row, O_END] = end
+    out_int[row, O_OPEN] = open_
+    out_int[row, O_HIGH] = high
+    out_int[row, O_LOW] = low
+    out_int[row, O_CLOSE] = close
+    out_int[row, O_TRADES] = trades
+    out_int[row, O_EV] = ev
+    out_int[row, O_RECV] = recv
+    out_int[row, O_NEMPTY] = n_empty
+    out_float[row, OF_VOL] = volume
+    out_float[row, OF_VWAP] = vwap
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _apply(bi, bf, s, k, p, q, pq, t, tr):
-    if bi[s, k, B_TRADES] == 0:
-        bi[s, k, B_OPEN] = p
-        bi[s, k, B_HIGH] = p
-        bi[s, k, B_LOW] = p
-        bf[s, k, B_VOL] = q
-        bf[s, k, B_NOTIONAL] = pq
+def _emit(bar_int, bar_float, out_int, out_float, row, s, k, ts_end):
+    """Write the open bar of (`s`, `k`) as output row `row`, ending at `ts_end`, and close it."""
+    bar = bar_int[s, k]  # this (symbol, spec)'s state columns
+    _write_row(out_int, out_float, row, s, k, bar[B_START], ts_end, bar[B_OPEN], bar[B_HIGH], bar[B_LOW],
+               bar[B_CLOSE], bar[B_TRADES], bar[B_LAST_EV], bar[B_LAST_RECV], 0,
+               bar_float[s, k, B_VOL], bar_float[s, k, B_NOTIONAL] / bar_float[s, k, B_VOL])
+    bar[B_TRADES] = 0
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _apply(bar_int, bar_float, s, k, price, size, notional, ev, recv):
+    if bar_int[s, k, B_TRADES] == 0:
+        bar_int[s, k, B_OPEN] = price
+        bar_int[s, k, B_HIGH] = price
+        bar_int[s, k, B_LOW] = price
+        bar_float[s, k, B_VOL] = size
+        bar_float[s, k, B_NOTIONAL] = notional
     else:
-        if p > bi[s, k, B_HIGH]:
-            bi[s, k, B_HIGH] = p
-        if p < bi[s, k, B_LOW]:
-            bi[s, k, B_LOW] = p
-        bf[s, k, B_VOL] += q
-        bf[s, k, B_NOTIONAL] += pq
-    bi[s, k, B_CLOSE] = p
-    bi[s, k, B_TRADES] += 1
-    bi[s, k, B_LAST_EV] = t
-    bi[s, k, B_LAST_RECV] = tr
+        if price > bar_int[s, k, B_HIGH]:
+            bar_int[s, k, B_HIGH] = price
+        if price < bar_int[s, k, B_LOW]:
+            bar_int[s, k, B_LOW] = price
+        bar_float[s, k, B_VOL] += size
+        bar_float[s, k, B_NOTIONAL] += notional
+    bar_int[s, k, B_CLOSE] = price
+    bar_int[s, k, B_TRADES] += 1
+    bar_int[s, k, B_LAST_EV] = ev
+    bar_int[s, k, B_LAST_RECV] = recv
 
 
 @numba.njit(cache=True, error_model="numpy")
-def update_bars(ri, rf, sym, trades, n_trades, spec_kind, spec_int, spec_float, emit_empty, max_empty,
-                bi, bf, oi, of, late_by_spec, counts):
+def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int, spec_float, emit_empty,
+                max_empty, bar_int, bar_float, out_int, out_float, late_by_spec, counts):
     """Apply `n_trades` trades (row indices `trades`) to every bar spec; return rows written.
 
     ``counts``: [late trades, empty bars emitted, empty bars skipped over the cap].
-    `oi`/`of` must have room for ``2 * n_trades * n_specs`` rows.
+    `out_int`/`out_float` must have room for ``2 * n_trades * n_specs`` rows.
     """
     nspec = spec_kind.shape[0]
-    r = 0
+    row = 0
     for j in range(n_trades):
+        # The same record read as `trade_kernels.update_trades`: numba's cache would not see a
+        # change to a shared helper in another module, so each kernel module reads it itself.
         i = trades[j]
         s = sym[i]
-        p = ri[i, PRICE]
-        q = rf[i, SIZE]
-        t = ri[i, TS_EVENT]
-        tr = ri[i, TS_RECV]
-        pq = (p / 1e9) * q
+        price = rows_int[i, PRICE]
+        size = rows_float[i, SIZE]
+        ev = rows_int[i, TS_EVENT]
+        recv = rows_int[i, TS_RECV]
+        notional = (price / 1e9) * size
         late = False
         for k in range(nspec):
             kind = spec_kind[k]
             if kind == TIME:
                 width = spec_int[k]
-                if bi[s, k, B_TRADES] > 0:
-                    open_start = bi[s, k, B_START]
-                    if open_start <= t and t - open_start < width:  # the open bar (no division)
-                        _apply(bi, bf, s, k, p, q, pq, t, tr)
+                if bar_int[s, k, B_TRADES] > 0:
+                    open_start = bar_int[s, k, B_START]
+                    if open_start <= ev and ev - open_start < width:  # the open bar (no division)
+                        _apply(bar_int, bar_float, s, k, price, size, notional, ev, recv)
                         continue
-                    start = t - t % width
+                    start = ev - ev % width
                     if start < open_start:
                         late = True
                         late_by_spec[k] += 1
                         continue
-                    _emit(bi, bf, oi, of, r, s, k, open_start + width)
-                    r += 1
-                    bi[s, k, B_WM] = open_start + width
-                elif t < bi[s, k, B_WM]:
+                    _emit(bar_int, bar_float, out_int, out_float, row, s, k, open_start + width)
+                    row += 1
+                    bar_int[s, k, B_WM] = open_start + width
+                elif ev < bar_int[s, k, B_WM]:
                     late = True
                     late_by_spec[k] += 1
                     continue
                 else:
-                    start = t - t % width
-                wm = bi[s, k, B_WM]
+                    start = ev - ev % width
+                wm = bar_int[s, k, B_WM]
                 if emit_empty and wm != NO_WATERMARK and start > wm:
                     gap = (start - wm) // width
                     n_emit = min(gap, max_empty)
                     counts[2] += gap - n_emit
                     if n_emit > 0:
                         counts[1] += n_emit
-                        oi[r, O_SYM] = s
-                        oi[r, O_SPEC] = k
-                        oi[r, O_START] = wm
-                        oi[r, O_END] = wm + width
-                        oi[r, O_OPEN] = bi[s, k, B_CLOSE]
-                        oi[r, O_HIGH] = bi[s, k, B_CLOSE]
-                        oi[r, O_LOW] = bi[s, k, B_CLOSE]
-                        oi[r, O_CLOSE] = bi[s, k, B_CLOSE]
-                        oi[r, O_TRADES] = 0
-                        oi[r, O_EV] = bi[s, k, B_LAST_EV]
-                        oi[r, O_RECV] = bi[s, k, B_LAST_RECV]
-                        oi[r, O_NEMPTY] = n_emit
-                        of[r, OF_VOL] = 0.0
-                        of[r, OF_VWAP] = bi[s, k, B_CLOSE] / 1e9
-                        r += 1
-                bi[s, k, B_START] = start
-                _apply(bi, bf, s, k, p, q, pq, t, tr)
+                        close = bar_int[s, k, B_CLOSE]
+                        _write_row(out_int, out_float, row, s, k, wm, wm + width, close, close, close, close, 0,
+                                   bar_int[s, k, B_LAST_EV], bar_int[s, k, B_LAST_RECV], n_emit, 0.0, close / 1e9)
+                        row += 1
+                bar_int[s, k, B_START] = start
+                _apply(bar_int, bar_float, s, k, price, size, notional, ev, recv)
             else:
-                if bi[s, k, B_TRADES] == 0:
-                    bi[s, k, B_START] = t
-                _apply(bi, bf, s, k, p, q, pq, t, tr)
+                if bar_int[s, k, B_TRADES] == 0:
+                    bar_int[s, k, B_START] = ev
+                _apply(bar_int, bar_float, s, k, price, size, notional, ev, recv)
                 if kind == TICKS:
-                    done = bi[s, k, B_TRADES] >= spec_int[k]
+                    done = bar_int[s, k, B_TRADES] >= spec_int[k]
                 elif kind == VOLUME:
-                    done = bf[s, k, B_VOL] >= spec_float[k]
+                    done = bar_float[s, k, B_VOL] >= spec_float[k]
                 else:
-                    done = bf[s, k, B_NOTIONAL] >= spec_float[k]
+                    done = bar_float[s, k, B_NOTIONAL] >= spec_float[k]
                 if done:
-                    _emit(bi, bf, oi, of, r, s, k, t)
-                    r += 1
+                    _emit(bar_int, bar_float, out_int, out_float, row, s, k, ev)
+                    row += 1
         if late:
             counts[0] += 1
-    return r
+    return row
 
 
 @numba.njit(cache=True, error_model="numpy")
-def close_due(nsym, spec_kind, spec_int, delay, now, bi, bf, oi, of):
+def close_due(nsym, spec_kind, spec_int, delay, now, bar_int, bar_float, out_int, out_float):
     """Live: close every open time bar whose ``end + delay <= now``; rows by symbol, then spec."""
-    r = 0
+    row = 0
     for s in range(nsym):
         for k in range(spec_kind.shape[0]):
-            if spec_kind[k] != TIME or bi[s, k, B_TRADES] == 0:
+            if spec_kind[k] != TIME or bar_int[s, k, B_TRADES] == 0:
                 continue
-            end = bi[s, k, B_START] + spec_int[k]
+            end = bar_int[s, k, B_START] + spec_int[k]
             if end + delay <= now:
-                _emit(bi, bf, oi, of, r, s, k, end)
-                bi[s, k, B_WM] = end
-                r += 1
-    return r
+                _emit(bar_int, bar_float, out_int, out_float, row, s, k, end)
+                bar_int[s, k, B_WM] = end
+                row += 1
+    return row
 
 
 @numba.njit(cache=True, error_model="numpy")
-def flush_bars(nsym, spec_kind, spec_int, bi, bf, oi, of):
+def flush_bars(nsym, spec_kind, spec_int, bar_int, bar_float, out_int, out_float):
     """Close every open bar (clean stop); rows by symbol, then spec.
 
     A flushed time bar keeps its interval's bounds (replay of a file gives the same last
     bar as a batch computation); its interval still counts as closed, so later trades in it
     are late. How far it got shows in its `ts_event` (the last trade).
     """
-    r = 0
+    row = 0
     for s in range(nsym):
         for k in range(spec_kind.shape[0]):
-            if bi[s, k, B_TRADES] == 0:
+            if bar_int[s, k, B_TRADES] == 0:
                 continue
             if spec_kind[k] == TIME:
-                _emit(bi, bf, oi, of, r, s, k, bi[s, k, B_START] + spec_int[k])
-                bi[s, k, B_WM] = bi[s, k, B_START] + spec_int[k]
+                _emit(bar_int, bar_float, out_int, out_float, row, s, k, bar_int[s, k, B_START] + spec_int[k])
+                bar_int[s, k, B_WM] = bar_int[s, k, B_START] + spec_int[k]
             else:
-                _emit(bi, bf, oi, of, r, s, k, bi[s, k, B_LAST_EV])
-            r += 1
-    return r
+                _emit(bar_int, bar_float, out_int, out_float, row, s, k, bar_int[s, k, B_LAST_EV])
+            row += 1
+    return row

@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 
 from streamctl.bus.wire import Bar, topic
-from streamctl.process.calc import bar_kernels as K
+from streamctl.process.calc import bar_kernels
 from streamctl.process.calc.settings import BarsConfig, parse_interval
 from streamctl.process.calc.state import SymbolArrays
 
@@ -49,10 +49,10 @@ def bar_specs(config: BarsConfig) -> list[BarSpec]:
             seconds = parse_interval(value)
         except ValueError as exc:
             raise ValueError(f"`bars.time[{i}]` {exc}; was {value!r}") from None
-        specs.append(BarSpec(K.TIME, seconds, f"{seconds}s"))
-    specs += [BarSpec(K.TICKS, n, f"{n}t") for n in config.ticks]
-    specs += [BarSpec(K.VOLUME, v, f"{format_threshold(v)}v") for v in config.volume]
-    specs += [BarSpec(K.DOLLAR, d, f"{format_threshold(d)}d") for d in config.dollar]
+        specs.append(BarSpec(bar_kernels.TIME, seconds, f"{seconds}s"))
+    specs += [BarSpec(bar_kernels.TICKS, n, f"{n}t") for n in config.ticks]
+    specs += [BarSpec(bar_kernels.VOLUME, v, f"{format_threshold(v)}v") for v in config.volume]
+    specs += [BarSpec(bar_kernels.DOLLAR, d, f"{format_threshold(d)}d") for d in config.dollar]
     unique: dict[str, BarSpec] = {}
     for spec in specs:
         unique.setdefault(spec.label, spec)
@@ -65,22 +65,23 @@ class BarCalc:
     def __init__(self, config: BarsConfig, capacity: int):
         self.specs = bar_specs(config)
         self.labels = [spec.label for spec in self.specs]
-        self._kind = np.array([s.kind for s in self.specs], dtype=np.int64)
-        self._int = np.array([int(s.param) * _NS if s.kind == K.TIME else int(s.param) for s in self.specs],
-                             dtype=np.int64)
-        self._float = np.array([float(s.param) for s in self.specs], dtype=np.float64)
+        self._spec_kind = np.array([s.kind for s in self.specs], dtype=np.int64)
+        self._spec_int = np.array(  # time bars: the width in ns
+            [int(s.param) * _NS if s.kind == bar_kernels.TIME else int(s.param) for s in self.specs],
+            dtype=np.int64)
+        self._spec_float = np.array([float(s.param) for s in self.specs], dtype=np.float64)
         self._emit_empty = bool(config.emit_empty)
         self._max_empty = int(config.max_empty_bars)
         self._delay = round(config.close_delay * _NS)
         n = len(self.specs)
         self.state = SymbolArrays(capacity)
-        self.state.add("bi", (n, K.NB_I), np.int64, 0)
-        self.state["bi"][:, :, K.B_WM] = K.NO_WATERMARK
-        self.state.add("bf", (n, K.NB_F), np.float64, 0.0)
+        self.state.add("bar_int", (n, bar_kernels.NB_I), np.int64, 0)
+        self.state["bar_int"][:, :, bar_kernels.B_WM] = bar_kernels.NO_WATERMARK
+        self.state.add("bar_float", (n, bar_kernels.NB_F), np.float64, 0.0)
         self._topics: list[list[str]] = [[] for _ in self.specs]
         self._symbols: list[str] = []
-        self._oi = np.zeros((0, K.NO_I), dtype=np.int64)
-        self._of = np.zeros((0, K.NO_F), dtype=np.float64)
+        self._out_int = np.zeros((0, bar_kernels.NO_I), dtype=np.int64)
+        self._out_float = np.zeros((0, bar_kernels.NO_F), dtype=np.float64)
         self.late_by_spec = np.zeros(n, dtype=np.int64)
         self.counts = np.zeros(3, dtype=np.int64)
         """[late trades, empty bars emitted, empty bars skipped over the cap]"""
@@ -91,7 +92,7 @@ class BarCalc:
     def resize(self, capacity: int) -> None:
         old = self.state.capacity
         self.state.resize(capacity)
-        self.state["bi"][old:, :, K.B_WM] = K.NO_WATERMARK
+        self.state["bar_int"][old:, :, bar_kernels.B_WM] = bar_kernels.NO_WATERMARK
 
     def add_symbol(self, symbol: str) -> None:
         self._symbols.append(symbol)
@@ -99,20 +100,21 @@ class BarCalc:
             topics.append(topic("bar", symbol, label))
 
     def _room(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self._oi) < rows:
-            size = max(rows, 2 * len(self._oi))
-            self._oi = np.zeros((size, K.NO_I), dtype=np.int64)
-            self._of = np.zeros((size, K.NO_F), dtype=np.float64)
-        return self._oi, self._of
+        if len(self._out_int) < rows:
+            size = max(rows, 2 * len(self._out_int))
+            self._out_int = np.zeros((size, bar_kernels.NO_I), dtype=np.int64)
+            self._out_float = np.zeros((size, bar_kernels.NO_F), dtype=np.float64)
+        return self._out_int, self._out_float
 
-    def update(self, ri, rf, sym, trades: np.ndarray, n_trades: int, out: list) -> None:
+    def update(self, rows_int, rows_float, sym, trades: np.ndarray, n_trades: int, out: list) -> None:
         """Apply a batch's valid trades; append closed bars to `out` as (topic, Bar)."""
         if not self.specs or n_trades == 0:
             return
-        oi, of = self._room(2 * n_trades * len(self.specs))
-        rows = K.update_bars(ri, rf, sym, trades, n_trades, self._kind, self._int, self._float,
-                             self._emit_empty, self._max_empty, self.state["bi"], self.state["bf"],
-                             oi, of, self.late_by_spec, self.counts)
+        out_int, out_float = self._room(2 * n_trades * len(self.specs))
+        rows = bar_kernels.update_bars(
+            rows_int, rows_float, sym, trades, n_trades, self._spec_kind, self._spec_int, self._spec_float,
+            self._emit_empty, self._max_empty, self.state["bar_int"], self.state["bar_float"],
+            out_int, out_float, self.late_by_spec, self.counts)
         self._payloads(rows, out)
 
     def close_due(self, now_ns: int, out: list) -> None:
@@ -120,9 +122,9 @@ class BarCalc:
         nsym = len(self._symbols)
         if not self.specs or nsym == 0:
             return
-        oi, of = self._room(nsym * len(self.specs))
-        rows = K.close_due(nsym, self._kind, self._int, self._delay, now_ns,
-                           self.state["bi"], self.state["bf"], oi, of)
+        out_int, out_float = self._room(nsym * len(self.specs))
+        rows = bar_kernels.close_due(nsym, self._spec_kind, self._spec_int, self._delay, now_ns,
+                                     self.state["bar_int"], self.state["bar_float"], out_int, out_float)
         self._payloads(rows, out)
 
     def flush(self, out: list) -> None:
@@ -130,25 +132,26 @@ class BarCalc:
         nsym = len(self._symbols)
         if not self.specs or nsym == 0:
             return
-        oi, of = self._room(nsym * len(self.specs))
-        rows = K.flush_bars(nsym, self._kind, self._int, self.state["bi"], self.state["bf"], oi, of)
+        out_int, out_float = self._room(nsym * len(self.specs))
+        rows = bar_kernels.flush_bars(nsym, self._spec_kind, self._spec_int, self.state["bar_int"],
+                                      self.state["bar_float"], out_int, out_float)
         self._payloads(rows, out)
 
     def _payloads(self, rows: int, out: list) -> None:
         if rows == 0:
             return
-        symbols, labels, topics, widths = self._symbols, self.labels, self._topics, self._int
-        floats = self._of[:rows].tolist()
-        for row, (volume, vwap) in zip(self._oi[:rows].tolist(), floats, strict=True):
-            s, k, start, end, o, h, lo, c, n, ev, recv, empty = row
+        symbols, labels, topics, widths = self._symbols, self.labels, self._topics, self._spec_int
+        floats = self._out_float[:rows].tolist()
+        for row, (volume, vwap) in zip(self._out_int[:rows].tolist(), floats, strict=True):
+            s, k, start, end, open_, high, low, close, trades, ev, recv, empty = row
             if empty == 0:
                 out.append((topics[k][s], Bar(
                     symbol=symbols[s], interval=labels[k], ts_start=start, ts_end=end,
-                    open=o / 1e9, high=h / 1e9, low=lo / 1e9, close=c / 1e9,
-                    volume=volume, trades=n, vwap=vwap, ts_event=ev, ts_recv=recv)))
+                    open=open_ / 1e9, high=high / 1e9, low=low / 1e9, close=close / 1e9,
+                    volume=volume, trades=trades, vwap=vwap, ts_event=ev, ts_recv=recv)))
                 continue
             width = int(widths[k])
-            price = c / 1e9
+            price = close / 1e9
             for e in range(empty):
                 begin = start + e * width
                 out.append((topics[k][s], Bar(

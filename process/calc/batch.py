@@ -33,14 +33,16 @@ __all__ = [
 TS_EVENT, TS_RECV, PRICE, PRICE2, SIZE, SIZE2, SEQUENCE, META = range(8)
 """Column of each field in the ``(n, 8)`` views (`SIZE`/`SIZE2` in the float view)."""
 KIND_SHIFT = 32
-"""``(ri[i, META] >> KIND_SHIFT) & 0xFF`` is the record's kind (byte 60, little-endian)."""
+"""``(rows_int[i, META] >> KIND_SHIFT) & 0xFF`` is the record's kind (byte 60, little-endian)."""
 SIDE_SHIFT = 40
 
+_FIELDS = RECORD_DTYPE.fields
+assert _FIELDS is not None
 for _name, _col in (("ts_event", TS_EVENT), ("ts_recv", TS_RECV), ("price", PRICE), ("price2", PRICE2),
                     ("size", SIZE), ("size2", SIZE2), ("instrument_id", META)):
-    assert RECORD_DTYPE.fields[_name][1] == 8 * _col, _name
-assert RECORD_DTYPE.fields["kind"][1] == 56 + KIND_SHIFT // 8
-assert RECORD_DTYPE.fields["side"][1] == 56 + SIDE_SHIFT // 8
+    assert _FIELDS[_name][1] == 8 * _col, _name
+assert _FIELDS["kind"][1] == 56 + KIND_SHIFT // 8
+assert _FIELDS["side"][1] == 56 + SIDE_SHIFT // 8
 
 COUNT_NAMES = ("trades", "bad_trades", "quotes", "book_updates", "resets", "bad_records")
 """Counters `select` fills, in the order of its ``counts`` array."""
@@ -53,7 +55,7 @@ _I64_MIN = np.int64(np.iinfo(np.int64).min)
 
 
 def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(ri, rf)``: int64 and float64 ``(n, 8)`` views of a `RECORD_DTYPE` batch."""
+    """``(rows_int, rows_float)``: int64 and float64 ``(n, 8)`` views of a `RECORD_DTYPE` batch."""
     dtype = getattr(records, "dtype", None)
     if dtype is not RECORD_DTYPE and (not isinstance(records, np.ndarray) or dtype != RECORD_DTYPE):
         got = dtype if isinstance(records, np.ndarray) else type(records).__name__
@@ -64,12 +66,12 @@ def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # One array type per kernel argument: a read-only or strided batch would make numba
         # compile (seconds) another version of every kernel, so it is copied instead.
         records = np.array(records, order="C")
-    ri = records.view(np.int64).reshape(len(records), 8)
-    return ri, ri.view(np.float64)
+    rows_int = records.view(np.int64).reshape(len(records), 8)
+    return rows_int, rows_int.view(np.float64)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, first_bad):
+def select(rows_int, rows_float, sym, nsym, check_quotes, trades, flagged_quotes, counts, first_bad):
     """One pass over a batch: validate, count, and list what the calculators need.
 
     Writes the row index of every valid trade into `trades` and of every quote with
@@ -85,9 +87,9 @@ def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, firs
     bad = 0
     tmin = _I64_MAX
     tmax = _I64_MIN
-    for i in range(ri.shape[0]):
+    for i in range(rows_int.shape[0]):
         s = sym[i]
-        kind = (ri[i, META] >> KIND_SHIFT) & 0xFF
+        kind = (rows_int[i, META] >> KIND_SHIFT) & 0xFF
         if s < 0 or s >= nsym or kind < _TRADE or kind > _RESET:
             counts[_BAD_RECORDS] += 1
             bad += 1
@@ -95,9 +97,9 @@ def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, firs
                 first_bad[_BAD_RECORDS] = i
             continue
         if kind == _TRADE:
-            size = rf[i, SIZE]
-            t = ri[i, TS_EVENT]
-            if ri[i, PRICE] == _UNDEF or not (size > 0.0) or not (size < np.inf) or t <= 0:
+            size = rows_float[i, SIZE]
+            t = rows_int[i, TS_EVENT]
+            if rows_int[i, PRICE] == _UNDEF or not (size > 0.0) or not (size < np.inf) or t <= 0:
                 counts[_BAD_TRADES] += 1
                 bad += 1
                 if first_bad[_BAD_TRADES] < 0:
@@ -111,8 +113,8 @@ def select(ri, rf, sym, nsym, check_quotes, trades, flagged_quotes, counts, firs
         elif kind == _QUOTE:
             counts[_QUOTES] += 1
             if check_quotes:
-                bid = ri[i, PRICE]
-                ask = ri[i, PRICE2]
+                bid = rows_int[i, PRICE]
+                ask = rows_int[i, PRICE2]
                 if bid != _UNDEF and ask != _UNDEF and bid >= ask:
                     flagged_quotes[nq] = i
                     nq += 1

@@ -30,7 +30,7 @@ BAD_BOOK, MISSING_LEVEL = 0, 1
 
 
 @numba.njit(cache=True, error_model="numpy")
-def apply_book(ri, rf, sym, nsym, start, stamp, keys, sizes, count, changed, last, counts):
+def apply_book(rows_int, rows_float, sym, nsym, start, stamp, keys, sizes, count, changed, last, counts):
     """Apply BOOK/RESET records from row `start`; return the row it stopped at.
 
     Stops early (returns that row) when a side has no room for a new level. ``counts``:
@@ -38,18 +38,18 @@ def apply_book(ri, rf, sym, nsym, start, stamp, keys, sizes, count, changed, las
     marks symbols whose book changed; ``last[s]`` holds their last (ts_event, ts_recv).
     """
     cap = keys.shape[2]
-    for i in range(start, ri.shape[0]):
+    for i in range(start, rows_int.shape[0]):
         s = sym[i]
         if s < 0 or s >= nsym:
             continue
-        kind = (ri[i, META] >> KIND_SHIFT) & 0xFF
+        kind = (rows_int[i, META] >> KIND_SHIFT) & 0xFF
         if kind == _RESET:
             count[s, 0] = 0
             count[s, 1] = 0
         elif kind == _BOOK:
-            side = (ri[i, META] >> SIDE_SHIFT) & 0xFF
-            price = ri[i, PRICE]
-            size = rf[i, SIZE]
+            side = (rows_int[i, META] >> SIDE_SHIFT) & 0xFF
+            price = rows_int[i, PRICE]
+            size = rows_float[i, SIZE]
             if (side != _BID and side != _ASK) or price == _UNDEF or price == _LOWEST \
                     or not (size >= 0.0) or not (size < np.inf):
                 counts[BAD_BOOK] += 1
@@ -81,9 +81,9 @@ def apply_book(ri, rf, sym, nsym, start, stamp, keys, sizes, count, changed, las
         else:
             continue
         changed[s] = stamp
-        last[s, 0] = ri[i, TS_EVENT]
-        last[s, 1] = ri[i, TS_RECV]
-    return ri.shape[0]
+        last[s, 0] = rows_int[i, TS_EVENT]
+        last[s, 1] = rows_int[i, TS_RECV]
+    return rows_int.shape[0]
 
 
 class BookCalc:
@@ -115,16 +115,16 @@ class BookCalc:
         """Current level capacity per side."""
         return self.state["keys"].shape[2]
 
-    def update(self, ri, rf, sym, out: list) -> None:
+    def update(self, rows_int, rows_float, sym, out: list) -> None:
         """Apply the batch's BOOK/RESET records; append one Book per changed symbol to `out`."""
         st = self.state
         self._stamp += 1
         nsym = len(self._symbols)
         row = 0
-        while row < len(ri):
-            row = apply_book(ri, rf, sym, nsym, row, self._stamp, st["keys"], st["sizes"], st["count"],
-                             st["changed"], st["last"], self.counts)
-            if row < len(ri):
+        while row < len(rows_int):
+            row = apply_book(rows_int, rows_float, sym, nsym, row, self._stamp, st["keys"], st["sizes"],
+                             st["count"], st["changed"], st["last"], self.counts)
+            if row < len(rows_int):
                 levels = 2 * self.levels
                 st.reshape_tail("keys", (2, levels))
                 st.reshape_tail("sizes", (2, levels))

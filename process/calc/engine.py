@@ -6,7 +6,7 @@ no Python object per tick) and returns ``(topic, payload)`` pairs in this order:
 
 1. bars, in the order they closed (by record, then spec order: time intervals, tick, volume,
    dollar bars, each in config order; a gap's empty bars right after the bar before them);
-2. anomalies, in record order (z-score before jump on one trade);
+2. anomalies, in record order (z-score, then jump, then IQR on one trade);
 3. for the symbols with trades in the batch, in ascending local index: every `Vwap`, then for
    each SMA window (config order) the `Indicator` of each symbol whose window is full, then
    for each EMA span the `Indicator` of each symbol;
@@ -22,6 +22,7 @@ import logging
 import msgspec
 import numpy as np
 
+from streamctl.process.calc import trade_kernels
 from streamctl.process.calc.anomalies import AnomalyBuilder
 from streamctl.process.calc.bar_kernels import TIME
 from streamctl.process.calc.bars import BarCalc
@@ -47,7 +48,8 @@ log = logging.getLogger("streamctl.calc")
 _INITIAL_SYMBOLS = 16
 _BAD_TRADES = COUNT_NAMES.index("bad_trades")
 _BAD_RECORDS = COUNT_NAMES.index("bad_records")
-_NO_ROWS = (np.zeros((0, 6), dtype=np.int64), np.zeros((0, 3), dtype=np.float64))
+_NO_ROWS = (np.zeros((0, trade_kernels.NA_I), dtype=np.int64),
+            np.zeros((0, trade_kernels.NA_F), dtype=np.float64))
 Output = list[tuple[str, msgspec.Struct]]
 
 
@@ -80,12 +82,8 @@ class CalculatorSet:
         self._bars = BarCalc(config.bars, self._capacity)
         self._trades = TradeCalc(config, self._capacity)
         self._book = BookCalc(config.book, self._capacity) if config.book is not None else None
-        anomalies = config.anomalies
-        zscore = anomalies.zscore if anomalies is not None else None
-        self._check_quotes = bool(anomalies is not None and anomalies.crossed_quotes)
-        self._anomalies = AnomalyBuilder(
-            zscore_window=zscore.window if zscore else 0, zscore_threshold=zscore.threshold if zscore else 0.0,
-            jump_pct=(anomalies.jump_pct or 0.0) if anomalies is not None else 0.0)
+        self._check_quotes = bool(config.anomalies is not None and config.anomalies.crossed_quotes)
+        self._anomalies = AnomalyBuilder(config.anomalies)
         self._first_bad = np.full(N_COUNTS, -1, dtype=np.int64)
         self._trade_rows = np.zeros(0, dtype=np.int64)
         self._quote_rows = np.zeros(0, dtype=np.int64)
@@ -129,20 +127,20 @@ class CalculatorSet:
             for calc in (self._bars, self._trades, self._book):
                 if calc is not None:
                     calc.resize(self._capacity)
-        for calc in (self._bars, self._trades, self._book, self._anomalies):
-            if calc is not None:
-                calc.add_symbol(symbol)
+        for part in (self._bars, self._trades, self._book, self._anomalies):
+            if part is not None:
+                part.add_symbol(symbol)
         self._symbols.append(symbol)
         self._index[symbol] = index
         return index
 
     def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Output:
         """Run every calculator over one batch; return ``(topic, payload)`` pairs (see module doc)."""
-        ri, rf = columns(records)
+        rows_int, rows_float = columns(records)
         sym = np.ascontiguousarray(sym_idx, dtype=np.int32)
         if not sym.flags.writeable:
             sym = sym.copy()
-        n = len(ri)
+        n = len(rows_int)
         if len(sym) != n:
             raise ValueError(f"`sym_idx` must have one entry per record ({n}); was {len(sym)}")
         out: Output = []
@@ -153,26 +151,26 @@ class CalculatorSet:
             self._quote_rows = np.zeros(len(self._trade_rows), dtype=np.int64)
         self._first_bad.fill(-1)
         n_trades, n_quotes, n_book, n_bad, tmin, tmax = select(
-            ri, rf, sym, len(self._symbols), self._check_quotes, self._trade_rows, self._quote_rows, self._counts,
-            self._first_bad)
+            rows_int, rows_float, sym, len(self._symbols), self._check_quotes, self._trade_rows, self._quote_rows,
+            self._counts, self._first_bad)
         trades = self._trade_rows
         if n_trades:
-            self._bars.update(ri, rf, sym, trades, n_trades, out)
-            ai, af = self._trades.update(ri, rf, sym, trades, n_trades, tmin, tmax)
-            if len(ai) or n_quotes:
-                self._anomalies.build(ai, af, ri, sym, self._quote_rows[:n_quotes], out)
+            self._bars.update(rows_int, rows_float, sym, trades, n_trades, out)
+            flagged = self._trades.update(rows_int, rows_float, sym, trades, n_trades, tmin, tmax)
+            if len(flagged[0]) or n_quotes:
+                self._anomalies.build(*flagged, rows_int, sym, self._quote_rows[:n_quotes], out)
             self._trades.publish(out)
         elif n_quotes:
-            self._anomalies.build(*_NO_ROWS, ri, sym, self._quote_rows[:n_quotes], out)
+            self._anomalies.build(*_NO_ROWS, rows_int, sym, self._quote_rows[:n_quotes], out)
         if n_book and self._book is not None:
-            self._book.update(ri, rf, sym, out)
+            self._book.update(rows_int, rows_float, sym, out)
             if self._book.counts[0] and "bad_book" not in self._warned:
                 self._warned.add("bad_book")
                 log.warning("%s: skipping bad book records (side not bid/ask, undefined price or size < 0); "
                             "counted in counters['bad_book']", self.src)
         self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
         if n_bad:
-            self._warn_bad(ri, rf, sym)
+            self._warn_bad(rows_int, rows_float, sym)
         return out
 
     def on_clock(self, now_ns: int) -> Output:
@@ -190,7 +188,7 @@ class CalculatorSet:
 
     # ------------------------------------------------------------------ internals
 
-    def _warn_bad(self, ri: np.ndarray, rf: np.ndarray, sym: np.ndarray) -> None:
+    def _warn_bad(self, rows_int: np.ndarray, rows_float: np.ndarray, sym: np.ndarray) -> None:
         """Log each kind of bad input once, with the first offending record."""
         for name, col in (("bad_trades", _BAD_TRADES), ("bad_records", _BAD_RECORDS)):
             first = int(self._first_bad[col])
@@ -199,9 +197,9 @@ class CalculatorSet:
             self._warned.add(name)
             s = int(sym[first])
             symbol = self._symbols[s] if 0 <= s < len(self._symbols) else f"<unknown local index {s}>"
-            kind = (int(ri[first, META]) >> KIND_SHIFT) & 0xFF
-            what = (f"row {first}: kind `{kind}` symbol `{symbol}` ts_event `{int(ri[first, TS_EVENT])}` "
-                    f"price `{int(ri[first, PRICE])}` size `{float(rf[first, SIZE])}`")
+            kind = (int(rows_int[first, META]) >> KIND_SHIFT) & 0xFF
+            what = (f"row {first}: kind `{kind}` symbol `{symbol}` ts_event `{int(rows_int[first, TS_EVENT])}` "
+                    f"price `{int(rows_int[first, PRICE])}` size `{float(rows_float[first, SIZE])}`")
             log.warning("%s: skipping %s (counted in counters[%r]); first: %s", self.src, name.replace("_", " "),
                         name, what)
 

@@ -1,4 +1,4 @@
-"""Trade-driven series for all symbols: session and rolling VWAP, SMA, EMA, z-score and jump rules.
+"""Trade-driven series for all symbols: session and rolling VWAP, SMA, EMA, z-score, jump and IQR rules.
 
 The recurrences are in `trade_kernels`; this module owns their per-symbol state and parameters,
 and turns a batch's results into payloads, each the value after the symbol's last trade of the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamctl.bus.wire import Indicator, Vwap, topic
-from streamctl.process.calc import trade_kernels as K
+from streamctl.process.calc import trade_kernels
 from streamctl.process.calc.session_clock import SessionClock
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.calc.state import SymbolArrays
@@ -32,33 +32,41 @@ class TradeCalc:
         vwap, anomalies = config.vwap, config.anomalies
         zscore = anomalies.zscore if anomalies is not None else None
         jump = anomalies.jump_pct if anomalies is not None else None
+        iqr = anomalies.iqr if anomalies is not None else None
         self.vwap_window = vwap.rolling_window if vwap is not None else 0
         self.sma_windows = list(dict.fromkeys(config.sma))
         self.ema_spans = list(dict.fromkeys(config.ema))
         self.zscore = zscore
         self.clock = SessionClock(vwap.session_start, vwap.timezone) if vwap is not None else None
-        need = max([1, self.vwap_window, *self.sma_windows, zscore.window if zscore else 1])
-        H = 1 << (need - 1).bit_length()
-        self.H = H
-        self._ip = np.zeros(K.NP_I, dtype=np.int64)
-        self._ip[K.P_H] = H
-        self._ip[K.P_JUMP] = jump is not None
-        self._ip[K.P_Z] = zscore is not None
-        self._ip[K.P_ZW] = zscore.window if zscore else 2
-        self._ip[K.P_ZLIM] = zscore_price_limit(zscore.window if zscore else 2)
-        self._ip[K.P_VWAP] = vwap is not None
-        self._fp = np.array([jump or 0.0, zscore.threshold if zscore else 0.0], dtype=np.float64)
+        windows = [self.vwap_window, *self.sma_windows, zscore.window if zscore else 1, iqr.window if iqr else 1]
+        ring_size = 1 << (max(windows) - 1).bit_length()
+        self.ring_size = ring_size
+        """Trades kept per symbol: the largest window, rounded up to a power of two."""
+        self._params_int = params = np.zeros(trade_kernels.NP_I, dtype=np.int64)
+        params[trade_kernels.P_RING_SIZE] = ring_size
+        params[trade_kernels.P_JUMP] = jump is not None
+        params[trade_kernels.P_Z] = zscore is not None
+        params[trade_kernels.P_ZW] = zscore.window if zscore else 2
+        params[trade_kernels.P_ZLIM] = zscore_price_limit(zscore.window if zscore else 2)
+        params[trade_kernels.P_VWAP] = vwap is not None
+        params[trade_kernels.P_IQR] = iqr is not None
+        params[trade_kernels.P_IQRW] = iqr.window if iqr else 2
+        self._params_float = np.zeros(trade_kernels.NP_F, dtype=np.float64)
+        self._params_float[trade_kernels.PF_JUMP] = jump or 0.0
+        self._params_float[trade_kernels.PF_ZTHR] = zscore.threshold if zscore else 0.0
+        self._params_float[trade_kernels.PF_IQRK] = iqr.k if iqr else 0.0
         self._sma_n = np.array(self.sma_windows, dtype=np.int64)
-        self._alpha = np.array([2.0 / (span + 1) for span in self.ema_spans], dtype=np.float64)
-        self._om = 1.0 - self._alpha
+        self._ema_alpha = np.array([2.0 / (span + 1) for span in self.ema_spans], dtype=np.float64)
+        self._ema_decay = 1.0 - self._ema_alpha
         self.state = st = SymbolArrays(capacity)
-        st.add("ring_p", (H,), np.int64, 0)
-        st.add("ring_f", (H, 2), np.float64, 0.0)
-        st.add("si", (K.NS_I,), np.int64, 0)
-        st.add("sf", (K.NS_F,), np.float64, 0.0)
-        st.add("z2", (2,), np.uint64, 0)
+        st.add("ring_price", (ring_size,), np.int64, 0)
+        st.add("ring_pv_vol", (ring_size, 2), np.float64, 0.0)
+        st.add("state_int", (trade_kernels.NS_I,), np.int64, 0)
+        st.add("state_float", (trade_kernels.NS_F,), np.float64, 0.0)
+        st.add("z_sum_sq", (2,), np.uint64, 0)
         st.add("sma", (len(self.sma_windows),), np.int64, 0)
         st.add("ema", (len(self.ema_spans),), np.float64, 0.0)
+        st.add("iqr_sorted", (iqr.window if iqr else 0,), np.int64, 0)
         self._init_rows(0)
         self._stamp = 0
         self._n_touched = 0
@@ -67,8 +75,8 @@ class TradeCalc:
         self._touched = np.zeros(capacity, dtype=np.int64)
         self._publishes = bool(vwap is not None or self.sma_windows or self.ema_spans)
         self._alloc_values(capacity)
-        self._ai = np.zeros((0, K.NA_I), dtype=np.int64)
-        self._af = np.zeros((0, K.NA_F), dtype=np.float64)
+        self._anomaly_int = np.zeros((0, trade_kernels.NA_I), dtype=np.int64)
+        self._anomaly_float = np.zeros((0, trade_kernels.NA_F), dtype=np.float64)
         self.counts = np.zeros(1, dtype=np.int64)
         """[symbols whose z-score was disabled]"""
         self._symbols: list[str] = []
@@ -77,10 +85,10 @@ class TradeCalc:
         self._ema_topics: list[list[str]] = [[] for _ in self.ema_spans]
 
     def _init_rows(self, first: int) -> None:
-        si = self.state["si"]
-        si[first:, K.S_SESS_START] = K.NO_SESSION
-        si[first:, K.S_SESS_NEXT] = K.NO_SESSION
-        si[first:, K.S_STAMP] = -1
+        state_int = self.state["state_int"]
+        state_int[first:, trade_kernels.S_SESS_START] = trade_kernels.NO_SESSION
+        state_int[first:, trade_kernels.S_SESS_NEXT] = trade_kernels.NO_SESSION
+        state_int[first:, trade_kernels.S_STAMP] = -1
 
     def resize(self, capacity: int) -> None:
         old = self.state.capacity
@@ -91,8 +99,9 @@ class TradeCalc:
 
     def _alloc_values(self, capacity: int) -> None:
         """Rows of values to publish per batch (see `trade_kernels.collect`), one per symbol."""
-        self._vi = np.zeros((capacity, 5), dtype=np.int64)
-        self._vf = np.zeros((capacity, 3 + len(self.sma_windows) + len(self.ema_spans)), dtype=np.float64)
+        self._values_int = np.zeros((capacity, 5), dtype=np.int64)
+        columns = 3 + len(self.sma_windows) + len(self.ema_spans)
+        self._values_float = np.zeros((capacity, columns), dtype=np.float64)
 
     def add_symbol(self, symbol: str) -> None:
         self._symbols.append(symbol)
@@ -102,25 +111,30 @@ class TradeCalc:
         for topics, n in zip(self._ema_topics, self.ema_spans, strict=True):
             topics.append(topic("ema", symbol, n))
 
-    def update(self, ri, rf, sym, trades, n_trades: int, tmin: int, tmax: int) -> tuple[np.ndarray, np.ndarray]:
-        """Apply a batch's valid trades; return its anomaly rows ``(ai, af)`` (see `trade_kernels`).
+    def update(self, rows_int, rows_float, sym, trades, n_trades: int, tmin: int,
+               tmax: int) -> tuple[np.ndarray, np.ndarray]:
+        """Apply a batch's valid trades; return its anomaly rows ``(anomaly_int, anomaly_float)``
+        (columns `trade_kernels.A_*`, `trade_kernels.AF_*`).
 
         `publish` then gives the batch's Vwap and Indicator payloads.
         """
         if self.clock is not None and not (self._lo <= tmin and tmax < self._hi):
             self._bounds = self.clock.cover(tmin, tmax)
             self._lo, self._hi = int(self._bounds[0]), int(self._bounds[-1])
-        if len(self._ai) < 2 * n_trades:
-            self._ai = np.zeros((2 * n_trades, K.NA_I), dtype=np.int64)
-            self._af = np.zeros((2 * n_trades, K.NA_F), dtype=np.float64)
+        rows = trade_kernels.RULES_PER_TRADE * n_trades
+        if len(self._anomaly_int) < rows:
+            self._anomaly_int = np.zeros((rows, trade_kernels.NA_I), dtype=np.int64)
+            self._anomaly_float = np.zeros((rows, trade_kernels.NA_F), dtype=np.float64)
         self._stamp += 1
         st = self.state
-        n_touch, n_an = K.update_and_collect(
-            ri, rf, sym, trades, n_trades, self._stamp, self._ip, self._fp, self._sma_n, self._alpha, self._om,
-            self._bounds, st["ring_p"], st["ring_f"], st["si"], st["sf"], st["z2"], st["sma"], st["ema"],
-            self._touched, self._ai, self._af, self.counts, self.vwap_window, self._publishes, self._vi, self._vf)
+        n_touch, n_anomalies = trade_kernels.update_and_collect(
+            rows_int, rows_float, sym, trades, n_trades, self._stamp, self._params_int, self._params_float,
+            self._sma_n, self._ema_alpha, self._ema_decay, self._bounds, st["ring_price"], st["ring_pv_vol"],
+            st["state_int"], st["state_float"], st["z_sum_sq"], st["sma"], st["ema"], st["iqr_sorted"],
+            self._touched, self._anomaly_int, self._anomaly_float, self.counts, self.vwap_window, self._publishes,
+            self._values_int, self._values_float)
         self._n_touched = n_touch if self._publishes else 0
-        return self._ai[:n_an], self._af[:n_an]
+        return self._anomaly_int[:n_anomalies], self._anomaly_float[:n_anomalies]
 
     def publish(self, out: list) -> None:
         """Append the last batch's Vwap and Indicator payloads to `out` (see module doc)."""
@@ -128,8 +142,8 @@ class TradeCalc:
         if not n:
             return
         self._n_touched = 0
-        rows = self._vi[:n].tolist()
-        values = self._vf[:n].tolist()
+        rows = self._values_int[:n].tolist()
+        values = self._values_float[:n].tolist()
         names = self._symbols
         if self.clock is not None:
             topics = self._vwap_topics

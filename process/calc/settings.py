@@ -13,24 +13,17 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-__all__ = [
-    "CalculatorsConfig",
-    "BarsConfig",
-    "VwapConfig",
-    "ZScoreConfig",
-    "AnomalyConfig",
-    "BookConfig",
-    "parse_interval",
-]
+__all__ = ["CalculatorsConfig", "BarsConfig", "VwapConfig", "ZScoreConfig", "IQRConfig", "AnomalyConfig",
+           "BookConfig", "parse_interval"]
 
 _POS_INT = Annotated[int, Meta(ge=1)]
 
 
 class _Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    pass
+    """Every settings struct; each repeats ``frozen=True`` so type checkers see it frozen too."""
 
 
-class BarsConfig(_Settings):
+class BarsConfig(_Settings, frozen=True):
     time: list[str | int] = []
     """Time-bar intervals, whole seconds: ``1s``, ``60s``, ``5m``, ``1h`` or an int of seconds."""
     ticks: list[_POS_INT] = []
@@ -50,7 +43,7 @@ class BarsConfig(_Settings):
     """On a clean stop, publish the bars still open (``ts_event`` shows how far they got)."""
 
 
-class VwapConfig(_Settings):
+class VwapConfig(_Settings, frozen=True):
     session_start: Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "00:00"
     """Time of day (HH:MM) at which the session VWAP resets."""
     timezone: str = "UTC"
@@ -59,25 +52,37 @@ class VwapConfig(_Settings):
     """Rolling VWAP over the last N trades."""
 
 
-class ZScoreConfig(_Settings):
+class ZScoreConfig(_Settings, frozen=True):
     window: Annotated[int, Meta(ge=2)] = 100
     """Trades in the rolling mean and standard deviation of price (the tick itself excluded)."""
     threshold: Annotated[float, Meta(gt=0)] = 4.0
 
 
-class AnomalyConfig(_Settings):
+class IQRConfig(_Settings, frozen=True):
+    """Tukey's fences: flag a trade outside ``[Q1 - k*IQR, Q3 + k*IQR]`` of the symbol's
+    previous `window` trade prices (the trade itself excluded)."""
+
+    window: Annotated[int, Meta(ge=2)] = 100
+    """Trades whose quartiles (numpy's default, linear interpolation) make the fences."""
+    k: Annotated[float, Meta(gt=0)] = 1.5
+    """Fence distance in interquartile ranges (1.5: Tukey's outliers; 3: far out)."""
+
+
+class AnomalyConfig(_Settings, frozen=True):
     zscore: ZScoreConfig | None = ZScoreConfig()
     jump_pct: Annotated[float, Meta(gt=0)] | None = 5.0
     """Flag a trade more than this many percent away from the symbol's previous trade."""
     crossed_quotes: bool = True
     """Flag quotes with bid > ask (crossed) or bid == ask (locked)."""
+    iqr: IQRConfig | None = None
+    """The IQR rule; off unless set (``iqr: {}`` takes the defaults)."""
 
 
-class BookConfig(_Settings):
+class BookConfig(_Settings, frozen=True):
     depth: Annotated[int, Meta(ge=1, le=50)] = 10
 
 
-class CalculatorsConfig(_Settings):
+class CalculatorsConfig(_Settings, frozen=True):
     bars: BarsConfig = BarsConfig()
     vwap: VwapConfig | None = VwapConfig()
     sma: list[_POS_INT] = []
