@@ -17,15 +17,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
-from streamctl.process.calc.settings import (
-    AnomalyConfig,
-    BarsConfig,
-    BookConfig,
-    CalculatorsConfig,
-    VwapConfig,
-    ZScoreConfig,
-    parse_interval,
-)
+from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
 from streamctl.shm.registry import SYMBOL_MAX_BYTES
 
 __all__ = [
@@ -34,18 +26,11 @@ __all__ = [
     "PlantConfig",
     "FeedConfig",
     "PartitionsConfig",
-    "CalculatorsConfig",
-    "BarsConfig",
-    "VwapConfig",
-    "ZScoreConfig",
-    "AnomalyConfig",
-    "BookConfig",
     "PublishConfig",
     "RingsConfig",
     "SupervisionConfig",
     "load_config",
     "parse_config",
-    "parse_interval",
 ]
 
 _NAME = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")]

@@ -19,8 +19,8 @@ from _calcref import (
 )
 
 from streamctl.bus.wire import Bar
-from streamctl.cli.config import BarsConfig, CalculatorsConfig
 from streamctl.process.calc.bars import bar_specs, format_threshold
+from streamctl.process.calc.settings import BarsConfig, CalculatorsConfig
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
 NAMES = ["AAPL", "AAPLX", "BRK.B", "ESZ4"]

@@ -7,8 +7,8 @@ import pytest
 from _calcref import random_splits, ref_books, run_split
 
 from streamctl.bus.wire import Book
-from streamctl.cli.config import BookConfig, CalculatorsConfig
 from streamctl.process.calc.engine import CalculatorSet
+from streamctl.process.calc.settings import BookConfig, CalculatorsConfig
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 
 NAMES = ["ESZ4", "NQZ4", "BTC-USD"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamctl.cli.config import ConfigError, load_config, parse_config, parse_interval
+from streamctl.cli.config import ConfigError, load_config, parse_config
+from streamctl.process.calc.settings import parse_interval
 
 REPO = Path(__file__).resolve().parents[1]
 
