@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, attach_view
+from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, SegmentView, attach_view
 
 __all__ = ["SymbolRegistry", "RegistryError", "SYMBOL_MAX_BYTES", "registry_bytes"]
 
@@ -35,7 +35,7 @@ def registry_bytes(capacity: int) -> int:
     return _TABLE_OFFSET + capacity * _ENTRY
 
 
-class SymbolRegistry:
+class SymbolRegistry(SegmentView):
     """Symbol <-> instrument id table in shared memory (ids dense from 1)."""
 
     __slots__ = ("_seg", "_h", "_table", "_capacity", "_ids", "_symbols", "name")
@@ -82,14 +82,6 @@ class SymbolRegistry:
         self._h.release()
         self._seg.close()
 
-    def unlink(self) -> None:
-        self._seg.unlink()
-
-    def __enter__(self) -> SymbolRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ reading
     def _reload(self) -> None:

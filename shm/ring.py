@@ -18,7 +18,7 @@ import numpy as np
 
 from .idle import IdleStrategy  # re-exported: consumer loops poll rings with it
 from .records import RECORD_DTYPE, RECORD_SIZE
-from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, attach_view
+from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, SegmentView, attach_view
 
 __all__ = ["Ring", "RingError", "Overflow", "IdleStrategy", "ring_bytes", "RING_HEADER_SIZE"]
 
@@ -59,7 +59,7 @@ def _check_capacity(capacity: int) -> None:
         raise RingError(f"`capacity` must be a power of two >= 2 (records), was {capacity!r}")
 
 
-class Ring:
+class Ring(SegmentView):
     """An SPSC ring of `RECORD_DTYPE` records in a shared-memory segment.
 
     One process publishes, one consumes; any number may read the counters (status).
@@ -143,15 +143,6 @@ class Ring:
         self._data.release()
         self._seg.close()
 
-    def unlink(self) -> None:
-        """Remove the ring's name (owner, on stop). Attached processes keep their mapping."""
-        self._seg.unlink()
-
-    def __enter__(self) -> Ring:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         if self._seg.closed:
@@ -182,7 +173,7 @@ class Ring:
             raise RingError(f"`records` must have RECORD_DTYPE, was `{records.dtype}`")
         if not records.flags.c_contiguous:
             records = np.ascontiguousarray(records)
-        src = memoryview(records.view(np.uint8))
+        src = records.view(np.uint8).data
         h = self._h
         cap = self._capacity
         write = h[_W_WRITE]
@@ -261,7 +252,7 @@ class Ring:
         if out is None:
             dst = np.empty(n * RECORD_SIZE, dtype=np.uint8)
             result = dst.view(RECORD_DTYPE)
-            dmv = memoryview(dst)
+            dmv = dst.data
         else:
             if out is not self._out:  # a consumer loop passes the same buffer every time
                 self._set_out(out)
@@ -289,7 +280,7 @@ class Ring:
         if self._out_bytes is not None:
             self._out_bytes.release()
         self._out = out
-        self._out_bytes = memoryview(out.view(np.uint8))
+        self._out_bytes = out.view(np.uint8).data
 
     def consumer_heartbeat(self) -> None:
         """Consumer liveness: store the current time (ns) in the header."""

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import psutil
 
@@ -51,6 +51,7 @@ __all__ = [
     "segment_name",
     "open_segment",
     "attach_view",
+    "SegmentView",
     "check_room",
     "list_segments",
     "sweep",
@@ -166,10 +167,11 @@ def check_room(total_bytes: int, path: str = SHM_DIR, *, free_bytes: int | None 
 
 
 def _human(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     return f"{n} B"  # pragma: no cover
 
 
@@ -383,6 +385,27 @@ def _validate(name: str, header: SegmentHeader, kind: SegmentKind | None) -> Non
 def open_segment(name: str, kind: SegmentKind | None = None) -> Segment:
     """Attach to segment `name` (see `Segment.open`)."""
     return Segment.open(name, kind=kind)
+
+
+class SegmentView:
+    """What every object mapped over one segment (ring, registry, process table) shares:
+    `unlink` removes the segment's name, and ``with`` closes the view."""
+
+    __slots__ = ()
+    _seg: Segment
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def unlink(self) -> None:
+        """Remove the segment's name (the owner, on stop). Attached processes keep their mapping."""
+        self._seg.unlink()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def attach_view(name: str, kind: SegmentKind, view: Callable[[Segment], _View]) -> _View:

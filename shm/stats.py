@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, attach_view
+from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, SegmentView, attach_view
 
 __all__ = [
     "ProcessTable",
@@ -234,7 +234,7 @@ def _row_dict(index: int, row: np.void) -> dict[str, Any]:
     return out
 
 
-class ProcessTable:
+class ProcessTable(SegmentView):
     """The plant's process table (one segment, N fixed slots)."""
 
     __slots__ = ("_seg", "_rows", "_slots", "name", "__weakref__")
@@ -302,12 +302,4 @@ class ProcessTable:
         self._rows = None  # type: ignore[assignment]
         self._seg.close()
 
-    def unlink(self) -> None:
-        self._seg.unlink()
-
-    def __enter__(self) -> ProcessTable:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
