@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import msgspec
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 KEY = "db-" + "A" * 27 + "ABCDE"
 FILES = {
     "mbp-1": ("nautilus_trader/historical_bars_catalog/futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst", "ESU4"),

@@ -23,7 +23,7 @@ from _table import bench_main
 from streamctl.cli.config import parse_config
 from streamctl.cli.supervisor import Supervisor
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 MBO = DATA / "nautilus_trader" / "order_book_deltas_catalog" / "orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst"
 
 
@@ -67,7 +67,7 @@ rings: {{capacity: 1048576, overflow: {overflow}}}
 
 def run(quick: bool = False) -> list[dict]:
     if not MBO.exists():
-        return [{"benchmark": "plant on real MBO", "value": "skipped", "unit": "", "note": "no shared data"}]
+        return [{"benchmark": "plant on real MBO", "value": "skipped", "unit": "", "note": "no sample data in tests/data"}]
     seconds = 3.0 if quick else 8.0
     drop = measure("drop", seconds, raw=False)
     block = measure("block", seconds, raw=False)

@@ -1,7 +1,7 @@
 """DBN decoding (+ MBO book) into streamctl records, against databento-dbn on the same bytes.
 
 Run: ``python benchmarks/bench_replay.py [--quick]``. Inputs are the real sample files in
-``../shared/data`` (the MBO file is 13,796 records: a clear, a 13,601-order snapshot and live
+``tests/data`` (the MBO file is 13,796 records: a clear, a 13,601-order snapshot and live
 events), concatenated N times after one metadata header so the numbers cover millions of
 records; every copy starts with its own book clear, so the book stays consistent. Each
 figure is the best of a few runs, in input records per second.
@@ -19,7 +19,7 @@ from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file, read_met
 
 __all__ = ["main", "run"]
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nautilus_trader"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "nautilus_trader"
 FILES = {
     "mbo": DATA / "order_book_deltas_catalog" / "orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst",
     "mbp-1": DATA / "historical_bars_catalog" / "futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst",

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import msgspec
 import numpy as np
-import pytest
+from _common import wait_until
 
 from streamctl.ingest.vendors.databento.options import Options
 from streamctl.ingest.vendors.databento.session import Session
 from streamctl.ingest.vendors.databento.venue import DatabentoVenue
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KEY = "db-" + "A" * 27 + "ABCDE"
 
 ESU4_TRADES = "nautilus_trader/historical_bars_catalog/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
@@ -27,14 +24,6 @@ ESH1_MBO_V3 = "databento-dbn/test_data.mbo.v3.dbn"
 ESH1_TRADES_V2 = "databento-dbn/test_data.trades.dbn"
 NVDA_TRADES_V3 = "databento-python/XNAS.ITCH/test_data.trades.dbn.zst"
 LIVE_V3 = "databento-python/LIVE/test_data.live.dbn.zst"
-
-
-def sample(rel: str) -> str:
-    """Absolute path of a shared sample file; skips the test when the data is absent."""
-    path = DATA / rel
-    if not path.exists():
-        pytest.skip(f"sample data not found: {path}")
-    return str(path)
 
 
 class Ctx:
@@ -98,29 +87,27 @@ def feed(*symbols: str) -> SimpleNamespace:
     return SimpleNamespace(name="db", symbols=list(symbols))
 
 
+def poll_batches(session, until, *, timeout: float = 10.0, poll: float = 0.05) -> list[np.ndarray]:
+    """Poll `session` until ``until(batches_so_far)`` holds; fails the test after `timeout` s."""
+    batches: list[np.ndarray] = []
+
+    def step() -> None:
+        batch = session.poll(poll)
+        if batch is not None and len(batch):
+            batches.append(batch.copy())
+
+    wait_until(lambda: until(batches), timeout, "the session's records", step)
+    return batches
+
+
 def collect(session, until, *, timeout: float = 10.0) -> np.ndarray:
-    """Poll `session` until ``until(records_so_far)`` holds; fails the test after `timeout` s."""
+    """Like `poll_batches`, with ``until`` and the result on all the records so far as one array."""
     from streamctl.shm.records import RECORD_DTYPE
 
-    parts: list[np.ndarray] = []
-    got = np.empty(0, RECORD_DTYPE)
-    deadline = time.monotonic() + timeout
-    while not until(got):
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s; {len(got)} records so far")
-        batch = session.poll(0.05)
-        if batch is not None and len(batch):
-            parts.append(batch.copy())
-            got = np.concatenate(parts)
-    return got
+    def joined(batches: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(batches) if batches else np.empty(0, RECORD_DTYPE)
 
-
-def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout} s")
-        time.sleep(0.01)
+    return joined(poll_batches(session, lambda batches: until(joined(batches)), timeout=timeout))
 
 
 def open_session(port: int, *symbols: str, ctx: Ctx | None = None, **overrides) -> tuple[Session, Ctx]:

@@ -7,7 +7,8 @@ import multiprocessing as mp
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+
+from _common import wait_until  # re-exported: test_publish and test_client take it from here
 
 from streamctl.bus import wire
 from streamctl.bus.proxy import serve
@@ -16,18 +17,6 @@ from streamctl.bus.publisher import Publisher
 CTX = mp.get_context("spawn")
 START_TIMEOUT = 60.0
 """Spawning Python and importing zmq/numpy can take seconds on two busy cores."""
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: Callable[[], object] | None = None) -> None:
-    """Poll `cond` until true; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        if step is not None:
-            step()
-        else:
-            time.sleep(0.005)
 
 
 class ProxyProcess:

@@ -1,16 +1,15 @@
-"""Helpers shared by the shared-memory tests: unique plant names, leak checks, bounded waits."""
+"""Helpers shared by the shared-memory tests: unique plant names, leak checks."""
 
 from __future__ import annotations
 
 import itertools
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from streamctl.shm.segments import PREFIX, SHM_DIR
 
-__all__ = ["unique_plant", "plant_segments", "no_leaks", "wait_for"]
+__all__ = ["unique_plant", "plant_segments", "no_leaks"]
 
 _counter = itertools.count()
 
@@ -44,14 +43,3 @@ def no_leaks(plant: str) -> Iterator[str]:
                 pass
         if left and not failed:
             raise AssertionError(f"segments left in {SHM_DIR}: {left}")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll `condition` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from _calcref import (
     ref_time_bars,
     run_split,
 )
+from _data import sample
 
 from streamctl.bus.wire import Bar
 from streamctl.process.calc.bars import bar_specs, format_threshold
@@ -24,7 +24,6 @@ from streamctl.process.calc.settings import BarsConfig, CalculatorsConfig
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
 NAMES = ["AAPL", "AAPLX", "BRK.B", "ESZ4"]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def bars_only(**bars) -> CalculatorsConfig:
@@ -171,9 +170,7 @@ def test_volume_bar_takes_the_whole_trade_that_crosses_the_threshold():
 
 
 def test_real_es_trades_make_the_reference_bars():
-    path = DATA / "nautilus_trader" / "historical_bars_catalog" / "futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-    if not path.exists():
-        pytest.skip(f"shared sample data not found at {path}")
+    path = sample("nautilus_trader/historical_bars_catalog/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst")
     databento = pytest.importorskip("databento")
     trades = [r for r in databento.DBNStore.from_file(str(path)) if hasattr(r, "price")]
     records = np.zeros(len(trades), dtype=RECORD_DTYPE)

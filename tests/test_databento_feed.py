@@ -9,6 +9,7 @@ import time
 import msgspec
 import numpy as np
 import pytest
+from _data import sample
 from _databento import (
     ESH1_TRADES_V3,
     ESM4_MBO,
@@ -16,12 +17,10 @@ from _databento import (
     ESU4_TRADES,
     KEY,
     Ctx,
-    Venues,
     collect,
     feed,
     open_session,
     options,
-    sample,
 )
 
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file
@@ -33,15 +32,6 @@ from streamctl.ingest.vendors.databento.session import Session
 from streamctl.shm.records import Kind
 
 COMPARED = ["ts_event", "price", "price2", "size", "size2", "sequence", "kind", "side", "flags"]
-
-
-@pytest.fixture
-def venues():
-    v = Venues()
-    try:
-        yield v
-    finally:
-        v.stop_all()
 
 
 def decode_file(path: str) -> np.ndarray:

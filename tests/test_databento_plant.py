@@ -12,8 +12,10 @@ import subprocess
 import sys
 
 import pytest
-from _databento import ESU4_TRADES, KEY, sample
-from plant_helpers import PlantCli, free_port, wait_until
+from _common import free_port, wait_until
+from _data import sample
+from _databento import ESU4_TRADES, KEY
+from plant_helpers import PlantCli
 
 from streamctl.client import Subscriber
 
@@ -32,15 +34,6 @@ def _start_venue(plant: PlantCli, data: str, port: int) -> subprocess.Popen:
 def _stop(proc: subprocess.Popen) -> None:
     proc.kill()
     proc.wait(10)
-
-
-@pytest.fixture
-def plant(tmp_path):
-    cli = PlantCli(tmp_path)
-    try:
-        yield cli
-    finally:
-        cli.cleanup()
 
 
 def test_databento_feed_through_the_plant_with_gateway_restart_and_give_up(plant):

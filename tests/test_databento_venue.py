@@ -11,6 +11,8 @@ import threading
 import time
 
 import pytest
+from _common import wait_until
+from _data import sample
 from _databento import (
     ESH1_MBO_V3,
     ESH1_MBP1_V3,
@@ -21,11 +23,8 @@ from _databento import (
     KEY,
     LIVE_V3,
     NVDA_TRADES_V3,
-    Venues,
     collect,
     open_session,
-    sample,
-    wait_for,
 )
 
 from streamctl.ingest.formats.dbn.decoder import DbnError, read_file
@@ -45,15 +44,6 @@ db = pytest.importorskip("databento")
 dbn = pytest.importorskip("databento_dbn")
 
 TS = 1_700_000_000_000_000_000
-
-
-@pytest.fixture
-def venues():
-    v = Venues()
-    try:
-        yield v
-    finally:
-        v.stop_all()
 
 
 def official(port: int, dataset: str, subs: list[tuple[str, object]], *, key: str = KEY, timeout: float = 20.0,
@@ -299,8 +289,8 @@ def test_heartbeats_when_idle_after_the_data(venues):
     client.add_callback(got.append)
     client.start()
     try:
-        wait_for(lambda: sum(isinstance(r, dbn.SystemMsg) and r.is_heartbeat() for r in list(got)) >= 3,
-                 what="3 heartbeats")
+        wait_until(lambda: sum(isinstance(r, dbn.SystemMsg) and r.is_heartbeat() for r in list(got)) >= 3,
+                   what="3 heartbeats")
         assert client.is_connected()  # the session stays open after the data, like a live gateway
     finally:
         client.stop()
@@ -384,7 +374,7 @@ def test_several_sessions_at_once_and_loop(venues):
     first, _ = open_session(venue.port, "ESU4")
     second, _ = open_session(venue.port, "ESU4")
     try:
-        wait_for(lambda: venue.active_sessions == 2, what="two sessions")
+        wait_until(lambda: venue.active_sessions == 2, what="two sessions")
         a = collect(first, lambda r: len(r) >= 240)  # the file twice: loop=True serves it again
         b = collect(second, lambda r: len(r) >= 240)
     finally:
@@ -392,7 +382,7 @@ def test_several_sessions_at_once_and_loop(venues):
         second.close()
     assert (a["price"][:120] == a["price"][120:240]).all()
     assert (a["price"][:240] == b["price"][:240]).all()
-    wait_for(lambda: venue.active_sessions == 0, what="sessions closed by the clients")
+    wait_until(lambda: venue.active_sessions == 0, what="sessions closed by the clients")
 
 
 def test_stop_closes_every_session(venues):
@@ -425,7 +415,7 @@ def test_bad_files_are_refused_with_their_name(tmp_path):
 
 
 def test_main_serve_in_its_own_process():
-    path = sample(ESU4_TRADES)
+    path = str(sample(ESU4_TRADES))  # a str: its repr goes into the child's code
     code = (
         "from streamctl.ingest.vendors.databento.venue import main_serve;"
         f"main_serve([{path!r}], port=0, heartbeat_interval=0.2)"
@@ -458,10 +448,10 @@ def test_subscription_during_the_session(venues):
     client.add_callback(got.append)
     client.start()
     try:
-        wait_for(lambda: sum(isinstance(r, dbn.TradeMsg) for r in list(got)) >= 120, what="the trades")
+        wait_until(lambda: sum(isinstance(r, dbn.TradeMsg) for r in list(got)) >= 120, what="the trades")
         assert not any(isinstance(r, dbn.MBP1Msg) for r in list(got))
         client.subscribe(dataset="GLBX.MDP3", schema="mbp-1", symbols="ESU4")  # while streaming
-        wait_for(lambda: sum(isinstance(r, dbn.MBP1Msg) for r in list(got)) >= 100, what="mbp-1 records")
+        wait_until(lambda: sum(isinstance(r, dbn.MBP1Msg) for r in list(got)) >= 100, what="mbp-1 records")
     finally:
         client.stop()
         client.block_for_close(timeout=10)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data import DATA, sample
 
 from streamctl.ingest.formats.dbn.decoder import (
     RECORD_SIZES,
@@ -23,21 +24,13 @@ from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 db = pytest.importorskip("databento")
 dbn = pytest.importorskip("databento_dbn")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-NAUT = DATA / "nautilus_trader"
-TRADES_V1 = NAUT / "historical_bars_catalog" / "futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-MBP1_V1 = NAUT / "historical_bars_catalog" / "futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-MBO_V1 = NAUT / "order_book_deltas_catalog" / "orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst"
-LIVE = DATA / "databento-python" / "LIVE" / "test_data.live.dbn.zst"
+TRADES_V1 = sample("nautilus_trader/historical_bars_catalog/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst")
+MBP1_V1 = sample("nautilus_trader/historical_bars_catalog/futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst")
+MBO_V1 = sample("nautilus_trader/order_book_deltas_catalog/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst")
+LIVE = sample("databento-python/LIVE/test_data.live.dbn.zst")
 SMALL = sorted(
     [*(DATA / "databento-dbn").glob("*.dbn*"), *(DATA / "databento-python").glob("[GX]*/*.dbn.zst")]
 )
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"sample data absent: {path}")
-    return path
 
 
 def decode(data: bytes, chunks: list[int] | None = None, **kw) -> tuple[DbnDecoder, object]:
@@ -156,7 +149,6 @@ def assert_records_equal(got: np.ndarray, want: np.ndarray) -> None:
 
 @pytest.mark.parametrize("path", [TRADES_V1, MBP1_V1, MBO_V1, *SMALL], ids=lambda p: p.name)
 def test_decoding_equals_reference(path):
-    need(path)
     want, _, _ = reference(path)
     dec, batch = decode(read_file(path))
     assert batch.malformed == 0 and batch.skipped == {}
@@ -164,7 +156,7 @@ def test_decoding_equals_reference(path):
 
 
 def test_v1_trades_file():
-    _, batch = decode(read_file(need(TRADES_V1)))
+    _, batch = decode(read_file(TRADES_V1))
     recs = batch.records
     assert len(recs) == 120 and (recs["kind"] == Kind.TRADE).all()
     assert np.bincount(recs["side"], minlength=3).tolist() == [0, 66, 54]
@@ -172,8 +164,8 @@ def test_v1_trades_file():
 
 
 def test_mbp1_trades_equal_trades_file():
-    _, trades = decode(read_file(need(TRADES_V1)))
-    _, mbp = decode(read_file(need(MBP1_V1)))
+    _, trades = decode(read_file(TRADES_V1))
+    _, mbp = decode(read_file(MBP1_V1))
     t = mbp.records[mbp.records["kind"] == Kind.TRADE]
     assert len(t) == 120
     # each T record gives a TRADE immediately followed by its QUOTE
@@ -185,7 +177,7 @@ def test_mbp1_trades_equal_trades_file():
 
 
 def test_mbo_book_matches_reference_book():
-    path = need(MBO_V1)
+    path = MBO_V1
     _, ref_book, counts = reference(path)
     assert counts == {"MBOMsg": 13_796}
     dec, batch = decode(read_file(path))
@@ -206,7 +198,6 @@ def test_mbo_book_matches_reference_book():
 
 def test_metadata_equals_reference():
     for path in [TRADES_V1, MBO_V1, LIVE, *SMALL]:
-        need(path)
         meta, offset = read_metadata(read_file(path))
         ref = db.DBNStore.from_file(path).metadata
         assert meta.version == ref.version
@@ -226,7 +217,7 @@ def test_metadata_equals_reference():
 
 
 def test_live_stream_mixed_nothing_lost():
-    path = need(LIVE)
+    path = LIVE
     want, _, counts = reference(path)
     dec, batch = decode(read_file(path))
     assert dec.metadata.schema is None and dec.metadata.stype_in is None
@@ -242,7 +233,7 @@ def test_live_stream_mixed_nothing_lost():
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("path", [LIVE, MBO_V1, MBP1_V1, TRADES_V1], ids=lambda p: p.name[:20])
 def test_incremental_random_chunks_identical(path, seed):
-    data = read_file(need(path))
+    data = read_file(path)
     _, whole = decode(data)
     rng = random.Random(seed)
     chunks = []
@@ -259,7 +250,7 @@ def test_incremental_random_chunks_identical(path, seed):
 
 
 def test_pending_keeps_partial_record():
-    data = read_file(need(TRADES_V1))
+    data = read_file(TRADES_V1)
     _, offset = read_metadata(data)
     dec = DbnDecoder()
     dec.write(data[: offset + 48 * 3 + 20])
@@ -273,7 +264,7 @@ def test_ts_recv_now_is_ingest_time():
     import time
 
     before = time.time_ns()
-    _, batch = decode(read_file(need(TRADES_V1)), ts_recv="now")
+    _, batch = decode(read_file(TRADES_V1), ts_recv="now")
     assert (batch.records["ts_recv"] >= before).all()
     assert (batch.records["ts_recv"] > batch.records["ts_event"]).all()
 
@@ -367,7 +358,7 @@ def test_record_sizes_match_databento_dbn():
 
 @pytest.fixture(scope="module")
 def trades():
-    data = read_file(need(TRADES_V1))
+    data = read_file(TRADES_V1)
     _, offset = read_metadata(data)
     _, batch = decode(data)
     return data, offset, batch.records
@@ -453,7 +444,7 @@ def test_garbage_tail_after_metadata(trades):
 
 
 def test_corrupt_zstd_file(tmp_path):
-    raw = Path(need(TRADES_V1)).read_bytes()
+    raw = TRADES_V1.read_bytes()
     bad = tmp_path / "bad.dbn.zst"
     bad.write_bytes(raw[:4] + bytes(50) + raw[54:])
     with pytest.raises(DbnError, match="zstd"):

@@ -15,18 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from plant_helpers import PlantCli, demo_config, free_port, kill_plant_processes, our_segments, wait_until
+from _common import free_port, wait_until
+from plant_helpers import demo_config, kill_plant_processes, our_segments
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def plant(tmp_path):
-    cli = PlantCli(tmp_path)
-    try:
-        yield cli
-    finally:
-        cli.cleanup()
 
 
 def _unique(prefix: str) -> str:

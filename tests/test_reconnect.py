@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 import time
 
 import msgspec
 import numpy as np
 import pytest
-from _databento import ESU4_TRADES, KEY, Ctx, Venues, feed, options, sample
+from _common import free_port
+from _data import sample
+from _databento import ESU4_TRADES, KEY, Ctx, feed, options, poll_batches
 
 from streamctl.ingest.reconnect import FeedFailed, ReconnectingSession, ReconnectPolicy
 from streamctl.ingest.vendors.databento.session import Session
 from streamctl.shm.records import Kind
 
 FAST = dict(delays=[0.01, 0.02, 0.04], max_delay=0.05, jitter=0.0)
-
-
-@pytest.fixture
-def venues():
-    v = Venues()
-    try:
-        yield v
-    finally:
-        v.stop_all()
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -82,21 +74,7 @@ def reconnecting(factory: Counting, ctx: Ctx, **policy) -> ReconnectingSession:
 
 
 def poll_until(session: ReconnectingSession, until, *, timeout: float = 15.0) -> list[np.ndarray]:
-    batches: list[np.ndarray] = []
-    deadline = time.monotonic() + timeout
-    while not until(batches):
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        batch = session.poll(0.02)
-        if batch is not None and len(batch):
-            batches.append(batch.copy())
-    return batches
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return poll_batches(session, until, timeout=timeout, poll=0.02)
 
 
 def test_gateway_restart_mid_stream(venues):

@@ -11,18 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from plant_helpers import SHARED_DATA
+from _data import sample
 
 pytestmark = pytest.mark.timeout(300)
 
-CATALOG = SHARED_DATA / "nautilus_trader" / "historical_bars_catalog"
-TRADES = CATALOG / "futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-MBP1 = CATALOG / "futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-MBO = SHARED_DATA / "nautilus_trader" / "order_book_deltas_catalog" / (
-    "orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst")
-
-if not SHARED_DATA.is_dir():
-    pytest.skip("shared sample data is not beside the repository", allow_module_level=True)
+TRADES = sample("nautilus_trader/historical_bars_catalog/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst")
+MBP1 = sample("nautilus_trader/historical_bars_catalog/futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst")
+MBO = sample("nautilus_trader/order_book_deltas_catalog/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst")
 
 
 def _replay(tmp_path: Path, *files: Path, out: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

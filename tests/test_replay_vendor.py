@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import msgspec
 import numpy as np
 import pytest
+from _data import sample
 
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file
 from streamctl.ingest.vendor_api import EndOfInput, SessionError
@@ -20,21 +20,11 @@ from streamctl.shm.records import RECORD_DTYPE, Kind, Side
 from streamctl.shm.registry import SymbolRegistry
 from streamctl.shm.segments import segment_name
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-NAUT = DATA / "nautilus_trader"
-TRADES = NAUT / "historical_bars_catalog" / "futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-MBP1 = NAUT / "historical_bars_catalog" / "futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
-MBO = NAUT / "order_book_deltas_catalog" / "orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst"
-DEFINITION = NAUT / "historical_bars_catalog" / "futures_definition.dbn.zst"
-LIVE = DATA / "databento-python" / "LIVE" / "test_data.live.dbn.zst"
-MBO_V3 = DATA / "databento-dbn" / "test_data.mbo.v3.dbn"
-
-
-def need(*paths: Path) -> list[str]:
-    for p in paths:
-        if not p.exists():
-            pytest.skip(f"sample data absent: {p}")
-    return [str(p) for p in paths]
+# The sample files (tests/data) as the `str` paths `Options.files` holds.
+TRADES = str(sample("nautilus_trader/historical_bars_catalog/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"))
+MBO = str(sample("nautilus_trader/order_book_deltas_catalog/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst"))
+DEFINITION = str(sample("nautilus_trader/historical_bars_catalog/futures_definition.dbn.zst"))
+LIVE = str(sample("databento-python/LIVE/test_data.live.dbn.zst"))
 
 
 @dataclass
@@ -130,13 +120,13 @@ def test_options_check(tmp_path):
     assert Options(files=["/nope/x.dbn"]).check() == ("files[0]", "does not exist", "/nope/x.dbn")
     odd = tmp_path / "x.txt"
     odd.write_text("")
-    field_, message, value = Options(files=need(TRADES) + [str(odd)]).check()
+    field_, message, value = Options(files=[TRADES, str(odd)]).check()
     assert field_ == "files[1]" and "extension" in message and value == str(odd)
     assert Options(files=[str(odd)], format="csv").check() is None
 
 
 def test_trades_file_exact(ctx):
-    (path,) = need(TRADES)
+    path = TRADES
     recs, session = run(Options(files=[path], batch=50), ctx)
     es = ctx.registry.lookup("ESU4")
     assert es is not None and session.instruments() == [es]
@@ -149,7 +139,7 @@ def test_trades_file_exact(ctx):
 
 
 def test_mbo_file_book_records(ctx):
-    (path,) = need(MBO)
+    path = MBO
     recs, session = run(Options(files=[path], batch=1000), ctx)
     es = ctx.registry.lookup("ESM4")
     assert np.array_equal(recs, expected(path, {5602: es}))
@@ -159,7 +149,7 @@ def test_mbo_file_book_records(ctx):
 
 
 def test_several_files_and_symbol_filter(ctx):
-    paths = need(TRADES, MBO, DEFINITION)
+    paths = [TRADES, MBO, DEFINITION]
     recs, session = run(Options(files=paths), ctx, Feed(symbols=["ESM4"]))
     esm4 = ctx.registry.lookup("ESM4")
     assert ctx.registry.lookup("ESU4") is None  # filtered out: never registered
@@ -169,7 +159,7 @@ def test_several_files_and_symbol_filter(ctx):
 
 
 def test_live_stream_file_uses_mapping_records(ctx):
-    (path,) = need(LIVE)
+    path = LIVE
     recs, _ = run(Options(files=[path]), ctx)
     esz4 = ctx.registry.lookup("ESZ4")
     assert esz4 is not None and (recs["instrument_id"] == esz4).all()
@@ -177,7 +167,7 @@ def test_live_stream_file_uses_mapping_records(ctx):
 
 
 def test_loop_repeats_identical_records(ctx):
-    (path,) = need(MBO)
+    path = MBO
     one, _ = run(Options(files=[path], batch=3000), ctx)
     looped, session = run(Options(files=[path], batch=3000, loop=True), ctx, limit=3 * len(one))
     assert session.loops >= 2
@@ -186,7 +176,7 @@ def test_loop_repeats_identical_records(ctx):
 
 
 def test_pacing_by_ts_event_waits(ctx):
-    (path,) = need(TRADES)
+    path = TRADES
     session = Session(Options(files=[path], speed=1e-6), Feed(), ctx)
     session.open()
     try:
@@ -201,14 +191,14 @@ def test_pacing_by_ts_event_waits(ctx):
 
 
 def test_pacing_fast_speed_replays_everything(ctx):
-    (path,) = need(TRADES)
+    path = TRADES
     # 232 s of trades at 2000x real time: about 0.12 s of wall time
     recs, _ = run(Options(files=[path], speed=2000.0), ctx)
     assert len(recs) == 120
 
 
 def test_snapshot_records_do_not_wait(ctx):
-    (path,) = need(MBO)
+    path = MBO
     session = Session(Options(files=[path], speed=1e-6, batch=20000), Feed(), ctx)
     session.open()
     try:
@@ -221,7 +211,7 @@ def test_snapshot_records_do_not_wait(ctx):
 
 
 def test_corrupt_dbn_counts_malformed_keeps_the_rest(ctx, tmp_path):
-    (path,) = need(TRADES)
+    path = TRADES
     data = bytearray(read_file(path))
     off = len(data) - 120 * 48
     data[off + 48 * 60 + 1] = 0x77  # unknown rtype
@@ -274,7 +264,7 @@ def _same_trades(got: np.ndarray, want: np.ndarray) -> None:
 
 
 def test_csv_replay(ctx, tmp_path):
-    (path,) = need(TRADES)
+    path = TRADES
     want, df = _trades_frame(path)
     f = tmp_path / "trades.csv"
     df.to_csv(f, index=False)
@@ -309,7 +299,7 @@ def test_csv_quotes_and_iso_times(ctx, tmp_path):
 
 def test_parquet_replay(ctx, tmp_path):
     pytest.importorskip("pyarrow")
-    (path,) = need(TRADES)
+    path = TRADES
     want, df = _trades_frame(path)
     pd = pytest.importorskip("pandas")
     df["ts_event"] = pd.to_datetime(df["ts_event"], unit="ns")

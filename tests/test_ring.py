@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from _shmutil import no_leaks, unique_plant, wait_for
+from _common import wait_until
+from _shmutil import no_leaks, unique_plant
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -338,7 +339,7 @@ def test_producer_process_blocks_until_consumer_catches_up(make_ring):
         assert proc.exitcode == 0
         assert np.concatenate(got).tolist() == list(range(20_000))
         assert ring.dropped == 0 and ring.blocked > 0
-        wait_for(lambda: ring.producer_heartbeat_ns > 0, 5, "producer heartbeat")
+        wait_until(lambda: ring.producer_heartbeat_ns > 0, 5, "producer heartbeat")
     finally:
         if proc.is_alive():
             proc.kill()

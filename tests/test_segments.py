@@ -10,6 +10,8 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -65,14 +67,20 @@ def test_header_is_written_and_read_back(plant):
         seg.unlink()
 
 
-def test_create_refuses_an_existing_name(plant):
-    seg = Segment.create(segment_name(plant, "x"), 4096, kind=SegmentKind.RING, plant=plant)
+@contextmanager
+def _owned(seg: Segment | Ring) -> Iterator[Segment | Ring]:
+    """`seg` for the test's body, closed and unlinked afterwards even when the body fails."""
     try:
-        with pytest.raises(SegmentError, match=r"segment `stc_.*_x` already exists"):
-            Segment.create(seg.name, 4096, kind=SegmentKind.RING, plant=plant)
+        yield seg
     finally:
         seg.close()
         seg.unlink()
+
+
+def test_create_refuses_an_existing_name(plant):
+    with _owned(Segment.create(segment_name(plant, "x"), 4096, kind=SegmentKind.RING, plant=plant)) as seg:
+        with pytest.raises(SegmentError, match=r"segment `stc_.*_x` already exists"):
+            Segment.create(seg.name, 4096, kind=SegmentKind.RING, plant=plant)
 
 
 def _poke(name: str, offset: int, data: bytes) -> None:
@@ -89,14 +97,10 @@ def _poke(name: str, offset: int, data: bytes) -> None:
     ],
 )
 def test_attach_refuses_magic_or_version_mismatch(plant, offset, data, message):
-    ring = Ring.create(segment_name(plant, "ring"), 8, plant=plant)
-    try:
+    with _owned(Ring.create(segment_name(plant, "ring"), 8, plant=plant)) as ring:
         _poke(ring.name, offset, data)
         with pytest.raises(SegmentError, match=message):
             Ring.attach(ring.name)
-    finally:
-        ring.close()
-        ring.unlink()
 
 
 def test_close_refuses_while_views_exist(plant):

@@ -6,7 +6,8 @@ import multiprocessing as mp
 import time
 
 import pytest
-from _shmutil import no_leaks, unique_plant, wait_for
+from _common import wait_until
+from _shmutil import no_leaks, unique_plant
 
 from streamctl.shm.segments import segment_name
 from streamctl.shm.stats import COUNTERS, SLOT_DTYPE, SUPERVISOR_FIELDS, ProcessTable, Role, State, StatsError
@@ -110,7 +111,7 @@ def test_process_writes_its_slot_while_the_supervisor_writes_its_columns(table):
     slot.set("name", "worker[0]")
     proc.start()
     try:
-        wait_for(lambda: slot.get("state") != State.EMPTY, 60, "child READY")
+        wait_until(lambda: slot.get("state") != State.EMPTY, 60, "child READY")
         writes = 0
         deadline = time.monotonic() + 60
         while slot.get("state") is not State.EXITED:
