@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 from _common import free_port, wait_until
-from plant_helpers import demo_config, kill_plant_processes, our_segments
+from plant_helpers import PlantCli, demo_config, kill_plant_processes, our_segments
 
 pytestmark = pytest.mark.timeout(240)
 
