@@ -23,6 +23,7 @@ __all__ = [
     "State",
     "SLOT_DTYPE",
     "COUNTERS",
+    "CounterName",
     "SUPERVISOR_FIELDS",
     "StatsError",
     "stats_bytes",
@@ -73,18 +74,32 @@ assert SLOT_DTYPE.itemsize == 320 and SLOT_DTYPE.itemsize % 64 == 0
 
 _STRINGS = {"name", "role", "detail"}
 _TRUNCATED = {"detail"}  # free text is cut to fit; names are refused when too long
-COUNTERS = (
-    "records_in",
-    "records_out",
-    "messages_out",
-    "overflow",
-    "malformed",
-    "late",
-    "gaps",
-    "errors",
-    "reconnects",
-    "restarts",
-)
+
+
+class CounterName(enum.StrEnum):
+    """The monotonic counters of a slot (a StrEnum: each is also its field name)."""
+
+    RECORDS_IN = "records_in"
+    RECORDS_OUT = "records_out"
+    MESSAGES_OUT = "messages_out"
+    OVERFLOW = "overflow"
+    """Drops: ring full."""
+    MALFORMED = "malformed"
+    """Drops: bad input."""
+    LATE = "late"
+    """Drops: late ticks."""
+    GAPS = "gaps"
+    """Vendor sequence gaps."""
+    ERRORS = "errors"
+    RECONNECTS = "reconnects"
+    RESTARTS = "restarts"
+
+    @classmethod
+    def _missing_(cls, value: object) -> CounterName:
+        raise ValueError(f"`counter` must be one of {', '.join(cls)}; was {value!r}")
+
+
+COUNTERS = tuple(CounterName)
 """Monotonic counters a process adds to."""
 
 SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "cpu_pct")
