@@ -49,15 +49,22 @@ class ProxyBindError(OSError):
 class ProxyStats(NamedTuple):
     """Counters of a running proxy, from libzmq's ``STATISTICS`` command.
 
-    ``messages_forwarded`` counts messages (all frames of one message count once) that
-    went from publishers to subscribers; the ``subscriptions_*`` fields count
-    subscription messages that went the other way.
+    ``messages_forwarded`` counts bus messages (topic frame + payload frame) that went from
+    publishers to subscribers; the ``subscriptions_*`` fields count subscription messages
+    that went the other way. Publishers filter at the source, so only messages some
+    subscriber asked for reach the proxy: with nobody subscribed it forwards nothing.
     """
 
     messages_forwarded: int
     bytes_forwarded: int
     subscriptions_in: int
     subscriptions_bytes: int
+
+
+_FRAMES_PER_COUNT = 2 if zmq.zmq_version_info() >= (4, 3, 5) else 1
+"""Frames behind one count of a forwarding counter: libzmq 4.3.5 counts every frame, and
+every bus message is two (`streamctl.bus.wire`); earlier versions counted whole messages.
+Subscriptions are single frames, so their counts are messages in both."""
 
 
 def _check_ipc_free(role: str, endpoint: str) -> None:
@@ -201,13 +208,15 @@ class Proxy:
         if not self._control.poll(2000):
             return None
         frames = self._control.recv_multipart()
-        values = [struct.unpack("<Q", f)[0] for f in frames]
-        # Frontend: msgs in, bytes in, msgs out, bytes out; then the same for the backend.
+        # Frontend: received (count, bytes), sent (count, bytes); then the same for the backend.
+        front_in, front_in_bytes, _, _, back_in, back_in_bytes, _, _ = (
+            struct.unpack("=Q", frame)[0] for frame in frames
+        )
         return ProxyStats(
-            messages_forwarded=values[0],
-            bytes_forwarded=values[1],
-            subscriptions_in=values[4],
-            subscriptions_bytes=values[5],
+            messages_forwarded=front_in // _FRAMES_PER_COUNT,
+            bytes_forwarded=front_in_bytes,
+            subscriptions_in=back_in,
+            subscriptions_bytes=back_in_bytes,
         )
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -18,13 +20,18 @@ import msgspec
 import numpy as np
 import pytest
 import zmq
-from _pubsub import CTX, probe, publisher_main, reap, wait_until
+from _pubsub import CTX, START_TIMEOUT, probe, publisher_main, reap, wait_until
+from _shmutil import no_leaks, unique_plant
 
 from streamctl.bus import wire
+from streamctl.bus.hub import HubSpec, hub_main
 from streamctl.bus.proxy import Proxy, ProxyBindError
 from streamctl.bus.publisher import Publisher
 from streamctl.cli.runtime import internal_endpoint
+from streamctl.cli.status import collect_status
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind, Side, empty
+from streamctl.shm.segments import segment_name
+from streamctl.shm.stats import ProcessTable, State
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,6 +168,55 @@ def test_proxy_forwards_counts_and_stops_idempotently(tmp_path, cleanup):
         p.stop()
         p.stop()
     assert not p.running and p.stats() is None
+
+
+def test_hub_counts_each_forwarded_message_once(tmp_path, cleanup):
+    """What `streamctl status` shows for the hub: N messages through a real hub process read as N."""
+    with no_leaks(unique_plant("hub")) as plant, _process_table(plant) as table:
+        slot = table.slot(0)
+        slot.set("name", "hub")
+        slot.set("role", "hub")
+        spec = HubSpec(plant=plant, slot=0, stats=table.name, internal=f"ipc://{tmp_path}/in.ipc",
+                       public=f"ipc://{tmp_path}/out.ipc")
+        hub = CTX.Process(target=hub_main, args=(spec,), daemon=True)
+        hub.start()
+        try:
+            wait_until(lambda: slot.get("state") == State.READY, START_TIMEOUT, "the hub to be ready")
+            manifest = {"name": plant, "stats": table.name, "supervisor_pid": os.getpid()}
+
+            def hub_counts() -> tuple[int, int]:
+                (row,) = collect_status(manifest, table=table)["processes"]
+                return row["records_in"], row["records_out"]
+
+            sub = RawSub(spec.public, b"")
+            cleanup.append(sub)
+            pub = Publisher(spec.internal, src="w0")
+            cleanup.append(pub)
+            handshake(pub, [sub])
+            finish(pub, [sub])  # every probe that reached the hub has reached `sub`
+            before = len(sub.got)
+            wait_until(lambda: hub_counts() == (before, before), 10, f"the hub to count {before} probes")
+            n = 1000
+            for i in range(n):
+                pub.publish("bar.60s.AAPL", bar("AAPL", 100 + i))
+            wait_until(lambda: len(sub.data()) == n, 30, f"{n} bars", sub.pump)
+            wait_until(lambda: hub_counts()[0] >= before + n, 10, "the hub's counters")
+            assert hub_counts() == (before + n, before + n)
+        finally:
+            hub.terminate()
+            reap(hub)
+        assert hub.exitcode == 0
+
+
+@contextmanager
+def _process_table(plant: str) -> Iterator[ProcessTable]:
+    """A one-slot process table, unlinked at the end."""
+    table = ProcessTable.create(segment_name(plant, "stats"), 1, plant=plant)
+    try:
+        yield table
+    finally:
+        table.close()
+        table.unlink()
 
 
 def test_internal_endpoint_is_in_a_private_runtime_dir(tmp_path, monkeypatch):
