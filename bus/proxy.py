@@ -177,8 +177,8 @@ class Proxy:
             back = ctx.socket(zmq.XPUB)
             control = ctx.socket(zmq.PAIR)
             sockets += [front, back, control]
-            for s in sockets:
-                s.linger = 0
+            for sock in sockets:
+                sock.linger = 0
             front.rcvhwm = self.sndhwm
             back.sndhwm = self.sndhwm
             # Public side first: it is the one most likely to be taken.
@@ -187,8 +187,8 @@ class Proxy:
             control.bind(self._control_addr)
         except BaseException as exc:  # reported to start(), which raises it
             self._error = exc
-            for s in sockets:
-                s.close()
+            for sock in sockets:
+                sock.close()
             ready.set()
             return
         ready.set()
@@ -197,8 +197,8 @@ class Proxy:
         except zmq.ContextTerminated:
             pass
         finally:
-            for s in sockets:
-                s.close()
+            for sock in sockets:
+                sock.close()
 
     def stats(self) -> ProxyStats | None:
         """Forwarding counters, or None when the proxy is not running."""
@@ -255,14 +255,8 @@ class _Waitable(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-def serve(
-    *,
-    frontend: str,
-    backend: str,
-    sndhwm: int,
-    ready: _Sender | None = None,
-    stop: _Waitable | None = None,
-) -> None:
+def serve(*, frontend: str, backend: str, sndhwm: int, ready: _Sender | None = None,
+          stop: _Waitable | None = None) -> None:
     """Run a proxy as the body of a process until `stop` is set or SIGTERM/SIGINT arrives.
 
     `ready` (a multiprocessing ``Connection`` or queue) receives

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -172,7 +170,7 @@ def test_proxy_forwards_counts_and_stops_idempotently(tmp_path, cleanup):
 
 def test_hub_counts_each_forwarded_message_once(tmp_path, cleanup):
     """What `streamctl status` shows for the hub: N messages through a real hub process read as N."""
-    with no_leaks(unique_plant("hub")) as plant, _process_table(plant) as table:
+    with no_leaks(unique_plant("hub")) as plant, ProcessTable.create(segment_name(plant, "stats"), 1, plant=plant) as table:
         slot = table.slot(0)
         slot.set("name", "hub")
         slot.set("role", "hub")
@@ -182,6 +180,7 @@ def test_hub_counts_each_forwarded_message_once(tmp_path, cleanup):
         hub.start()
         try:
             wait_until(lambda: slot.get("state") == State.READY, START_TIMEOUT, "the hub to be ready")
+            table.unlink()  # both processes have it mapped: the name is no longer needed
             manifest = {"name": plant, "stats": table.name, "supervisor_pid": os.getpid()}
 
             def hub_counts() -> tuple[int, int]:
@@ -206,17 +205,6 @@ def test_hub_counts_each_forwarded_message_once(tmp_path, cleanup):
             hub.terminate()
             reap(hub)
         assert hub.exitcode == 0
-
-
-@contextmanager
-def _process_table(plant: str) -> Iterator[ProcessTable]:
-    """A one-slot process table, unlinked at the end."""
-    table = ProcessTable.create(segment_name(plant, "stats"), 1, plant=plant)
-    try:
-        yield table
-    finally:
-        table.close()
-        table.unlink()
 
 
 def test_internal_endpoint_is_in_a_private_runtime_dir(tmp_path, monkeypatch):
@@ -298,6 +286,49 @@ def test_exact_symbol_and_prefix_subscriptions(proxy, cleanup):
     assert [t for t, _ in star.data()] == ["trade.AAPL", "trade.AAPLX"]
     assert wire.parse_topic("trade.BRK.B") == ("trade", None, "BRK.B")
     assert exact.data()[1][1][0]["symbol"] == "BRK.B"
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("bar.60s.BRK.B", ("bar", "60s", "BRK.B")),
+        ("sma.20.AAPL", ("sma", "20", "AAPL")),
+        ("event.worker-0", ("event", None, "worker-0")),
+    ],
+)
+def test_parse_topic_splits_kind_param_and_name(text, parts):
+    assert wire.parse_topic(text) == parts
+    assert wire.topic(parts[0], parts[2], parts[1]) == text
+    assert wire.parse_topic(wire.frame_text(wire.topic_frame(text))) == parts
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("nope.AAPL", "unknown kind `nope`"),
+        ("bar.AAPL", "`bar.AAPL` does not follow"),
+        ("bar..AAPL", "`bar..AAPL` does not follow"),
+        ("vwap.", "`vwap.` does not follow"),
+        ("vwap.A\x00", "NUL"),
+    ],
+)
+def test_parse_topic_refuses_what_is_outside_the_grammar(text, match):
+    with pytest.raises(ValueError, match=match):
+        wire.parse_topic(text)
+
+
+@pytest.mark.parametrize(("frame", "match"), [(b"vwap.AAPL", "NUL"), (b"vwap.\xc3\xa9\x00", "ASCII")])
+def test_frame_text_refuses_what_is_not_a_topic_frame(frame, match):
+    with pytest.raises(ValueError, match=match):
+        wire.frame_text(frame)
+
+
+def test_event_kinds_are_their_wire_strings():
+    assert wire.EventKind("reconnect") is wire.EventKind.RECONNECT == "reconnect"
+    assert msgpack.unpackb(msgspec.msgpack.encode(wire.Event(source="f", kind=wire.EventKind.GAP, message="",
+                                                             ts=0)))["kind"] == "gap"
+    with pytest.raises(ValueError, match="`kind` must be one of .*; was 'reconect'"):
+        wire.EventKind("reconect")
 
 
 def _raw_batch() -> tuple[np.ndarray, list[str], np.ndarray]:
