@@ -94,10 +94,6 @@ class CounterName(enum.StrEnum):
     RECONNECTS = "reconnects"
     RESTARTS = "restarts"
 
-    @classmethod
-    def _missing_(cls, value: object) -> CounterName:
-        raise ValueError(f"`counter` must be one of {', '.join(cls)}; was {value!r}")
-
 
 COUNTERS = tuple(CounterName)
 """Monotonic counters a process adds to."""

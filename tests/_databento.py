@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -86,6 +87,17 @@ class Venues:
     def stop_all(self) -> None:
         for venue in self.started:
             venue.stop()
+
+
+@pytest.fixture(name="venues")
+def venues_fixture() -> Iterator[Venues]:
+    """The ``venues`` fixture: venues a test starts, every one stopped at teardown (a module
+    imports `venues_fixture` to use it)."""
+    started = Venues()
+    try:
+        yield started
+    finally:
+        started.stop_all()
 
 
 def options(port: int, **overrides) -> Options:
