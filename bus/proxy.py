@@ -50,15 +50,13 @@ class ProxyStats(NamedTuple):
     """Counters of a running proxy, from libzmq's ``STATISTICS`` command.
 
     ``messages_forwarded`` counts bus messages (topic frame + payload frame) that went from
-    publishers to subscribers; the ``subscriptions_*`` fields count subscription messages
-    that went the other way. Publishers filter at the source, so only messages some
+    publishers to subscribers; ``subscriptions_in`` counts subscription messages that went
+    the other way. Publishers filter at the source, so only messages some
     subscriber asked for reach the proxy: with nobody subscribed it forwards nothing.
     """
 
     messages_forwarded: int
-    bytes_forwarded: int
     subscriptions_in: int
-    subscriptions_bytes: int
 
 
 _FRAMES_PER_COUNT = 2 if zmq.zmq_version_info() >= (4, 3, 5) else 1
@@ -209,15 +207,8 @@ class Proxy:
             return None
         frames = self._control.recv_multipart()
         # Frontend: received (count, bytes), sent (count, bytes); then the same for the backend.
-        front_in, front_in_bytes, _, _, back_in, back_in_bytes, _, _ = (
-            struct.unpack("=Q", frame)[0] for frame in frames
-        )
-        return ProxyStats(
-            messages_forwarded=front_in // _FRAMES_PER_COUNT,
-            bytes_forwarded=front_in_bytes,
-            subscriptions_in=back_in,
-            subscriptions_bytes=back_in_bytes,
-        )
+        front_in, _, _, _, back_in, _, _, _ = (struct.unpack("=Q", frame)[0] for frame in frames)
+        return ProxyStats(messages_forwarded=front_in // _FRAMES_PER_COUNT, subscriptions_in=back_in)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop forwarding, close every socket and unbind. Idempotent."""
