@@ -13,6 +13,7 @@ import time
 import msgspec
 
 from streamctl.bus.lifecycle import ChildSlot, setup_child
+from streamctl.shm.stats import CounterName
 
 __all__ = ["HubSpec", "run_hub", "hub_main"]
 
@@ -43,9 +44,9 @@ def run_hub(spec: HubSpec) -> int:
         while not stop:
             slot.heartbeat()
             stats = proxy.stats()
-            if stats is not None:  # what the hub forwarded, for `status`
-                slot.set("records_in", stats.messages_forwarded)
-                slot.set("records_out", stats.messages_forwarded)
+            if stats is not None:  # what the hub forwarded, for `status`; it sends all it receives
+                slot.set(CounterName.RECORDS_IN, stats.messages_forwarded)
+                slot.set(CounterName.RECORDS_OUT, stats.messages_forwarded)
             time.sleep(0.05)
         child.stopping()
     except Exception as exc:

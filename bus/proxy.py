@@ -49,15 +49,20 @@ class ProxyBindError(OSError):
 class ProxyStats(NamedTuple):
     """Counters of a running proxy, from libzmq's ``STATISTICS`` command.
 
-    ``messages_forwarded`` counts messages (all frames of one message count once) that
-    went from publishers to subscribers; the ``subscriptions_*`` fields count
-    subscription messages that went the other way.
+    ``messages_forwarded`` counts bus messages (topic frame + payload frame) that went from
+    publishers to subscribers; ``subscriptions_in`` counts subscription messages that went
+    the other way. Publishers filter at the source, so only messages some
+    subscriber asked for reach the proxy: with nobody subscribed it forwards nothing.
     """
 
     messages_forwarded: int
-    bytes_forwarded: int
     subscriptions_in: int
-    subscriptions_bytes: int
+
+
+_FRAMES_PER_COUNT = 2 if zmq.zmq_version_info() >= (4, 3, 5) else 1
+"""Frames behind one count of a forwarding counter: libzmq 4.3.5 counts every frame, and
+every bus message is two (`streamctl.bus.wire`); earlier versions counted whole messages.
+Subscriptions are single frames, so their counts are messages in both."""
 
 
 def _check_ipc_free(role: str, endpoint: str) -> None:
@@ -170,8 +175,8 @@ class Proxy:
             back = ctx.socket(zmq.XPUB)
             control = ctx.socket(zmq.PAIR)
             sockets += [front, back, control]
-            for s in sockets:
-                s.linger = 0
+            for sock in sockets:
+                sock.linger = 0
             front.rcvhwm = self.sndhwm
             back.sndhwm = self.sndhwm
             # Public side first: it is the one most likely to be taken.
@@ -180,8 +185,8 @@ class Proxy:
             control.bind(self._control_addr)
         except BaseException as exc:  # reported to start(), which raises it
             self._error = exc
-            for s in sockets:
-                s.close()
+            for sock in sockets:
+                sock.close()
             ready.set()
             return
         ready.set()
@@ -190,8 +195,8 @@ class Proxy:
         except zmq.ContextTerminated:
             pass
         finally:
-            for s in sockets:
-                s.close()
+            for sock in sockets:
+                sock.close()
 
     def stats(self) -> ProxyStats | None:
         """Forwarding counters, or None when the proxy is not running."""
@@ -201,14 +206,9 @@ class Proxy:
         if not self._control.poll(2000):
             return None
         frames = self._control.recv_multipart()
-        values = [struct.unpack("<Q", f)[0] for f in frames]
-        # Frontend: msgs in, bytes in, msgs out, bytes out; then the same for the backend.
-        return ProxyStats(
-            messages_forwarded=values[0],
-            bytes_forwarded=values[1],
-            subscriptions_in=values[4],
-            subscriptions_bytes=values[5],
-        )
+        # Frontend: received (count, bytes), sent (count, bytes); then the same for the backend.
+        front_in, _, _, _, back_in, _, _, _ = (struct.unpack("=Q", frame)[0] for frame in frames)
+        return ProxyStats(messages_forwarded=front_in // _FRAMES_PER_COUNT, subscriptions_in=back_in)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop forwarding, close every socket and unbind. Idempotent."""
@@ -246,14 +246,8 @@ class _Waitable(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-def serve(
-    *,
-    frontend: str,
-    backend: str,
-    sndhwm: int,
-    ready: _Sender | None = None,
-    stop: _Waitable | None = None,
-) -> None:
+def serve(*, frontend: str, backend: str, sndhwm: int, ready: _Sender | None = None,
+          stop: _Waitable | None = None) -> None:
     """Run a proxy as the body of a process until `stop` is set or SIGTERM/SIGINT arrives.
 
     `ready` (a multiprocessing ``Connection`` or queue) receives

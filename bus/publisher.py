@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -18,6 +19,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from streamctl.bus import rawpack, wire
+from streamctl.bus.sockets import close_socket, stop_monitor
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
 __all__ = ["Publisher"]
@@ -25,16 +27,17 @@ __all__ = ["Publisher"]
 _SNDMORE = zmq.SNDMORE
 _SMALL_BATCH = 16
 """Up to this many records, `publish_raw` builds Structs instead of packing arrays."""
-_TRADE_SIDE = {1: "B", 2: "S"}
+_TRADE_SIDE: dict[int, Literal["B", "S", "N"]] = {1: "B", 2: "S"}
 
 
 class _Topic:
-    """Per-topic state: the encoded frame, the last sequence number, the payload type."""
+    """Per-topic state: the topic, its encoded frame, the last sequence number, the payload type."""
 
-    __slots__ = ("frame", "seq", "payload_type", "batched")
+    __slots__ = ("text", "frame", "seq", "payload_type", "batched")
 
-    def __init__(self, frame: bytes, payload_type: type, batched: bool):
-        self.frame = frame
+    def __init__(self, text: str, payload_type: type, batched: bool):
+        self.text = text
+        self.frame = wire.topic_frame(text)
         self.seq = 0
         self.payload_type = payload_type
         self.batched = batched
@@ -85,6 +88,7 @@ class Publisher:
         self._sock.connect(endpoint)
         self._encode = msgspec.msgpack.Encoder().encode
         self._topics: dict[str, _Topic] = {}
+        self._raw_topics: dict[tuple[str, str], _Topic] = {}
         self._layouts: dict[tuple[int, str], rawpack._Layout] = {}
         self.messages_out = 0
         """Messages handed to ZeroMQ (a batch is one message)."""
@@ -94,16 +98,12 @@ class Publisher:
     # -- topics -------------------------------------------------------------------------
 
     def _register(self, topic: str, batched: bool) -> _Topic:
-        if not topic.isascii() or "\x00" in topic:
-            raise ValueError(f"topic must be ASCII without NUL; was {topic!r}")
-        kind, param, name = wire.parse_topic(topic)
-        if kind not in wire.KINDS or not name or (kind in wire.PARAM_KINDS and not param):
-            raise ValueError(f"topic `{topic}` does not follow `kind.[param.]NAME` with a known kind")
+        kind = wire.parse_topic(topic).kind
         is_batched = kind in wire.BATCHED_KINDS
         if is_batched != batched:
             how = "publish_batch (an array of maps)" if is_batched else "publish (a single map)"
             raise ValueError(f"topic `{topic}` must be sent with {how}")
-        entry = _Topic(wire.topic_frame(topic), wire.PAYLOAD_TYPES[kind], is_batched)
+        entry = _Topic(topic, wire.PAYLOAD_TYPES[kind], is_batched)
         self._topics[topic] = entry
         return entry
 
@@ -111,6 +111,13 @@ class Publisher:
         entry = self._topics.get(topic)
         if entry is None or entry.batched != batched:
             entry = self._register(topic, batched)
+        return entry
+
+    def _raw_entry(self, kind: str, symbol: str) -> _Topic:
+        """The entry of ``trade.SYMBOL``/``quote.SYMBOL``, built by `wire.topic` once per symbol."""
+        entry = self._raw_topics.get((kind, symbol))
+        if entry is None:
+            entry = self._raw_topics[(kind, symbol)] = self._entry(wire.topic(kind, symbol), True)
         return entry
 
     def sequence(self, topic: str) -> int:
@@ -148,15 +155,16 @@ class Publisher:
 
         Each element gets its own sequence number; an empty list sends nothing.
         """
-        if not payloads:
-            return
-        entry = self._entry(topic, True)
+        if payloads:
+            self._send_batch(self._entry(topic, True), payloads)
+
+    def _send_batch(self, entry: _Topic, payloads: list[Any]) -> None:
         cls = entry.payload_type
         seq = entry.seq
         src = self.src
         for p in payloads:
             if p.__class__ is not cls:
-                raise TypeError(f"topic `{topic}` carries {cls.__name__}; got {type(p).__name__}")
+                raise TypeError(f"topic `{entry.text}` carries {cls.__name__}; got {type(p).__name__}")
             seq += 1
             p.seq = seq  # type: ignore[attr-defined]
             p.src = src  # type: ignore[attr-defined]
@@ -210,27 +218,27 @@ class Publisher:
         than setting up the vectorized packer, and latency is what matters here."""
         trade_groups: dict[str, list[wire.Trade]] = {}
         quote_groups: dict[str, list[wire.Quote]] = {}
-        for rec, key in zip(records.tolist(), sym_idx.tolist(), strict=True):
-            ts_event, ts_recv, price, price2, size, size2, _, _, kind, side, _, _ = rec
+        for record, symbol_index in zip(records.tolist(), sym_idx.tolist(), strict=True):
+            ts_event, ts_recv, price, price2, size, size2, _, _, kind, side, _, _ = record
             if kind == Kind.TRADE and trades:
-                if key < 0:
+                if symbol_index < 0:
                     self.raw_skipped += 1
                     continue
-                trade_groups.setdefault(symbols[key], []).append(wire.Trade(
-                    symbol=symbols[key], ts_event=ts_event, ts_recv=ts_recv, price=price / PRICE_SCALE,
+                trade_groups.setdefault(symbols[symbol_index], []).append(wire.Trade(
+                    symbol=symbols[symbol_index], ts_event=ts_event, ts_recv=ts_recv, price=price / PRICE_SCALE,
                     size=size, side=_TRADE_SIDE.get(side, "N")))
             elif kind == Kind.QUOTE and quotes:
-                if key < 0:
+                if symbol_index < 0:
                     self.raw_skipped += 1
                     continue
-                quote_groups.setdefault(symbols[key], []).append(wire.Quote(
-                    symbol=symbols[key], ts_event=ts_event, ts_recv=ts_recv,
+                quote_groups.setdefault(symbols[symbol_index], []).append(wire.Quote(
+                    symbol=symbols[symbol_index], ts_event=ts_event, ts_recv=ts_recv,
                     bid=None if price == UNDEF_PRICE else price / PRICE_SCALE,
                     ask=None if price2 == UNDEF_PRICE else price2 / PRICE_SCALE, bid_size=size, ask_size=size2))
-        for symbol, items in trade_groups.items():
-            self.publish_batch(f"trade.{symbol}", items)
-        for symbol, items in quote_groups.items():
-            self.publish_batch(f"quote.{symbol}", items)
+        for symbol, trades_of_symbol in trade_groups.items():
+            self._send_batch(self._raw_entry("trade", symbol), trades_of_symbol)
+        for symbol, quotes_of_symbol in quote_groups.items():
+            self._send_batch(self._raw_entry("quote", symbol), quotes_of_symbol)
         return len(trade_groups) + len(quote_groups)
 
     def _publish_raw_kind(
@@ -239,24 +247,24 @@ class Publisher:
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             return 0
-        keys = sym_idx[rows]
-        negative = keys < 0
+        symbol_indices = sym_idx[rows]
+        negative = symbol_indices < 0
         if negative.any():
             self.raw_skipped += int(negative.sum())
             rows = rows[~negative]
-            keys = keys[~negative]
+            symbol_indices = symbol_indices[~negative]
             if len(rows) == 0:
                 return 0
         identity = len(rows) == len(records)  # every record of the batch, in batch order
-        if (keys == keys[0]).all():
+        if (symbol_indices == symbol_indices[0]).all():
             starts = np.zeros(1, dtype=np.intp)
-            sorted_keys = keys[:1]
+            sorted_indices = symbol_indices[:1]
         else:
             identity = False
-            order = np.argsort(keys, kind="stable")  # stable: each group stays oldest first
+            order = np.argsort(symbol_indices, kind="stable")  # stable: each group stays oldest first
             rows = rows[order]
-            sorted_keys = keys[order]
-            starts = np.concatenate(([0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1))
+            sorted_indices = symbol_indices[order]
+            starts = np.concatenate(([0], np.flatnonzero(sorted_indices[1:] != sorted_indices[:-1]) + 1))
         # Gather once through a uint64 view: numpy copies structured rows field by field,
         # ~15x slower than the same bytes as plain words. Groups are then views.
         if identity:  # every record, in batch order: nothing to gather
@@ -266,18 +274,17 @@ class Publisher:
         else:
             selected = records[rows]
         ends = np.append(starts[1:], len(rows))
-        groups = [(int(sorted_keys[s]), selected[s:e])
-                  for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+        groups = [(int(sorted_indices[start]), selected[start:end])
+                  for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
         is_trade = kind == "trade"
         sock = self._sock
-        for key, batch in groups:
-            symbol = symbols[key]
-            topic = f"{kind}.{symbol}"
-            entry = self._entry(topic, True)
+        for symbol_index, batch in groups:
+            symbol = symbols[symbol_index]
+            entry = self._raw_entry(kind, symbol)
             layout = self._layouts.get((is_trade, symbol))
             if layout is None:
-                make = rawpack.trade_layout if is_trade else rawpack.quote_layout
-                layout = self._layouts[(is_trade, symbol)] = make(self.src, symbol)
+                make_layout = rawpack.trade_layout if is_trade else rawpack.quote_layout
+                layout = self._layouts[(is_trade, symbol)] = make_layout(self.src, symbol)
             pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
             body = pack(layout, batch, entry.seq + 1)
             entry.seq += len(batch)
@@ -305,21 +312,14 @@ class Publisher:
             event = recv_monitor_message(self._monitor)
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._connected = True
-        self._sock.disable_monitor()
-        self._monitor.close(0)
+        stop_monitor(self._sock, self._monitor)
         self._monitor = None
         return True
 
     def close(self) -> None:
         """Close the socket (flushing queued messages for up to `linger` ms). Idempotent."""
-        if self._monitor is not None:
-            self._sock.disable_monitor()
-            self._monitor.close(0)
-            self._monitor = None
-        if not self._sock.closed:
-            self._sock.close()
-            if self._own_context:
-                self._context.term()
+        close_socket(self._sock, self._monitor, self._context if self._own_context else None)
+        self._monitor = None
 
     def __enter__(self) -> Publisher:
         return self

@@ -84,16 +84,22 @@ def _key(name: str) -> bytes:
     return _enc(name)
 
 
+def _head(map_header: bytes, src: str, symbol: str) -> list[tuple[str, bytes | str]]:
+    """The fields every Trade and Quote map starts with: seq, src, symbol, ts_event, ts_recv."""
+    return [
+        ("", map_header + _key("seq") + _INT64),
+        ("seq", ">i8"),
+        ("", _key("src") + _enc(src) + _key("symbol") + _enc(symbol) + _key("ts_event") + _INT64),
+        ("ts_event", ">i8"),
+        ("", _key("ts_recv") + _INT64),
+        ("ts_recv", ">i8"),
+    ]
+
+
 def trade_layout(src: str, symbol: str) -> _Layout:
-    """Row layout of one ``Trade`` map of publisher `src` for `symbol`."""
+    """Row layout of one ``Trade`` map (8 fields) of publisher `src` for `symbol`."""
     return _Layout(
-        [
-            ("", b"\x88" + _key("seq") + _INT64),
-            ("seq", ">i8"),
-            ("", _key("src") + _enc(src) + _key("symbol") + _enc(symbol) + _key("ts_event") + _INT64),
-            ("ts_event", ">i8"),
-            ("", _key("ts_recv") + _INT64),
-            ("ts_recv", ">i8"),
+        _head(b"\x88", src, symbol) + [
             ("", _key("price") + _FLOAT64),
             ("price", ">f8"),
             ("", _key("size") + _FLOAT64),
@@ -105,15 +111,9 @@ def trade_layout(src: str, symbol: str) -> _Layout:
 
 
 def quote_layout(src: str, symbol: str) -> _Layout:
-    """Row layout of one ``Quote`` map; ``bid``/``ask`` carry a tag byte so nil fits."""
+    """Row layout of one ``Quote`` map (9 fields); ``bid``/``ask`` carry a tag byte so nil fits."""
     return _Layout(
-        [
-            ("", b"\x89" + _key("seq") + _INT64),
-            ("seq", ">i8"),
-            ("", _key("src") + _enc(src) + _key("symbol") + _enc(symbol) + _key("ts_event") + _INT64),
-            ("ts_event", ">i8"),
-            ("", _key("ts_recv") + _INT64),
-            ("ts_recv", ">i8"),
+        _head(b"\x89", src, symbol) + [
             ("", _key("bid")),
             ("bid_tag", "u1"),
             ("bid", ">f8"),
@@ -128,17 +128,20 @@ def quote_layout(src: str, symbol: str) -> _Layout:
     )
 
 
-def _seqs(first: int, n: int) -> np.ndarray:
-    return np.arange(first, first + n, dtype=np.int64)
+def _rows(layout: _Layout, records: np.ndarray, first_seq: int) -> np.ndarray:
+    """Rows for `records` with the `_head` fields filled in (seq numbered from `first_seq`)."""
+    n = len(records)
+    rows = layout.rows(n)
+    rows["seq"] = np.arange(first_seq, first_seq + n, dtype=np.int64)
+    rows["ts_event"] = records["ts_event"]
+    rows["ts_recv"] = records["ts_recv"]
+    return rows
 
 
 def pack_trades(layout: _Layout, records: np.ndarray, first_seq: int) -> bytes:
     """A MessagePack array of Trade maps for `records` (one symbol, oldest first)."""
     n = len(records)
-    rows = layout.rows(n)
-    rows["seq"] = _seqs(first_seq, n)
-    rows["ts_event"] = records["ts_event"]
-    rows["ts_recv"] = records["ts_recv"]
+    rows = _rows(layout, records, first_seq)
     rows["price"] = records["price"] / PRICE_SCALE
     rows["size"] = records["size"]
     rows["side"] = _SIDE_LUT[records["side"]]
@@ -148,10 +151,7 @@ def pack_trades(layout: _Layout, records: np.ndarray, first_seq: int) -> bytes:
 def pack_quotes(layout: _Layout, records: np.ndarray, first_seq: int) -> bytes:
     """A MessagePack array of Quote maps; an `UNDEF_PRICE` side is encoded as nil."""
     n = len(records)
-    rows = layout.rows(n)
-    rows["seq"] = _seqs(first_seq, n)
-    rows["ts_event"] = records["ts_event"]
-    rows["ts_recv"] = records["ts_recv"]
+    rows = _rows(layout, records, first_seq)
     bid = records["price"]
     ask = records["price2"]
     rows["bid"] = bid / PRICE_SCALE
@@ -166,9 +166,10 @@ def pack_quotes(layout: _Layout, records: np.ndarray, first_seq: int) -> bytes:
     if no_bid.any() or no_ask.any():
         # Drop the 8 value bytes after each nil tag; row-major boolean indexing keeps order.
         keep = np.ones(body.shape, dtype=bool)
-        b0 = layout.dtype.fields["bid"][1]
-        a0 = layout.dtype.fields["ask"][1]
-        keep[no_bid, b0 : b0 + 8] = False
-        keep[no_ask, a0 : a0 + 8] = False
+        fields = layout.dtype.fields
+        assert fields is not None  # a structured dtype
+        bid_at, ask_at = fields["bid"][1], fields["ask"][1]
+        keep[no_bid, bid_at : bid_at + 8] = False
+        keep[no_ask, ask_at : ask_at + 8] = False
         return array_header(n) + body[keep].tobytes()
     return array_header(n) + body.tobytes()

@@ -16,7 +16,8 @@ publisher (seq back to 1) is not mistaken for loss. `docs/wire.md` is the refere
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -24,10 +25,13 @@ __all__ = [
     "TOPIC_TERMINATOR",
     "PARAM_KINDS",
     "KINDS",
+    "Topic",
     "topic",
     "topic_frame",
     "subscription_prefix",
     "parse_topic",
+    "frame_text",
+    "EventKind",
     "Bar",
     "Trade",
     "Quote",
@@ -59,8 +63,7 @@ def topic(kind: str, name: str, param: str | int | None = None) -> str:
     if (param is None) == (kind in PARAM_KINDS):
         raise ValueError(f"`param` is {'required' if kind in PARAM_KINDS else 'not allowed'} for kind {kind!r}")
     text = f"{kind}.{name}" if param is None else f"{kind}.{param}.{name}"
-    if not text.isascii() or "\x00" in text:
-        raise ValueError(f"topic must be ASCII without NUL; was {text!r}")
+    parse_topic(text)  # the one check of the grammar
     return text
 
 
@@ -83,19 +86,84 @@ def subscription_prefix(pattern: str) -> bytes:
     return topic_frame(pattern)
 
 
-def parse_topic(frame: bytes | str) -> tuple[str, str | None, str]:
-    """Split a topic (frame or string) into ``(kind, param, name)``.
+class Topic(NamedTuple):
+    """A topic split into its parts: ``bar.60s.BRK.B`` is ``Topic("bar", "60s", "BRK.B")``."""
+
+    kind: str
+    param: str | None
+    """The parameter of `PARAM_KINDS` (``60s``, ``20``); None for other kinds."""
+    name: str
+    """Symbol, process or source; may itself contain dots."""
+
+
+def parse_topic(text: str) -> Topic:
+    """Split a topic string into its parts, refusing one outside the grammar.
 
     Symbols may contain dots (``BRK.B``): only the kind, and the parameter for kinds that
-    have one, are split off the front.
+    have one, are split off the front. Raises ValueError naming the topic.
     """
-    text = frame.decode("ascii") if isinstance(frame, bytes | bytearray | memoryview) else frame
-    text = text.rstrip("\x00")
-    kind, _, rest = text.partition(".")
+    if not text.isascii() or "\x00" in text:
+        raise ValueError(f"topic must be ASCII without NUL; was {text!r}")
+    kind, _, name = text.partition(".")
+    if kind not in KINDS:
+        raise ValueError(f"topic `{text}` has an unknown kind `{kind}`; known kinds: {', '.join(sorted(KINDS))}")
+    param = None
     if kind in PARAM_KINDS:
-        param, _, name = rest.partition(".")
-        return kind, param, name
-    return kind, None, rest
+        param, _, name = name.partition(".")
+    if not name or param == "":
+        raise ValueError(f"topic `{text}` does not follow `kind.[param.]NAME`")
+    return Topic(kind, param, name)
+
+
+def frame_text(frame: bytes) -> str:
+    """The topic string of a received topic frame; ValueError if the frame is not one."""
+    if not frame.endswith(TOPIC_TERMINATOR):
+        raise ValueError("topic frame does not end with NUL")
+    try:
+        return frame[:-1].decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("topic is not ASCII") from None
+
+
+class EventKind(StrEnum):
+    """What an ``event.*`` message says happened (its ``kind`` field).
+
+    A StrEnum, so the wire carries the plain string; `Event.kind` stays a ``str`` so that a
+    subscriber never refuses a kind newer than itself.
+    """
+
+    CONNECTED = "connected"
+    """A live feed session is up (vendor session)."""
+    DISCONNECT = "disconnect"
+    """A live connection was lost; a reconnect is scheduled."""
+    RECONNECT_FAILED = "reconnect_failed"
+    """A connect attempt failed; another is scheduled."""
+    RECONNECT = "reconnect"
+    """A lost connection is back (counted in ``reconnects``)."""
+    ERROR = "error"
+    """Something failed: the vendor reported an error, or the feed gave up."""
+    SYSTEM = "system"
+    """A vendor's system message, passed on."""
+    MALFORMED = "malformed"
+    """Input that could not be parsed (counted in ``malformed``), logged once."""
+    SKIPPED = "skipped"
+    """Input the plant does not convert (a record type it ignores)."""
+    GAP = "gap"
+    """A vendor sequence gap (counted in ``gaps``)."""
+    DONE = "done"
+    """A feed's input ended, or a process finished cleanly."""
+    FAILED = "failed"
+    """A process gave up or died for good; it is not restarted."""
+    RESTART = "restart"
+    """The supervisor restarts a process that died."""
+    STOPPED = "stopped"
+    """A worker's last message: everything it published came before this."""
+    PROBE = "probe"
+    """A handshake message: a subscriber that sees it has its subscription in place."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> EventKind:
+        raise ValueError(f"`kind` must be one of {', '.join(cls)}; was {value!r}")
 
 
 class _Payload(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -202,8 +270,7 @@ class Book(_Payload, kw_only=True):
 
 
 class Event(_Payload, kw_only=True):
-    """Something a process wants subscribers to know: ``reconnect``, ``error``, ``system``,
-    ``gap``, ``failed``, ``restart``..."""
+    """Something a process wants subscribers to know; ``kind`` is an `EventKind` value."""
 
     source: str
     kind: str

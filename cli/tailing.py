@@ -13,6 +13,8 @@ from typing import IO, Any
 
 import msgspec
 
+from streamctl.bus.wire import parse_topic
+
 __all__ = ["tail_topics", "to_row", "format_row"]
 
 
@@ -31,8 +33,8 @@ def _ts(ns: int | None) -> str:
 
 def format_row(row: dict[str, Any]) -> str:
     """One readable line per message."""
-    kind = row["topic"].partition(".")[0]
     topic = row["topic"]
+    kind = parse_topic(topic).kind
     if kind == "bar":
         return (f"{topic:<22} {_ts(row['ts_start'])}  O {row['open']:.4f} H {row['high']:.4f} L {row['low']:.4f} "
                 f"C {row['close']:.4f}  V {row['volume']:g}  n {row['trades']}  vwap {row['vwap']:.4f}")

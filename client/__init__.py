@@ -13,6 +13,8 @@ contract (and shows a subscriber in any language with a stock msgpack library).
 from streamctl.bus.wire import Anomaly, Bar, Book, Event, Indicator, Quote, Status, Trade, Vwap
 from streamctl.client.subscriber import DecodeError, Reconnect, SequenceGap, Subscriber, SubscriberError
 
+# The payload names repeat `streamctl.bus.wire.__all__` on purpose: a literal list is what
+# static tools read, and it makes the client's face complete without importing the bus.
 __all__ = [
     "Subscriber",
     "SequenceGap",

@@ -14,11 +14,12 @@ import msgspec
 import numpy as np
 
 from streamctl.bus.lifecycle import ChildSlot, setup_child
-from streamctl.bus.wire import Event, topic
+from streamctl.bus.wire import Event, EventKind, topic
 from streamctl.ingest.partitioning import partition_of
-from streamctl.ingest.vendor_api import EndOfInput, FeedSession, SessionError
+from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedSession, FeedSettings, SessionError
 from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
+from streamctl.shm.stats import CounterName
 
 __all__ = ["FeedSpec", "run_feed", "feed_main", "FeedRuntime", "EXIT_DONE", "EXIT_FAILED"]
 
@@ -36,7 +37,8 @@ class FeedSpec(msgspec.Struct, kw_only=True, frozen=True):
     plant: str
     name: str
     slot: int
-    feed: object  # FeedConfig (typed loosely to keep ingest free of cli imports)
+    feed: FeedSettings
+    """The ``feeds[i]`` entry (the CLI's FeedConfig; ingest never imports the CLI)."""
     partitions: int
     rings: list[str]
     """Ring segment names, index = partition."""
@@ -71,18 +73,21 @@ class FeedRuntime:
             self._partition[instrument] = partition_of(symbol, self.spec.partitions)
         return instrument
 
-    def count(self, cause: str, n: int = 1) -> None:
+    def count(self, cause: CounterName, n: int = 1) -> None:
+        if cause not in FEED_COUNTERS:
+            raise ValueError(f"`cause` must be one of {', '.join(sorted(FEED_COUNTERS))}; was {str(cause)!r}")
         if n:
-            self._slot.add(cause if cause in _SLOT_COUNTERS else "errors", n)
+            self._slot.add(cause, n)
 
-    def event(self, kind: str, message: str, *, code: int | None = None) -> None:
+    def event(self, kind: EventKind, message: str, *, code: int | None = None) -> None:
+        kind = EventKind(kind)  # a plain string is accepted when it names a kind
         key = f"{kind}:{message}"
         if key not in self._logged:  # log each distinct event once, count every occurrence
             self._logged.add(key)
-            level = logging.WARNING if kind in {"error", "disconnect", "failed", "gap"} else logging.INFO
+            level = logging.WARNING if kind in _WARNING_EVENTS else logging.INFO
             log.log(level, "feed %s: %s: %s%s", self.spec.name, kind, message, f" (code {code})" if code else "")
-        if kind == "reconnect":
-            self._slot.add("reconnects")
+        if kind == EventKind.RECONNECT:
+            self._slot.add(CounterName.RECONNECTS)
         if self._publisher is not None:
             payload = Event(source=self.spec.name, kind=kind, message=message, code=code, ts=time.time_ns())
             self._publisher.publish(topic("event", self.spec.name), payload)
@@ -99,8 +104,8 @@ class FeedRuntime:
         parts = np.where(known, self._partition[np.where(known, ids, 0)], -1)
         unknown = int(np.count_nonzero(parts < 0))
         if unknown:
-            self.count("malformed", unknown)
-        self._slot.add("records_in", len(batch))
+            self.count(CounterName.MALFORMED, unknown)
+        self._slot.add(CounterName.RECORDS_IN, len(batch))
         if self.spec.partitions == 1 and not unknown:
             self._publish(0, batch, should_stop)
             return
@@ -111,9 +116,9 @@ class FeedRuntime:
 
     def _publish(self, partition: int, records: np.ndarray, should_stop) -> None:
         written = self._rings[partition].publish(records, should_stop=should_stop)
-        self._slot.add("records_out", written)
+        self._slot.add(CounterName.RECORDS_OUT, written)
         if written < len(records):
-            self._slot.add("overflow", len(records) - written)
+            self._slot.add(CounterName.OVERFLOW, len(records) - written)
 
     def reset_records(self, instrument_ids: list[int]) -> np.ndarray:
         """One RESET record per instrument (after a reconnect, workers clear those books)."""
@@ -128,12 +133,13 @@ class FeedRuntime:
         return batch
 
 
-_SLOT_COUNTERS = {"malformed", "gaps", "errors", "late", "overflow", "reconnects"}
+_WARNING_EVENTS = frozenset({EventKind.ERROR, EventKind.DISCONNECT, EventKind.FAILED, EventKind.GAP})
+"""Event kinds logged as warnings; the others are logged as info."""
 
 
 def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
     vendor = vendor_spec(spec.feed.vendor)
-    options = msgspec.convert(spec.feed.options, vendor.options, strict=False)
+    options: object = msgspec.convert(spec.feed.options, vendor.options, strict=False)
     session_type = vendor.session_type()
 
     def factory() -> FeedSession:
@@ -175,7 +181,7 @@ def run_feed(spec: FeedSpec) -> int:
             try:
                 batch = session.poll(0.05)
             except EndOfInput:
-                runtime.event("done", "input finished")
+                runtime.event(EventKind.DONE, "input finished")
                 slot.set("detail", "input finished")
                 break
             for ring in rings:
@@ -184,7 +190,7 @@ def run_feed(spec: FeedSpec) -> int:
                 runtime.route(batch, should_stop)
     except SessionError as exc:
         slot.set("detail", str(exc)[:95])
-        runtime.event("failed", str(exc), code=getattr(exc, "code", None))
+        runtime.event(EventKind.FAILED, str(exc), code=exc.code)
         code = EXIT_FAILED
     except Exception as exc:  # FeedFailed from the reconnect policy, or a bug: say why, exit non-zero
         from streamctl.ingest.reconnect import FeedFailed

@@ -22,7 +22,9 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
+from streamctl.bus.wire import EventKind
 from streamctl.ingest.vendor_api import FeedContext, FeedSession, SessionError
+from streamctl.shm.stats import CounterName
 
 __all__ = ["ReconnectPolicy", "ReconnectingSession", "FeedFailed"]
 
@@ -73,8 +75,8 @@ class ReconnectingSession:
         The feed's context (events and counters go there).
     reset_records
         Builds one Kind.RESET record per instrument id, returned first after a reconnect.
-    clock, sleep, rng
-        Injected time source, sleeper and random generator (tests use fast schedules).
+    sleep
+        How to wait for the next attempt (tests record the waits).
     """
 
     def __init__(
@@ -84,30 +86,24 @@ class ReconnectingSession:
         ctx: FeedContext,
         *,
         reset_records: Callable[[list[int]], np.ndarray],
-        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
     ) -> None:
         self._factory = factory
         self._policy = policy
         self._ctx = ctx
         self._reset_records = reset_records
-        self._clock = clock
         self._sleep = sleep
-        self._rng = rng or random.Random()
         self._session: FeedSession | None = None
         self._instruments: set[int] = set()
         self._failures = 0  # consecutive failed attempts
         self._retry_at: float | None = None  # set while waiting to reconnect
-        self._healthy_at: float | None = None  # set while a reconnected session is on probation
-        self._failed: str | None = None
+        self._healthy_at: float | None = None  # set while a new session is on probation
+        self._failed: str | None = None  # why the policy gave up
         self._pending_reset = False
-        self._closed = False
 
     # ---- FeedSession face
     def open(self) -> None:
         """Connect the first session. Raises `FeedFailed` only if retrying cannot help."""
-        self._check_failed()
         self._attempt(first=True)
         self._check_failed()
 
@@ -137,7 +133,7 @@ class ReconnectingSession:
             self._check_failed()
             return None
         if self._healthy_at is not None and (
-            (batch is not None and len(batch)) or self._clock() >= self._healthy_at
+            (batch is not None and len(batch)) or time.monotonic() >= self._healthy_at
         ):
             self._healthy_at = None
             self._failures = 0
@@ -145,20 +141,15 @@ class ReconnectingSession:
 
     def close(self) -> None:
         """Close the live session, if any; safe to call twice."""
-        self._closed = True
         self._drop_session()
 
     def instruments(self) -> list[int]:
         """Every instrument any of the sessions has produced."""
-        self._collect_instruments()
+        if self._session is not None:
+            self._instruments.update(self._session.instruments())
         return sorted(self._instruments)
 
     # ---- state
-    @property
-    def failures(self) -> int:
-        """Consecutive failed attempts so far."""
-        return self._failures
-
     @property
     def connected(self) -> bool:
         return self._session is not None
@@ -170,7 +161,7 @@ class ReconnectingSession:
     def _wait_for_retry(self, timeout: float) -> bool:
         """Sleep towards the scheduled attempt (at most `timeout`); True when it is due."""
         assert self._retry_at is not None
-        remaining = self._retry_at - self._clock()
+        remaining = self._retry_at - time.monotonic()
         if remaining > timeout:
             self._sleep(max(timeout, 0.0))
             return False
@@ -185,54 +176,51 @@ class ReconnectingSession:
             session.open()
         except SessionError as exc:
             _close_quietly(session)
-            self._failures += 1
             if not exc.retry:
                 self._give_up(f"{'connect' if first else 'reconnect'} refused: {exc}", exc.code)
-            elif self._failures >= self._policy.max_failures:
-                self._give_up(f"gave up after {self._failures} failed attempts; last error: {exc}", exc.code)
-            else:
-                self._schedule(f"connect failed: {exc}", kind="reconnect_failed")
+            elif not self._failed_attempt(exc):
+                self._schedule(f"connect failed: {exc}", kind=EventKind.RECONNECT_FAILED)
             return False
         self._session = session
         self._retry_at = None
-        self._healthy_at = self._clock() + self._policy.healthy_after
+        self._healthy_at = time.monotonic() + self._policy.healthy_after
         if not first:
-            self._ctx.event("reconnect", f"reconnected after {self._failures} failed attempt(s)")
+            self._ctx.event(EventKind.RECONNECT, f"reconnected after {self._failures} failed attempt(s)")
             self._pending_reset = True
         return True
 
     def _lost(self, exc: SessionError) -> None:
         """The live session failed in poll: close it and schedule a reconnect."""
-        self._collect_instruments()
         self._drop_session()
         if not exc.retry:
             self._give_up(f"session failed: {exc}", exc.code)
             return
         if self._healthy_at is not None:  # it died on probation: that attempt failed too
             self._healthy_at = None
-            self._failures += 1
-            if self._failures >= self._policy.max_failures:
-                self._give_up(f"gave up after {self._failures} failed attempts; last error: {exc}", exc.code)
+            if self._failed_attempt(exc):
                 return
-        self._schedule(f"connection lost: {exc}", kind="disconnect")
+        self._schedule(f"connection lost: {exc}", kind=EventKind.DISCONNECT)
 
-    def _schedule(self, why: str, *, kind: str) -> None:
+    def _schedule(self, why: str, *, kind: EventKind) -> None:
         attempt = self._failures + 1
-        wait = self._policy.delay(attempt, self._rng)
-        self._retry_at = self._clock() + wait
+        wait = self._policy.delay(attempt)
+        self._retry_at = time.monotonic() + wait
         self._ctx.event(
             kind, f"{why}; retrying in {wait:.3g} s (attempt {attempt} of {self._policy.max_failures})"
         )
 
+    def _failed_attempt(self, exc: SessionError) -> bool:
+        """Count a failed attempt; True when it was the last one the policy allows (given up)."""
+        self._failures += 1
+        if self._failures < self._policy.max_failures:
+            return False
+        self._give_up(f"gave up after {self._failures} failed attempts; last error: {exc}", exc.code)
+        return True
+
     def _give_up(self, why: str, code: int | None) -> None:
         self._failed = why
-        self._retry_at = None
-        self._ctx.count("errors")
-        self._ctx.event("error", why, code=code)
-
-    def _collect_instruments(self) -> None:
-        if self._session is not None:
-            self._instruments.update(self._session.instruments())
+        self._ctx.count(CounterName.ERRORS)
+        self._ctx.event(EventKind.ERROR, why, code=code)
 
     def _drop_session(self) -> None:
         session, self._session = self._session, None

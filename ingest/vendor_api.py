@@ -7,12 +7,38 @@ loop (`streamctl.ingest.feed`) owns rings, partitions, heartbeats, counters and 
 from __future__ import annotations
 
 import importlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["FeedContext", "FeedSession", "EndOfInput", "SessionError", "VendorSpec", "resolve"]
+from streamctl.bus.wire import EventKind
+from streamctl.shm.stats import CounterName
+
+__all__ = [
+    "FeedContext",
+    "FeedSession",
+    "FeedSettings",
+    "SessionFactory",
+    "FEED_COUNTERS",
+    "Liveness",
+    "EndOfInput",
+    "SessionError",
+    "VendorSpec",
+    "resolve",
+]
+
+FEED_COUNTERS = frozenset({
+    CounterName.MALFORMED,
+    CounterName.GAPS,
+    CounterName.ERRORS,
+    CounterName.LATE,
+    CounterName.OVERFLOW,
+    CounterName.RECONNECTS,
+})
+"""The counters a feed adds to through `FeedContext.count` (the loop owns records_in/out)."""
 
 
 class EndOfInput(Exception):
@@ -32,6 +58,16 @@ class SessionError(ConnectionError):
         self.code = code
 
 
+class FeedSettings(Protocol):
+    """What the feed loop reads of one ``feeds[i]`` entry of the config."""
+
+    name: str
+    vendor: str
+    symbols: list[str] | None
+    options: dict[str, Any]
+    """Raw vendor options, converted to the vendor's own `VendorSpec.options` type."""
+
+
 class FeedContext(Protocol):
     """Services the feed loop offers a session."""
 
@@ -40,11 +76,14 @@ class FeedContext(Protocol):
     def instrument_id(self, symbol: str) -> int:
         """Stable id of `symbol` in this feed's symbol registry (registered on first use)."""
 
-    def count(self, cause: str, n: int = 1) -> None:
-        """Add to a named drop/health counter: ``malformed``, ``gaps``, ``errors``, ``system``..."""
+    def count(self, cause: CounterName, n: int = 1) -> None:
+        """Add `n` to one of `FEED_COUNTERS` (``malformed``, ``gaps``, ``errors``...).
 
-    def event(self, kind: str, message: str, *, code: int | None = None) -> None:
-        """Publish ``event.<feed>`` (``reconnect``, ``error``, ``system``...) and log it once."""
+        Any other name raises ValueError naming it: a drop is never counted as something else.
+        """
+
+    def event(self, kind: EventKind, message: str, *, code: int | None = None) -> None:
+        """Publish ``event.<feed>`` and log it once; an unknown `kind` raises ValueError."""
 
     def progress(self, done: float, total: float) -> None:
         """Report input progress (bytes or records) for `status` (replay)."""
@@ -66,6 +105,38 @@ class FeedSession(Protocol):
 
     def instruments(self) -> list[int]:
         """Instrument ids this session has produced (reset records go to these on reconnect)."""
+
+
+SessionFactory = Callable[[Any, FeedSettings, FeedContext], FeedSession]
+"""A vendor's ``Session(options, feed, ctx)``: its options struct, the feed's settings, the context."""
+
+
+class Liveness:
+    """The one silence rule of live sessions: a connection that has delivered nothing (data
+    or heartbeat) for `limit` seconds is dead.
+
+    A session calls `heard` whenever bytes arrive, blocks at most `wait(timeout)` seconds, and
+    raises `SessionError` once `expired` says so.
+    """
+
+    def __init__(self, limit: float, *, clock: Callable[[], float] = time.monotonic):
+        if limit <= 0:
+            raise ValueError(f"`limit` must be > 0, was {limit}")
+        self.limit = limit
+        self._clock = clock
+        self._last_heard = clock()
+
+    def heard(self) -> None:
+        """Something arrived: the silence starts over."""
+        self._last_heard = self._clock()
+
+    def wait(self, timeout: float) -> float:
+        """How long a poll may block: `timeout`, cut short at the silence limit (never < 0)."""
+        return max(0.0, min(timeout, self._last_heard + self.limit - self._clock()))
+
+    def expired(self) -> bool:
+        """Whether the connection has been silent for `limit` seconds or more."""
+        return self._clock() - self._last_heard >= self.limit
 
 
 @dataclass(frozen=True)
@@ -98,7 +169,7 @@ class VendorSpec:
     """Compiles (or loads from cache) the vendor's kernels in the forkserver before children fork."""
     reason_without_venue: str = ""
 
-    def session_type(self) -> type[FeedSession]:
+    def session_type(self) -> SessionFactory:
         return resolve(self.session)
 
     def venue_command(self) -> Any:

@@ -24,6 +24,7 @@ __all__ = [
     "State",
     "SLOT_DTYPE",
     "COUNTERS",
+    "CounterName",
     "SUPERVISOR_FIELDS",
     "StatsError",
     "stats_bytes",
@@ -94,18 +95,28 @@ assert all(len(role.encode()) <= _LAYOUT["role"][0].itemsize for role in Role)
 _STRINGS = {"name", "role", "detail"}
 _ROLES = tuple(role.value for role in Role)
 _TRUNCATED = {"detail"}  # free text is cut to fit; names are refused when too long
-COUNTERS = (
-    "records_in",
-    "records_out",
-    "messages_out",
-    "overflow",
-    "malformed",
-    "late",
-    "gaps",
-    "errors",
-    "reconnects",
-    "restarts",
-)
+
+
+class CounterName(enum.StrEnum):
+    """The monotonic counters of a slot (a StrEnum: each is also its field name)."""
+
+    RECORDS_IN = "records_in"
+    RECORDS_OUT = "records_out"
+    MESSAGES_OUT = "messages_out"
+    OVERFLOW = "overflow"
+    """Drops: ring full."""
+    MALFORMED = "malformed"
+    """Drops: bad input."""
+    LATE = "late"
+    """Drops: late ticks."""
+    GAPS = "gaps"
+    """Vendor sequence gaps."""
+    ERRORS = "errors"
+    RECONNECTS = "reconnects"
+    RESTARTS = "restarts"
+
+
+COUNTERS = tuple(CounterName)
 """Monotonic counters a process adds to."""
 
 SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "uss", "cpu_pct")

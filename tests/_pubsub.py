@@ -75,7 +75,7 @@ class ProxyProcess:
 
 def probe(src: str) -> tuple[str, wire.Event]:
     """The handshake message a publisher repeats until its subscriber has seen it."""
-    return f"event.{src}", wire.Event(source=src, kind="probe", message="", ts=time.time_ns())
+    return wire.topic("event", src), wire.Event(source=src, kind=wire.EventKind.PROBE, message="", ts=time.time_ns())
 
 
 def publisher_main(endpoint: str, src: str, items: list[tuple[str, object]], go, timeout: float = 60.0) -> None:

@@ -111,7 +111,7 @@ def test_every_kind_reaches_its_callbacks_typed_and_in_documented_order(proxy, c
     expected: list[tuple] = []
     slot = {"book": "book_update", "sma": "indicator", "ema": "indicator"}
     for topic, payload in ONE_OF_EACH:
-        kind = topic.partition(".")[0]
+        kind = wire.parse_topic(topic).kind
         name = slot.get(kind, kind)
         for item in payload if isinstance(payload, list) else [payload]:
             expected += [(f"{name}1", item), (f"{name}2", item)]

@@ -18,13 +18,18 @@ import msgspec
 import numpy as np
 import pytest
 import zmq
-from _pubsub import CTX, probe, publisher_main, reap, wait_until
+from _pubsub import CTX, START_TIMEOUT, probe, publisher_main, reap, wait_until
+from _shmutil import no_leaks, unique_plant
 
 from streamctl.bus import wire
+from streamctl.bus.hub import HubSpec, hub_main
 from streamctl.bus.proxy import Proxy, ProxyBindError
 from streamctl.bus.publisher import Publisher
 from streamctl.cli.runtime import internal_endpoint
+from streamctl.cli.status import collect_status
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind, Side, empty
+from streamctl.shm.segments import segment_name
+from streamctl.shm.stats import ProcessTable, State
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,6 +168,45 @@ def test_proxy_forwards_counts_and_stops_idempotently(tmp_path, cleanup):
     assert not p.running and p.stats() is None
 
 
+def test_hub_counts_each_forwarded_message_once(tmp_path, cleanup):
+    """What `streamctl status` shows for the hub: N messages through a real hub process read as N."""
+    with no_leaks(unique_plant("hub")) as plant, ProcessTable.create(segment_name(plant, "stats"), 1, plant=plant) as table:
+        slot = table.slot(0)
+        slot.set("name", "hub")
+        slot.set("role", "hub")
+        spec = HubSpec(plant=plant, slot=0, stats=table.name, internal=f"ipc://{tmp_path}/in.ipc",
+                       public=f"ipc://{tmp_path}/out.ipc")
+        hub = CTX.Process(target=hub_main, args=(spec,), daemon=True)
+        hub.start()
+        try:
+            wait_until(lambda: slot.get("state") == State.READY, START_TIMEOUT, "the hub to be ready")
+            table.unlink()  # both processes have it mapped: the name is no longer needed
+            manifest = {"name": plant, "stats": table.name, "supervisor_pid": os.getpid()}
+
+            def hub_counts() -> tuple[int, int]:
+                (row,) = collect_status(manifest, table=table)["processes"]
+                return row["records_in"], row["records_out"]
+
+            sub = RawSub(spec.public, b"")
+            cleanup.append(sub)
+            pub = Publisher(spec.internal, src="w0")
+            cleanup.append(pub)
+            handshake(pub, [sub])
+            finish(pub, [sub])  # every probe that reached the hub has reached `sub`
+            before = len(sub.got)
+            wait_until(lambda: hub_counts() == (before, before), 10, f"the hub to count {before} probes")
+            n = 1000
+            for i in range(n):
+                pub.publish("bar.60s.AAPL", bar("AAPL", 100 + i))
+            wait_until(lambda: len(sub.data()) == n, 30, f"{n} bars", sub.pump)
+            wait_until(lambda: hub_counts()[0] >= before + n, 10, "the hub's counters")
+            assert hub_counts() == (before + n, before + n)
+        finally:
+            hub.terminate()
+            reap(hub)
+        assert hub.exitcode == 0
+
+
 def test_internal_endpoint_is_in_a_private_runtime_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMCTL_RUN_DIR", str(tmp_path / "run"))
     ep = internal_endpoint("demo")
@@ -242,6 +286,49 @@ def test_exact_symbol_and_prefix_subscriptions(proxy, cleanup):
     assert [t for t, _ in star.data()] == ["trade.AAPL", "trade.AAPLX"]
     assert wire.parse_topic("trade.BRK.B") == ("trade", None, "BRK.B")
     assert exact.data()[1][1][0]["symbol"] == "BRK.B"
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("bar.60s.BRK.B", ("bar", "60s", "BRK.B")),
+        ("sma.20.AAPL", ("sma", "20", "AAPL")),
+        ("event.worker-0", ("event", None, "worker-0")),
+    ],
+)
+def test_parse_topic_splits_kind_param_and_name(text, parts):
+    assert wire.parse_topic(text) == parts
+    assert wire.topic(parts[0], parts[2], parts[1]) == text
+    assert wire.parse_topic(wire.frame_text(wire.topic_frame(text))) == parts
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("nope.AAPL", "unknown kind `nope`"),
+        ("bar.AAPL", "`bar.AAPL` does not follow"),
+        ("bar..AAPL", "`bar..AAPL` does not follow"),
+        ("vwap.", "`vwap.` does not follow"),
+        ("vwap.A\x00", "NUL"),
+    ],
+)
+def test_parse_topic_refuses_what_is_outside_the_grammar(text, match):
+    with pytest.raises(ValueError, match=match):
+        wire.parse_topic(text)
+
+
+@pytest.mark.parametrize(("frame", "match"), [(b"vwap.AAPL", "NUL"), (b"vwap.\xc3\xa9\x00", "ASCII")])
+def test_frame_text_refuses_what_is_not_a_topic_frame(frame, match):
+    with pytest.raises(ValueError, match=match):
+        wire.frame_text(frame)
+
+
+def test_event_kinds_are_their_wire_strings():
+    assert wire.EventKind("reconnect") is wire.EventKind.RECONNECT == "reconnect"
+    assert msgpack.unpackb(msgspec.msgpack.encode(wire.Event(source="f", kind=wire.EventKind.GAP, message="",
+                                                             ts=0)))["kind"] == "gap"
+    with pytest.raises(ValueError, match="`kind` must be one of .*; was 'reconect'"):
+        wire.EventKind("reconect")
 
 
 def _raw_batch() -> tuple[np.ndarray, list[str], np.ndarray]:

@@ -1,10 +1,12 @@
-"""The one reconnect policy, driven through the real Databento session and local gateway."""
+"""The one reconnect policy, driven through the real Databento session and local gateway, and the
+context (counters, events, liveness) it and every vendor session report through."""
 
 from __future__ import annotations
 
 import random
 import re
 import time
+from collections import Counter
 
 import msgspec
 import numpy as np
@@ -13,9 +15,13 @@ from _common import free_port
 from _data import sample
 from _databento import ESU4_TRADES, KEY, Ctx, feed, options, poll_batches
 
+from streamctl.bus.wire import EventKind
+from streamctl.ingest.feed import FeedRuntime, FeedSpec
 from streamctl.ingest.reconnect import FeedFailed, ReconnectingSession, ReconnectPolicy
+from streamctl.ingest.vendor_api import Liveness
 from streamctl.ingest.vendors.databento.session import Session
 from streamctl.shm.records import Kind
+from streamctl.shm.stats import CounterName
 
 FAST = dict(delays=[0.01, 0.02, 0.04], max_delay=0.05, jitter=0.0)
 
@@ -51,6 +57,54 @@ def test_policy_is_a_config_struct():
         msgspec.convert({"tries": 3}, ReconnectPolicy)
     opt = options(1, reconnect={"delays": [0.1], "jitter": 0})
     assert opt.reconnect.delays == [0.1]
+
+
+# ---------------------------------------------------------------------------------------------- context
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, field: str, n: int = 1) -> None:
+        self.counts[field] += n
+
+
+def _runtime() -> tuple[FeedRuntime, _Slot]:
+    spec = FeedSpec(plant="t", name="db", slot=0, feed=feed("ESU4"), partitions=1, rings=[], registry="",
+                    stats="", events_endpoint="")
+    slot = _Slot()
+    return FeedRuntime(spec, registry=None, rings=[], slot=slot, publisher=None), slot
+
+
+def test_feed_context_counts_named_counters_and_refuses_others():
+    runtime, slot = _runtime()
+    runtime.count(CounterName.MALFORMED, 2)
+    runtime.count("gaps")  # a vendor's plain string names the same counter
+    runtime.event(EventKind.RECONNECT, "back")
+    runtime.event("reconnect", "back again")
+    assert slot.counts == {"malformed": 2, "gaps": 1, "reconnects": 2}
+    with pytest.raises(ValueError, match="`cause` must be one of .*; was 'malformd'"):
+        runtime.count("malformd")
+    with pytest.raises(ValueError, match="`cause` must be one of .*; was 'records_in'"):
+        runtime.count(CounterName.RECORDS_IN)  # the loop's own counter, not a vendor's
+    with pytest.raises(ValueError, match="`kind` must be one of .*; was 'reconect'"):
+        runtime.event("reconect", "typo")
+    assert slot.counts == {"malformed": 2, "gaps": 1, "reconnects": 2}
+
+
+def test_liveness_waits_at_most_until_the_silence_limit():
+    now = [100.0]
+    liveness = Liveness(5.0, clock=lambda: now[0])
+    assert liveness.wait(1.0) == 1.0 and not liveness.expired()
+    now[0] += 4.5
+    assert liveness.wait(1.0) == pytest.approx(0.5) and not liveness.expired()
+    now[0] += 0.5
+    assert liveness.wait(1.0) == 0.0 and liveness.expired()
+    liveness.heard()
+    assert liveness.wait(10.0) == 5.0 and not liveness.expired()
+    with pytest.raises(ValueError, match="`limit` must be > 0, was 0"):
+        Liveness(0)
 
 
 # ---------------------------------------------------------------------------------------------- live
