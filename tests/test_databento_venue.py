@@ -29,9 +29,8 @@ from _databento import (
 )
 
 from streamctl.ingest.formats.dbn.decoder import DbnError, read_file
+from streamctl.ingest.formats.dbn.constants import ErrorCode, SystemCode
 from streamctl.ingest.formats.dbn.encoder import (
-    ErrorCode,
-    SystemCode,
     encode_error,
     encode_metadata,
     encode_symbol_mapping,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamctl.ingest.formats.dbn.constants import RECORD_SIZES
 from streamctl.ingest.formats.dbn.decoder import (
-    RECORD_SIZES,
     DbnDecoder,
     DbnError,
     InstrumentMap,
