@@ -59,6 +59,7 @@ def record_header(size: int, rtype: int, *, publisher_id: int = 0, instrument_id
     return _HEADER.pack(size // 4, rtype, publisher_id, instrument_id, ts_event)
 
 
+# Keyword-only, like every encoder here: the fields are many and several share a type.
 def encode_metadata(
     *,
     version: int,

@@ -227,6 +227,12 @@ def valid_action(action):
 
 
 @numba.njit(cache=True, inline="always")
+def _checked_side(action, dbn_side):
+    """Our side of an event, or `_NO_SIDE` when its action or side byte is not one of DBN's."""
+    return side_code(dbn_side) if valid_action(action) else _NO_SIDE
+
+
+@numba.njit(cache=True, inline="always")
 def has_room(order_keys, level_keys, counts):
     """Whether one more event fits below half load (the caller grows the tables otherwise)."""
     return counts[0] + 1 <= order_keys.shape[0] // 2 and counts[1] + 2 <= level_keys.shape[0] // 2
@@ -337,8 +343,8 @@ def apply_mbo(order_keys, order_vals, level_keys, level_vals, counts, stats, sta
     for event in range(start, instrument_id.shape[0]):
         if not has_room(order_keys, level_keys, counts):
             return event, n
-        our_side = side_code(side[event])
-        if our_side == _NO_SIDE or not valid_action(action[event]):
+        our_side = _checked_side(action[event], side[event])
+        if our_side == _NO_SIDE:
             stats[STAT_MALFORMED] += 1
             continue
         m = step(order_keys, order_vals, level_keys, level_vals, counts, stats, instrument_id[event],
@@ -437,8 +443,8 @@ def _mbo_run(buf, words, offsets, start, end, now, order_keys, order_vals, level
             return k, nout
         rec = offsets[k]
         action = buf[rec + 38]
-        side = side_code(buf[rec + 39])
-        if side == _NO_SIDE or not valid_action(action):
+        side = _checked_side(action, buf[rec + 39])
+        if side == _NO_SIDE:
             stats[STAT_MALFORMED] += 1
             continue
         ts_recv = now if now != 0 else np.int64(_u64_at(words, rec + 40))
@@ -449,14 +455,23 @@ def _mbo_run(buf, words, offsets, start, end, now, order_keys, order_vals, level
     return end, nout
 
 
+@numba.njit(cache=True, inline="always")
+def _emit_trade(words, rec, out_words, out_floats, n, ts_event, ts_recv, seq, instrument, side, kept):
+    """The trade of a trades or mbp-1 record at byte `rec` (price at +16, size at +24) as record `n`."""
+    emit(out_words, out_floats, n, ts_event, ts_recv, np.int64(_u64_at(words, rec + 16)), 0,
+         np.float64(_u32_low_at(words, rec + 24)), 0.0, seq, instrument, _TRADE, side, kept)
+
+
 @numba.njit(cache=True)
 def _trade_run(buf, words, offsets, start, end, now, rtype, tbbo, stats, out_words, out_floats, nout):
     """Trades (`_RT_TRADES`) or mbp-1/tbbo (`_RT_MBP_1`) records [start, end)."""
     for k in range(start, end):
+        # The same prelude as `_mbo_run` at this layout's offsets (action +28, side +29); it
+        # stays inline because it ends with the caller's `continue`.
         rec = offsets[k]
         action = buf[rec + 28]
-        side = side_code(buf[rec + 29])
-        if side == _NO_SIDE or not valid_action(action):
+        side = _checked_side(action, buf[rec + 29])
+        if side == _NO_SIDE:
             stats[STAT_MALFORMED] += 1
             continue
         instrument = _u32_high_at(words, rec)
@@ -467,23 +482,20 @@ def _trade_run(buf, words, offsets, start, end, now, rtype, tbbo, stats, out_wor
         trade = action == _TRADE_ACTION
         if rtype == _RT_TRADES:
             if trade:
-                emit(out_words, out_floats, nout, ts_event, ts_recv, np.int64(_u64_at(words, rec + 16)), 0,
-                     np.float64(_u32_low_at(words, rec + 24)), 0.0, seq, instrument, _TRADE, side, kept)
+                _emit_trade(words, rec, out_words, out_floats, nout, ts_event, ts_recv, seq, instrument, side, kept)
                 nout += 1
             else:
                 stats[STAT_NOT_TRADE] += 1
             continue
         if trade and not tbbo:
-            emit(out_words, out_floats, nout, ts_event, ts_recv, np.int64(_u64_at(words, rec + 16)), 0,
-                 np.float64(_u32_low_at(words, rec + 24)), 0.0, seq, instrument, _TRADE, side, kept)
+            _emit_trade(words, rec, out_words, out_floats, nout, ts_event, ts_recv, seq, instrument, side, kept)
             nout += 1
         emit(out_words, out_floats, nout, ts_event, ts_recv, np.int64(_u64_at(words, rec + 48)),
              np.int64(_u64_at(words, rec + 56)), np.float64(_u32_low_at(words, rec + 64)),
              np.float64(_u32_high_at(words, rec + 64)), seq, instrument, _QUOTE, 0, kept)
         nout += 1
         if trade and tbbo:
-            emit(out_words, out_floats, nout, ts_event, ts_recv, np.int64(_u64_at(words, rec + 16)), 0,
-                 np.float64(_u32_low_at(words, rec + 24)), 0.0, seq, instrument, _TRADE, side, kept)
+            _emit_trade(words, rec, out_words, out_floats, nout, ts_event, ts_recv, seq, instrument, side, kept)
             nout += 1
     return nout
 
