@@ -397,7 +397,7 @@ class DbnDecoder:
                 self._mappings(self._view(buf, sel, rt), batch)
             elif rt in (RType.SYSTEM, RType.ERROR):
                 arr = self._view(buf, sel, rt)
-                codes = arr["code"].tolist() if "code" in arr.dtype.names else [None] * len(arr)
+                codes = arr["code"].tolist() if "code" in (arr.dtype.names or ()) else [None] * len(arr)
                 out = batch.system if rt == RType.SYSTEM else batch.errors
                 out.extend((c, _cstr(m)) for c, m in zip(codes, arr["msg"].tolist(), strict=True))
             elif rt in RECORD_SIZES:

@@ -137,10 +137,10 @@ class Session:
                 return True
 
     def _report(self) -> None:
-        done = sum(self._sizes[: max(self._file, 0)])
+        done = float(sum(self._sizes[: max(self._file, 0)]))
         if self._source is not None and 0 <= self._file < len(self._sizes):
             done += self._sizes[self._file] * self._source.fraction
-        self._ctx.progress(float(done), float(sum(self._sizes)))
+        self._ctx.progress(done, float(sum(self._sizes)))
 
     def _reset_clock(self) -> None:
         self._t0: int | None = None

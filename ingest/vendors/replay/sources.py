@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -33,6 +33,14 @@ __all__ = ["ReplayState", "DbnSource", "TabularSource"]
 _CHUNK_BYTES = 1 << 20
 _KEEP_PLAIN_BYTES = 256 << 20
 """Decompressed bytes of files a looping replay keeps to read again."""
+
+
+class _Reader(Protocol):
+    """A file, a zstd stream reader or cached plain bytes: what `DbnSource` reads from."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -76,7 +84,7 @@ class DbnSource:
         self._size = os.fstat(self._fh.fileno()).st_size
         head = self._fh.read(4)
         self._fh.seek(0)
-        self._reader: io.BufferedIOBase = self._fh
+        self._reader: _Reader = self._fh
         # A looping replay decompresses a small file once and keeps the plain bytes.
         self._keep: list[bytes] | None = [] if state.looping and path not in state.plain else None
         if path in state.plain:

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -54,11 +54,13 @@ def command(host: str, port: int, data: tuple[str, ...], speed: str, key: str | 
             heartbeat: float, loop: bool, close_at_end: bool) -> None:
     """Serve DBN FILES over Databento's live gateway protocol (CRAM, subscriptions, DBN stream)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        pace: str | float = speed if speed == "max" else float(speed)
-        if pace != "max" and not pace > 0:
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"must be `max` or a number > 0; was {speed}", param_hint="--speed") from None
+    pace: Literal["max"] | float = "max"
+    if speed != "max":
+        try:
+            pace = float(speed)
+        except ValueError:
+            pace = 0.0
+        if not pace > 0:
+            raise click.BadParameter(f"must be `max` or a number > 0; was {speed}", param_hint="--speed")
     main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"), speed=pace,
                heartbeat_interval=heartbeat, loop=loop, close_at_end=close_at_end)

@@ -19,7 +19,7 @@ from streamctl.ingest.formats.dbn.constants import (
 
 __all__ = ["Frame", "VenueFile", "DatasetData", "load_venue_file", "load_datasets"]
 
-_RTYPE_SCHEMA = {
+_RTYPE_SCHEMA: dict[int, str] = {
     RType.MBP_0: "trades",
     RType.MBP_1: "mbp-1",
     RType.MBP_10: "mbp-10",
