@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import msgspec
+from _feedctx import QuietCtx
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 KEY = "db-" + "A" * 27 + "ABCDE"
@@ -44,32 +45,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _Ctx:
-    feed_name = "bench"
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-
-    def instrument_id(self, symbol: str) -> int:
-        return self.ids.setdefault(symbol, len(self.ids))
-
-    def count(self, cause: str, n: int = 1) -> None:
-        pass
-
-    def event(self, kind: str, message: str, *, code: int | None = None) -> None:
-        pass
-
-    def progress(self, done: float, total: float) -> None:
-        pass
-
-
 def ours(port: int, schema: str, symbol: str, seconds: float) -> tuple[int, float]:
     from streamctl.ingest.vendors.databento.options import Options
     from streamctl.ingest.vendors.databento.session import Session
 
     opt = msgspec.convert({"dataset": "GLBX.MDP3", "schemas": [schema], "key": KEY, "gateway": "127.0.0.1",
                            "port": port}, Options)
-    session = Session(opt, SimpleNamespace(symbols=[symbol]), _Ctx())
+    session = Session(opt, SimpleNamespace(symbols=[symbol]), QuietCtx())
     session.open()
     n = 0
     start = time.perf_counter()

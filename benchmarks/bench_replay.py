@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _feedctx import QuietCtx
+
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file, read_metadata
 
 __all__ = ["main", "run"]
@@ -64,25 +66,7 @@ def _replay(path: str, batch: int) -> int:
     from streamctl.ingest.vendors.replay.options import Options
     from streamctl.ingest.vendors.replay.session import Session
 
-    class Ctx:
-        feed_name = "bench"
-
-        def __init__(self) -> None:
-            self.ids: dict[str, int] = {}
-
-        def instrument_id(self, symbol: str) -> int:
-            return self.ids.setdefault(symbol, len(self.ids) + 1)
-
-        def count(self, cause: str, n: int = 1) -> None:
-            pass
-
-        def event(self, kind: str, message: str, *, code: int | None = None) -> None:
-            pass
-
-        def progress(self, done: float, total: float) -> None:
-            pass
-
-    session = Session(Options(files=[path], batch=batch), None, Ctx())
+    session = Session(Options(files=[path], batch=batch), None, QuietCtx())
     session.open()
     n = 0
     try:
@@ -153,6 +137,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
+# The same table printer and argument parsing as every bench_*.py: each is a script run alone
+# or by run_all.py, which imports only its `run`.
 def _print(rows: list[dict]) -> None:
     print(f"{'benchmark':<20} {'value':>8}  {'unit':<8} note")
     for r in rows:

@@ -218,24 +218,25 @@ def _good_stream() -> bytes:
     return data[:meta_end] + mapping + data[meta_end:]
 
 
-def test_not_dbn_is_a_final_error(fake_gateway):
-    gw = fake_gateway(b"HTTP/1.1 400 Bad Request\r\n\r\n" + bytes(200))
-    session, _ = open_session(gw.port, "ESH1")
-    try:
-        with pytest.raises(SessionError, match="not valid DBN: not DBN: magic") as info:
-            collect(session, lambda r: False)
-    finally:
-        session.close()
-    assert info.value.retry is False
-
-
-def test_unsupported_version_is_a_final_error(fake_gateway):
+def _version_9() -> bytes:
     meta = bytearray(encode_metadata(version=3, dataset="GLBX.MDP3", start=0))
     meta[3] = 9
-    gw = fake_gateway(bytes(meta))
+    return bytes(meta)
+
+
+@pytest.mark.parametrize(
+    ("stream", "error"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n" + bytes(200), "not valid DBN: not DBN: magic"),
+        (_version_9(), "unsupported DBN `version` 9"),
+    ],
+    ids=["not-dbn", "unsupported-version"],
+)
+def test_a_stream_that_is_not_dbn_is_a_final_error(fake_gateway, stream, error):
+    gw = fake_gateway(stream)
     session, _ = open_session(gw.port, "ESH1")
     try:
-        with pytest.raises(SessionError, match="unsupported DBN `version` 9") as info:
+        with pytest.raises(SessionError, match=error) as info:
             collect(session, lambda r: False)
     finally:
         session.close()

@@ -27,10 +27,9 @@ from _databento import (
     open_session,
 )
 
+from streamctl.ingest.formats.dbn.constants import ErrorCode, SystemCode
 from streamctl.ingest.formats.dbn.decoder import DbnError, read_file
 from streamctl.ingest.formats.dbn.encoder import (
-    ErrorCode,
-    SystemCode,
     encode_error,
     encode_metadata,
     encode_symbol_mapping,
@@ -46,15 +45,21 @@ dbn = pytest.importorskip("databento_dbn")
 TS = 1_700_000_000_000_000_000
 
 
-def official(port: int, dataset: str, subs: list[tuple[str, object]], *, key: str = KEY, timeout: float = 20.0,
-             **live_kwargs):
-    """Run Databento's `Live` client against our venue until the venue closes the session."""
+def started(port: int, dataset: str, subs: list[tuple[str, object]], *, key: str = KEY, **live_kwargs):
+    """Databento's `Live` client subscribed and started against our venue; (client, records so far)."""
     client = db.Live(key=key, gateway="127.0.0.1", port=port, **live_kwargs)
     for schema, symbols in subs:
         client.subscribe(dataset=dataset, schema=schema, symbols=symbols)
     got: list = []
     client.add_callback(got.append)
     client.start()
+    return client, got
+
+
+def official(port: int, dataset: str, subs: list[tuple[str, object]], *, key: str = KEY, timeout: float = 20.0,
+             **live_kwargs):
+    """Run Databento's `Live` client against our venue until the venue closes the session."""
+    client, got = started(port, dataset, subs, key=key, **live_kwargs)
     client.block_for_close(timeout=timeout)
     return client, got
 
@@ -269,11 +274,7 @@ def test_unknown_dataset_is_refused(venues):
 def test_unknown_symbol_gets_an_error_record_and_the_rest_is_served(venues):
     path = sample(ESH1_TRADES_V3)
     venue = venues.start([path], close_at_end=True)
-    client = db.Live(key=KEY, gateway="127.0.0.1", port=venue.port)
-    client.subscribe(dataset="GLBX.MDP3", schema="trades", symbols=["ESH1", "NOPE"])
-    got: list = []
-    client.add_callback(got.append)
-    client.start()
+    client, got = started(venue.port, "GLBX.MDP3", [("trades", ["ESH1", "NOPE"])])
     with pytest.raises(db.BentoError, match="Failed to resolve symbol.*NOPE"):
         client.block_for_close(timeout=20)  # the client raises collected gateway errors at the end
     errors = [r for r in got if isinstance(r, dbn.ErrorMsg)]
@@ -283,11 +284,7 @@ def test_unknown_symbol_gets_an_error_record_and_the_rest_is_served(venues):
 
 def test_heartbeats_when_idle_after_the_data(venues):
     venue = venues.start([sample(ESH1_TRADES_V3)], heartbeat_interval=0.05)
-    client = db.Live(key=KEY, gateway="127.0.0.1", port=venue.port)
-    client.subscribe(dataset="GLBX.MDP3", schema="trades", symbols="ESH1")
-    got: list = []
-    client.add_callback(got.append)
-    client.start()
+    client, got = started(venue.port, "GLBX.MDP3", [("trades", "ESH1")])
     try:
         wait_until(lambda: sum(isinstance(r, dbn.SystemMsg) and r.is_heartbeat() for r in list(got)) >= 3,
                    what="3 heartbeats")
@@ -442,11 +439,7 @@ def test_main_serve_in_its_own_process():
 
 def test_subscription_during_the_session(venues):
     venue = venues.start([sample(ESU4_TRADES), sample(ESU4_MBP1)], loop=True, heartbeat_interval=0.05)
-    client = db.Live(key=KEY, gateway="127.0.0.1", port=venue.port)
-    client.subscribe(dataset="GLBX.MDP3", schema="trades", symbols="ESU4")
-    got: list = []
-    client.add_callback(got.append)
-    client.start()
+    client, got = started(venue.port, "GLBX.MDP3", [("trades", "ESU4")])
     try:
         wait_until(lambda: sum(isinstance(r, dbn.TradeMsg) for r in list(got)) >= 120, what="the trades")
         assert not any(isinstance(r, dbn.MBP1Msg) for r in list(got))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _data import DATA, sample
 
+from streamctl.ingest.formats.dbn.constants import RECORD_SIZES
 from streamctl.ingest.formats.dbn.decoder import (
-    RECORD_SIZES,
     DbnDecoder,
     DbnError,
     InstrumentMap,

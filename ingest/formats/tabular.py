@@ -255,27 +255,19 @@ def _normalize(cols: dict[str, np.ndarray], n: int) -> TabularBatch:
             reasons[name] = reasons.get(name, 0) + k
             bad[:] |= mask
 
-    ts_event, b = _times(cols.get("ts_event"), n)
-    mark("ts_event", b)
-    if "ts_recv" in cols:
-        ts_recv, b = _times(cols["ts_recv"], n)
-        mark("ts_recv", b)
-    else:
-        ts_recv = ts_event
+    def checked(name: str, parsed: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """The values of a parsed column, its invalid rows marked under its name."""
+        values, invalid = parsed
+        mark(name, invalid)
+        return values
+
+    ts_event = checked("ts_event", _times(cols.get("ts_event"), n))
+    ts_recv = checked("ts_recv", _times(cols["ts_recv"], n)) if "ts_recv" in cols else ts_event
     symbols = _text(cols["symbol"])
     mark("symbol", symbols == "")
-    price, b = _floats(cols.get("price"), n)
-    mark("price", b)
-    size, b = _floats(cols.get("size"), n)
-    mark("size", b)
-    bid, b = _floats(cols.get("bid"), n)
-    mark("bid", b)
-    ask, b = _floats(cols.get("ask"), n)
-    mark("ask", b)
-    bid_size, b = _floats(cols.get("bid_size"), n)
-    mark("bid_size", b)
-    ask_size, b = _floats(cols.get("ask_size"), n)
-    mark("ask_size", b)
+    price, size, bid, ask, bid_size, ask_size = (
+        checked(name, _floats(cols.get(name), n)) for name in ("price", "size", "bid", "ask", "bid_size", "ask_size")
+    )
     sequence, b = _ints(cols.get("sequence"), n)
     mark("sequence", b | (sequence < 0))
     if "kind" in cols:

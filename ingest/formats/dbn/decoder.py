@@ -33,6 +33,18 @@ from typing import Literal
 
 import numpy as np
 
+from streamctl.ingest.formats.dbn.constants import (
+    MAPPING_OUT_SYMBOL,
+    MIXED_SCHEMA,
+    NO_STYPE,
+    RECORD_SIZES,
+    SCHEMA_NAMES,
+    SCHEMAS,
+    SYMBOL_CSTR_LEN,
+    UNDEF_TIMESTAMP,
+    ZSTD_MAGIC,
+    RType,
+)
 from streamctl.ingest.formats.dbn.kernels import N_STATS, STAT_MALFORMED, STAT_NOT_TRADE, convert, frame
 from streamctl.ingest.formats.dbn.mbo_book import MBO_ANOMALIES, MboBook
 from streamctl.shm.records import RECORD_DTYPE
@@ -46,59 +58,17 @@ __all__ = [
     "read_file",
     "read_metadata",
     "metadata_symbols",
-    "RECORD_SIZES",
-    "SCHEMAS",
 ]
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_U64_MAX = (1 << 64) - 1
 
 
 class DbnError(ValueError):
     """The DBN input cannot be decoded at all (bad magic, unsupported version, bad metadata)."""
 
 
-SCHEMAS = (
-    "mbo", "mbp-1", "mbp-10", "tbbo", "trades", "ohlcv-1s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d",
-    "definition", "statistics", "status", "imbalance", "ohlcv-eod", "cmbp-1", "cbbo-1s", "cbbo-1m",
-    "tcbbo", "bbo-1s", "bbo-1m",
-)
-"""Schema names by their u16 value in the metadata."""
-_TBBO = 3
-
-# rtype -> (name, size v1, size v2, size v3) of every record type DBN defines (databento-dbn 0.70).
-RECORD_SIZES: dict[int, tuple[str, int, int, int]] = {
-    0x00: ("trades", 48, 48, 48),
-    0x01: ("mbp-1", 80, 80, 80),
-    0x0A: ("mbp-10", 368, 368, 368),
-    0x11: ("ohlcv", 56, 56, 56),
-    0x12: ("status", 40, 40, 40),
-    0x13: ("definition", 360, 400, 520),
-    0x14: ("imbalance", 112, 112, 112),
-    0x15: ("error", 80, 320, 320),
-    0x16: ("symbol-mapping", 80, 176, 176),
-    0x17: ("system", 80, 320, 320),
-    0x18: ("statistics", 64, 64, 80),
-    0x20: ("ohlcv", 56, 56, 56),
-    0x21: ("ohlcv", 56, 56, 56),
-    0x22: ("ohlcv", 56, 56, 56),
-    0x23: ("ohlcv", 56, 56, 56),
-    0x24: ("ohlcv", 56, 56, 56),
-    0xA0: ("mbo", 56, 56, 56),
-    0xB1: ("cmbp-1", 80, 80, 80),
-    0xC0: ("cbbo", 80, 80, 80),
-    0xC1: ("cbbo", 80, 80, 80),
-    0xC2: ("tcbbo", 80, 80, 80),
-    0xC3: ("bbo", 80, 80, 80),
-    0xC4: ("bbo", 80, 80, 80),
-}
-"""Every DBN record type: rtype -> (name, byte size in v1, v2, v3), without ``ts_out``."""
-
-_RT_ERROR, _RT_MAPPING, _RT_SYSTEM = 0x15, 0x16, 0x17
-
 _HDR = [("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"), ("instrument_id", "<u4"), ("ts_event", "<u8")]
-_MAPPING_V1 = [("in_sym", "S22", 16), ("out_sym", "S22", 38)]
-_MAPPING_V2 = [("stype_out", "u1", 88), ("in_sym", "S71", 17), ("out_sym", "S71", 89)]
+_MAPPING_V1 = [("in_sym", f"S{SYMBOL_CSTR_LEN[1]}", 16), ("out_sym", f"S{SYMBOL_CSTR_LEN[1]}", MAPPING_OUT_SYMBOL[1])]
+_MAPPING_V2 = [("stype_out", "u1", 88), ("in_sym", f"S{SYMBOL_CSTR_LEN[2]}", 17),
+               ("out_sym", f"S{SYMBOL_CSTR_LEN[2]}", MAPPING_OUT_SYMBOL[2])]
 _SYSTEM_V1 = [("msg", "S64", 16)]
 _SYSTEM_V2 = [("msg", "S303", 16), ("code", "u1", 319)]
 _ERROR_V1 = [("msg", "S64", 16)]
@@ -111,8 +81,6 @@ def _dtype(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:
         {"names": [f[0] for f in base], "formats": [f[1] for f in base], "offsets": [f[2] for f in base],
          "itemsize": itemsize}
     )
-
-
 
 
 @dataclass(frozen=True)
@@ -137,7 +105,7 @@ class DbnMetadata:
 
     @property
     def schema_name(self) -> str | None:
-        return SCHEMAS[self.schema] if self.schema is not None and self.schema < len(SCHEMAS) else None
+        return SCHEMA_NAMES[self.schema] if self.schema is not None and self.schema < len(SCHEMA_NAMES) else None
 
 
 @dataclass
@@ -181,7 +149,7 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
     """The whole file, zstd-decompressed (every frame) when it starts with the zstd magic."""
     with open(path, "rb") as fh:
         data = fh.read()
-    if data[:4] == _ZSTD_MAGIC:
+    if data[:4] == ZSTD_MAGIC:
         import zstandard
 
         try:
@@ -252,9 +220,9 @@ def read_metadata(data: bytes | bytearray | memoryview) -> tuple[DbnMetadata, in
             intervals.append((d0, d1, sym()))
         mappings.append((raw, intervals))
     meta = DbnMetadata(
-        version=version, dataset=dataset, schema=None if schema == 0xFFFF else schema, start=start,
-        end=None if end_ts == _U64_MAX else end_ts, limit=limit,
-        stype_in=None if stype_in == 0xFF else stype_in, stype_out=stype_out, ts_out=bool(ts_out),
+        version=version, dataset=dataset, schema=None if schema == MIXED_SCHEMA else schema, start=start,
+        end=None if end_ts == UNDEF_TIMESTAMP else end_ts, limit=limit,
+        stype_in=None if stype_in == NO_STYPE else stype_in, stype_out=stype_out, ts_out=bool(ts_out),
         symbol_cstr_len=cstr, symbols=lists[0], partial=lists[1], not_found=lists[2], mappings=mappings,
     )
     return meta, end
@@ -371,12 +339,12 @@ class DbnDecoder:
             self._sizes[rt] = sizes[col - 1] + extra
         v1 = meta.version == 1
         specs = {
-            _RT_MAPPING: _MAPPING_V1 if v1 else _MAPPING_V2,
-            _RT_SYSTEM: _SYSTEM_V1 if v1 else _SYSTEM_V2,
-            _RT_ERROR: _ERROR_V1 if v1 else _ERROR_V2,
+            RType.SYMBOL_MAPPING: _MAPPING_V1 if v1 else _MAPPING_V2,
+            RType.SYSTEM: _SYSTEM_V1 if v1 else _SYSTEM_V2,
+            RType.ERROR: _ERROR_V1 if v1 else _ERROR_V2,
         }
         self._dtypes = {rt: _dtype(f, int(self._sizes[rt])) for rt, f in specs.items()}
-        self._tbbo = meta.schema == _TBBO
+        self._tbbo = meta.schema == SCHEMAS["tbbo"]
 
     def _view(self, buf: np.ndarray, offs: np.ndarray, rt: int) -> np.ndarray:
         """The records of one rtype at `offs` as a structured array (copied out of `buf`)."""
@@ -393,8 +361,8 @@ class DbnDecoder:
         if n == 0:
             return 0, int(used)
         out = np.empty(2 * n, RECORD_DTYPE)
-        ow = out.view(np.uint64).reshape(-1, 8)
-        of = out.view(np.float64).reshape(-1, 8)
+        out_words = out.view(np.uint64).reshape(-1, 8)
+        out_floats = out.view(np.float64).reshape(-1, 8)
         other = np.empty(n, np.int64)
         stats = np.zeros(N_STATS, np.int64)
         now = time.time_ns() if self._now else 0
@@ -402,12 +370,12 @@ class DbnDecoder:
         offsets = offsets[:n]
         if (offsets & 7).any():  # records shifted by a corrupt region: copy them to aligned places
             buf, offsets = _realign(buf, offsets)
-        w64 = buf[: len(buf) // 8 * 8].view(np.uint64)
-        k, nout, nother = 0, 0, 0
+        words = buf[: len(buf) // 8 * 8].view(np.uint64)
+        done, nout, nother = 0, 0, 0
         while True:
-            k, nout, nother = convert(buf, w64, offsets, rtypes, k, n, now, self._tbbo, *book.tables,
-                                      book.counts, stats, ow, of, nout, other, nother)
-            if k >= n:
+            done, nout, nother = convert(buf, words, offsets, rtypes, done, n, now, self._tbbo, *book.tables,
+                                         book.counts, stats, out_words, out_floats, nout, other, nother)
+            if done >= n:
                 break
             book.grow()
         batch.records = out[:nout]
@@ -425,12 +393,12 @@ class DbnDecoder:
         """Record types that produce no records: mappings, system, errors, skipped, unknown."""
         for rt in np.unique(rts).tolist():
             sel = offs[rts == rt]
-            if rt == _RT_MAPPING:
+            if rt == RType.SYMBOL_MAPPING:
                 self._mappings(self._view(buf, sel, rt), batch)
-            elif rt in (_RT_SYSTEM, _RT_ERROR):
+            elif rt in (RType.SYSTEM, RType.ERROR):
                 arr = self._view(buf, sel, rt)
-                codes = arr["code"].tolist() if "code" in arr.dtype.names else [None] * len(arr)
-                out = batch.system if rt == _RT_SYSTEM else batch.errors
+                codes = arr["code"].tolist() if "code" in (arr.dtype.names or ()) else [None] * len(arr)
+                out = batch.system if rt == RType.SYSTEM else batch.errors
                 out.extend((c, _cstr(m)) for c, m in zip(codes, arr["msg"].tolist(), strict=True))
             elif rt in RECORD_SIZES:
                 name = RECORD_SIZES[rt][0]

@@ -1,4 +1,4 @@
-"""DBN bytes a live gateway writes itself (our local venue needs them; decoding is `dbn`).
+"""DBN bytes a live gateway writes itself (our local venue needs them; decoding is `decoder`).
 
 A Databento live session starts with a Metadata header, then interleaves the data records
 with records the gateway makes up: `SymbolMappingMsg` (which instrument id a subscribed
@@ -11,18 +11,21 @@ units of 4 bytes); the tests compare every encoder with ``databento_dbn``'s own 
 
 from __future__ import annotations
 
-import enum
 import struct
 
+from streamctl.ingest.formats.dbn.constants import (
+    HEADER_SIZE,
+    MIXED_SCHEMA,
+    NO_STYPE,
+    SCHEMAS,
+    STYPES,
+    SYMBOL_CSTR_LEN,
+    UNDEF_TIMESTAMP,
+    RType,
+    SystemCode,
+)
+
 __all__ = [
-    "SCHEMAS",
-    "STYPES",
-    "RType",
-    "SystemCode",
-    "ErrorCode",
-    "UNDEF_TIMESTAMP",
-    "MIXED_SCHEMA",
-    "NO_STYPE",
     "encode_metadata",
     "encode_symbol_mapping",
     "encode_system",
@@ -30,97 +33,7 @@ __all__ = [
     "record_header",
 ]
 
-SCHEMAS: dict[str, int] = {
-    "mbo": 0,
-    "mbp-1": 1,
-    "mbp-10": 2,
-    "tbbo": 3,
-    "trades": 4,
-    "ohlcv-1s": 5,
-    "ohlcv-1m": 6,
-    "ohlcv-1h": 7,
-    "ohlcv-1d": 8,
-    "definition": 9,
-    "statistics": 10,
-    "status": 11,
-    "imbalance": 12,
-    "ohlcv-eod": 13,
-    "cmbp-1": 14,
-    "cbbo-1s": 15,
-    "cbbo-1m": 16,
-    "tcbbo": 17,
-    "bbo-1s": 18,
-    "bbo-1m": 19,
-}
-"""Schema name -> the u16 in a Metadata header."""
-
-STYPES: dict[str, int] = {
-    "instrument_id": 0,
-    "raw_symbol": 1,
-    "smart": 2,
-    "continuous": 3,
-    "parent": 4,
-    "nasdaq_symbol": 5,
-    "cms_symbol": 6,
-    "isin": 7,
-    "us_code": 8,
-    "bbg_comp_id": 9,
-    "bbg_comp_ticker": 10,
-    "figi": 11,
-    "figi_ticker": 12,
-}
-"""Symbology type name -> u8."""
-
-MIXED_SCHEMA = 0xFFFF
-"""Metadata schema of a live session that may mix schemas."""
-NO_STYPE = 0xFF
-"""Metadata stype_in of a live session (subscriptions may use different ones)."""
-UNDEF_TIMESTAMP = (1 << 64) - 1
-
-
-class RType(enum.IntEnum):
-    """Record types (byte 1 of every record header) this module and the venue need."""
-
-    MBP_0 = 0x00
-    MBP_1 = 0x01
-    MBP_10 = 0x0A
-    STATUS = 0x12
-    INSTRUMENT_DEF = 0x13
-    IMBALANCE = 0x14
-    ERROR = 0x15
-    SYMBOL_MAPPING = 0x16
-    SYSTEM = 0x17
-    STATISTICS = 0x18
-    OHLCV_1S = 0x20
-    OHLCV_1M = 0x21
-    OHLCV_1H = 0x22
-    OHLCV_1D = 0x23
-    OHLCV_EOD = 0x24
-    MBO = 0xA0
-
-
-class SystemCode(enum.IntEnum):
-    HEARTBEAT = 0
-    SUBSCRIPTION_ACK = 1
-    SLOW_READER_WARNING = 2
-    REPLAY_COMPLETED = 3
-    END_OF_INTERVAL = 4
-    UNSET = 255
-
-
-class ErrorCode(enum.IntEnum):
-    AUTH_FAILED = 1
-    API_KEY_DEACTIVATED = 2
-    CONNECTION_LIMIT_EXCEEDED = 3
-    SYMBOL_RESOLUTION_FAILED = 4
-    INVALID_SUBSCRIPTION = 5
-    INTERNAL_ERROR = 6
-    SKIPPED_RECORDS_AFTER_SLOW_READING = 7
-    UNSET = 255
-
-
 _HEADER = struct.Struct("<BBHIQ")  # length/4, rtype, publisher_id, instrument_id, ts_event
-_SYMBOL_LEN = {1: 22, 2: 71, 3: 71}
 _DATASET_LEN = 16
 _FIXED_METADATA = 108  # bytes before schema_definition_length
 
@@ -141,11 +54,12 @@ def _cstr(text: str, size: int, *, field: str, truncate: bool = False) -> bytes:
 
 def record_header(size: int, rtype: int, *, publisher_id: int = 0, instrument_id: int = 0, ts_event: int) -> bytes:
     """The 16-byte header of a `size`-byte record."""
-    if size % 4 or not 16 <= size <= 1020:
+    if size % 4 or not HEADER_SIZE <= size <= 1020:
         raise ValueError(f"record `size` must be a multiple of 4 in 16..1020, was {size}")
     return _HEADER.pack(size // 4, rtype, publisher_id, instrument_id, ts_event)
 
 
+# Keyword-only, like every encoder here: the fields are many and several share a type.
 def encode_metadata(
     *,
     version: int,
@@ -173,7 +87,7 @@ def encode_metadata(
     if version == 1:
         body += struct.pack("<QBBB", UNDEF_TIMESTAMP, stype_in_id, stype_out_id, int(ts_out))
     else:
-        body += struct.pack("<BBBH", stype_in_id, stype_out_id, int(ts_out), _SYMBOL_LEN[version])
+        body += struct.pack("<BBBH", stype_in_id, stype_out_id, int(ts_out), SYMBOL_CSTR_LEN[version])
     body += bytes(_FIXED_METADATA - 8 - len(body))
     body += struct.pack("<I", 0)  # schema_definition_length
     body += struct.pack("<IIII", 0, 0, 0, 0)  # symbols, partial, not_found, mappings: all empty
@@ -204,7 +118,7 @@ def encode_symbol_mapping(
 ) -> bytes:
     """A SymbolMappingMsg (176 bytes; 80 in v1, which has 22-byte symbols and no stypes)."""
     _check_version(version)
-    n = _SYMBOL_LEN[version]
+    n = SYMBOL_CSTR_LEN[version]
     if version == 1:
         body = (
             _cstr(stype_in_symbol, n, field="stype_in_symbol")
@@ -221,7 +135,7 @@ def encode_symbol_mapping(
             + struct.pack("<QQ", start_ts, end_ts)
         )
     header = record_header(
-        16 + len(body), RType.SYMBOL_MAPPING, publisher_id=publisher_id, instrument_id=instrument_id, ts_event=ts_event
+        HEADER_SIZE + len(body), RType.SYMBOL_MAPPING, publisher_id=publisher_id, instrument_id=instrument_id, ts_event=ts_event
     )
     return header + body
 
@@ -236,7 +150,7 @@ def encode_system(*, version: int, ts_event: int, msg: str, code: int = SystemCo
         body = _cstr(msg, 64, field="msg", truncate=True)
     else:
         body = _cstr(msg, 303, field="msg", truncate=True) + bytes([code])
-    return record_header(16 + len(body), RType.SYSTEM, ts_event=ts_event) + body
+    return record_header(HEADER_SIZE + len(body), RType.SYSTEM, ts_event=ts_event) + body
 
 
 def encode_error(*, version: int, ts_event: int, err: str, code: int, is_last: bool = True) -> bytes:
@@ -246,4 +160,4 @@ def encode_error(*, version: int, ts_event: int, err: str, code: int, is_last: b
         body = _cstr(err, 64, field="err", truncate=True)
     else:
         body = _cstr(err, 302, field="err", truncate=True) + bytes([code, int(is_last)])
-    return record_header(16 + len(body), RType.ERROR, ts_event=ts_event) + body
+    return record_header(HEADER_SIZE + len(body), RType.ERROR, ts_event=ts_event) + body

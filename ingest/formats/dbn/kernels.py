@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from streamctl.ingest.formats.dbn.constants import F_LAST, F_TOB, FLAGS_KEPT, RType
 from streamctl.shm.records import Kind, Side
 
 __all__ = [
@@ -32,166 +33,175 @@ MBO_ANOMALIES = (
 """Counters of well-formed MBO events that do not fit the book state, in `stats` order
 (``mbo_no_side``: an add/modify with side ``N``)."""
 
-_A, _C, _M, _R, _T, _F, _N = (ord(c) for c in "ACMRTFN")
-_FLAG_MASK = 0x80 | 0x20 | 0x08  # F_LAST, F_SNAPSHOT, F_BAD_TS_RECV: same bits as our Flag
-_F_LAST = 0x80
-_F_TOB = 0x40
-_BOOK, _TRADE, _RESET = int(Kind.BOOK), int(Kind.TRADE), int(Kind.RESET)
+# Plain ints: numba freezes globals at compile time, and its cache is keyed on THIS file only,
+# so these DBN values (fixed by the specification) must never change under a cached kernel.
+_ADD, _CANCEL, _MODIFY, _CLEAR, _TRADE_ACTION, _FILL, _NONE = (ord(c) for c in "ACMRTFN")
+_RT_TRADES, _RT_MBP_1, _RT_MBO = int(RType.MBP_0), int(RType.MBP_1), int(RType.MBO)
+_BOOK, _TRADE, _RESET, _QUOTE = int(Kind.BOOK), int(Kind.TRADE), int(Kind.RESET), int(Kind.QUOTE)
 _BID, _ASK = int(Side.BID), int(Side.ASK)
+_NO_SIDE = 255
+"""`side_code` of a byte that is not a DBN side."""
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+# stats slots: 0..5 = MBO_ANOMALIES, then the decoder's own
+_STAT_UNKNOWN_ORDER, _STAT_CANCEL_EXCEEDS, _STAT_DUPLICATE_ADD, _STAT_MODIFY_UNKNOWN, _STAT_TOB, _STAT_NO_SIDE = range(6)
+STAT_MALFORMED = 6
+"""An action or side byte that is not one of DBN's."""
+STAT_NOT_TRADE = 7
+"""A trades-schema (rtype 0x00) record whose action is not ``T``."""
+N_STATS = 8
+
+_MIX_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_MUL2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SHIFT30, _SHIFT27, _SHIFT31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _ONE = np.uint64(1)
+_SLOT_SHIFT = np.uint64(8)
+"""A key's home slot comes from its hash above the low byte."""
+_LEVEL_SIDES = np.uint64(4)
+"""A level's owner is ``instrument * 4 + side``."""
 
 
 @numba.njit(cache=True, inline="always")
 def _mix(x):
     """splitmix64 finalizer: a cheap, well-spread 64-bit hash; never 0 (0 marks empty)."""
-    x = (x ^ (x >> _S30)) * _M1
-    x = (x ^ (x >> _S27)) * _M2
-    x = x ^ (x >> _S31)
+    x = (x ^ (x >> _SHIFT30)) * _MIX_MUL1
+    x = (x ^ (x >> _SHIFT27)) * _MIX_MUL2
+    x = x ^ (x >> _SHIFT31)
     return x | _ONE
 
 
-# --- order table: one row per order, keys[cap, 6] = (hash, order_id, instrument_id, side, price, size);
-# its `vals` table has no columns. Level table: keys[cap, 3] = (hash, instrument*4+side, price), vals[cap, 1] = size.
+# --- Book tables (open addressing, linear probing). Order table: order_keys[cap, 6] =
+# (hash, order_id, instrument_id, side, price, size); its `order_vals` has no columns. Level
+# table: level_keys[cap, 3] = (hash, instrument*4+side, price), level_vals[cap, 1] = total size.
+# Both are looked up by (hash, column 1, column 2).
 
 
 @numba.njit(cache=True, inline="always")
-def _o_find(keys, oid, iid, h):
+def _find(keys, first, second, key_hash):
+    """Slot of the entry (`key_hash`, `first`, `second`), or ``-1 - free slot`` when absent."""
     mask = keys.shape[0] - 1
-    i = np.int64((h >> np.uint64(8)) & np.uint64(mask))
-    while keys[i, 0] != 0:
-        if keys[i, 0] == h and keys[i, 1] == oid and keys[i, 2] == iid:
-            return i
-        i = (i + 1) & mask
-    return -1 - i  # free slot, encoded
+    slot = np.int64((key_hash >> _SLOT_SHIFT) & np.uint64(mask))
+    while keys[slot, 0] != 0:
+        if keys[slot, 0] == key_hash and keys[slot, 1] == first and keys[slot, 2] == second:
+            return slot
+        slot = (slot + 1) & mask
+    return -1 - slot
 
 
 @numba.njit(cache=True)
-def _delete(keys, vals, i):
+def _delete(keys, vals, slot):
     """Backward-shift deletion for linear probing (no tombstones)."""
     mask = keys.shape[0] - 1
-    j = i
+    probe = slot
     while True:
-        j = (j + 1) & mask
-        if keys[j, 0] == 0:
+        probe = (probe + 1) & mask
+        if keys[probe, 0] == 0:
             break
-        k = np.int64((keys[j, 0] >> np.uint64(8)) & np.uint64(mask))
-        if i <= j:
-            stay = i < k <= j
+        home = np.int64((keys[probe, 0] >> _SLOT_SHIFT) & np.uint64(mask))
+        if slot <= probe:
+            stays = slot < home <= probe
         else:
-            stay = k > i or k <= j
-        if stay:
+            stays = home > slot or home <= probe
+        if stays:
             continue
-        for c in range(keys.shape[1]):
-            keys[i, c] = keys[j, c]
-        for c in range(vals.shape[1]):
-            vals[i, c] = vals[j, c]
-        i = j
-    keys[i, 0] = 0
+        for col in range(keys.shape[1]):
+            keys[slot, col] = keys[probe, col]
+        for col in range(vals.shape[1]):
+            vals[slot, col] = vals[probe, col]
+        slot = probe
+    keys[slot, 0] = 0
 
 
 @numba.njit(cache=True, inline="always")
-def _l_find(keys, iidside, pbits, h):
-    mask = keys.shape[0] - 1
-    i = np.int64((h >> np.uint64(8)) & np.uint64(mask))
-    while keys[i, 0] != 0:
-        if keys[i, 0] == h and keys[i, 1] == iidside and keys[i, 2] == pbits:
-            return i
-        i = (i + 1) & mask
-    return -1 - i
-
-
-@numba.njit(cache=True, inline="always")
-def _level_add(lkeys, lvals, counts, iid, side, price, delta):
+def _level_add(level_keys, level_vals, counts, instrument, side, price, delta):
     """Add `delta` to a level; returns the new total (the level is removed at <= 0)."""
-    iidside = np.uint64(iid) * np.uint64(4) + np.uint64(side)
-    pbits = np.uint64(price)
-    h = _mix(pbits ^ (iidside * _GOLD))
-    i = _l_find(lkeys, iidside, pbits, h)
-    if i < 0:
+    owner = np.uint64(instrument) * _LEVEL_SIDES + np.uint64(side)
+    price_bits = np.uint64(price)
+    key_hash = _mix(price_bits ^ (owner * _GOLDEN))
+    slot = _find(level_keys, owner, price_bits, key_hash)
+    if slot < 0:
         if delta <= 0:
             return 0
-        i = -1 - i
-        lkeys[i, 0] = h
-        lkeys[i, 1] = iidside
-        lkeys[i, 2] = pbits
-        lvals[i, 0] = delta
+        slot = -1 - slot
+        level_keys[slot, 0] = key_hash
+        level_keys[slot, 1] = owner
+        level_keys[slot, 2] = price_bits
+        level_vals[slot, 0] = delta
         counts[1] += 1
         return delta
-    total = lvals[i, 0] + delta
+    total = level_vals[slot, 0] + delta
     if total <= 0:
-        _delete(lkeys, lvals, i)
+        _delete(level_keys, level_vals, slot)
         counts[1] -= 1
         return 0
-    lvals[i, 0] = total
+    level_vals[slot, 0] = total
     return total
 
 
 @numba.njit(cache=True)
-def rehash(keys, vals, new_keys, new_vals, drop_iid, iid_col, iid_div):
-    """Copy every entry into the new (empty) tables, dropping instrument `drop_iid` (-1: none)."""
+def rehash(keys, vals, new_keys, new_vals, drop_instrument, instrument_col, instrument_div):
+    """Copy every entry into the new (empty) tables, dropping instrument `drop_instrument`
+    (-1: none); an entry's instrument is ``keys[:, instrument_col] // instrument_div``."""
     mask = new_keys.shape[0] - 1
-    n = 0
-    for s in range(keys.shape[0]):
-        h = keys[s, 0]
-        if h == 0:
+    copied = 0
+    for old in range(keys.shape[0]):
+        key_hash = keys[old, 0]
+        if key_hash == 0:
             continue
-        if drop_iid >= 0 and np.int64(keys[s, iid_col] // np.uint64(iid_div)) == drop_iid:
+        if drop_instrument >= 0 and np.int64(keys[old, instrument_col] // np.uint64(instrument_div)) == drop_instrument:
             continue
-        i = np.int64((h >> np.uint64(8)) & np.uint64(mask))
-        while new_keys[i, 0] != 0:
-            i = (i + 1) & mask
-        for c in range(keys.shape[1]):
-            new_keys[i, c] = keys[s, c]
-        for c in range(vals.shape[1]):
-            new_vals[i, c] = vals[s, c]
-        n += 1
-    return n
+        slot = np.int64((key_hash >> _SLOT_SHIFT) & np.uint64(mask))
+        while new_keys[slot, 0] != 0:
+            slot = (slot + 1) & mask
+        for col in range(keys.shape[1]):
+            new_keys[slot, col] = keys[old, col]
+        for col in range(vals.shape[1]):
+            new_vals[slot, col] = vals[old, col]
+        copied += 1
+    return copied
 
 
 @numba.njit(cache=True)
-def _drop(keys, vals, iid, iid_col, iid_div):
-    """Delete every entry of instrument `iid` in place (one pass; a slot refilled by the
+def _drop(keys, vals, instrument, instrument_col, instrument_div):
+    """Delete every entry of `instrument` in place (one pass; a slot refilled by the
     backward shift is checked again). Returns how many were deleted."""
     cap = keys.shape[0]
     victims = 0
     used = 0
-    for i in range(cap):
-        if keys[i, 0] != 0:
+    for slot in range(cap):
+        if keys[slot, 0] != 0:
             used += 1
-            if keys[i, iid_col] // iid_div == iid:
+            if keys[slot, instrument_col] // instrument_div == instrument:
                 victims += 1
     if victims == used:  # the only instrument: empty the table without shifting
-        for i in range(cap):
-            keys[i, 0] = 0
+        for slot in range(cap):
+            keys[slot, 0] = 0
         return victims
     gone = 0
-    i = 0
-    while i < cap:
-        if keys[i, 0] != 0 and keys[i, iid_col] // iid_div == iid:
-            _delete(keys, vals, i)
+    slot = 0
+    while slot < cap:
+        if keys[slot, 0] != 0 and keys[slot, instrument_col] // instrument_div == instrument:
+            _delete(keys, vals, slot)
             gone += 1
         else:
-            i += 1
+            slot += 1
     return gone
 
 
 @numba.njit(cache=True, inline="always")
-def emit(ow, of, n, ts_event, ts_recv, price, price2, size, size2, seq, iid, kind, side, flags):
-    """Write record `n` through 8-byte word views of a `RECORD_DTYPE` array (every byte)."""
-    ow[n, 0] = np.uint64(ts_event)
-    ow[n, 1] = np.uint64(ts_recv)
-    ow[n, 2] = np.uint64(price)
-    ow[n, 3] = np.uint64(price2)
-    of[n, 4] = size
-    of[n, 5] = size2
-    ow[n, 6] = np.uint64(seq)
-    ow[n, 7] = (
-        np.uint64(iid)
+def emit(out_words, out_floats, n, ts_event, ts_recv, price, price2, size, size2, seq, instrument, kind, side,
+         flags):
+    """Write record `n` through 8-byte word views of a `RECORD_DTYPE` array (every byte):
+    `out_words` as uint64, `out_floats` as float64 (the two size fields)."""
+    out_words[n, 0] = np.uint64(ts_event)
+    out_words[n, 1] = np.uint64(ts_recv)
+    out_words[n, 2] = np.uint64(price)
+    out_words[n, 3] = np.uint64(price2)
+    out_floats[n, 4] = size
+    out_floats[n, 5] = size2
+    out_words[n, 6] = np.uint64(seq)
+    out_words[n, 7] = (
+        np.uint64(instrument)
         | (np.uint64(kind) << np.uint64(32))
         | (np.uint64(side) << np.uint64(40))
         | (np.uint64(flags) << np.uint64(48))
@@ -199,159 +209,164 @@ def emit(ow, of, n, ts_event, ts_recv, price, price2, size, size2, seq, iid, kin
 
 
 @numba.njit(cache=True, inline="always")
-def side_code(s):
-    """DBN side byte -> our Side; 255 when not A/B/N."""
-    if s == 66:  # 'B'
+def side_code(dbn_side):
+    """DBN side byte -> our Side; `_NO_SIDE` when not A/B/N."""
+    if dbn_side == 66:  # 'B'
         return _BID
-    if s == 65:  # 'A'
+    if dbn_side == 65:  # 'A'
         return _ASK
-    if s == 78:  # 'N'
+    if dbn_side == 78:  # 'N'
         return 0
-    return 255
+    return _NO_SIDE
 
 
 @numba.njit(cache=True, inline="always")
-def valid_action(a):
-    return a == _A or a == _C or a == _M or a == _R or a == _T or a == _F or a == _N
+def valid_action(action):
+    return (action == _ADD or action == _CANCEL or action == _MODIFY or action == _CLEAR
+            or action == _TRADE_ACTION or action == _FILL or action == _NONE)
 
 
 @numba.njit(cache=True, inline="always")
-def has_room(okeys, lkeys, counts):
+def _checked_side(action, dbn_side):
+    """Our side of an event, or `_NO_SIDE` when its action or side byte is not one of DBN's."""
+    return side_code(dbn_side) if valid_action(action) else _NO_SIDE
+
+
+@numba.njit(cache=True, inline="always")
+def has_room(order_keys, level_keys, counts):
     """Whether one more event fits below half load (the caller grows the tables otherwise)."""
-    return counts[0] + 1 <= okeys.shape[0] // 2 and counts[1] + 2 <= lkeys.shape[0] // 2
+    return counts[0] + 1 <= order_keys.shape[0] // 2 and counts[1] + 2 <= level_keys.shape[0] // 2
 
 
 @numba.njit(cache=True, inline="always")
-def step(okeys, ovals, lkeys, lvals, counts, stats, ins, oid, price, size, a, sd, flags,
-         ts_event, ts_recv, seq, ow, of, n):
-    """Apply one valid MBO event (`a` ASCII action, `sd` our Side); returns the new output count."""
-    fl = flags & _FLAG_MASK
-    if a == _T:
-        emit(ow, of, n, ts_event, ts_recv, price, 0, np.float64(size), 0.0, seq, ins, _TRADE, sd, fl)
+def step(order_keys, order_vals, level_keys, level_vals, counts, stats, instrument, order_id, price, size, action,
+         side, flags, ts_event, ts_recv, seq, out_words, out_floats, n):
+    """Apply one valid MBO event (`action` ASCII, `side` our Side); returns the new output count."""
+    kept = flags & FLAGS_KEPT
+    if action == _TRADE_ACTION:
+        emit(out_words, out_floats, n, ts_event, ts_recv, price, 0, np.float64(size), 0.0, seq, instrument, _TRADE,
+             side, kept)
         return n + 1
-    if a == _F or a == _N:
+    if action == _FILL or action == _NONE:
         return n
-    if a == _R:
-        counts[0] -= _drop(okeys, ovals, np.uint64(ins), 2, np.uint64(1))
-        counts[1] -= _drop(lkeys, lvals, np.uint64(ins), 1, np.uint64(4))
-        emit(ow, of, n, ts_event, ts_recv, 0, 0, 0.0, 0.0, seq, ins, _RESET, 0, fl)
+    if action == _CLEAR:
+        counts[0] -= _drop(order_keys, order_vals, np.uint64(instrument), 2, np.uint64(1))
+        counts[1] -= _drop(level_keys, level_vals, np.uint64(instrument), 1, _LEVEL_SIDES)
+        emit(out_words, out_floats, n, ts_event, ts_recv, 0, 0, 0.0, 0.0, seq, instrument, _RESET, 0, kept)
         return n + 1
-    if flags & _F_TOB:
-        stats[4] += 1
+    if flags & F_TOB:
+        stats[_STAT_TOB] += 1
         return n
-    o = np.uint64(oid)
-    h = _mix(o ^ (np.uint64(ins) * _GOLD))
-    i = _o_find(okeys, o, np.uint64(ins), h)
-    if a == _C:
-        if i < 0:
-            stats[0] += 1
+    order = np.uint64(order_id)
+    key_hash = _mix(order ^ (np.uint64(instrument) * _GOLDEN))
+    slot = _find(order_keys, order, np.uint64(instrument), key_hash)
+    if action == _CANCEL:
+        if slot < 0:
+            stats[_STAT_UNKNOWN_ORDER] += 1
             return n
-        osd = np.int64(okeys[i, 3])
-        opx = np.int64(okeys[i, 4])
-        osz = np.int64(okeys[i, 5])
-        qty = np.int64(size)
-        if qty > osz:
-            stats[1] += 1
-            qty = osz
-        if qty == 0:
+        old_side = np.int64(order_keys[slot, 3])
+        old_price = np.int64(order_keys[slot, 4])
+        old_size = np.int64(order_keys[slot, 5])
+        cancelled = np.int64(size)
+        if cancelled > old_size:
+            stats[_STAT_CANCEL_EXCEEDS] += 1
+            cancelled = old_size
+        if cancelled == 0:
             return n
-        left = osz - qty
+        left = old_size - cancelled
         if left == 0:
-            _delete(okeys, ovals, i)
+            _delete(order_keys, order_vals, slot)
             counts[0] -= 1
         else:
-            okeys[i, 5] = np.uint64(left)
-        tot = _level_add(lkeys, lvals, counts, ins, osd, opx, -qty)
-        emit(ow, of, n, ts_event, ts_recv, opx, 0, np.float64(tot), 0.0, seq, ins, _BOOK, osd, fl)
+            order_keys[slot, 5] = np.uint64(left)
+        total = _level_add(level_keys, level_vals, counts, instrument, old_side, old_price, -cancelled)
+        emit(out_words, out_floats, n, ts_event, ts_recv, old_price, 0, np.float64(total), 0.0, seq, instrument,
+             _BOOK, old_side, kept)
         return n + 1
-    if sd == 0:  # an add/modify must have a side
-        stats[5] += 1
+    if side == 0:  # an add/modify must have a side
+        stats[_STAT_NO_SIDE] += 1
         return n
-    new_sz = np.int64(size)
-    if i >= 0:
-        if a == _A:
-            stats[2] += 1
-        osd = np.int64(okeys[i, 3])
-        opx = np.int64(okeys[i, 4])
-        osz = np.int64(okeys[i, 5])
-        if osd == sd and opx == price:  # same level: only the size changes
-            tot = _level_add(lkeys, lvals, counts, ins, sd, price, new_sz - osz)
-            if new_sz == 0:
-                _delete(okeys, ovals, i)
+    new_size = np.int64(size)
+    if slot >= 0:
+        if action == _ADD:
+            stats[_STAT_DUPLICATE_ADD] += 1
+        old_side = np.int64(order_keys[slot, 3])
+        old_price = np.int64(order_keys[slot, 4])
+        old_size = np.int64(order_keys[slot, 5])
+        if old_side == side and old_price == price:  # same level: only the size changes
+            total = _level_add(level_keys, level_vals, counts, instrument, side, price, new_size - old_size)
+            if new_size == 0:
+                _delete(order_keys, order_vals, slot)
                 counts[0] -= 1
             else:
-                okeys[i, 5] = np.uint64(new_sz)
-            emit(ow, of, n, ts_event, ts_recv, price, 0, np.float64(tot), 0.0, seq, ins, _BOOK, sd, fl)
+                order_keys[slot, 5] = np.uint64(new_size)
+            emit(out_words, out_floats, n, ts_event, ts_recv, price, 0, np.float64(total), 0.0, seq, instrument,
+                 _BOOK, side, kept)
             return n + 1
         # the order moves: leave the old level first (not the last record of the event)
-        tot = _level_add(lkeys, lvals, counts, ins, osd, opx, -osz)
-        emit(ow, of, n, ts_event, ts_recv, opx, 0, np.float64(tot), 0.0, seq, ins, _BOOK, osd, fl & ~_F_LAST)
+        total = _level_add(level_keys, level_vals, counts, instrument, old_side, old_price, -old_size)
+        emit(out_words, out_floats, n, ts_event, ts_recv, old_price, 0, np.float64(total), 0.0, seq, instrument,
+             _BOOK, old_side, kept & ~F_LAST)
         n += 1
-        if new_sz == 0:
-            _delete(okeys, ovals, i)
+        if new_size == 0:
+            _delete(order_keys, order_vals, slot)
             counts[0] -= 1
             return n
-        okeys[i, 3] = np.uint64(sd)
-        okeys[i, 4] = np.uint64(price)
-        okeys[i, 5] = np.uint64(new_sz)
+        order_keys[slot, 3] = np.uint64(side)
+        order_keys[slot, 4] = np.uint64(price)
+        order_keys[slot, 5] = np.uint64(new_size)
     else:
-        if a == _M:
-            stats[3] += 1
-        if new_sz == 0:
+        if action == _MODIFY:
+            stats[_STAT_MODIFY_UNKNOWN] += 1
+        if new_size == 0:
             return n
-        j = -1 - i
-        okeys[j, 0] = h
-        okeys[j, 1] = o
-        okeys[j, 2] = np.uint64(ins)
-        okeys[j, 3] = np.uint64(sd)
-        okeys[j, 4] = np.uint64(price)
-        okeys[j, 5] = np.uint64(new_sz)
+        free = -1 - slot
+        order_keys[free, 0] = key_hash
+        order_keys[free, 1] = order
+        order_keys[free, 2] = np.uint64(instrument)
+        order_keys[free, 3] = np.uint64(side)
+        order_keys[free, 4] = np.uint64(price)
+        order_keys[free, 5] = np.uint64(new_size)
         counts[0] += 1
-    tot = _level_add(lkeys, lvals, counts, ins, sd, price, new_sz)
-    emit(ow, of, n, ts_event, ts_recv, price, 0, np.float64(tot), 0.0, seq, ins, _BOOK, sd, fl)
+    total = _level_add(level_keys, level_vals, counts, instrument, side, price, new_size)
+    emit(out_words, out_floats, n, ts_event, ts_recv, price, 0, np.float64(total), 0.0, seq, instrument, _BOOK, side,
+         kept)
     return n + 1
 
 
 @numba.njit(cache=True)
-def apply_mbo(okeys, ovals, lkeys, lvals, counts, stats, start, iid, oid, price, size, action, side, flags,
-           ts_event, ts_recv, seq, ow, of, src, nout):
-    """Apply events from `start`; returns (next index, outputs) early when the tables need to grow."""
+def apply_mbo(order_keys, order_vals, level_keys, level_vals, counts, stats, start, instrument_id, order_id, price,
+              size, action, side, flags, ts_event, ts_recv, seq, out_words, out_floats, source, nout):
+    """Apply events from `start` (parallel arrays); `source[j]` gets the event index of output
+    `j`. Returns (next index, outputs), early when the tables need to grow."""
     n = nout
-    for r in range(start, iid.shape[0]):
-        if not has_room(okeys, lkeys, counts):
-            return r, n
-        sd = side_code(side[r])
-        if sd == 255 or not valid_action(action[r]):
-            stats[6] += 1
+    for event in range(start, instrument_id.shape[0]):
+        if not has_room(order_keys, level_keys, counts):
+            return event, n
+        our_side = _checked_side(action[event], side[event])
+        if our_side == _NO_SIDE:
+            stats[STAT_MALFORMED] += 1
             continue
-        m = step(okeys, ovals, lkeys, lvals, counts, stats, iid[r], oid[r], price[r], size[r], action[r], sd,
-                 flags[r], ts_event[r], ts_recv[r], seq[r], ow, of, n)
+        m = step(order_keys, order_vals, level_keys, level_vals, counts, stats, instrument_id[event],
+                 order_id[event], price[event], size[event], action[event], our_side, flags[event], ts_event[event],
+                 ts_recv[event], seq[event], out_words, out_floats, n)
         for j in range(n, m):
-            src[j] = r
+            source[j] = event
         n = m
-    return iid.shape[0], n
+    return instrument_id.shape[0], n
 
 
 @numba.njit(cache=True)
-def levels_of(lkeys, lvals, iid, side, out_px, out_sz):
+def levels_of(level_keys, level_vals, instrument, side, out_price, out_size):
+    """Every level of (`instrument`, `side`) into `out_price`/`out_size`; returns how many."""
     n = 0
-    want = np.uint64(iid) * np.uint64(4) + np.uint64(side)
-    for i in range(lkeys.shape[0]):
-        if lkeys[i, 0] != 0 and lkeys[i, 1] == want:
-            out_px[n] = np.int64(lkeys[i, 2])
-            out_sz[n] = lvals[i, 0]
+    owner = np.uint64(instrument) * _LEVEL_SIDES + np.uint64(side)
+    for slot in range(level_keys.shape[0]):
+        if level_keys[slot, 0] != 0 and level_keys[slot, 1] == owner:
+            out_price[n] = np.int64(level_keys[slot, 2])
+            out_size[n] = level_vals[slot, 0]
             n += 1
     return n
-
-
-_QUOTE = int(Kind.QUOTE)
-
-# stats slots: 0..5 = mbo_book.MBO_ANOMALIES, then ours
-STAT_MALFORMED = 6
-"""An action or side byte that is not one of DBN's."""
-STAT_NOT_TRADE = 7
-"""A trades-schema (rtype 0x00) record whose action is not ``T``."""
-N_STATS = 8
 
 
 @numba.njit(cache=True)
@@ -367,16 +382,16 @@ def frame(buf, sizes, offsets, rtypes, resyncing):
     bad = 0
     while pos + 2 <= end:
         length = np.int64(buf[pos]) * 4
-        rt = buf[pos + 1]
-        want = sizes[rt]
+        rtype = buf[pos + 1]
+        want = sizes[rtype]
         ok = length >= 16 and (want == 0 or want == length)
         if ok and want == 0 and resyncing:
             ok = False  # resync only on known record types
         elif ok and want == 0:
-            nxt = pos + length
-            if nxt + 2 <= end:
-                nl = np.int64(buf[nxt]) * 4
-                ok = sizes[buf[nxt + 1]] == nl and nl >= 16
+            after = pos + length
+            if after + 2 <= end:
+                after_length = np.int64(buf[after]) * 4
+                ok = sizes[buf[after + 1]] == after_length and after_length >= 16
         if not ok:
             if not resyncing:
                 bad += 1
@@ -384,121 +399,131 @@ def frame(buf, sizes, offsets, rtypes, resyncing):
             pos += 1
             continue
         if resyncing:
-            nxt = pos + length
-            if nxt + 2 <= end:
-                nl = np.int64(buf[nxt]) * 4
-                if not (sizes[buf[nxt + 1]] == nl and nl >= 16):
+            after = pos + length
+            if after + 2 <= end:
+                after_length = np.int64(buf[after]) * 4
+                if not (sizes[buf[after + 1]] == after_length and after_length >= 16):
                     pos += 1
                     continue
         if pos + length > end:
             break
         resyncing = False
         offsets[n] = pos
-        rtypes[n] = rt
+        rtypes[n] = rtype
         n += 1
         pos += length
     return n, pos, bad, resyncing
 
 
 @numba.njit(cache=True, inline="always")
-def _w(w64, p):
-    """The u64 at byte `p` (a multiple of 8): records start 8-byte aligned (the decoder
+def _u64_at(words, byte):
+    """The u64 at `byte` (a multiple of 8): records start 8-byte aligned (the decoder
     realigns otherwise) and every DBN field of 8 bytes sits at a multiple of 8 in its record."""
-    return w64[p >> 3]
+    return words[byte >> 3]
 
 
 @numba.njit(cache=True, inline="always")
-def _lo(w64, p):
-    """The u32 at byte `p` (a multiple of 8): the low half of its word."""
-    return np.uint32(w64[p >> 3] & np.uint64(0xFFFFFFFF))
+def _u32_low_at(words, byte):
+    """The u32 at `byte` (a multiple of 8): the low half of its word."""
+    return np.uint32(words[byte >> 3] & np.uint64(0xFFFFFFFF))
 
 
 @numba.njit(cache=True, inline="always")
-def _hi(w64, p):
-    """The u32 at byte `p` (4 past a multiple of 8): the high half of its word."""
-    return np.uint32(w64[p >> 3] >> np.uint64(32))
+def _u32_high_at(words, byte):
+    """The u32 at `byte` (4 past a multiple of 8): the high half of its word."""
+    return np.uint32(words[byte >> 3] >> np.uint64(32))
 
 
 @numba.njit(cache=True)
-def _mbo_run(b, w64, offsets, start, end, now, okeys, ovals, lkeys, lvals, counts, stats, ow, of, nout):
+def _mbo_run(buf, words, offsets, start, end, now, order_keys, order_vals, level_keys, level_vals, counts, stats,
+             out_words, out_floats, nout):
     """MBO records [start, end) through the book; stops early when the tables must grow."""
     for k in range(start, end):
-        if not has_room(okeys, lkeys, counts):
+        if not has_room(order_keys, level_keys, counts):
             return k, nout
-        p = offsets[k]
-        a = b[p + 38]
-        sd = side_code(b[p + 39])
-        if sd == 255 or not valid_action(a):
+        rec = offsets[k]
+        action = buf[rec + 38]
+        side = _checked_side(action, buf[rec + 39])
+        if side == _NO_SIDE:
             stats[STAT_MALFORMED] += 1
             continue
-        ts_recv = now if now != 0 else np.int64(_w(w64, p + 40))
-        nout = step(okeys, ovals, lkeys, lvals, counts, stats, _hi(w64, p), _w(w64, p + 16),
-                    np.int64(_w(w64, p + 24)), _lo(w64, p + 32), a, sd, b[p + 36], np.int64(_w(w64, p + 8)),
-                    ts_recv, _hi(w64, p + 48), ow, of, nout)
+        ts_recv = now if now != 0 else np.int64(_u64_at(words, rec + 40))
+        nout = step(order_keys, order_vals, level_keys, level_vals, counts, stats, _u32_high_at(words, rec),
+                    _u64_at(words, rec + 16), np.int64(_u64_at(words, rec + 24)), _u32_low_at(words, rec + 32),
+                    action, side, buf[rec + 36], np.int64(_u64_at(words, rec + 8)), ts_recv,
+                    _u32_high_at(words, rec + 48), out_words, out_floats, nout)
     return end, nout
 
 
+@numba.njit(cache=True, inline="always")
+def _emit_trade(words, rec, out_words, out_floats, n, ts_event, ts_recv, seq, instrument, side, kept):
+    """The trade of a trades or mbp-1 record at byte `rec` (price at +16, size at +24) as record `n`."""
+    emit(out_words, out_floats, n, ts_event, ts_recv, np.int64(_u64_at(words, rec + 16)), 0,
+         np.float64(_u32_low_at(words, rec + 24)), 0.0, seq, instrument, _TRADE, side, kept)
+
+
 @numba.njit(cache=True)
-def _trade_run(b, w64, offsets, start, end, now, rt, tbbo, stats, ow, of, nout):
-    """Trades (rt 0) or mbp-1/tbbo (rt 1) records [start, end)."""
+def _trade_run(buf, words, offsets, start, end, now, rtype, tbbo, stats, out_words, out_floats, nout):
+    """Trades (`_RT_TRADES`) or mbp-1/tbbo (`_RT_MBP_1`) records [start, end)."""
     for k in range(start, end):
-        p = offsets[k]
-        a = b[p + 28]
-        sd = side_code(b[p + 29])
-        if sd == 255 or not valid_action(a):
+        # The same prelude as `_mbo_run` at this layout's offsets (action +28, side +29); it
+        # stays inline because it ends with the caller's `continue`.
+        rec = offsets[k]
+        action = buf[rec + 28]
+        side = _checked_side(action, buf[rec + 29])
+        if side == _NO_SIDE:
             stats[STAT_MALFORMED] += 1
             continue
-        iid = _hi(w64, p)
-        ts_event = np.int64(_w(w64, p + 8))
-        ts_recv = now if now != 0 else np.int64(_w(w64, p + 32))
-        seq = _hi(w64, p + 40)
-        fl = b[p + 30] & _FLAG_MASK
-        trade = a == _T
-        if rt == 0:
+        instrument = _u32_high_at(words, rec)
+        ts_event = np.int64(_u64_at(words, rec + 8))
+        ts_recv = now if now != 0 else np.int64(_u64_at(words, rec + 32))
+        seq = _u32_high_at(words, rec + 40)
+        kept = buf[rec + 30] & FLAGS_KEPT
+        trade = action == _TRADE_ACTION
+        if rtype == _RT_TRADES:
             if trade:
-                emit(ow, of, nout, ts_event, ts_recv, np.int64(_w(w64, p + 16)), 0,
-                     np.float64(_lo(w64, p + 24)), 0.0, seq, iid, _TRADE, sd, fl)
+                _emit_trade(words, rec, out_words, out_floats, nout, ts_event, ts_recv, seq, instrument, side, kept)
                 nout += 1
             else:
                 stats[STAT_NOT_TRADE] += 1
             continue
         if trade and not tbbo:
-            emit(ow, of, nout, ts_event, ts_recv, np.int64(_w(w64, p + 16)), 0,
-                 np.float64(_lo(w64, p + 24)), 0.0, seq, iid, _TRADE, sd, fl)
+            _emit_trade(words, rec, out_words, out_floats, nout, ts_event, ts_recv, seq, instrument, side, kept)
             nout += 1
-        emit(ow, of, nout, ts_event, ts_recv, np.int64(_w(w64, p + 48)), np.int64(_w(w64, p + 56)),
-             np.float64(_lo(w64, p + 64)), np.float64(_hi(w64, p + 64)), seq, iid, _QUOTE, 0, fl)
+        emit(out_words, out_floats, nout, ts_event, ts_recv, np.int64(_u64_at(words, rec + 48)),
+             np.int64(_u64_at(words, rec + 56)), np.float64(_u32_low_at(words, rec + 64)),
+             np.float64(_u32_high_at(words, rec + 64)), seq, instrument, _QUOTE, 0, kept)
         nout += 1
         if trade and tbbo:
-            emit(ow, of, nout, ts_event, ts_recv, np.int64(_w(w64, p + 16)), 0,
-                 np.float64(_lo(w64, p + 24)), 0.0, seq, iid, _TRADE, sd, fl)
+            _emit_trade(words, rec, out_words, out_floats, nout, ts_event, ts_recv, seq, instrument, side, kept)
             nout += 1
     return nout
 
 
 @numba.njit(cache=True)
-def convert(b, w64, offsets, rtypes, start, nrec, now, tbbo, okeys, ovals, lkeys, lvals, counts, stats,
-            ow, of, nout, other, nother):
+def convert(buf, words, offsets, rtypes, start, nrec, now, tbbo, order_keys, order_vals, level_keys, level_vals,
+            counts, stats, out_words, out_floats, nout, other, nother):
     """Convert framed records from `start`, one run of same-type records at a time (tight
     loops per type). Returns (next record, outputs, others); stops early (next record < nrec)
-    when the book tables must grow before an MBO event. `w64` is the u64 view of `b`, which
-    must start 8-byte aligned, with every offset a multiple of 8."""
+    when the book tables must grow before an MBO event. `words` is the u64 view of `buf`,
+    which must start 8-byte aligned, with every offset a multiple of 8; `other` collects the
+    indices of records that produce no records."""
     k = start
     while k < nrec:
-        rt = rtypes[k]
-        j = k + 1
-        while j < nrec and rtypes[j] == rt:
-            j += 1
-        if rt == 0xA0:
-            stop, nout = _mbo_run(b, w64, offsets, k, j, now, okeys, ovals, lkeys, lvals, counts, stats,
-                                  ow, of, nout)
-            if stop < j:
+        rtype = rtypes[k]
+        run_end = k + 1
+        while run_end < nrec and rtypes[run_end] == rtype:
+            run_end += 1
+        if rtype == _RT_MBO:
+            stop, nout = _mbo_run(buf, words, offsets, k, run_end, now, order_keys, order_vals, level_keys,
+                                  level_vals, counts, stats, out_words, out_floats, nout)
+            if stop < run_end:
                 return stop, nout, nother
-        elif rt == 0x00 or rt == 0x01:
-            nout = _trade_run(b, w64, offsets, k, j, now, rt, tbbo, stats, ow, of, nout)
+        elif rtype == _RT_TRADES or rtype == _RT_MBP_1:
+            nout = _trade_run(buf, words, offsets, k, run_end, now, rtype, tbbo, stats, out_words, out_floats, nout)
         else:
-            for q in range(k, j):
+            for q in range(k, run_end):
                 other[nother] = q
                 nother += 1
-        k = j
+        k = run_end
     return nrec, nout, nother

@@ -32,6 +32,22 @@ from streamctl.shm.records import RECORD_DTYPE, Side
 
 __all__ = ["MboBook", "MBO_ANOMALIES"]
 
+_ORDER_INSTRUMENT = (2, 1)
+"""(column, divisor) giving an order's instrument: order keys hold it in column 2."""
+_LEVEL_INSTRUMENT = (1, 4)
+"""(column, divisor) giving a level's instrument: level keys hold ``instrument * 4 + side``."""
+
+
+def _order_table(slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order keys (hash, order id, instrument, side, price, size) and no value columns: the
+    whole order lives in its key row, one cache line."""
+    return np.zeros((slots, 6), np.uint64), np.zeros((slots, 0), np.int64)
+
+
+def _level_table(slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Level keys (hash, instrument * 4 + side, price) and values (total size)."""
+    return np.zeros((slots, 3), np.uint64), np.zeros((slots, 1), np.int64)
+
 
 class MboBook:
     """Per-instrument order and level state of an MBO stream; `apply` one batch at a time.
@@ -41,18 +57,16 @@ class MboBook:
     """
 
     def __init__(self, *, capacity: int = 1 << 12, level_capacity: int = 1 << 10):
-        cap = 1 << max(4, (int(capacity) - 1).bit_length())
-        lcap = 1 << max(4, (int(level_capacity) - 1).bit_length())
-        self._okeys = np.zeros((cap, 6), np.uint64)  # hash, order id, instrument, side, price, size
-        self._ovals = np.zeros((cap, 0), np.int64)  # (values live in the key row: one cache line)
-        self._lkeys = np.zeros((lcap, 3), np.uint64)
-        self._lvals = np.zeros((lcap, 1), np.int64)
+        order_slots = 1 << max(4, (int(capacity) - 1).bit_length())
+        level_slots = 1 << max(4, (int(level_capacity) - 1).bit_length())
+        self._order_keys, self._order_vals = _order_table(order_slots)
+        self._level_keys, self._level_vals = _level_table(level_slots)
         self._counts = np.zeros(2, np.int64)  # resting orders, levels
 
     def sized_like(self) -> MboBook:
         """An empty book with this one's table sizes: a replay loop rebuilds the same book
         every pass, and regrowing the tables each time cost as much as decoding."""
-        return MboBook(capacity=self._okeys.shape[0], level_capacity=self._lkeys.shape[0])
+        return MboBook(capacity=self._order_keys.shape[0], level_capacity=self._level_keys.shape[0])
 
     @property
     def orders(self) -> int:
@@ -88,9 +102,9 @@ class MboBook:
         """
         n = len(instrument_id)
         out = np.empty(2 * n, dtype=RECORD_DTYPE)
-        ow = out.view(np.uint64).reshape(-1, 8)
-        of = out.view(np.float64).reshape(-1, 8)
-        src = np.empty(2 * n, np.int64)
+        out_words = out.view(np.uint64).reshape(-1, 8)
+        out_floats = out.view(np.float64).reshape(-1, 8)
+        source = np.empty(2 * n, np.int64)
         stats = np.zeros(len(MBO_ANOMALIES) + 1, np.int64)
         args = (
             np.ascontiguousarray(instrument_id, np.uint32),
@@ -106,18 +120,19 @@ class MboBook:
         )
         start, nout = 0, 0
         while True:
-            start, nout = apply_mbo(*self.tables, self._counts, stats, start, *args, ow, of, src, nout)
+            start, nout = apply_mbo(*self.tables, self._counts, stats, start, *args, out_words, out_floats, source,
+                                    nout)
             if start >= n:
                 break
             self.grow()
         counters = {name: int(v) for name, v in zip((*MBO_ANOMALIES, "malformed"), stats, strict=True) if v}
-        return out[:nout], src[:nout], counters
+        return out[:nout], source[:nout], counters
 
     @property
     def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(order keys, order values, level keys, level values) for the numba kernels; the
         arrays are replaced by `grow`, so fetch them again after growing."""
-        return self._okeys, self._ovals, self._lkeys, self._lvals
+        return self._order_keys, self._order_vals, self._level_keys, self._level_vals
 
     @property
     def counts(self) -> np.ndarray:
@@ -126,21 +141,18 @@ class MboBook:
 
     def grow(self) -> None:
         """Double whichever table is at least half full."""
-        if (self._counts[0] + 1) > self._okeys.shape[0] // 2:
-            cap = self._okeys.shape[0] * 2
-            nk, nv = np.zeros((cap, 6), np.uint64), np.zeros((cap, 0), np.int64)
-            self._counts[0] = rehash(self._okeys, self._ovals, nk, nv, -1, 2, 1)
-            self._okeys, self._ovals = nk, nv
-        if (self._counts[1] + 2) > self._lkeys.shape[0] // 2:
-            cap = self._lkeys.shape[0] * 2
-            nk, nv = np.zeros((cap, 3), np.uint64), np.zeros((cap, 1), np.int64)
-            self._counts[1] = rehash(self._lkeys, self._lvals, nk, nv, -1, 1, 4)
-            self._lkeys, self._lvals = nk, nv
+        if (self._counts[0] + 1) > self._order_keys.shape[0] // 2:
+            new_keys, new_vals = _order_table(self._order_keys.shape[0] * 2)
+            self._counts[0] = rehash(self._order_keys, self._order_vals, new_keys, new_vals, -1, *_ORDER_INSTRUMENT)
+            self._order_keys, self._order_vals = new_keys, new_vals
+        if (self._counts[1] + 2) > self._level_keys.shape[0] // 2:
+            new_keys, new_vals = _level_table(self._level_keys.shape[0] * 2)
+            self._counts[1] = rehash(self._level_keys, self._level_vals, new_keys, new_vals, -1, *_LEVEL_INSTRUMENT)
+            self._level_keys, self._level_vals = new_keys, new_vals
 
     def levels_of(self, instrument_id: int, side: Side) -> list[tuple[int, int]]:
         """All ``(price, total size)`` levels of one side, best first (for tests and snapshots)."""
-        px = np.empty(self._lkeys.shape[0], np.int64)
-        sz = np.empty(self._lkeys.shape[0], np.int64)
-        n = levels_of(self._lkeys, self._lvals, int(instrument_id), int(side), px, sz)
-        pairs = sorted(zip(px[:n].tolist(), sz[:n].tolist(), strict=True), reverse=(side == Side.BID))
-        return pairs
+        prices = np.empty(self._level_keys.shape[0], np.int64)
+        sizes = np.empty(self._level_keys.shape[0], np.int64)
+        n = levels_of(self._level_keys, self._level_vals, int(instrument_id), int(side), prices, sizes)
+        return sorted(zip(prices[:n].tolist(), sizes[:n].tolist(), strict=True), reverse=(side == Side.BID))

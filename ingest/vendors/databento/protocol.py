@@ -2,8 +2,8 @@
 
 Before the binary DBN stream starts, client and gateway exchange ``\\n``-terminated lines of
 ``key=value`` pairs joined by ``|``. The official client parses each line by trying message
-types whose key sets must match exactly, so both our gateway (`venue_databento`) and our
-client (`vendors.databento`) build and parse lines only through the Structs below, which
+types whose key sets must match exactly, so both our gateway (`venue`) and our client
+(`session`) build and parse lines only through the Structs below, which
 keep the gateway's field names and order. CRAM (challenge-response auth) lives here too.
 """
 

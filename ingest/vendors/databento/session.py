@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from streamctl.ingest.formats.dbn.constants import ErrorCode, SystemCode
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError, DecodedBatch, InstrumentMap
 from streamctl.ingest.vendor_api import FeedContext, SessionError
 from streamctl.ingest.vendors.databento import protocol as lsg
@@ -29,8 +30,6 @@ __all__ = ["Session"]
 
 _RECV_LIMIT = 4 << 20
 """Most bytes one `poll` takes from the socket before decoding (bounds latency per call)."""
-_HEARTBEAT_CODE = 0
-_AUTH_FAILED_CODE = 1
 
 
 def _client_name() -> str:
@@ -160,7 +159,7 @@ class Session:
             raise SessionError(
                 f"gateway {where} refused authentication: {reply.error or 'no reason given'}",
                 retry=False,
-                code=_AUTH_FAILED_CODE,
+                code=int(ErrorCode.AUTH_FAILED),
             )
         self.session_id = reply.session_id
         out = bytearray()
@@ -208,7 +207,7 @@ class Session:
         for vendor_id, symbol in batch.mappings:
             self._map.add(vendor_id, ctx.instrument_id(symbol))
         for code, msg in batch.system:
-            if code == _HEARTBEAT_CODE or (code is None and msg == "Heartbeat"):
+            if code == SystemCode.HEARTBEAT or (code is None and msg == "Heartbeat"):
                 self.heartbeats += 1
             else:
                 ctx.event("system", msg, code=code)

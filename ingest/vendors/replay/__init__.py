@@ -3,6 +3,8 @@
 from streamctl.ingest.vendor_api import VendorSpec
 from streamctl.ingest.vendors.replay.options import Options
 
+# Every vendor folder declares its SPEC in this one shape (the registry and the vendor-face
+# test read it); only the values differ, so the repetition across folders is the point.
 SPEC = VendorSpec(
     name="replay",
     options=Options,

@@ -21,11 +21,10 @@ import numpy as np
 from streamctl.ingest.formats.tabular import detect_format
 from streamctl.ingest.vendor_api import EndOfInput, FeedContext, SessionError
 from streamctl.ingest.vendors.replay.options import Options
-from streamctl.ingest.vendors.replay.sources import DbnSource, TabularSource
+from streamctl.ingest.vendors.replay.sources import DbnSource, ReplayState, TabularSource
 from streamctl.shm.records import RECORD_DTYPE, Flag
 
 __all__ = ["Session"]
-
 
 
 class Session:
@@ -35,29 +34,19 @@ class Session:
         self._opt = options
         self._ctx = ctx
         symbols = getattr(feed, "symbols", None)
-        self._wanted = set(symbols) if symbols else None
+        self._state = ReplayState(wanted=set(symbols) if symbols else None, looping=options.loop)
         self._sizes = [0] * len(options.files)
         self._file = -1
         self._source: DbnSource | TabularSource | None = None
         self._pending = np.zeros(0, RECORD_DTYPE)
         self._pace = np.zeros(0, np.int64)
         self._pos = 0
-        self._produced: set[int] = set()
-        self._books: dict[str, object] = {}
-        self._plain: dict[str, bytes] = {}
-        """Decompressed bytes of files a looping replay reads again (up to `_KEEP_PLAIN_BYTES`)."""
-        """Last MBO book per file, so a looping replay starts with tables of the right size."""
         self._loop_records = 0
-        self._seen: set[str] = set()
-        self.skipped: dict[str, int] = {}
-        """Well-formed DBN records of types not converted, by type (also announced as events)."""
-        self.anomalies: dict[str, int] = {}
-        """MBO events inconsistent with the book, by kind (also announced as events)."""
         self.loops = 0
         """Completed passes over all files."""
         self._reset_clock()
 
-    # ---- FeedSession
+    # ---- FeedSession face
     def open(self) -> None:
         for i, path in enumerate(self._opt.files):
             try:
@@ -66,19 +55,6 @@ class Session:
                 raise SessionError(f"`files[{i}]` cannot be read: {exc.strerror or exc}; was {path}", retry=False) from None
         self._file = -1
         self._next_file()
-
-    def close(self) -> None:
-        if self._source is not None:
-            self._source.close()
-            self._source = None
-
-    @property
-    def looping(self) -> bool:
-        return self._opt.loop
-
-    def instruments(self) -> list[int]:
-        """Ids of the instruments this session has resolved for output (the filter applied)."""
-        return sorted(self._produced)
 
     def poll(self, timeout: float) -> np.ndarray | None:
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -99,6 +75,26 @@ class Session:
             self._pos = 0
         return out
 
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+    def instruments(self) -> list[int]:
+        """Ids of the instruments this session has resolved for output (the filter applied)."""
+        return sorted(self._state.produced)
+
+    # ---- counters
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Well-formed DBN records of types not converted, by type (also announced as events)."""
+        return self._state.skipped
+
+    @property
+    def anomalies(self) -> dict[str, int]:
+        """MBO events inconsistent with the book, by kind (also announced as events)."""
+        return self._state.anomalies
+
     # ---- internals
     def _next_file(self) -> bool:
         self.close()
@@ -109,9 +105,9 @@ class Session:
         fmt = detect_format(path) if self._opt.format == "auto" else self._opt.format
         try:
             if fmt == "dbn":
-                self._source = DbnSource(path, self._ctx, self._wanted, self)
+                self._source = DbnSource(path, self._ctx, self._state)
             else:
-                self._source = TabularSource(path, fmt, self._ctx, self._wanted, self._produced)  # type: ignore[arg-type]
+                self._source = TabularSource(path, fmt, self._ctx, self._state)  # type: ignore[arg-type]
         except OSError as exc:
             raise SessionError(f"`files[{self._file}]` cannot be read: {exc.strerror or exc}; was {path}", retry=False) from None
         return True
@@ -141,10 +137,10 @@ class Session:
                 return True
 
     def _report(self) -> None:
-        done = sum(self._sizes[: max(self._file, 0)])
+        done = float(sum(self._sizes[: max(self._file, 0)]))
         if self._source is not None and 0 <= self._file < len(self._sizes):
             done += self._sizes[self._file] * self._source.fraction
-        self._ctx.progress(float(done), float(sum(self._sizes)))
+        self._ctx.progress(done, float(sum(self._sizes)))
 
     def _reset_clock(self) -> None:
         self._t0: int | None = None

@@ -3,55 +3,99 @@
 `DbnSource` reads ``.dbn``/``.dbn.zst`` through the shared DBN decoder (MBO drives a level
 book); `TabularSource` reads CSV and Parquet through `streamctl.ingest.formats.tabular`. Both
 map vendor symbols to the feed's stable instrument ids and never hold a whole file in memory.
+What outlives one file (ids produced, counters, a looping replay's cached bytes and book sizes)
+is a `ReplayState` the session owns and hands to each source.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 
-from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError, InstrumentMap, metadata_symbols
+from streamctl.ingest.formats.dbn.constants import ZSTD_MAGIC
+from streamctl.ingest.formats.dbn.decoder import (
+    DbnDecoder,
+    DbnError,
+    DecodedBatch,
+    InstrumentMap,
+    metadata_symbols,
+)
+from streamctl.ingest.formats.dbn.mbo_book import MboBook
 from streamctl.ingest.formats.tabular import TabularError, iter_tabular
 from streamctl.ingest.vendor_api import FeedContext, SessionError
 
-if TYPE_CHECKING:
-    from streamctl.ingest.vendors.replay.session import Session
-
-__all__ = ["DbnSource", "TabularSource"]
+__all__ = ["ReplayState", "DbnSource", "TabularSource"]
 
 _CHUNK_BYTES = 1 << 20
 _KEEP_PLAIN_BYTES = 256 << 20
 """Decompressed bytes of files a looping replay keeps to read again."""
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _Reader(Protocol):
+    """A file, a zstd stream reader or cached plain bytes: what `DbnSource` reads from."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ReplayState:
+    """What one replay keeps across its files and loops: the session owns it, sources update it."""
+
+    wanted: set[str] | None = None
+    """The feed's symbol filter (None: every symbol)."""
+    looping: bool = False
+    """Whether the files are read again (worth keeping their plain bytes)."""
+    produced: set[int] = field(default_factory=set)
+    """Our ids of the instruments the replay has resolved for output."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Well-formed DBN records of types not converted, by type (also announced as events)."""
+    anomalies: dict[str, int] = field(default_factory=dict)
+    """MBO events inconsistent with the book, by kind (also announced as events)."""
+    announced: set[str] = field(default_factory=set)
+    """Skip reasons already announced as an event (each once per replay)."""
+    plain: dict[str, bytes] = field(default_factory=dict)
+    """Decompressed bytes of files a looping replay reads again (up to `_KEEP_PLAIN_BYTES`)."""
+    books: dict[str, MboBook] = field(default_factory=dict)
+    """Last MBO book per file, so a looping replay starts with tables of the right size."""
+
+    def instrument_id(self, ctx: FeedContext, symbol: str) -> int:
+        """Our id for `symbol`, or 0 when the feed's symbol filter excludes it."""
+        if self.wanted is not None and symbol not in self.wanted:
+            return 0
+        our = ctx.instrument_id(symbol)
+        self.produced.add(our)
+        return our
 
 
 class DbnSource:
     """One DBN file (.dbn or .dbn.zst) read 1 MiB at a time."""
 
-    def __init__(self, path: str, ctx: FeedContext, wanted: set[str] | None, session: Session):
+    def __init__(self, path: str, ctx: FeedContext, state: ReplayState):
         self._path = path
         self._ctx = ctx
-        self._wanted = wanted
-        self._session = session
+        self._state = state
         self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._size = os.fstat(self._fh.fileno()).st_size
         head = self._fh.read(4)
         self._fh.seek(0)
-        self._reader: io.BufferedIOBase = self._fh
+        self._reader: _Reader = self._fh
         # A looping replay decompresses a small file once and keeps the plain bytes.
-        self._keep: list[bytes] | None = [] if session.looping and path not in session._plain else None
-        if path in session._plain:
-            self._reader = io.BytesIO(session._plain[path])
-        elif head == _ZSTD_MAGIC:
+        self._keep: list[bytes] | None = [] if state.looping and path not in state.plain else None
+        if path in state.plain:
+            self._reader = io.BytesIO(state.plain[path])
+        elif head == ZSTD_MAGIC:
             import zstandard
 
             self._reader = zstandard.ZstdDecompressor().stream_reader(self._fh, read_across_frames=True)
-        previous = session._books.get(path)
+        previous = state.books.get(path)
         self._decoder = DbnDecoder(ts_recv="record", book=previous.sized_like() if previous is not None else None)
-        session._books[path] = self._decoder.book
+        state.books[path] = self._decoder.book
         self._symbols: dict[int, str] = {}
         self._imap = InstrumentMap()
         self._eof = False
@@ -76,7 +120,7 @@ class DbnSource:
         if self._keep is not None:
             self._keep.append(chunk)
             if not chunk:
-                self._session._plain[self._path] = b"".join(self._keep)
+                self._state.plain[self._path] = b"".join(self._keep)
             elif len(self._keep) * _CHUNK_BYTES > _KEEP_PLAIN_BYTES:
                 self._keep = None
         try:
@@ -93,8 +137,8 @@ class DbnSource:
         self._account(batch)
         return self._map(batch.records)
 
-    def _account(self, batch) -> None:
-        ctx, seen = self._ctx, self._session._seen
+    def _account(self, batch: DecodedBatch) -> None:
+        ctx, announced = self._ctx, self._state.announced
         for vendor_id, symbol in batch.mappings:
             if self._symbols.get(vendor_id) != symbol:
                 self._symbols[vendor_id] = symbol
@@ -106,23 +150,16 @@ class DbnSource:
             ctx.count("errors")
             ctx.event("error", f"`{self._path}`: {message}", code=code)
         for name in list(batch.skipped) + [f"book:{k}" for k in batch.anomalies]:
-            if name not in seen:
-                seen.add(name)
+            if name not in announced:
+                announced.add(name)
                 ctx.event("skipped", f"`{self._path}`: `{name}` records are not converted" if not name.startswith("book:")
                           else f"`{self._path}`: MBO events inconsistent with the book ({name[5:]})")
-        for k, v in batch.skipped.items():
-            self._session.skipped[k] = self._session.skipped.get(k, 0) + v
-        for k, v in batch.anomalies.items():
-            self._session.anomalies[k] = self._session.anomalies.get(k, 0) + v
+        _add_counts(self._state.skipped, batch.skipped)
+        _add_counts(self._state.anomalies, batch.anomalies)
 
     def _resolve(self, vendor_id: int) -> int:
         """Our id for a vendor id, or 0 when the feed's symbol filter excludes it."""
-        symbol = self._symbols.get(vendor_id) or str(vendor_id)
-        if self._wanted is not None and symbol not in self._wanted:
-            return 0
-        our = self._ctx.instrument_id(symbol)
-        self._session._produced.add(our)
-        return our
+        return self._state.instrument_id(self._ctx, self._symbols.get(vendor_id) or str(vendor_id))
 
     def _map(self, records: np.ndarray) -> np.ndarray:
         if not len(records):
@@ -145,12 +182,10 @@ class DbnSource:
 class TabularSource:
     """One CSV or Parquet file, in chunks of rows."""
 
-    def __init__(self, path: str, fmt: Literal["csv", "parquet"], ctx: FeedContext, wanted: set[str] | None,
-                 produced: set[int]):
+    def __init__(self, path: str, fmt: Literal["csv", "parquet"], ctx: FeedContext, state: ReplayState):
         self._path = path
         self._ctx = ctx
-        self._wanted = wanted
-        self._produced = produced
+        self._state = state
         self._chunks = iter_tabular(path, format=fmt)
         self._ids: dict[str, int] = {}
         self._fraction = 0.0
@@ -180,13 +215,15 @@ class TabularSource:
 
     def _id(self, symbol: str) -> int:
         if symbol not in self._ids:
-            ok = self._wanted is None or symbol in self._wanted
-            self._ids[symbol] = self._ctx.instrument_id(symbol) if ok else 0
-            if ok:
-                self._produced.add(self._ids[symbol])
+            self._ids[symbol] = self._state.instrument_id(self._ctx, symbol)
         return self._ids[symbol]
 
     def close(self) -> None:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+
+def _add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        into[name] = into.get(name, 0) + n

@@ -37,18 +37,13 @@ class Session:
         self._t0 = 0.0
         self._last_ns = 0
 
+    # ---- FeedSession face
     def open(self) -> None:
         self._ids = [self._ctx.instrument_id(s) for s in self._symbols]
         self._gen = SimGenerator(self._opt, self._symbols, self._ids)
         self._t0 = time.monotonic()
         self._last_ns = time.time_ns()
         self._emitted = 0
-
-    def instruments(self) -> list[int]:
-        return list(self._ids)
-
-    def close(self) -> None:
-        self._gen = None
 
     def poll(self, timeout: float) -> np.ndarray | None:
         assert self._gen is not None, "open() first"
@@ -78,6 +73,14 @@ class Session:
         self._emitted += n
         return batch
 
+    def close(self) -> None:
+        self._gen = None
+
+    def instruments(self) -> list[int]:
+        """Ids of the configured symbols (all of them produce events)."""
+        return list(self._ids)
+
+    # ---- internals
     def _simulated(self) -> np.ndarray:
         opt = self._opt
         n = opt.batch
@@ -89,4 +92,3 @@ class Session:
         batch["flags"][-1] |= Flag.LAST
         self._emitted += n
         return batch
-
