@@ -17,6 +17,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
 from streamctl.shm.registry import SYMBOL_MAX_BYTES
 
@@ -33,7 +34,7 @@ __all__ = [
     "parse_config",
 ]
 
-_NAME = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")]
+_NAME = FEED_NAME  # a plant name follows the feed-name rule: both name segments and processes
 _POS_INT = Annotated[int, Meta(ge=1)]
 
 
@@ -48,20 +49,6 @@ class ConfigError(ValueError):
 
 class _Cfg(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     pass
-
-
-class FeedConfig(_Cfg, frozen=True):
-    """One ingest process."""
-
-    name: _NAME
-    vendor: str
-    """One of the registered vendors (``streamctl.ingest.vendors.VENDORS``)."""
-    symbols: Annotated[list[str], Meta(min_length=1)] | None = None
-    """Symbols to subscribe (required by live vendors; replay can read them from its files)."""
-    cpu: Annotated[int, Meta(ge=0)] | None = None
-    """Core to pin the process to; ``null`` spreads processes over the cores."""
-    options: dict[str, Any] = {}
-    """Vendor options, validated by the vendor's own options type (``feeds[i].options``)."""
 
 
 MAX_PARTITIONS = 256

@@ -16,7 +16,7 @@ import numpy as np
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, EventKind, topic
 from streamctl.ingest.partitioning import partition_of
-from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedSession, FeedSettings, SessionError
+from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
 from streamctl.shm.stats import CounterName
@@ -37,8 +37,8 @@ class FeedSpec(msgspec.Struct, kw_only=True, frozen=True):
     plant: str
     name: str
     slot: int
-    feed: FeedSettings
-    """The ``feeds[i]`` entry (the CLI's FeedConfig; ingest never imports the CLI)."""
+    feed: FeedConfig
+    """The ``feeds[i]`` entry of the plant config."""
     partitions: int
     rings: list[str]
     """Ring segment names, index = partition."""

@@ -10,9 +10,11 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+import msgspec
 import numpy as np
+from msgspec import Meta
 
 from streamctl.bus.wire import EventKind
 from streamctl.shm.stats import CounterName
@@ -20,7 +22,8 @@ from streamctl.shm.stats import CounterName
 __all__ = [
     "FeedContext",
     "FeedSession",
-    "FeedSettings",
+    "FeedConfig",
+    "FEED_NAME",
     "SessionFactory",
     "FEED_COUNTERS",
     "Liveness",
@@ -58,14 +61,23 @@ class SessionError(ConnectionError):
         self.code = code
 
 
-class FeedSettings(Protocol):
-    """What the feed loop reads of one ``feeds[i]`` entry of the config."""
+FEED_NAME = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,23}$")]
+"""A feed's (or plant's) name: it names segments and processes."""
 
-    name: str
+
+class FeedConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One ``feeds[i]`` entry of the plant config: one ingest process. Owned here, with the feed
+    loop that reads it; `streamctl.cli.config` composes it into the plant config."""
+
+    name: FEED_NAME
     vendor: str
-    symbols: list[str] | None
-    options: dict[str, Any]
-    """Raw vendor options, converted to the vendor's own `VendorSpec.options` type."""
+    """One of the registered vendors (``streamctl.ingest.vendors.VENDORS``)."""
+    symbols: Annotated[list[str], Meta(min_length=1)] | None = None
+    """Symbols to subscribe (required by live vendors; replay can read them from its files)."""
+    cpu: Annotated[int, Meta(ge=0)] | None = None
+    """Core to pin the process to; ``null`` spreads processes over the cores."""
+    options: dict[str, Any] = {}
+    """Vendor options, validated by the vendor's own options type (``feeds[i].options``)."""
 
 
 class FeedContext(Protocol):
@@ -107,7 +119,7 @@ class FeedSession(Protocol):
         """Instrument ids this session has produced (reset records go to these on reconnect)."""
 
 
-SessionFactory = Callable[[Any, FeedSettings, FeedContext], FeedSession]
+SessionFactory = Callable[[Any, FeedConfig, FeedContext], FeedSession]
 """A vendor's ``Session(options, feed, ctx)``: its options struct, the feed's settings, the context."""
 
 

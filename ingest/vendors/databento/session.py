@@ -19,12 +19,14 @@ import time
 
 import numpy as np
 
+from streamctl.bus.wire import EventKind
 from streamctl.ingest.formats.dbn.constants import ErrorCode, SystemCode
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError, DecodedBatch, InstrumentMap
 from streamctl.ingest.vendor_api import FeedContext, SessionError
 from streamctl.ingest.vendors.databento import protocol as lsg
 from streamctl.ingest.vendors.databento.options import Options
 from streamctl.shm.records import RECORD_DTYPE
+from streamctl.shm.stats import CounterName
 
 __all__ = ["Session"]
 
@@ -81,7 +83,7 @@ class Session:
         self._last_rx = time.monotonic()
         if rest:
             self._decoder.write(rest)
-        self._ctx.event("connected", f"session {self.session_id} on {where}: {', '.join(opt.schemas)}")
+        self._ctx.event(EventKind.CONNECTED, f"session {self.session_id} on {where}: {', '.join(opt.schemas)}")
 
     def poll(self, timeout: float) -> np.ndarray | None:
         """The records that arrived within `timeout` s (our ids), or None.
@@ -210,16 +212,16 @@ class Session:
             if code == SystemCode.HEARTBEAT or (code is None and msg == "Heartbeat"):
                 self.heartbeats += 1
             else:
-                ctx.event("system", msg, code=code)
+                ctx.event(EventKind.SYSTEM, msg, code=code)
         for code, err in batch.errors:
-            ctx.count("errors")
-            ctx.event("error", f"gateway error: {err}", code=code)
+            ctx.count(CounterName.ERRORS)
+            ctx.event(EventKind.ERROR, f"gateway error: {err}", code=code)
         for name, n in batch.skipped.items():
             self.skipped[name] = self.skipped.get(name, 0) + n
         for name, n in batch.anomalies.items():
             self.anomalies[name] = self.anomalies.get(name, 0) + n
         if batch.malformed:
-            ctx.count("malformed", batch.malformed)
+            ctx.count(CounterName.MALFORMED, batch.malformed)
             self._warn_once("malformed", f"{batch.malformed} malformed DBN record(s) from the gateway skipped")
         records = batch.records
         if not len(records):
@@ -227,7 +229,7 @@ class Session:
         unknown = self._map.apply(records)
         n_unknown = int(np.count_nonzero(unknown))
         if n_unknown:
-            ctx.count("malformed", n_unknown)
+            ctx.count(CounterName.MALFORMED, n_unknown)
             self._warn_once("unmapped", f"{n_unknown} record(s) for instruments without a symbol mapping skipped")
             records = records[~unknown]
         if len(records):
@@ -237,7 +239,7 @@ class Session:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            self._ctx.event("malformed", message)
+            self._ctx.event(EventKind.MALFORMED, message)
 
     def _defer(self, error: SessionError) -> None:
         """Remember why the session ended; raised once what was decoded has been returned."""

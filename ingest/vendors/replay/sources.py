@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from streamctl.bus.wire import EventKind
 from streamctl.ingest.formats.dbn.constants import ZSTD_MAGIC
 from streamctl.ingest.formats.dbn.decoder import (
     DbnDecoder,
@@ -27,6 +28,7 @@ from streamctl.ingest.formats.dbn.decoder import (
 from streamctl.ingest.formats.dbn.mbo_book import MboBook
 from streamctl.ingest.formats.tabular import TabularError, iter_tabular
 from streamctl.ingest.vendor_api import FeedContext, SessionError
+from streamctl.shm.stats import CounterName
 
 __all__ = ["ReplayState", "DbnSource", "TabularSource"]
 
@@ -113,8 +115,8 @@ class DbnSource:
         try:
             chunk = self._reader.read(_CHUNK_BYTES)
         except Exception as exc:  # zstd corruption, I/O error
-            self._ctx.count("malformed")
-            self._ctx.event("error", f"`{self._path}`: cannot read further: {exc}")
+            self._ctx.count(CounterName.MALFORMED)
+            self._ctx.event(EventKind.ERROR, f"`{self._path}`: cannot read further: {exc}")
             chunk = b""
             self._keep = None
         if self._keep is not None:
@@ -144,15 +146,15 @@ class DbnSource:
                 self._symbols[vendor_id] = symbol
                 self._imap.add(vendor_id, self._resolve(vendor_id))
         if batch.malformed:
-            ctx.count("malformed", batch.malformed)
-            ctx.event("malformed", f"`{self._path}`: undecodable DBN records skipped")
+            ctx.count(CounterName.MALFORMED, batch.malformed)
+            ctx.event(EventKind.MALFORMED, f"`{self._path}`: undecodable DBN records skipped")
         for code, message in batch.errors:
-            ctx.count("errors")
-            ctx.event("error", f"`{self._path}`: {message}", code=code)
+            ctx.count(CounterName.ERRORS)
+            ctx.event(EventKind.ERROR, f"`{self._path}`: {message}", code=code)
         for name in list(batch.skipped) + [f"book:{k}" for k in batch.anomalies]:
             if name not in announced:
                 announced.add(name)
-                ctx.event("skipped", f"`{self._path}`: `{name}` records are not converted" if not name.startswith("book:")
+                ctx.event(EventKind.SKIPPED, f"`{self._path}`: `{name}` records are not converted" if not name.startswith("book:")
                           else f"`{self._path}`: MBO events inconsistent with the book ({name[5:]})")
         _add_counts(self._state.skipped, batch.skipped)
         _add_counts(self._state.anomalies, batch.anomalies)
@@ -204,9 +206,9 @@ class TabularSource:
             raise SessionError(f"`{self._path}`: {exc}", retry=False) from None
         self._fraction = batch.position
         if batch.malformed:
-            self._ctx.count("malformed", batch.malformed)
+            self._ctx.count(CounterName.MALFORMED, batch.malformed)
             detail = ", ".join(f"{k} {v}" for k, v in sorted(batch.reasons.items()))
-            self._ctx.event("malformed", f"`{self._path}`: rows skipped ({detail})")
+            self._ctx.event(EventKind.MALFORMED, f"`{self._path}`: rows skipped ({detail})")
         ids = np.array([self._id(s) for s in batch.symbols] or [0], np.uint32)
         records = batch.records
         records["instrument_id"] = ids[records["instrument_id"]]
