@@ -22,7 +22,7 @@ import numpy as np
 from streamctl.bus.wire import EventKind
 from streamctl.ingest.formats.dbn.constants import ErrorCode, SystemCode
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError, DecodedBatch, InstrumentMap
-from streamctl.ingest.vendor_api import FeedContext, SessionError
+from streamctl.ingest.vendor_api import FeedContext, Liveness, SessionError
 from streamctl.ingest.vendors.databento import protocol as lsg
 from streamctl.ingest.vendors.databento.options import Options
 from streamctl.shm.records import RECORD_DTYPE
@@ -51,7 +51,7 @@ class Session:
         self._decoder = DbnDecoder(ts_recv="now")
         self._map = InstrumentMap()
         self._produced: set[int] = set()
-        self._last_rx = 0.0
+        self._liveness = Liveness(options.liveness)
         self._deferred: SessionError | None = None
         self._warned: set[str] = set()
         self.session_id: str | None = None
@@ -80,7 +80,7 @@ class Session:
             self.close()
             raise SessionError(f"gateway {where} failed during the control phase: {exc}") from None
         sock.setblocking(False)
-        self._last_rx = time.monotonic()
+        self._liveness.heard()
         if rest:
             self._decoder.write(rest)
         self._ctx.event(EventKind.CONNECTED, f"session {self.session_id} on {where}: {', '.join(opt.schemas)}")
@@ -95,9 +95,7 @@ class Session:
             raise self._deferred
         if self._sock is None:
             raise SessionError("session is not open")
-        now = time.monotonic()
-        silent_until = self._last_rx + self._opt.liveness
-        wait = max(0.0, min(timeout, silent_until - now))
+        wait = self._liveness.wait(timeout)
         eof = False
         received = 0
         try:
@@ -107,7 +105,7 @@ class Session:
         except OSError as exc:
             raise SessionError(f"gateway connection failed: {exc.strerror or exc}") from None
         if received:
-            self._last_rx = time.monotonic()
+            self._liveness.heard()
         out: np.ndarray | None = None
         try:
             if received or eof:
@@ -117,7 +115,7 @@ class Session:
         else:
             if eof:
                 self._defer(SessionError("gateway closed the connection"))
-            elif not received and time.monotonic() - self._last_rx >= self._opt.liveness:
+            elif not received and self._liveness.expired():
                 self._defer(
                     SessionError(f"no data or heartbeat from the gateway for {self._opt.liveness:g} s (liveness timeout)")
                 )
