@@ -16,9 +16,11 @@ import streamctl.ingest.feed  # noqa: F401
 import streamctl.process.worker  # noqa: F401
 import streamctl.shm.registry  # noqa: F401
 import streamctl.shm.ring  # noqa: F401
+from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendor_api import resolve
 from streamctl.ingest.vendors import VENDORS
 from streamctl.process.calc.engine import warm_up as warm_up_calculators
+from streamctl.shm.records import empty
 
 __all__ = ["SECONDS"]
 
@@ -26,6 +28,7 @@ __all__ = ["SECONDS"]
 def _warm_all() -> float:
     start = time.perf_counter()
     warm_up_calculators()
+    refusals(empty(1))
     for reference in dict.fromkeys(spec.warm_up for spec in VENDORS.values() if spec.warm_up):
         resolve(reference)()
     return time.perf_counter() - start

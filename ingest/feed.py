@@ -16,6 +16,7 @@ import numpy as np
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, EventKind, topic
 from streamctl.ingest.partitioning import partition_of
+from streamctl.ingest.validation import Refusal, describe, refusals
 from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
@@ -60,6 +61,7 @@ class FeedRuntime:
         self._publisher = publisher
         self._partition = np.full(1024, -1, dtype=np.int64)
         self._logged: set[str] = set()
+        self._refused: set[Refusal] = set()
         self.stop_requested = False
 
     # ---- FeedContext
@@ -98,7 +100,9 @@ class FeedRuntime:
 
     # ---- routing
     def route(self, batch: np.ndarray, should_stop) -> None:
-        """Split a batch by partition (order kept within each) and publish it to the rings."""
+        """Refuse impossible records, split the rest by partition (order kept within each) and
+        publish them to the rings."""
+        batch = self._refuse_impossible(batch)
         ids = batch["instrument_id"].astype(np.int64)
         known = ids < len(self._partition)
         parts = np.where(known, self._partition[np.where(known, ids, 0)], -1)
@@ -113,6 +117,21 @@ class FeedRuntime:
             part = batch[parts == p]
             if len(part):
                 self._publish(p, part, should_stop)
+
+    def _refuse_impossible(self, batch: np.ndarray) -> np.ndarray:
+        """Count and drop records no vendor could mean (`streamctl.ingest.validation`); the first
+        record of each kind of refusal is described in an event, the rest only counted."""
+        codes, bad = refusals(batch, allow_non_positive_prices=self.spec.feed.allow_non_positive_prices)
+        if not bad:
+            return batch
+        self.count(CounterName.MALFORMED, bad)
+        for code in np.unique(codes[codes != 0]):
+            reason = Refusal(int(code))
+            if reason not in self._refused:
+                self._refused.add(reason)
+                first = batch[int(np.argmax(codes == code))]
+                self.event(EventKind.MALFORMED, f"records refused ({reason.name.lower()}), first: {describe(first)}")
+        return batch[codes == 0]
 
     def _publish(self, partition: int, records: np.ndarray, should_stop) -> None:
         written = self._rings[partition].publish(records, should_stop=should_stop)

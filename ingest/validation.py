@@ -12,12 +12,14 @@ zero); a quote side may be ``UNDEF_PRICE`` (empty).
 
 from __future__ import annotations
 
+import enum
+
 import numba
 import numpy as np
 
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 
-__all__ = ["valid_records", "EARLIEST_NS", "LATEST_NS"]
+__all__ = ["Refusal", "refusals", "valid_records", "describe", "EARLIEST_NS", "LATEST_NS"]
 
 EARLIEST_NS = 631_152_000_000_000_000
 """1990-01-01T00:00:00Z: no electronic tick data we ingest is older."""
@@ -42,36 +44,74 @@ def _size_ok(size: float, positive: bool) -> bool:
     return size > 0 or not positive
 
 
+class Refusal(enum.IntEnum):
+    """Why a record may not be published (0: it may)."""
+
+    OK = 0
+    TIME = 1
+    """``ts_event`` or ``ts_recv`` outside 1990..2200 (negative, zero, mis-scaled)."""
+    SIDE = 2
+    """An unknown side, or a book level without one, or a non-zero reserved byte."""
+    PRICE = 3
+    """A price that overflowed the fixed point, is undefined where one is needed, or is <= 0
+    where the feed does not allow that."""
+    SIZE = 4
+    """A size that is negative, not finite, or zero on a trade."""
+    KIND = 5
+    """Not a trade, quote, book level or reset."""
+
+
 @numba.njit(cache=True, nogil=True)
-def _mark_valid(batch: np.ndarray, allow_non_positive: bool, ok: np.ndarray) -> int:
+def _refusals(batch: np.ndarray, allow_non_positive: bool, out: np.ndarray) -> int:
     bad = 0
     for i in range(batch.shape[0]):
         rec = batch[i]
-        good = (EARLIEST_NS <= rec.ts_event < LATEST_NS and EARLIEST_NS <= rec.ts_recv < LATEST_NS
-                and rec.side <= Side.ASK and rec.reserved == 0)
         kind = rec.kind
-        if not good:
-            pass
+        code = 0
+        if not (EARLIEST_NS <= rec.ts_event < LATEST_NS and EARLIEST_NS <= rec.ts_recv < LATEST_NS):
+            code = 1
+        elif rec.side > Side.ASK or rec.reserved != 0 or (kind == Kind.BOOK and rec.side == Side.NONE):
+            code = 2
         elif kind == Kind.TRADE:
-            good = _price_ok(rec.price, allow_non_positive) and _size_ok(rec.size, True)
+            if not _price_ok(rec.price, allow_non_positive):
+                code = 3
+            elif not _size_ok(rec.size, True):
+                code = 4
         elif kind == Kind.QUOTE:
-            good = ((rec.price == UNDEF_PRICE or _price_ok(rec.price, True))
-                    and (rec.price2 == UNDEF_PRICE or _price_ok(rec.price2, True))
-                    and _size_ok(rec.size, False) and _size_ok(rec.size2, False))
+            if not ((rec.price == UNDEF_PRICE or _price_ok(rec.price, True))
+                    and (rec.price2 == UNDEF_PRICE or _price_ok(rec.price2, True))):
+                code = 3
+            elif not (_size_ok(rec.size, False) and _size_ok(rec.size2, False)):
+                code = 4
         elif kind == Kind.BOOK:
-            good = (rec.side != Side.NONE and _price_ok(rec.price, allow_non_positive)
-                    and _size_ok(rec.size, False))
+            if not _price_ok(rec.price, allow_non_positive):
+                code = 3
+            elif not _size_ok(rec.size, False):
+                code = 4
         elif kind != Kind.RESET:
-            good = False
-        ok[i] = good
-        bad += not good
+            code = 5
+        out[i] = code
+        bad += code != 0
     return bad
+
+
+def refusals(batch: np.ndarray, *, allow_non_positive_prices: bool = False) -> tuple[np.ndarray, int]:
+    """(a `Refusal` code per record, 0 where it may be published; how many may not)."""
+    if batch.dtype != RECORD_DTYPE:
+        raise TypeError(f"`batch` must have RECORD_DTYPE, was {batch.dtype}")
+    codes = np.empty(len(batch), dtype=np.uint8)
+    bad = _refusals(batch, allow_non_positive_prices, codes)
+    return codes, int(bad)
 
 
 def valid_records(batch: np.ndarray, *, allow_non_positive_prices: bool = False) -> tuple[np.ndarray, int]:
     """(boolean mask of the records that may be published, how many may not)."""
-    if batch.dtype != RECORD_DTYPE:
-        raise TypeError(f"`batch` must have RECORD_DTYPE, was {batch.dtype}")
-    ok = np.empty(len(batch), dtype=np.bool_)
-    bad = _mark_valid(batch, allow_non_positive_prices, ok)
-    return ok, int(bad)
+    codes, bad = refusals(batch, allow_non_positive_prices=allow_non_positive_prices)
+    return codes == 0, bad
+
+
+def describe(record: np.void) -> str:
+    """One record as a line for an event or a log (field values as stored)."""
+    return (f"kind {int(record['kind'])} instrument {int(record['instrument_id'])} "
+            f"ts_event {int(record['ts_event'])} price {int(record['price'])} size {float(record['size'])!r} "
+            f"side {int(record['side'])}")

@@ -78,6 +78,9 @@ class FeedConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     """Core to pin the process to; ``null`` spreads processes over the cores."""
     options: dict[str, Any] = {}
     """Vendor options, validated by the vendor's own options type (``feeds[i].options``)."""
+    allow_non_positive_prices: bool = False
+    """Trade and book prices at or below zero are real for this feed (calendar spreads, some
+    commodity futures); otherwise such a record is refused as malformed."""
 
 
 class FeedContext(Protocol):

@@ -73,3 +73,24 @@ def test_the_issue_reproductions_are_refused():
 def test_refuses_another_layout():
     with pytest.raises(TypeError, match="`batch` must have RECORD_DTYPE"):
         valid_records(np.zeros(3, np.int64))
+
+
+def test_each_refusal_names_its_reason():
+    from streamctl.ingest.validation import Refusal, refusals
+
+    batch = np.zeros(7, RECORD_DTYPE)
+    batch["ts_event"] = batch["ts_recv"] = NOW
+    batch["kind"] = Kind.TRADE
+    batch["price"] = 10**9
+    batch["size"] = 1
+    batch["ts_recv"][1] = 0
+    batch["side"][2] = 7
+    batch["price"][3] = -(10**9)
+    batch["size"][4] = math.inf
+    batch["kind"][5] = 42
+    batch["kind"][6] = Kind.BOOK  # a level with no side
+    codes, bad = refusals(batch)
+    assert [Refusal(c) for c in codes] == [Refusal.OK, Refusal.TIME, Refusal.SIDE, Refusal.PRICE, Refusal.SIZE,
+                                           Refusal.KIND, Refusal.SIDE]
+    assert bad == 6
+    assert refusals(batch[3:4], allow_non_positive_prices=True)[1] == 0
