@@ -19,7 +19,7 @@ from msgspec import Meta
 
 from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
-from streamctl.shm.registry import SYMBOL_MAX_BYTES
+from streamctl.shm.registry import symbol_problem
 
 __all__ = [
     "ConfigError",
@@ -208,18 +208,6 @@ def _expanded_size(node: yaml.Node | None) -> int:
     return 0 if node is None else size(node)
 
 
-def _symbol_problem(symbol: str) -> str | None:
-    """Why `symbol` cannot name an instrument here (topics are ASCII; registry entries are
-    `SYMBOL_MAX_BYTES` bytes), or None."""
-    if not symbol or symbol != symbol.strip():
-        return "must be a non-empty symbol without leading or trailing spaces"
-    if not all(" " <= ch <= "~" for ch in symbol):
-        return "must be printable ASCII (no NUL, control or non-ASCII characters)"
-    if len(symbol) > SYMBOL_MAX_BYTES:
-        return f"must be at most {SYMBOL_MAX_BYTES} characters"
-    return None
-
-
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return value if value and value.isprintable() else repr(value)
@@ -258,7 +246,7 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         names.add(feed.name)
         seen: dict[str, int] = {}
         for j, symbol in enumerate(feed.symbols or []):
-            problem = _symbol_problem(symbol)
+            problem = symbol_problem(symbol)
             if problem:
                 raise fail(f"feeds[{i}].symbols[{j}]", problem, symbol)
             if symbol in seen:

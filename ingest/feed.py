@@ -20,6 +20,7 @@ from streamctl.ingest.validation import Refusal, describe, refusals
 from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
+from streamctl.shm.registry import NO_INSTRUMENT, symbol_problem
 from streamctl.shm.stats import CounterName
 
 __all__ = ["FeedSpec", "run_feed", "feed_main", "FeedRuntime", "EXIT_DONE", "EXIT_FAILED"]
@@ -62,10 +63,17 @@ class FeedRuntime:
         self._partition = np.full(1024, -1, dtype=np.int64)
         self._logged: set[str] = set()
         self._refused: set[Refusal] = set()
+        self._bad_symbols: set[str] = set()
         self.stop_requested = False
 
     # ---- FeedContext
     def instrument_id(self, symbol: str) -> int:
+        problem = symbol_problem(symbol)
+        if problem:  # e.g. a gateway's 60-byte mapping: its records are refused, the feed goes on
+            if symbol not in self._bad_symbols:
+                self._bad_symbols.add(symbol)
+                self.event(EventKind.MALFORMED, f"symbol {symbol!r} refused: {problem}; its records are dropped")
+            return NO_INSTRUMENT
         instrument = self._registry.id_for(symbol)
         if instrument >= len(self._partition):
             grown = np.full(max(instrument + 1, 2 * len(self._partition)), -1, dtype=np.int64)

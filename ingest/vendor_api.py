@@ -89,7 +89,9 @@ class FeedContext(Protocol):
     feed_name: str
 
     def instrument_id(self, symbol: str) -> int:
-        """Stable id of `symbol` in this feed's symbol registry (registered on first use)."""
+        """Stable id of `symbol` in this feed's symbol registry (registered on first use), or
+        `NO_INSTRUMENT` (0) for a symbol no topic can carry: its records are then dropped and
+        counted as malformed by the feed loop, and the feed goes on."""
 
     def count(self, cause: CounterName, n: int = 1) -> None:
         """Add `n` to one of `FEED_COUNTERS` (``malformed``, ``gaps``, ``errors``...).

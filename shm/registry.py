@@ -14,7 +14,7 @@ import numpy as np
 
 from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, SegmentView, attach_view
 
-__all__ = ["SymbolRegistry", "RegistryError", "SYMBOL_MAX_BYTES", "registry_bytes"]
+__all__ = ["SymbolRegistry", "RegistryError", "SYMBOL_MAX_BYTES", "registry_bytes", "symbol_problem", "NO_INSTRUMENT"]
 
 SYMBOL_MAX_BYTES = 47
 """Longest symbol in UTF-8 bytes (an entry is 48 bytes: the symbol, NUL-padded)."""
@@ -149,12 +149,24 @@ class SymbolRegistry(SegmentView):
         return count + 1
 
 
+NO_INSTRUMENT = 0
+"""The id of no instrument: registered ids are dense from 1, so a record carrying 0 is unroutable."""
+
+
+def symbol_problem(symbol: object) -> str | None:
+    """Why `symbol` cannot name an instrument (None if it can): one rule for configs, vendors
+    and the registry. Symbols end up in ASCII topics and in `SYMBOL_MAX_BYTES`-byte entries."""
+    if not isinstance(symbol, str) or not symbol or symbol != symbol.strip():
+        return "must be a non-empty symbol without leading or trailing spaces"
+    if not all(" " <= ch <= "~" for ch in symbol):
+        return "must be printable ASCII (no NUL, control or non-ASCII characters)"
+    if len(symbol) > SYMBOL_MAX_BYTES:
+        return f"must be at most {SYMBOL_MAX_BYTES} characters"
+    return None
+
+
 def _encode(symbol: str) -> bytes:
-    if not isinstance(symbol, str) or not symbol:
-        raise RegistryError(f"`symbol` must be a non-empty string, was `{symbol!r}`")
-    raw = symbol.encode("utf-8")
-    if len(raw) > SYMBOL_MAX_BYTES:
-        raise RegistryError(f"`symbol` must be at most {SYMBOL_MAX_BYTES} UTF-8 bytes, was `{symbol}` ({len(raw)})")
-    if b"\x00" in raw or not symbol.isprintable():
-        raise RegistryError(f"`symbol` must be printable, was `{symbol!r}`")
-    return raw
+    problem = symbol_problem(symbol)
+    if problem:
+        raise RegistryError(f"`symbol` {problem}, was {symbol!r}")
+    return symbol.encode("ascii")

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from streamctl.shm.records import PRICE_SCALE, RECORD_DTYPE, UNDEF_PRICE, Kind, Side
+from streamctl.shm.registry import symbol_problem
 
 __all__ = ["TabularBatch", "TabularError", "iter_tabular", "detect_format", "FORMATS"]
 
@@ -84,12 +85,16 @@ def _iter_csv(path: str, chunk_rows: int) -> Iterator[TabularBatch]:
             import gzip
 
             binary = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
-        fh = io.TextIOWrapper(binary, encoding="utf-8", newline="")
-        reader = csv.reader(fh)
+        # Undecodable bytes become surrogates: such a row fails its symbol or number checks and
+        # is counted, instead of ending the file.
+        fh = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = _tolerant_rows(csv.reader(fh))
         try:
             header = next(reader)
         except StopIteration:
             return
+        if header is None:
+            raise TabularError(f"`{os.fspath(path)}` has an unreadable CSV header line")
         names = [h.strip().lower() for h in header]
         _require(names, path)
         width = len(names)
@@ -97,9 +102,9 @@ def _iter_csv(path: str, chunk_rows: int) -> Iterator[TabularBatch]:
             rows = []
             short = 0
             for row in reader:
-                if len(row) == width:
+                if row is not None and len(row) == width:
                     rows.append(row)
-                elif row:  # blank lines are not rows
+                elif row is None or row:  # an unreadable line counts; a blank line is not a row
                     short += 1
                 if len(rows) + short >= chunk_rows:
                     break
@@ -115,15 +120,36 @@ def _iter_csv(path: str, chunk_rows: int) -> Iterator[TabularBatch]:
             yield batch
 
 
+def _tolerant_rows(reader: Iterator[list[str]]) -> Iterator[list[str] | None]:
+    """The reader's rows, with None for a line the csv module refuses (a NUL, an oversized field)."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield None
+
+
 def _iter_parquet(path: str, chunk_rows: int) -> Iterator[TabularBatch]:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise TabularError(_INSTALL_HINT) from None
-    pf = pq.ParquetFile(path)
-    names = [n.lower() for n in pf.schema_arrow.names]
+    try:
+        pf = pq.ParquetFile(path)
+        names = [n.lower() for n in pf.schema_arrow.names]
+    except (pa.ArrowException, OSError) as exc:
+        raise TabularError(f"`{os.fspath(path)}` is not a readable Parquet file: {exc}") from None
     _require(names, path)
-    total = max(pf.metadata.num_rows, 1)
+    try:
+        yield from _parquet_batches(pf, names, chunk_rows, max(pf.metadata.num_rows, 1))
+    except (pa.ArrowException, OSError) as exc:
+        raise TabularError(f"`{os.fspath(path)}` is corrupt: {exc}") from None
+
+
+def _parquet_batches(pf, names: list[str], chunk_rows: int, total: int) -> Iterator[TabularBatch]:
     done = 0
     for rb in pf.iter_batches(batch_size=chunk_rows):
         cols = {}
@@ -264,7 +290,7 @@ def _normalize(cols: dict[str, np.ndarray], n: int) -> TabularBatch:
     ts_event = checked("ts_event", _times(cols.get("ts_event"), n))
     ts_recv = checked("ts_recv", _times(cols["ts_recv"], n)) if "ts_recv" in cols else ts_event
     symbols = _text(cols["symbol"])
-    mark("symbol", symbols == "")
+    mark("symbol", np.array([symbol_problem(s) is not None for s in symbols.tolist()], np.bool_))
     price, size, bid, ask, bid_size, ask_size = (
         checked(name, _floats(cols.get(name), n)) for name in ("price", "size", "bid", "ask", "bid_size", "ask_size")
     )
