@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from streamctl.bus.wire import parse_topic
 from streamctl.cli.config import FeedConfig, PlantConfig
 from streamctl.cli.runtime import run_dir
 from streamctl.cli.tailing import to_row
@@ -51,7 +52,7 @@ class Recorder:
         sub = Subscriber(self.endpoint, rcvhwm=0)
 
         def on_message(topic: str, payload: Any) -> None:
-            kind = topic.partition(".")[0]
+            kind = parse_topic(topic).kind
             if kind in _DATA_KINDS:
                 for item in payload if isinstance(payload, list) else [payload]:
                     self.rows.append(to_row(topic, item))
@@ -203,6 +204,6 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
     if out:
         write_rows(rows, out)
     records = sum(p["records_in"] for p in feed_status)
-    bars = sum(1 for r in rows if r["topic"].startswith("bar."))
+    bars = sum(1 for r in rows if parse_topic(r["topic"]).kind == "bar")
     return (f"replayed {records} records from {len(files)} file(s) in {time.monotonic() - started:.1f} s: "
             f"{len(rows)} messages ({bars} bars){' -> ' + out if out else ''}")

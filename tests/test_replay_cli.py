@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from _data import sample
 
+from streamctl.bus.wire import parse_topic
+
 pytestmark = pytest.mark.timeout(300)
 
 TRADES = sample("nautilus_trader/historical_bars_catalog/futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst")
@@ -75,7 +77,7 @@ def test_replay_output_is_byte_identical_and_parquet_works(tmp_path):
     _replay(tmp_path, MBP1, out=str(first))
     _replay(tmp_path, MBP1, out=str(second))
     assert first.read_bytes() == second.read_bytes()
-    topics = {json.loads(line)["topic"].split(".")[0] for line in first.read_text().splitlines()}
+    topics = {parse_topic(json.loads(line)["topic"]).kind for line in first.read_text().splitlines()}
     assert {"bar", "trade", "quote", "vwap", "ema"} <= topics
     parquet = tmp_path / "a.parquet"
     _replay(tmp_path, MBP1, out=str(parquet))
