@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import msgspec
 from _feedctx import QuietCtx
+from _table import bench_main
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 KEY = "db-" + "A" * 27 + "ABCDE"
@@ -95,20 +96,13 @@ def _warm_up() -> None:
             decoder.finish()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--quick", action="store_true", help="1 s per row")
-    args = parser.parse_args()
-    seconds = 1.0 if args.quick else args.seconds
+def run(quick: bool = False, seconds: float = 3.0) -> list[dict]:
+    seconds = 1.0 if quick else seconds
     _warm_up()
     ctx = mp.get_context("spawn")
     rows = []
     for schema, (rel, symbol) in FILES.items():
         path = DATA / rel
-        if not path.exists():
-            print(f"skipping {schema}: {path} not found")
-            continue
         for name, client in (("streamctl Session", ours), ("databento.Live", official)):
             port = _free_port()
             ready, stop = ctx.Event(), ctx.Event()
@@ -123,12 +117,20 @@ def main() -> None:
                 proc.join(30)
                 if proc.is_alive():
                     proc.kill()
-            rows.append((schema, name, n, elapsed))
-    print(f"{'schema':<7} {'client':<18} {'records':>10} {'seconds':>8} {'records/s':>12}")
-    for schema, name, n, elapsed in rows:
-        print(f"{schema:<7} {name:<18} {n:>10,} {elapsed:>8.2f} {n / elapsed:>12,.0f}")
-    print("(our Session counts output records: mbp-1 T records give a trade and a quote; mbo gives book records)")
+            rows.append({"benchmark": f"live {schema}: {name}", "value": n / elapsed, "unit": "records/s",
+                         "note": f"{n:,} records in {elapsed:.2f} s from the local gateway"
+                                 + (" (ours counts output records: a T gives a trade and a quote)"
+                                    if schema == "mbp-1" and name.startswith("streamctl") else "")})
+    return rows
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per row")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(run, __doc__, argv, _options)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,13 +9,13 @@ figure is the best of a few runs, in input records per second.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from pathlib import Path
 
 from _feedctx import QuietCtx
+from _table import bench_main
 
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file, read_metadata
 
@@ -139,18 +139,10 @@ def run(quick: bool = False) -> list[dict]:
 
 # The same table printer and argument parsing as every bench_*.py: each is a script run alone
 # or by run_all.py, which imports only its `run`.
-def _print(rows: list[dict]) -> None:
-    print(f"{'benchmark':<20} {'value':>8}  {'unit':<8} note")
-    for r in rows:
-        print(f"{r['benchmark']:<20} {r['value']:>8.2f}  {r['unit']:<8} {r['note']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer records, fewer repeats")
-    args = parser.parse_args(argv)
-    _print(run(args.quick))
-    return 0
+    return bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

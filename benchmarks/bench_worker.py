@@ -16,13 +16,13 @@ Run: ``python benchmarks/bench_worker.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from _table import bench_main
 
 from streamctl.bus.wire import Bar, Indicator, Vwap, topic
 from streamctl.process.calc import settings
@@ -278,20 +278,10 @@ def run(quick: bool) -> list[dict]:
 # `_print` and `main` have the same shape in every bench_*.py: each file runs alone
 # (`python benchmarks/bench_worker.py`) and `run_all.py` loads it by path, so none imports a
 # sibling for a dozen lines of printing.
-def _print(rows: list[dict]) -> None:
-    width = max(len(r["benchmark"]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'value':>14}  unit     note")
-    for r in rows:
-        value = f"{r['value']:,}" if isinstance(r["value"], int) else f"{r['value']:,}"
-        print(f"{r['benchmark']:<{width}}  {value:>14}  {r['unit']:<7}  {r['note']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer ticks and repeats")
-    args = parser.parse_args(argv)
-    _print(run(args.quick))
-    return 0
+    return bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
