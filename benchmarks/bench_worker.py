@@ -275,11 +275,6 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
-# `_print` and `main` have the same shape in every bench_*.py: each file runs alone
-# (`python benchmarks/bench_worker.py`) and `run_all.py` loads it by path, so none imports a
-# sibling for a dozen lines of printing.
-
-
 def main(argv: list[str] | None = None) -> int:
     return bench_main(run, __doc__, argv)
 

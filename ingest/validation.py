@@ -72,21 +72,16 @@ def _refusals(batch: np.ndarray, allow_non_positive: bool, out: np.ndarray) -> i
             code = 1
         elif rec.side > Side.ASK or rec.reserved != 0 or (kind == Kind.BOOK and rec.side == Side.NONE):
             code = 2
-        elif kind == Kind.TRADE:
+        elif kind == Kind.TRADE or kind == Kind.BOOK:  # a book level of size 0 removes the level
             if not _price_ok(rec.price, allow_non_positive):
                 code = 3
-            elif not _size_ok(rec.size, True):
+            elif not _size_ok(rec.size, kind == Kind.TRADE):
                 code = 4
         elif kind == Kind.QUOTE:
             if not ((rec.price == UNDEF_PRICE or _price_ok(rec.price, True))
                     and (rec.price2 == UNDEF_PRICE or _price_ok(rec.price2, True))):
                 code = 3
             elif not (_size_ok(rec.size, False) and _size_ok(rec.size2, False)):
-                code = 4
-        elif kind == Kind.BOOK:
-            if not _price_ok(rec.price, allow_non_positive):
-                code = 3
-            elif not _size_ok(rec.size, False):
                 code = 4
         elif kind != Kind.RESET:
             code = 5

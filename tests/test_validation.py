@@ -57,12 +57,17 @@ def test_matches_the_reference(rows, allow):
     assert bad == len(rows) - int(ok.sum())
 
 
-def test_the_issue_reproductions_are_refused():
-    batch = np.zeros(4, RECORD_DTYPE)
+def _trades(n: int) -> np.ndarray:
+    batch = np.zeros(n, RECORD_DTYPE)
     batch["ts_event"] = batch["ts_recv"] = NOW
     batch["kind"] = Kind.TRADE
     batch["price"] = 10**9
     batch["size"] = 1
+    return batch
+
+
+def test_the_issue_reproductions_are_refused():
+    batch = _trades(4)
     batch["price"][0] = INT64_MIN  # CSV price 1e20 after an overflowing conversion
     batch["ts_event"][1] = -1  # ts_event -1
     batch["size"][2] = -5  # size -5
@@ -78,11 +83,7 @@ def test_refuses_another_layout():
 def test_each_refusal_names_its_reason():
     from streamctl.ingest.validation import Refusal, refusals
 
-    batch = np.zeros(7, RECORD_DTYPE)
-    batch["ts_event"] = batch["ts_recv"] = NOW
-    batch["kind"] = Kind.TRADE
-    batch["price"] = 10**9
-    batch["size"] = 1
+    batch = _trades(7)
     batch["ts_recv"][1] = 0
     batch["side"][2] = 7
     batch["price"][3] = -(10**9)
