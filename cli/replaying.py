@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterable
@@ -193,6 +194,18 @@ def _write_parquet(rows: Iterable[dict[str, Any]], path: Path, row_group_size: i
                 return
 
 
+def _raise_on_sigterm() -> Any:
+    """Turn the first SIGTERM into an exception, so the plant stops and the run files go; the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: Any) -> None:  # noqa: ARG001
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise RuntimeError("replay stopped by SIGTERM (nothing written)")
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
 def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbols: list[str] | None = None,
                timeout: float | None = None) -> str:
     """Run the plant over `files` with the calculators and partitions of `config`."""
@@ -232,6 +245,7 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
             sup.publish_event("probe", "recorder sync")
             recorder.synced.wait(0.05)
 
+    previous = _raise_on_sigterm()
     try:
         try:
             sup.start(before_feeds=sync_recorder)
@@ -252,6 +266,8 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
             write_rows(recorder.rows, out)
     finally:
         recorder.discard()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     records = sum(p["records_in"] for p in feed_status)
     return (f"replayed {records} records from {len(files)} file(s) in {time.monotonic() - started:.1f} s: "
             f"{recorder.rows.rows} messages ({recorder.bars} bars){' -> ' + out if out else ''}")
