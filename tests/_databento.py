@@ -81,6 +81,29 @@ class Venues:
             venue.stop()
 
 
+def plant_yaml(name: str, gateway_port: int, pub_port: int, *, options: str, ticks: str = "", extra: str = "") -> str:
+    """A plant config with one `databento` feed `glbx` (symbol ESU4, trades) on 127.0.0.1:`gateway_port`;
+    `options` are further option lines, indented six spaces. The key comes from ``DATABENTO_API_KEY``."""
+    return f"""\
+name: {name}
+feeds:
+  - name: glbx
+    vendor: databento
+    symbols: [ESU4]
+    options:
+      dataset: GLBX.MDP3
+      schemas: [trades]
+      key: ${{DATABENTO_API_KEY}}
+      gateway: 127.0.0.1
+      port: {gateway_port}
+{options}
+partitions: {{count: 1}}
+calculators:
+  bars: {{time: [60s]{f", ticks: {ticks}" if ticks else ""}}}
+publish: {{endpoint: "tcp://127.0.0.1:{pub_port}"}}
+{extra}"""
+
+
 def options(port: int, **overrides) -> Options:
     raw = {"dataset": "GLBX.MDP3", "schemas": ["trades"], "key": KEY, "gateway": "127.0.0.1", "port": port}
     raw.update(overrides)

@@ -16,32 +16,14 @@ import signal
 
 import pytest
 from _common import free_port, wait_until
-from _databento import KEY, HostileGateway
+from _databento import KEY, HostileGateway, plant_yaml
 
 pytestmark = pytest.mark.timeout(240)
 
 
 def _config(plant, name: str, gateway_port: int, *, options: str, supervision: str = "") -> str:
     plant.env["DATABENTO_API_KEY"] = KEY
-    return str(plant.write_config(name, f"""\
-name: {name}
-feeds:
-  - name: glbx
-    vendor: databento
-    symbols: [ESU4]
-    options:
-      dataset: GLBX.MDP3
-      schemas: [trades]
-      key: ${{DATABENTO_API_KEY}}
-      gateway: 127.0.0.1
-      port: {gateway_port}
-{options}
-partitions: {{count: 1}}
-calculators:
-  bars: {{time: [60s]}}
-publish: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
-{supervision}
-"""))
+    return str(plant.write_config(name, plant_yaml(name, gateway_port, free_port(), options=options, extra=supervision)))
 
 
 def _name(tag: str) -> str:
