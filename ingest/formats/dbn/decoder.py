@@ -301,6 +301,7 @@ class DbnDecoder:
             shift = (-aligned.ctypes.data) % 8
             buf = aligned[shift : shift + len(buf)]
             buf[:] = np.frombuffer(data, np.uint8)[pos:]
+            buf.flags.writeable = False  # read-only like the plain path: one kernel signature
         n, used = self._decode_records(buf, batch)
         batch.consumed = pos + used
         self._keep(data[pos + used :])
