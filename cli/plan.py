@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamctl.bus.hub import HubSpec, hub_main
-from streamctl.cli.config import PlantConfig
+from streamctl.cli.config import FeedConfig, PlantConfig
 from streamctl.cli.runtime import internal_endpoint
 from streamctl.ingest.feed import FeedSpec, feed_main
+from streamctl.ingest.vendors import vendor_spec
 from streamctl.process.worker import RingSource, WorkerSpec, worker_main
 from streamctl.shm import segments
 from streamctl.shm.stats import Role
 
-__all__ = ["Layout", "ProcessPlan", "plan_processes"]
+__all__ = ["Layout", "ProcessPlan", "plan_processes", "wall_clocked"]
 
 START_ORDER = (Role.HUB, Role.WORKER, Role.INGEST)
 """Who starts first: the hub must take messages before workers publish, workers must read
@@ -63,6 +64,13 @@ class ProcessPlan:
     spec: HubSpec | WorkerSpec | FeedSpec
 
 
+def wall_clocked(config: PlantConfig, feed: FeedConfig) -> bool:
+    """Whether `feed`'s event time is now, so its quiet spells advance its clock (docs/calculators.md,
+    "Bar timing"): a live vendor's, or a source whose options say ``clock: wall`` (the simulator).
+    A replay's time is its file's."""
+    return vendor_spec(feed.vendor).live or getattr(config.vendor_options(feed), "clock", None) == "wall"
+
+
 def plan_processes(config: PlantConfig, layout: Layout, *, live: bool = True) -> list[ProcessPlan]:
     """Hub, workers, feeds, in slot order."""
     n_parts, feeds = config.partitions.count, config.feeds
@@ -73,8 +81,8 @@ def plan_processes(config: PlantConfig, layout: Layout, *, live: bool = True) ->
     feed_cores = [f.cpu if f.cpu is not None else next(next_core) for f in feeds]
     for p in range(n_parts):
         cpu = config.partitions.cpus[p] if config.partitions.cpus else next(next_core)
-        sources = [RingSource(feed=f.name, ring=layout.rings[f.name, p], registry=layout.registries[f.name])
-                   for f in feeds]
+        sources = [RingSource(feed=f.name, ring=layout.rings[f.name, p], registry=layout.registries[f.name],
+                              wall_clock=wall_clocked(config, f)) for f in feeds]
         worker = WorkerSpec(plant=layout.plant, partition=p, slot=1 + p, sources=sources, stats=layout.stats,
                             endpoint=layout.internal, calculators=config.calculators,
                             raw_trades=config.publish.raw_trades, raw_quotes=config.publish.raw_quotes,

@@ -17,6 +17,7 @@ import numpy as np
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, topic
 from streamctl.process.calc.settings import CalculatorsConfig
+from streamctl.process.feed_clock import FeedClock, symbol_clocks
 
 __all__ = ["WorkerSpec", "RingSource", "Worker", "run_worker", "worker_main"]
 
@@ -34,6 +35,9 @@ class RingSource(msgspec.Struct, frozen=True):
     feed: str
     ring: str
     registry: str
+    wall_clock: bool = False
+    """The feed's event time is now (a live vendor, a wall-clock simulator): while quiet, its
+    clock moves on with the wall clock. Otherwise only its records move it (a replay)."""
 
 
 class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
@@ -86,6 +90,10 @@ class _SymbolMap:
             idx = self._lookup[ids64]
         return idx
 
+    def carried(self) -> np.ndarray:
+        """The local indices of the symbols this feed has delivered."""
+        return self._lookup[self._lookup >= 0]
+
 
 class Worker:
     """One partition's loop in named steps: attach, consume a batch, drain, close bars by the
@@ -109,6 +117,7 @@ class Worker:
         self.symbols: list[str] = []
         self.maps = [_SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
         self.idle = IdleStrategy(max_sleep=spec.max_idle_sleep)
+        self.clocks = [FeedClock(wall_clocked=s.wall_clock) for s in spec.sources]
         self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
         """Replay only: records read since the last fixed batch boundary, per ring."""
         self._late_seen = 0
@@ -141,6 +150,7 @@ class Worker:
         if unknown.any():
             slot.add("malformed", int(unknown.sum()))
             batch, sym_idx = batch[~unknown], sym_idx[~unknown]
+        self.clocks[ring_index].saw(batch["ts_event"], time.time_ns())
         slot.add("records_in", len(batch))
         sent = 0
         if spec.raw_trades or spec.raw_quotes:  # raw ticks first: they need not wait for the calculators
@@ -179,16 +189,19 @@ class Worker:
         return worked
 
     def tick(self, now: int) -> None:
-        """Every clock period: heartbeat, and (live) close the bars whose end the clock has passed."""
+        """Every clock period: heartbeat, and (live) close the bars whose end their feed's clock
+        has passed (`feed_clock`; docs/calculators.md, "Bar timing")."""
         if now < self._next_clock:
             return
         self.slot.heartbeat()
         for ring in self.rings:  # the ring header's consumer heartbeat, beside the producer's
             ring.consumer_heartbeat()
-        # Close bars by the wall clock only once caught up: while a backlog is being
-        # worked off (after a restart), its ticks are not late, just not read yet.
-        if self.spec.live and all(ring.fill == 0 for ring in self.rings):
-            self._publish(self.calc.on_clock(now))
+        if self.spec.live:
+            # A ring with records unread is a backlog, not a quiet feed: its clock waits for them.
+            clocks = [clock.time(now, quiet=ring.fill == 0, alive_at=ring.producer_heartbeat_ns)
+                      for clock, ring in zip(self.clocks, self.rings, strict=True)]
+            carried = [symbols.carried() for symbols in self.maps]
+            self._publish(self.calc.on_clock(symbol_clocks(clocks, carried, len(self.symbols))))
         self._next_clock = now + _CLOCK_PERIOD_NS
 
     def finish(self) -> None:

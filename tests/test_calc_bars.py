@@ -151,6 +151,23 @@ def test_live_clock_closes_bars_after_close_delay_and_replay_ignores_the_clock()
     assert replay_bar == bar
 
 
+def test_each_symbol_closes_by_its_own_feeds_clock():
+    """A replayed symbol (2024 event times) and a live one share a worker: one clock per symbol."""
+    calc = bars_only_set(["1s"], live=True, close_delay=0.25)  # AAPL (index 0): a live feed
+    replayed = calc.add_symbol("ESU4")
+    live_start = BASE + 400_000_000 * SEC
+    calc.on_batch(one_trade(live_start + SEC // 2, 5.0), ZERO)
+    calc.on_batch(one_trade(BASE + SEC // 2, 6.0), np.array([replayed], dtype=np.int32))
+    delay = SEC // 4
+    assert calc.on_clock(np.array([live_start + SEC + delay - 1, BASE + SEC + delay - 1])) == []
+    [(topic, bar)] = calc.on_clock(np.array([live_start + SEC + delay, BASE + SEC + delay - 1]))
+    assert (topic, bar.ts_end) == ("bar.1s.AAPL", live_start + SEC)
+    [(topic, bar)] = calc.on_clock(np.array([live_start + SEC + delay, BASE + SEC + delay]))
+    assert (topic, bar.ts_end) == ("bar.1s.ESU4", BASE + SEC)
+    with pytest.raises(ValueError, match=r"`clock_ns` must have one entry per symbol \(2\); was 1"):
+        calc.on_clock(np.array([BASE]))
+
+
 def test_threshold_labels_have_no_trailing_zero_and_no_dot():
     specs = bar_specs(BarsConfig(time=["1s", 60, "5m"], ticks=[100], volume=[5000.0, 0.5], dollar=[1e6]))
     assert [s.label for s in specs] == ["1s", "60s", "300s", "100t", "5000v", "0p5v", "1000000d"]

@@ -170,15 +170,16 @@ def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int
 
 
 @numba.njit(cache=True, error_model="numpy")
-def close_due(nsym, spec_kind, spec_int, delay, now, bar_int, bar_float, out_int, out_float):
-    """Live: close every open time bar whose ``end + delay <= now``; rows by symbol, then spec."""
+def close_due(nsym, spec_kind, spec_int, delay, clock, bar_int, bar_float, out_int, out_float):
+    """Live: close every open time bar whose ``end + delay <= clock[s]`` (its symbol's clock);
+    rows by symbol, then spec."""
     row = 0
     for s in range(nsym):
         for k in range(spec_kind.shape[0]):
             if spec_kind[k] != TIME or bar_int[s, k, B_TRADES] == 0:
                 continue
             end = bar_int[s, k, B_START] + spec_int[k]
-            if end + delay <= now:
+            if end + delay <= clock[s]:
                 _emit(bar_int, bar_float, out_int, out_float, row, s, k, end)
                 bar_int[s, k, B_WM] = end
                 row += 1

@@ -117,13 +117,13 @@ class BarCalc:
             out_int, out_float, self.late_by_spec, self.counts)
         self._payloads(rows, out)
 
-    def close_due(self, now_ns: int, out: list) -> None:
-        """Close the time bars whose end + close_delay has passed on the wall clock."""
+    def close_due(self, clock: np.ndarray, out: list) -> None:
+        """Close the time bars whose end + close_delay their symbol's clock (`clock[s]`, ns) has passed."""
         nsym = len(self._symbols)
         if not self.specs or nsym == 0:
             return
         out_int, out_float = self._room(nsym * len(self.specs))
-        rows = bar_kernels.close_due(nsym, self._spec_kind, self._spec_int, self._delay, now_ns,
+        rows = bar_kernels.close_due(nsym, self._spec_kind, self._spec_int, self._delay, clock,
                                      self.state["bar_int"], self.state["bar_float"], out_int, out_float)
         self._payloads(rows, out)
 

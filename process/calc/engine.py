@@ -63,7 +63,7 @@ class CalculatorSet:
     src
         The worker's name (for log messages; payloads' ``src`` is stamped by the publisher).
     live
-        Whether `on_clock` closes time bars by the wall clock (replay: bars close on trades
+        Whether `on_clock` closes time bars by the feeds' clocks (replay: bars close on trades
         and at `flush` only).
 
     ``counters`` holds every count of what was seen and dropped: ``trades``, ``quotes``,
@@ -173,11 +173,23 @@ class CalculatorSet:
             self._warn_bad(rows_int, rows_float, sym)
         return out
 
-    def on_clock(self, now_ns: int) -> Output:
-        """Live only: close time bars whose end + ``close_delay`` <= `now_ns` (wall clock)."""
+    def on_clock(self, clock_ns: int | np.ndarray) -> Output:
+        """Live only: close the time bars whose end + ``close_delay`` <= their symbol's clock.
+
+        `clock_ns` is one time for every symbol, or one per local symbol index (the worker
+        passes each symbol its feed's clock: ``docs/calculators.md``, "Bar timing").
+        """
         out: Output = []
-        if self.live:
-            self._bars.close_due(int(now_ns), out)
+        if not self.live:
+            return out
+        n = len(self._symbols)
+        if np.ndim(clock_ns) == 0:
+            clock = np.full(n, int(clock_ns), dtype=np.int64)
+        else:
+            clock = np.ascontiguousarray(clock_ns, dtype=np.int64)
+            if len(clock) != n:
+                raise ValueError(f"`clock_ns` must have one entry per symbol ({n}); was {len(clock)}")
+        self._bars.close_due(clock, out)
         return out
 
     def flush(self) -> Output:

@@ -33,7 +33,8 @@ class BarsConfig(_Settings, frozen=True):
     dollar: list[Annotated[float, Meta(gt=0)]] = []
     """Dollar bars: a bar closes on the trade that brings its notional to >= D."""
     close_delay: Annotated[float, Meta(ge=0)] = 0.25
-    """Live: a time bar closes when the wall clock passes its end plus this many seconds."""
+    """Live: a time bar closes when its feed's clock passes its end plus this many seconds (the
+    feed's latest event time, moved on by the wall clock only while a live feed is quiet)."""
     emit_empty: bool = False
     """Publish a bar for an interval without trades (flat at the previous close)."""
     max_empty_bars: Annotated[int, Meta(ge=0)] = 1000
