@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from _common import free_port, wait_until
 from _data import sample
-from plant_helpers import PlantCli
 
 from streamctl.client import Subscriber
 from streamctl.ingest.feed import FeedRuntime, FeedSpec
@@ -149,15 +148,6 @@ def test_resume_hands_the_delivered_records_out_unpaced():
 # ---- the whole plant: SIGKILL of the replay feed under `streamctl up`
 
 
-@pytest.fixture
-def plant(tmp_path):
-    cli = PlantCli(tmp_path)
-    try:
-        yield cli
-    finally:
-        cli.cleanup()
-
-
 def _file_trades(path: str) -> list[tuple[int, float, float]]:
     decoder = DbnDecoder()
     decoder.write(read_file(path))
@@ -166,7 +156,7 @@ def _file_trades(path: str) -> list[tuple[int, float, float]]:
     return [(int(r["ts_event"]), int(r["price"]) / 1e9, float(r["size"])) for r in trades]
 
 
-def test_kill_9_of_a_replay_feed_resumes_without_duplicates(plant):
+def test_kill_9_of_a_replay_feed_resumes_without_duplicates(plant):  # `plant`: conftest.py
     name = f"rsm{os.getpid() % 100000}"
     port = free_port()
     # 120 trades over 232 s of event time at 15x: about 15 s of replay.
