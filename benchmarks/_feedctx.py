@@ -1,4 +1,4 @@
-"""A FeedContext for benchmarks: dense instrument ids from 1, every counter, event and progress dropped."""
+"""A FeedContext for benchmarks: dense instrument ids from 1, every counter, event, progress and heartbeat dropped."""
 
 from __future__ import annotations
 
@@ -23,4 +23,7 @@ class QuietCtx:
         pass
 
     def progress(self, done: float, total: float) -> None:
+        pass
+
+    def heartbeat(self) -> None:
         pass

@@ -98,7 +98,7 @@ class ChildSlot:
         self.slot.set("state", self._state.STOPPING)
 
     def crashed(self, exc: BaseException) -> None:
-        self.slot.set("detail", f"{type(exc).__name__}: {exc}"[:95])
+        self.slot.set("detail", f"{type(exc).__name__}: {exc}")
 
     def close(self, *, failed: bool) -> None:
         self.slot.set("state", self._state.FAILED if failed else self._state.EXITED)

@@ -115,6 +115,7 @@ def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout
         args += ["--duration", str(duration)]
     env = dict(os.environ, STREAMCTL_LOG_FILE=str(log_path))
     with open(log_path, "ab") as out:
+        this_run = out.tell()  # the log accumulates across runs: show only what this one wrote
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                 start_new_session=True)
     deadline = time.monotonic() + ready_timeout + 10
@@ -126,7 +127,7 @@ def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout
                        f"log {log_path}; stop with `streamctl down --name {cfg.name}`")
             return 0
         if code is not None:
-            tail = _tail_file(log_path, 10)
+            tail = _tail_file(log_path, 10, start=this_run)
             click.echo(f"error: plant {cfg.name} did not start (exit code {code}); log {log_path}:\n{tail}", err=True)
             return code or EXIT_FAILED
         time.sleep(0.05)
@@ -136,11 +137,15 @@ def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout
     return EXIT_FAILED
 
 
-def _tail_file(path: Path, lines: int) -> str:
+def _tail_file(path: Path, lines: int, *, start: int) -> str:
+    """The last `lines` lines of `path` from byte `start` on."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------------------------- find a plant

@@ -4,15 +4,19 @@ The plant runs for real (feed process, rings, workers, hub) with three differenc
 make the output a pure function of the input: the rings block instead of dropping, the
 workers close bars by event time only (no wall clock), and the recorder sorts what it
 received by (event time, topic, seq) before writing. Only data topics are written
-(``status.*`` and ``event.*`` carry wall-clock times).
+(``status.*`` and ``event.*`` carry wall-clock times). The sort is external (`cli/spill.py`)
+and the writers stream, so memory does not grow with the input.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
+from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import msgspec
 from streamctl.bus.wire import parse_topic
 from streamctl.cli.config import FeedConfig, PlantConfig
 from streamctl.cli.runtime import run_dir
+from streamctl.cli.spill import SortedSpill
 from streamctl.cli.tailing import to_row
 
 __all__ = ["run_replay", "Recorder", "write_rows", "check_out"]
@@ -28,12 +33,18 @@ __all__ = ["run_replay", "Recorder", "write_rows", "check_out"]
 _DATA_KINDS = {"bar", "trade", "quote", "vwap", "sma", "ema", "anomaly", "book"}
 
 
+def _order(row: dict[str, Any]) -> tuple[int, str, int]:
+    """The output order: event time (a bar's end without one), topic, seq; ties in arrival order."""
+    return int(row.get("ts_event", row.get("ts_end", 0))), row["topic"], int(row.get("seq", 0))
+
+
 class Recorder:
-    """Subscribes to everything on a background thread and keeps the data messages."""
+    """Subscribes to everything on a background thread and keeps the data messages, sorted on disk."""
 
     def __init__(self, endpoint: str):
         self.endpoint = endpoint
-        self.rows: list[dict[str, Any]] = []
+        self.rows = SortedSpill(_order)
+        self.bars = 0
         self.synced = threading.Event()
         self.stopped_workers: set[str] = set()
         self.gaps = 0
@@ -55,7 +66,8 @@ class Recorder:
             kind = parse_topic(topic).kind
             if kind in _DATA_KINDS:
                 for item in payload if isinstance(payload, list) else [payload]:
-                    self.rows.append(to_row(topic, item))
+                    self.rows.add(to_row(topic, item))
+                    self.bars += kind == "bar"
             elif kind == "event":
                 if payload.kind == "probe":
                     self.synced.set()
@@ -86,14 +98,15 @@ class Recorder:
         if self._thread.is_alive():
             self._thread.join(5)
 
-    def sorted_rows(self) -> list[dict[str, Any]]:
-        def key(row: dict[str, Any]) -> tuple[int, str, int]:
-            return int(row.get("ts_event", row.get("ts_end", 0))), row["topic"], int(row.get("seq", 0))
-
-        return sorted(self.rows, key=key)
+    def discard(self) -> None:
+        """Stop and remove the recorded rows (their run files too)."""
+        self.close()
+        self.rows.close()
 
 
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_ROW_GROUP = 1024 * 1024  # pyarrow's most rows per row group by default: the files stay byte for byte the same
+_CHUNK = 65_536  # rows turned into Arrow arrays at a time
 
 
 def check_out(out: str) -> None:
@@ -115,35 +128,82 @@ def check_out(out: str) -> None:
         raise ValueError(f"`--out` is a folder: {out}")
 
 
-def write_rows(rows: list[dict[str, Any]], out: str) -> None:
+def write_rows(rows: Iterable[dict[str, Any]], out: str, *, row_group_size: int = _ROW_GROUP) -> None:
     """JSON Lines (``.jsonl``/``.json``) or Parquet (``.parquet``), by the extension.
 
-    Written to a temporary file beside `out` and renamed over it, so `out` is either the whole
-    result or untouched, never a partial file.
+    Streamed: `rows` is iterated once for JSON Lines and twice for Parquet (a list, or a
+    `SortedSpill`). Written to a temporary file beside `out` and renamed over it, so `out` is
+    either the whole result or untouched, never a partial file.
     """
     check_out(out)
     path = Path(out)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            columns: dict[str, list[Any]] = {}
-            for row in rows:
-                for name in row:
-                    columns.setdefault(name, [])
-            for row in rows:
-                for name, values in columns.items():
-                    values.append(row.get(name))
-            pq.write_table(pa.table(columns), partial)
+            _write_parquet(rows, partial, row_group_size)
         else:
             with open(partial, "w") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row) + "\n")
+                fh.writelines(json.dumps(row) + "\n" for row in rows)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _parquet_schema(rows: Iterable[dict[str, Any]]) -> Any:
+    """The schema ``pa.table`` infers from all rows at once, found a chunk at a time.
+
+    Columns in order of first appearance; each column's type is pyarrow's inference on a
+    chunk, widened across chunks the way inference widens across values (null < int64 <
+    double, element types of lists alike).
+    """
+    import pyarrow as pa
+
+    types: dict[str, Any] = {}
+    it = iter(rows)
+    while chunk := list(islice(it, _CHUNK)):
+        for row in chunk:
+            for name in row:
+                types.setdefault(name, pa.null())
+        for name, known in types.items():
+            found = pa.array([row.get(name) for row in chunk]).type
+            if found != known:
+                both = [pa.schema([pa.field(name, t)]) for t in (known, found)]
+                types[name] = pa.unify_schemas(both, promote_options="permissive").field(name).type
+    return pa.schema(list(types.items()))
+
+
+def _write_parquet(rows: Iterable[dict[str, Any]], path: Path, row_group_size: int) -> None:
+    """What ``pq.write_table(pa.table(columns), path)`` wrote, holding one row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _parquet_schema(rows)
+    it = iter(rows)
+    with pq.ParquetWriter(path, schema) as writer:
+        written = False
+        while True:
+            batches, left = [], row_group_size
+            while left and (chunk := list(islice(it, min(_CHUNK, left)))):
+                arrays = [pa.array([row.get(f.name) for row in chunk], type=f.type) for f in schema]
+                batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                left -= len(chunk)
+            if batches or not written:
+                writer.write_table(pa.Table.from_batches(batches, schema), row_group_size=row_group_size)
+                written = True
+            if left:
+                return
+
+
+def _raise_on_sigterm() -> Any:
+    """Turn the first SIGTERM into an exception, so the plant stops and the run files go; the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: Any) -> None:  # noqa: ARG001
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise RuntimeError("replay stopped by SIGTERM (nothing written)")
+
+    return signal.signal(signal.SIGTERM, on_term)
 
 
 def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbols: list[str] | None = None,
@@ -185,25 +245,29 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
             sup.publish_event("probe", "recorder sync")
             recorder.synced.wait(0.05)
 
+    previous = _raise_on_sigterm()
     try:
-        sup.start(before_feeds=sync_recorder)
-        sup.run(stop_when_done=True, duration=timeout)
-        feed_status = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
-    finally:
-        def finish_recording() -> None:
-            recorder.wait_workers(workers, 30)
-            recorder.close()  # before the hub goes, so the recorder never sees a disconnect
+        try:
+            sup.start(before_feeds=sync_recorder)
+            sup.run(stop_when_done=True, duration=timeout)
+            feed_status = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
+        finally:
+            def finish_recording() -> None:
+                recorder.wait_workers(workers, 30)
+                recorder.close()  # before the hub goes, so the recorder never sees a disconnect
 
-        sup.stop(before_hub=finish_recording)
-        recorder.close()
-        socket_path.unlink(missing_ok=True)
-    failed = [p for p in feed_status if p["state"] == "failed"]
-    if failed:
-        raise RuntimeError(f"replay feed failed: {failed[0]['detail']} (nothing written)")
-    rows = recorder.sorted_rows()
-    if out:
-        write_rows(rows, out)
+            sup.stop(before_hub=finish_recording)
+            recorder.close()
+            socket_path.unlink(missing_ok=True)
+        failed = [p for p in feed_status if p["state"] == "failed"]
+        if failed:
+            raise RuntimeError(f"replay feed failed: {failed[0]['detail']} (nothing written)")
+        if out:
+            write_rows(recorder.rows, out)
+    finally:
+        recorder.discard()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     records = sum(p["records_in"] for p in feed_status)
-    bars = sum(1 for r in rows if parse_topic(r["topic"]).kind == "bar")
     return (f"replayed {records} records from {len(files)} file(s) in {time.monotonic() - started:.1f} s: "
-            f"{len(rows)} messages ({bars} bars){' -> ' + out if out else ''}")
+            f"{recorder.rows.rows} messages ({recorder.bars} bars){' -> ' + out if out else ''}")

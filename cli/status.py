@@ -71,7 +71,7 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
                 "pid": int(row["pid"]),
                 "core": None if int(row["cpu"]) < 0 else int(row["cpu"]),
                 "state": state,
-                "alive": state in {"starting", "ready", "stopping"},
+                "alive": state in {"starting", "ready", "reconnecting", "stopping"},
                 "restarts": int(row["restarts"]),
                 "records_in": int(row["records_in"]),
                 "records_out": int(row["records_out"]),
@@ -121,7 +121,7 @@ def render_table(status: dict[str, Any]) -> str:
     """The one-screen view: one row per process."""
     head = (f"plant {status['plant']} [{status.get('state')}]  supervisor pid {status['supervisor']['pid']}  "
             f"endpoint {status.get('endpoint')}")
-    cols = f"{'name':<16}{'role':<8}{'pid':>8}{'core':>5} {'state':<9}{'restarts':>8}{'in/s':>9}{'out/s':>9}" \
+    cols = f"{'name':<16}{'role':<8}{'pid':>8}{'core':>5} {'state':<13}{'restarts':>8}{'in/s':>9}{'out/s':>9}" \
            f"{'in total':>10}{'fill':>7}{'lag':>8}{'overflow':>9}{'malformed':>10}{'late':>7}{'gaps':>6}" \
            f"{'rss':>8}{'uss':>8}{'cpu%':>6}  detail"
     lines = [head, cols]
@@ -129,7 +129,7 @@ def render_table(status: dict[str, Any]) -> str:
         progress = f" {p['progress'] * 100:.0f}%" if p.get("progress") is not None else ""
         lines.append(
             f"{p['name'][:15]:<16}{p['role']:<8}{p['pid']:>8}{'-' if p['core'] is None else p['core']:>5} "
-            f"{p['state']:<9}{p['restarts']:>8}{_human(p['rate_in']):>9}{_human(p['rate_out']):>9}"
+            f"{p['state']:<13}{p['restarts']:>8}{_human(p['rate_in']):>9}{_human(p['rate_out']):>9}"
             f"{_human(p['records_in']):>10}{p['ring_fill'] * 100:>6.1f}%{_human(p['consumer_lag']):>8}"
             f"{p['drops']['overflow']:>9}{p['drops']['malformed']:>10}{p['drops']['late']:>7}"
             f"{p['drops']['gaps']:>6}{_human(p['rss']):>8}{_human(p['uss']):>8}{p['cpu_pct']:>6.0f}  {p['detail']}{progress}"

@@ -28,6 +28,9 @@ __all__ = ["RestartPolicy", "Child", "Supervision"]
 
 log = logging.getLogger("streamctl.supervisor")
 
+_RUNNING = frozenset({State.READY, State.RECONNECTING})
+"""Started and expected to heartbeat (a reconnecting feed heartbeats while it retries)."""
+
 EventSink = Callable[[str, str], None]
 """Receives (event kind, message) for ``event.supervisor``."""
 
@@ -40,7 +43,7 @@ class RestartPolicy:
     """A child dying `max_deaths` times within `window` seconds is marked failed."""
     max_deaths: int = 5
     heartbeat_timeout: float = 10.0
-    """A READY child whose heartbeat is older than this is killed and restarted."""
+    """A READY (or RECONNECTING) child whose heartbeat is older than this is killed and restarted."""
     ready_timeout: float = 90.0
 
     @classmethod
@@ -130,7 +133,7 @@ class Supervision:
         while pending:
             for child in list(pending):
                 state = child.state()
-                if state == State.READY or (state == State.EXITED and child.role == Role.INGEST):
+                if state in _RUNNING or (state == State.EXITED and child.role == Role.INGEST):
                     pending.remove(child)
                 elif child.process.exitcode is not None or state == State.FAILED:
                     detail = child.slot.get("detail") or f"exit code {child.process.exitcode}"
@@ -150,7 +153,7 @@ class Supervision:
             proc = child.process
             if proc is not None and proc.exitcode is None:
                 age = child.heartbeat_age()
-                if child.state() == State.READY and age > self.policy.heartbeat_timeout:
+                if child.state() in _RUNNING and age > self.policy.heartbeat_timeout:
                     self._on_event("restart", f"{child.name} stopped heartbeating ({age:.1f} s); killing it")
                     proc.kill()
                     proc.join(2)
@@ -162,7 +165,7 @@ class Supervision:
                 child.restart_at = None
                 child.restarts += 1
                 child.slot.set("restarts", child.restarts)
-                child.slot.set("detail", f"restarted; last exit: {child.last_reason}"[:95])
+                child.slot.set("detail", f"restarted; last exit: {child.last_reason}")
                 self._start(child)
 
     def _on_exit(self, child: Child, code: int | None) -> None:
@@ -183,13 +186,13 @@ class Supervision:
         if len(child.deaths) >= self.policy.max_deaths:
             child.mark_failed()
             detail = f"died {len(child.deaths)} times in {self.policy.window:.0f} s; last {reason}"
-            child.slot.set("detail", detail[:95])
+            child.slot.set("detail", detail)
             self._on_event("failed", f"{child.name} {detail}; not restarting")
             return
         delay = self.policy.restart_delay(len(child.deaths))
         child.restart_at = now + delay
         child.slot.set("state", State.EXITED)
-        child.slot.set("detail", f"{reason}; restarting in {delay:.1f} s"[:95])
+        child.slot.set("detail", f"{reason}; restarting in {delay:.1f} s")
         self._on_event("restart", f"{child.name} {reason}; restarting in {delay:.1f} s")
 
     def feeds_finished(self) -> bool:

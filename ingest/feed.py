@@ -21,7 +21,8 @@ from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, F
 from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
 from streamctl.shm.registry import NO_INSTRUMENT, symbol_problem
-from streamctl.shm.stats import CounterName
+from streamctl.shm.stats import RECONNECT_ATTEMPT, CounterName, State
+from streamctl.shm.text import printable
 
 __all__ = ["FeedSpec", "run_feed", "feed_main", "FeedRuntime", "EXIT_DONE", "EXIT_FAILED"]
 
@@ -92,6 +93,7 @@ class FeedRuntime:
 
     def event(self, kind: EventKind, message: str, *, code: int | None = None) -> None:
         kind = EventKind(kind)  # a plain string is accepted when it names a kind
+        message = printable(message)  # vendor text: no raw escape sequence reaches a log or a subscriber
         key = f"{kind}:{message}"
         if key not in self._logged:  # log each distinct event once, count every occurrence
             self._logged.add(key)
@@ -106,6 +108,21 @@ class FeedRuntime:
     def progress(self, done: float, total: float) -> None:
         self._slot.set("progress_done", float(done))
         self._slot.set("progress_total", float(total))
+
+    def heartbeat(self) -> None:
+        self._slot.heartbeat()
+
+    def attempt_in_progress(self) -> int:
+        """The reconnect attempt an earlier process of this feed left in the slot (0 = none)."""
+        return int(self._slot.get(RECONNECT_ATTEMPT))
+
+    # ---- reconnect policy
+    def reconnecting(self, attempt: int, detail: str) -> None:
+        """`AttemptTracker` of the reconnect policy: the attempt goes into the slot (a restarted
+        process resumes it), and the feed is RECONNECTING until a session delivers a record."""
+        self._slot.set(RECONNECT_ATTEMPT, attempt)
+        self._slot.set("detail", detail)
+        self._slot.set("state", State.RECONNECTING if attempt else State.READY)
 
     # ---- routing
     def route(self, batch: np.ndarray, should_stop) -> None:
@@ -204,7 +221,8 @@ def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
     from streamctl.ingest.reconnect import ReconnectingSession, ReconnectPolicy
 
     policy = getattr(options, "reconnect", None) or ReconnectPolicy()
-    return ReconnectingSession(factory, policy, runtime, reset_records=runtime.reset_records)
+    return ReconnectingSession(factory, policy, runtime, reset_records=runtime.reset_records,
+                               attempt=int(runtime.attempt_in_progress()), track=runtime.reconnecting)
 
 
 def run_feed(spec: FeedSpec) -> int:
@@ -231,7 +249,8 @@ def run_feed(spec: FeedSpec) -> int:
         session = _build_session(spec, runtime)
         session.open()
         runtime.resume(session)
-        child.ready()
+        if not runtime.attempt_in_progress():  # else the reconnect policy has said RECONNECTING
+            child.ready()
         while not should_stop():
             try:
                 batch = session.poll(0.05)
@@ -244,7 +263,7 @@ def run_feed(spec: FeedSpec) -> int:
             if batch is not None and len(batch):
                 runtime.route(batch, should_stop)
     except SessionError as exc:
-        slot.set("detail", str(exc)[:95])
+        slot.set("detail", str(exc))
         runtime.event(EventKind.FAILED, str(exc), code=exc.code)
         code = EXIT_FAILED
     except Exception as exc:  # FeedFailed from the reconnect policy, or a bug: say why, exit non-zero

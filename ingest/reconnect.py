@@ -7,8 +7,13 @@ the events a user sees (``disconnect``, ``reconnect_failed``, ``reconnect``, ``e
 the RESET records that make workers clear books built from the lost connection, and the
 point where it gives up (`FeedFailed`, which the feed loop turns into FAILED state).
 
+The attempt in progress is reported through `track` whenever it changes, so the feed can show
+it in `status` and keep it in its process-table slot: a feed process restarted mid-attempt
+resumes the count instead of starting again from zero.
+
 It never blocks the feed loop longer than the ``timeout`` the loop passes to `poll`
-(apart from the connect attempt itself, bounded by the vendor's connect timeout).
+(apart from the connect attempt itself, bounded by the vendor's connect timeout, during
+which the vendor session keeps the feed's heartbeat going through `FeedContext.heartbeat`).
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ from streamctl.bus.wire import EventKind
 from streamctl.ingest.vendor_api import FeedContext, FeedSession, SessionError
 from streamctl.shm.stats import CounterName
 
-__all__ = ["ReconnectPolicy", "ReconnectingSession", "FeedFailed"]
+__all__ = ["ReconnectPolicy", "ReconnectingSession", "FeedFailed", "AttemptTracker"]
+
+AttemptTracker = Callable[[int, str], None]
+"""Told the reconnect attempt in progress (0 = none: the session is healthy) and a line saying
+where it stands, whenever the attempt changes."""
 
 
 class FeedFailed(Exception):
-    """The feed gave up: retrying cannot help or failed `max_failures` times in a row."""
+    """The feed gave up: retrying cannot help or `max_failures` reconnect attempts failed in a row."""
 
 
 class ReconnectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -39,17 +48,15 @@ class ReconnectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     delays: Annotated[list[Annotated[float, Meta(ge=0)]], Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     )
-    """Seconds before the 1st, 2nd ... consecutive attempt; later attempts wait `max_delay`."""
+    """Seconds before reconnect attempt 1, 2 ...; later attempts wait `max_delay`."""
     max_delay: Annotated[float, Meta(ge=0)] = 60.0
     """Upper bound of any wait (before jitter), and the wait after the listed `delays`."""
     jitter: Annotated[float, Meta(ge=0, le=1)] = 0.1
     """Each wait is scaled by a uniform factor in [1 - jitter, 1 + jitter] (0.1 = +-10 %)."""
     max_failures: Annotated[int, Meta(ge=1)] = 10
-    """Consecutive failed attempts before giving up (FAILED state)."""
-    healthy_after: Annotated[float, Meta(ge=0)] = 10.0
-    """A new session counts as healthy (failure count back to 0) once it has delivered
-    records or stayed up this many seconds; one that dies before is a failed attempt, so a
-    gateway that accepts and drops every connection still ends in FAILED."""
+    """Reconnect attempts that may fail in a row before giving up (FAILED state). An attempt
+    fails when it cannot connect, or when its session ends before delivering a record, so a
+    gateway that accepts and then drops or starves every connection still ends in FAILED."""
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt number `attempt` (1 = the first retry)."""
@@ -77,6 +84,11 @@ class ReconnectingSession:
         Builds one Kind.RESET record per instrument id, returned first after a reconnect.
     sleep
         How to wait for the next attempt (tests record the waits).
+    attempt
+        The attempt an earlier process of this feed had in progress when it died (0 = none):
+        that attempt counts as failed, and `open` goes on with the next one.
+    track
+        Told every change of the attempt in progress (see `AttemptTracker`).
     """
 
     def __init__(
@@ -87,24 +99,33 @@ class ReconnectingSession:
         *,
         reset_records: Callable[[list[int]], np.ndarray],
         sleep: Callable[[float], None] = time.sleep,
+        attempt: int = 0,
+        track: AttemptTracker | None = None,
     ) -> None:
         self._factory = factory
         self._policy = policy
         self._ctx = ctx
         self._reset_records = reset_records
         self._sleep = sleep
+        self._track = track
         self._session: FeedSession | None = None
         self._instruments: set[int] = set()
-        self._failures = 0  # consecutive failed attempts
+        self._attempt = attempt  # reconnect attempt in progress since the last healthy session
         self._retry_at: float | None = None  # set while waiting to reconnect
-        self._healthy_at: float | None = None  # set while a new session is on probation
         self._failed: str | None = None  # why the policy gave up
         self._pending_reset = False
 
     # ---- FeedSession face
     def open(self) -> None:
-        """Connect the first session. Raises `FeedFailed` only if retrying cannot help."""
-        self._attempt(first=True)
+        """Connect the first session (after a restart mid-attempt: schedule the next attempt).
+
+        Raises `FeedFailed` only if retrying cannot help or the restarted attempt was the last.
+        """
+        if self._attempt:  # the next attempt is scheduled as usual; `poll` makes it
+            died = SessionError(f"the feed process restarted during reconnect attempt {self._attempt}")
+            self._attempt_failed(died, why="connect failed", kind=EventKind.RECONNECT_FAILED)
+        else:
+            self._connect()
         self._check_failed()
 
     def poll(self, timeout: float) -> np.ndarray | None:
@@ -117,7 +138,7 @@ class ReconnectingSession:
         if self._session is None:
             if not self._wait_for_retry(timeout):
                 return None
-            if not self._attempt(first=False):
+            if not self._connect():
                 self._check_failed()
                 return None
         if self._pending_reset:
@@ -132,11 +153,8 @@ class ReconnectingSession:
             self._lost(exc)
             self._check_failed()
             return None
-        if self._healthy_at is not None and (
-            (batch is not None and len(batch)) or time.monotonic() >= self._healthy_at
-        ):
-            self._healthy_at = None
-            self._failures = 0
+        if self._attempt and batch is not None and len(batch):  # the first record: healthy again
+            self._set_attempt(0, "")
         return batch
 
     def close(self) -> None:
@@ -154,13 +172,19 @@ class ReconnectingSession:
     def connected(self) -> bool:
         return self._session is not None
 
+    @property
+    def attempt(self) -> int:
+        """The reconnect attempt in progress (0 = the session is healthy, or the first one)."""
+        return self._attempt
+
     def _check_failed(self) -> None:
         if self._failed is not None:
             raise FeedFailed(self._failed)
 
     def _wait_for_retry(self, timeout: float) -> bool:
         """Sleep towards the scheduled attempt (at most `timeout`); True when it is due."""
-        assert self._retry_at is not None
+        if self._retry_at is None:
+            return True
         remaining = self._retry_at - time.monotonic()
         if remaining > timeout:
             self._sleep(max(timeout, 0.0))
@@ -169,23 +193,24 @@ class ReconnectingSession:
             self._sleep(remaining)
         return True
 
-    def _attempt(self, *, first: bool) -> bool:
-        """One connect attempt; True on success."""
+    def _connect(self) -> bool:
+        """One connect attempt (the first session's when no attempt is in progress); True on success."""
         session = self._factory()
         try:
             session.open()
         except SessionError as exc:
             _close_quietly(session)
             if not exc.retry:
-                self._give_up(f"{'connect' if first else 'reconnect'} refused: {exc}", exc.code)
-            elif not self._failed_attempt(exc):
-                self._schedule(f"connect failed: {exc}", kind=EventKind.RECONNECT_FAILED)
+                self._give_up(f"{'reconnect' if self._attempt else 'connect'} refused: {exc}", exc.code)
+            else:
+                self._attempt_failed(exc, why="connect failed", kind=EventKind.RECONNECT_FAILED)
             return False
         self._session = session
         self._retry_at = None
-        self._healthy_at = time.monotonic() + self._policy.healthy_after
-        if not first:
-            self._ctx.event(EventKind.RECONNECT, f"reconnected after {self._failures} failed attempt(s)")
+        if self._attempt:
+            n, of = self._attempt, self._policy.max_failures
+            self._ctx.event(EventKind.RECONNECT, f"reconnected on attempt {n} of {of}")
+            self._set_attempt(n, f"reconnected on attempt {n} of {of}; waiting for the first record")
             self._pending_reset = True
         return True
 
@@ -195,27 +220,26 @@ class ReconnectingSession:
         if not exc.retry:
             self._give_up(f"session failed: {exc}", exc.code)
             return
-        if self._healthy_at is not None:  # it died on probation: that attempt failed too
-            self._healthy_at = None
-            if self._failed_attempt(exc):
-                return
-        self._schedule(f"connection lost: {exc}", kind=EventKind.DISCONNECT)
+        self._attempt_failed(exc, why="connection lost", kind=EventKind.DISCONNECT)
 
-    def _schedule(self, why: str, *, kind: EventKind) -> None:
-        attempt = self._failures + 1
+    def _attempt_failed(self, exc: SessionError, *, why: str, kind: EventKind) -> bool:
+        """The attempt in progress failed (or a session ended): schedule the next attempt, or
+        give up when it was the last one the policy allows. True when given up."""
+        if self._attempt >= self._policy.max_failures:
+            self._give_up(f"gave up after {self._attempt} failed attempts; last error: {exc}", exc.code)
+            return True
+        attempt = self._attempt + 1
         wait = self._policy.delay(attempt)
         self._retry_at = time.monotonic() + wait
-        self._ctx.event(
-            kind, f"{why}; retrying in {wait:.3g} s (attempt {attempt} of {self._policy.max_failures})"
-        )
+        where = f"retrying in {wait:.3g} s (attempt {attempt} of {self._policy.max_failures})"
+        self._ctx.event(kind, f"{why}: {exc}; {where}")
+        self._set_attempt(attempt, f"{where}; {why}: {exc}")
+        return False
 
-    def _failed_attempt(self, exc: SessionError) -> bool:
-        """Count a failed attempt; True when it was the last one the policy allows (given up)."""
-        self._failures += 1
-        if self._failures < self._policy.max_failures:
-            return False
-        self._give_up(f"gave up after {self._failures} failed attempts; last error: {exc}", exc.code)
-        return True
+    def _set_attempt(self, attempt: int, detail: str) -> None:
+        self._attempt = attempt
+        if self._track is not None:
+            self._track(attempt, detail)
 
     def _give_up(self, why: str, code: int | None) -> None:
         self._failed = why

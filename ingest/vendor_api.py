@@ -105,6 +105,10 @@ class FeedContext(Protocol):
     def progress(self, done: float, total: float) -> None:
         """Report input progress (bytes or records) for `status` (replay)."""
 
+    def heartbeat(self) -> None:
+        """Tell the supervisor the feed is alive. A session that blocks for more than a moment
+        (connecting, waiting for the gateway's control lines) calls it at least every second."""
+
 
 class FeedSession(Protocol):
     """The face of every vendor's ``Session(options, feed, ctx)``."""

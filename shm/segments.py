@@ -99,7 +99,7 @@ _KIND_OF_MAGIC = {v: k for k, v in _MAGIC.items()}
 LAYOUT_VERSION = {
     SegmentKind.RING: 1,
     SegmentKind.REGISTRY: 1,
-    SegmentKind.STATS: 2,
+    SegmentKind.STATS: 3,
 }
 """Layout version per kind: bump when a kind's layout changes, so old readers refuse."""
 

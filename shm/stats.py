@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, SegmentView, attach_view
+from .text import printable, shorten
 
 __all__ = [
     "ProcessTable",
@@ -26,6 +27,7 @@ __all__ = [
     "COUNTERS",
     "CounterName",
     "SUPERVISOR_FIELDS",
+    "RECONNECT_ATTEMPT",
     "StatsError",
     "stats_bytes",
 ]
@@ -40,6 +42,8 @@ class State(enum.IntEnum):
     STOPPING = 3
     EXITED = 4
     FAILED = 5
+    RECONNECTING = 6
+    """A live feed lost its connection and is retrying (or has not had a record since)."""
 
 
 class Role(enum.StrEnum):
@@ -76,11 +80,12 @@ _FIELDS = [
     ("rate_out", "<f8"),  # 200 supervisor: records_out per second
     ("rss", "<u8"),  # 208 supervisor: resident memory, bytes
     ("cpu_pct", "<f8"),  # 216 supervisor: CPU percent
-    ("detail", "S96"),  # 224 free text (why FAILED ...), ends at 320
+    ("reconnect_attempt", "<u8"),  # 224 live feeds: reconnect attempt in progress (0 = none); survives restarts
+    ("detail", "S152"),  # 232 free text (why FAILED ...), ends at 384
 ]
 SLOT_DTYPE = np.dtype(_FIELDS)
-"""One slot: 320 bytes (5 cache lines), numeric fields 8 bytes and 8-byte aligned."""
-assert SLOT_DTYPE.itemsize == 320 and SLOT_DTYPE.itemsize % 64 == 0
+"""One slot: 384 bytes (6 cache lines), numeric fields 8 bytes and 8-byte aligned."""
+assert SLOT_DTYPE.itemsize == 384 and SLOT_DTYPE.itemsize % 64 == 0
 
 
 def _field_layout(dtype: np.dtype) -> dict[str, tuple[np.dtype, int]]:
@@ -94,7 +99,7 @@ assert all(len(role.encode()) <= _LAYOUT["role"][0].itemsize for role in Role)
 
 _STRINGS = {"name", "role", "detail"}
 _ROLES = tuple(role.value for role in Role)
-_TRUNCATED = {"detail"}  # free text is cut to fit; names are refused when too long
+_TRUNCATED = {"detail"}  # free text is escaped and cut to fit (`shorten`); names are refused when too long
 
 
 class CounterName(enum.StrEnum):
@@ -121,6 +126,10 @@ COUNTERS = tuple(CounterName)
 
 SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "uss", "cpu_pct")
 """Columns the supervisor writes into every slot (the process never does)."""
+
+RECONNECT_ATTEMPT = "reconnect_attempt"
+"""A live feed's reconnect attempt in progress (0 = none); kept here so that it survives a
+restart of the feed process (the supervisor never clears a slot it restarts)."""
 
 _TABLE_OFFSET = HEADER_SIZE + 64  # common header + table line (slots, slot size)
 _W_SLOTS = 8
@@ -177,7 +186,8 @@ class ProcessSlot:
         view[word] += n
 
     def set(self, field: str, value: Any) -> None:
-        """Set `field`; strings are UTF-8 encoded (`detail` is cut to fit, names refused).
+        """Set `field`; strings are UTF-8 encoded (`detail` is escaped and cut at a word to fit,
+        names refused).
 
         ``role`` must be a `Role` (or its string): an unknown role is refused, not stored.
         """
@@ -185,11 +195,10 @@ class ProcessSlot:
             raise StatsError(f"`role` must be one of {', '.join(_ROLES)}, was `{value}`")
         if field in _STRINGS:
             size = _LAYOUT[field][0].itemsize
-            raw = str(value).encode("utf-8")
+            text = shorten(printable(str(value)), size) if field in _TRUNCATED else str(value)
+            raw = text.encode("utf-8")
             if len(raw) > size:
-                if field not in _TRUNCATED:
-                    raise StatsError(f"`{field}` must be at most {size} UTF-8 bytes, was `{value}`")
-                raw = raw[:size].decode("utf-8", "ignore").encode("utf-8")
+                raise StatsError(f"`{field}` must be at most {size} UTF-8 bytes, was `{value}`")
             self._row[field] = raw
             return
         view, word = self._field(field)

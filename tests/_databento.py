@@ -35,6 +35,7 @@ class Ctx:
         self.ids: dict[str, int] = {}
         self.counts: Counter[str] = Counter()
         self.events: list[tuple[str, str, int | None]] = []
+        self.heartbeats = 0
 
     def instrument_id(self, symbol: str) -> int:
         return self.ids.setdefault(symbol, len(self.ids))
@@ -47,6 +48,9 @@ class Ctx:
 
     def progress(self, done: float, total: float) -> None:
         pass
+
+    def heartbeat(self) -> None:
+        self.heartbeats += 1
 
     def kinds(self) -> list[str]:
         return [k for k, _, _ in self.events]
@@ -75,6 +79,29 @@ class Venues:
     def stop_all(self) -> None:
         for venue in self.started:
             venue.stop()
+
+
+def plant_yaml(name: str, gateway_port: int, pub_port: int, *, options: str, ticks: str = "", extra: str = "") -> str:
+    """A plant config with one `databento` feed `glbx` (symbol ESU4, trades) on 127.0.0.1:`gateway_port`;
+    `options` are further option lines, indented six spaces. The key comes from ``DATABENTO_API_KEY``."""
+    return f"""\
+name: {name}
+feeds:
+  - name: glbx
+    vendor: databento
+    symbols: [ESU4]
+    options:
+      dataset: GLBX.MDP3
+      schemas: [trades]
+      key: ${{DATABENTO_API_KEY}}
+      gateway: 127.0.0.1
+      port: {gateway_port}
+{options}
+partitions: {{count: 1}}
+calculators:
+  bars: {{time: [60s]{f", ticks: {ticks}" if ticks else ""}}}
+publish: {{endpoint: "tcp://127.0.0.1:{pub_port}"}}
+{extra}"""
 
 
 def options(port: int, **overrides) -> Options:
@@ -115,3 +142,77 @@ def open_session(port: int, *symbols: str, ctx: Ctx | None = None, **overrides) 
     session = Session(options(port, **overrides), feed(*symbols), ctx)
     session.open()
     return session, ctx
+
+
+class HostileGateway:
+    """A gateway on 127.0.0.1 that never serves data, run in a thread of the test.
+
+    ``mode``: ``"silent"`` accepts and says nothing (not even a greeting); ``"auth_then_silent"``
+    authenticates any key, takes the subscriptions and `start_session`, then sends nothing;
+    ``"refuse"`` answers every authentication with `error` (any text, escape sequences too).
+    `connections` counts the TCP connections accepted. Use it as a context manager.
+    """
+
+    def __init__(self, mode: str, *, error: str = "") -> None:
+        import socket
+        import threading
+
+        if mode not in ("silent", "auth_then_silent", "refuse"):
+            raise ValueError(f"`mode` must be silent, auth_then_silent or refuse, was {mode!r}")
+        self.mode, self.error = mode, error
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port = self._listener.getsockname()[1]
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="hostile-gateway", daemon=True)
+
+    def __enter__(self) -> HostileGateway:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self._open:
+            sock.close()
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            self._open.append(sock)  # held open, and closed only at exit: silence, not EOF
+            if self.mode != "silent":
+                try:
+                    self._control(sock)
+                except OSError:
+                    pass
+
+    def _control(self, sock) -> None:
+        from streamctl.ingest.vendors.databento import protocol as lsg
+
+        sock.settimeout(5)
+        sock.sendall(lsg.encode_line(lsg.Greeting(lsg_version=lsg.LSG_VERSION)))
+        sock.sendall(lsg.encode_line(lsg.Challenge(cram="x" * 32)))
+        lines = lsg.LineBuffer()
+
+        def line() -> bytes:
+            while (got := lines.next_line()) is None:
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise ConnectionError("client went away")
+                lines.feed(data)
+            return got
+
+        line()  # the auth request
+        if self.mode == "refuse":
+            sock.sendall(lsg.encode_line(lsg.AuthResponse(success="0", error=self.error)))
+            return
+        sock.sendall(lsg.encode_line(lsg.AuthResponse(success="1", session_id="1")))
+        while not line().startswith(b"start_session"):
+            pass

@@ -9,7 +9,7 @@ from _calcref import random_splits, ref_books, run_split
 from streamctl.bus.wire import Book
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.calc.settings import BookConfig, CalculatorsConfig
-from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
+from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Flag, Kind, Side
 
 NAMES = ["ESZ4", "NQZ4", "BTC-USD"]
 
@@ -37,6 +37,7 @@ def make_book_records(n: int, seed: int, *, levels: int = 150) -> tuple[np.ndarr
     kind[(draw > 0.97) & (draw < 0.985)] = Kind.TRADE
     kind[draw >= 0.985] = Kind.QUOTE
     rec["kind"] = kind
+    rec["flags"] = Flag.LAST  # one record per event here; multi-record events are tested below
     rec["price2"] = rec["price"] + 10_000_000
     rec["size"][kind == Kind.TRADE] = 1.0
     bad = rng.random(n) < 0.003
@@ -87,6 +88,29 @@ def test_reset_clears_only_its_symbol_and_publishes_an_empty_book():
     rec["price"] = [99_000_000_000, 101_000_000_000, 98_000_000_000, 0]
     rec["size"] = [5, 6, 7, 0]
     rec["ts_event"] = [1, 2, 3, 4]
+    rec["flags"] = Flag.LAST
     out = calc.on_batch(rec, np.array([0, 0, 1, 0], dtype=np.int32))
     assert [(t, p.bids, p.asks, p.ts_event) for t, p in out] == [
         ("book.ESZ4", [], [], 4), ("book.NQZ4", [(98.0, 7.0)], [], 3)]
+
+
+def test_a_book_is_published_only_when_its_event_is_complete():
+    """A vendor event that moves an order writes two levels (old level, new level) and flags
+    only the second LAST; a batch that ends between them must not publish the half-moved book."""
+    calc = CalculatorSet(book_config(5), src="t", live=False)
+    for name in NAMES[:2]:
+        calc.add_symbol(name)
+    rec = np.zeros(5, dtype=RECORD_DTYPE)
+    rec["kind"] = Kind.BOOK
+    rec["side"] = [Side.ASK, Side.ASK, Side.ASK, Side.BID, Side.ASK]
+    rec["price"] = [101_000_000_000, 101_000_000_000, 102_000_000_000, 99_000_000_000, 103_000_000_000]
+    rec["size"] = [10, 6, 4, 5, 1]  # event 2: 4 lots move from 101 to 102 (two records)
+    rec["flags"] = [Flag.LAST, 0, Flag.LAST, Flag.LAST, 0]
+    rec["ts_event"] = [1, 2, 2, 3, 4]
+    sym = np.array([0, 0, 0, 1, 0], dtype=np.int32)
+    first = calc.on_batch(rec[:2], sym[:2])  # ends inside event 2: ESZ4 is mid-event
+    assert first == []
+    second = calc.on_batch(rec[2:4], sym[2:4])  # completes it; NQZ4's one-record event too
+    assert [(t, p.asks, p.ts_event) for t, p in second] == [
+        ("book.ESZ4", [(101.0, 6.0), (102.0, 4.0)], 2), ("book.NQZ4", [], 3)]
+    assert calc.on_batch(rec[4:], sym[4:]) == []  # an event left open is held back, not published

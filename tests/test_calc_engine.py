@@ -25,7 +25,7 @@ from streamctl.process.calc.settings import (
     ZScoreConfig,
 )
 from streamctl.process.calc.trade_kernels import add128, mul64, mul128_64, sub128, to_float
-from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
+from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Flag, Kind, Side
 
 SEC = 1_000_000_000
 BASE = 1_700_000_040 * SEC
@@ -34,6 +34,7 @@ BASE = 1_700_000_040 * SEC
 def rec(kind, ts, price=0.0, size=1.0, *, price2=0.0, side=Side.NONE) -> np.ndarray:
     r = np.zeros(1, dtype=RECORD_DTYPE)
     r["kind"], r["ts_event"], r["ts_recv"], r["side"] = kind, ts, ts + 3, side
+    r["flags"] = Flag.LAST  # each record here is a whole event
     r["price"] = price if isinstance(price, int) else round(price * 1e9)
     r["price2"] = round(price2 * 1e9)
     r["size"] = size

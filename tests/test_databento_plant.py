@@ -14,7 +14,7 @@ import sys
 import pytest
 from _common import free_port, wait_until
 from _data import sample
-from _databento import ESU4_TRADES, KEY
+from _databento import ESU4_TRADES, KEY, plant_yaml
 from plant_helpers import PlantCli
 
 from streamctl.client import Subscriber
@@ -41,26 +41,10 @@ def test_databento_feed_through_the_plant_with_gateway_restart_and_give_up(plant
     name = f"dbp{os.getpid() % 100000}"
     gw_port, pub_port = free_port(), free_port()
     plant.env["DATABENTO_API_KEY"] = KEY
-    config = plant.write_config(name, f"""\
-name: {name}
-feeds:
-  - name: glbx
-    vendor: databento
-    symbols: [ESU4]
-    options:
-      dataset: GLBX.MDP3
-      schemas: [trades]
-      key: ${{DATABENTO_API_KEY}}
-      gateway: 127.0.0.1
-      port: {gw_port}
+    config = plant.write_config(name, plant_yaml(name, gw_port, pub_port, ticks="[100]", options="""\
       heartbeat_interval_s: 1
       liveness_timeout_s: 3
-      reconnect: {{delays: [0.2, 0.4], max_delay: 0.5, jitter: 0.0, max_failures: 12}}
-partitions: {{count: 1}}
-calculators:
-  bars: {{time: [60s], ticks: [100]}}
-publish: {{endpoint: "tcp://127.0.0.1:{pub_port}"}}
-""")
+      reconnect: {delays: [0.2, 0.4], max_delay: 0.5, jitter: 0.0, max_failures: 12}"""))
     # The plant starts while the gateway is still down: the feed retries on its schedule.
     plant.run("up", str(config), "--detach", check=True)
     sub = Subscriber(f"tcp://127.0.0.1:{pub_port}")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from _common import free_port
 from _data import sample
-from _databento import ESU4_TRADES, KEY, Ctx, feed, options, poll_batches
+from _databento import ESU4_TRADES, KEY, Ctx, HostileGateway, feed, options, poll_batches
 
 from streamctl.bus.wire import EventKind
 from streamctl.ingest.feed import FeedRuntime, FeedSpec
 from streamctl.ingest.reconnect import FeedFailed, ReconnectingSession, ReconnectPolicy
-from streamctl.ingest.vendor_api import Liveness
+from streamctl.ingest.vendor_api import Liveness, SessionError
 from streamctl.ingest.vendors.databento.session import Session
 from streamctl.shm.records import Kind
 from streamctl.shm.stats import CounterName
@@ -192,13 +192,13 @@ def test_sessions_that_die_before_delivering_count_as_failures(venues):
     ctx = Ctx()
     factory = Counting(venue.port, ctx)
     factory.opt = options(venue.port, stype_in="instrument_id")  # "ESU4" is not an instrument id
-    session = reconnecting(factory, ctx, max_failures=3, healthy_after=30)
+    session = reconnecting(factory, ctx, max_failures=3)
     session.open()
     with pytest.raises(FeedFailed, match="gave up after 3 failed attempts; last error: gateway closed"):
         poll_until(session, lambda b: False, timeout=10)
     session.close()
-    assert factory.made == 3 and ctx.kinds().count("reconnect") == 2
-    assert ctx.counts["errors"] == 3 + 1  # the gateway's error for each session, then giving up
+    assert factory.made == 1 + 3 and ctx.kinds().count("reconnect") == 3  # the first session, then 3 attempts
+    assert ctx.counts["errors"] == 4 + 1  # the gateway's error for each session, then giving up
 
 
 def test_first_connect_is_retried_without_blocking_the_caller():
@@ -219,7 +219,7 @@ def test_first_connect_is_retried_without_blocking_the_caller():
     assert factory.made == 1 and slept == [0.01]
     with pytest.raises(FeedFailed, match="gave up after 2 failed attempts"):
         poll_until(session, lambda b: False, timeout=5)
-    assert factory.made == 2
+    assert factory.made == 1 + 2  # the first connect, then attempts 1 and 2
     assert max(slept) <= 0.02  # the 0.3 s wait was slept in poll-sized steps
 
 
@@ -236,3 +236,66 @@ def test_auth_refused_fails_at_once(venues):
     assert [(k, c) for k, _, c in ctx.events] == [("error", 1)]
     assert KEY not in " ".join(m for _, m, _ in ctx.events)
     session.close()
+
+
+# ---------------------------------------------------------------------------------------------- issue 8, defect 7
+
+
+def test_first_retry_is_attempt_1_after_the_first_delay():
+    ctx = Ctx()
+    attempts: list[tuple[int, str]] = []
+    session = ReconnectingSession(Counting(free_port(), ctx), ReconnectPolicy(**FAST, max_failures=3), ctx,
+                                  reset_records=ctx.reset_records, track=lambda n, why: attempts.append((n, why)))
+    session.open()  # nothing listens
+    session.close()
+    (kind, message, _), = ctx.events
+    assert kind == "reconnect_failed" and message.endswith("; retrying in 0.01 s (attempt 1 of 3)")
+    assert session.attempt == 1 and attempts[0][0] == 1 and "(attempt 1 of 3)" in attempts[0][1]
+
+
+def test_an_attempt_in_progress_survives_a_restart_of_the_feed_process():
+    # A process restarted during attempt 2 of 2 resumes the count: that attempt failed, and it was the last.
+    ctx = Ctx()
+    factory = Counting(free_port(), ctx)
+    session = ReconnectingSession(factory, ReconnectPolicy(**FAST, max_failures=2), ctx,
+                                  reset_records=ctx.reset_records, attempt=2)
+    with pytest.raises(FeedFailed, match="gave up after 2 failed attempts; last error: the feed process restarted "
+                                         "during reconnect attempt 2"):
+        session.open()
+    assert factory.made == 0
+    # Restarted during attempt 1 of 2: attempt 2 is next, on its own delay.
+    ctx = Ctx()
+    session = ReconnectingSession(Counting(free_port(), ctx), ReconnectPolicy(**FAST, max_failures=2), ctx,
+                                  reset_records=ctx.reset_records, attempt=1)
+    session.open()
+    assert session.attempt == 2 and ctx.events[0][1].endswith("retrying in 0.02 s (attempt 2 of 2)")
+    session.close()
+
+
+def test_a_silent_gateway_keeps_the_feed_heartbeating_while_connecting():
+    with HostileGateway("silent") as gateway:
+        ctx = Ctx()
+        session = Session(options(gateway.port, connect_timeout_s=1.6), feed("ESU4"), ctx)
+        started = time.monotonic()
+        with pytest.raises(SessionError, match="did not complete the control phase in time"):
+            session.open()
+        assert 1.5 <= time.monotonic() - started < 5
+    assert ctx.heartbeats >= 4  # at least every 0.5 s: the supervisor never sees a hung feed
+
+
+@pytest.mark.timeout(120)
+def test_connected_but_no_data_counts_as_a_failed_attempt():
+    # The gateway authenticates every session and then sends nothing; each session dies of the
+    # liveness timeout (11 s: longer than a session needs to look healthy by uptime alone).
+    with HostileGateway("auth_then_silent") as gateway:
+        ctx = Ctx()
+        factory = Counting(gateway.port, ctx, heartbeat_interval_s=1, liveness_timeout_s=11)
+        session = reconnecting(factory, ctx, max_failures=1)
+        session.open()
+        try:
+            with pytest.raises(FeedFailed, match="gave up after 1 failed attempts; last error: no data or heartbeat"):
+                poll_until(session, lambda b: False, timeout=60)
+        finally:
+            session.close()
+    assert factory.made == gateway.connections == 2
+    assert [k for k in ctx.kinds() if k != "connected"] == ["disconnect", "reconnect", "error"]

@@ -22,12 +22,14 @@ MBP1 = sample("nautilus_trader/historical_bars_catalog/futures_mbp-1_2024-07-01T
 MBO = sample("nautilus_trader/order_book_deltas_catalog/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst")
 
 
-def _replay(tmp_path: Path, *files: Path, out: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def _replay(tmp_path: Path, *files: Path, out: str, extra: tuple[str, ...] = ()) -> int:
+    """Run `streamctl replay` to completion; its pid (its plant is named ``replay-<pid>``)."""
     env = dict(os.environ, STREAMCTL_RUN_DIR=str(tmp_path / "run"))
-    proc = subprocess.run([sys.executable, "-m", "streamctl.cli", "replay", *map(str, files), "--out", out, *extra],
-                          env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    with subprocess.Popen([sys.executable, "-m", "streamctl.cli", "replay", *map(str, files), "--out", out, *extra],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        _, err = child.communicate(timeout=240)
+    assert child.returncode == 0, err
+    return child.pid
 
 
 def _reference_bars(path: Path, interval_s: int = 60) -> list[dict]:
@@ -74,16 +76,16 @@ def test_replay_60s_bars_equal_reference(tmp_path, source):
 
 def test_replay_output_is_byte_identical_and_parquet_works(tmp_path):
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    _replay(tmp_path, MBP1, out=str(first))
-    _replay(tmp_path, MBP1, out=str(second))
+    pids = [_replay(tmp_path, MBP1, out=str(first)), _replay(tmp_path, MBP1, out=str(second))]
     assert first.read_bytes() == second.read_bytes()
     topics = {parse_topic(json.loads(line)["topic"]).kind for line in first.read_text().splitlines()}
     assert {"bar", "trade", "quote", "vwap", "ema"} <= topics
     parquet = tmp_path / "a.parquet"
-    _replay(tmp_path, MBP1, out=str(parquet))
+    pids.append(_replay(tmp_path, MBP1, out=str(parquet)))
     table = pd.read_parquet(parquet)
     assert len(table) == len(first.read_text().splitlines())
-    assert (tmp_path / "run").exists() and not [p for p in os.listdir("/dev/shm") if p.startswith("stc_replay-")]
+    ours = tuple(f"stc_replay-{pid}_" for pid in pids)  # other replays may run beside this test
+    assert (tmp_path / "run").exists() and not [p for p in os.listdir("/dev/shm") if p.startswith(ours)]
 
 
 def test_replay_refuses_missing_and_unknown_files(tmp_path):

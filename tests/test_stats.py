@@ -87,8 +87,26 @@ def test_an_unknown_role_is_refused(table, role):
 
 def test_detail_is_cut_to_fit_on_a_character_boundary(table):
     slot = table.slot(1)
-    slot.set("detail", "é" * 60)  # 120 bytes
-    assert slot.get("detail") == "é" * 48
+    slot.set("detail", "é" * 100)  # 200 bytes, one word: cut where it must be, and marked
+    assert slot.get("detail") == "é" * 74 + "…"  # 148 + 3 bytes of the 152
+
+
+def test_detail_is_cut_at_a_word_with_an_ellipsis(table):
+    slot = table.slot(1)
+    words = " ".join(f"word{i:03d}" for i in range(40))  # 319 bytes
+    slot.set("detail", words)
+    detail = slot.get("detail")
+    assert detail.endswith("…") and len(detail.encode()) <= 152
+    kept = detail.removesuffix("…")
+    assert words.startswith(kept + " ") and kept.split()[-1] == "word017"  # whole words only
+    slot.set("detail", "short enough")
+    assert slot.get("detail") == "short enough"  # text that fits is left alone
+
+
+def test_detail_escapes_control_characters(table):
+    slot = table.slot(1)
+    slot.set("detail", "refused: \x1b]0;owned\x07\x1b[2Jbye\nnext")
+    assert slot.get("detail") == "refused: \\x1b]0;owned\\x07\\x1b[2Jbye\\nnext"
 
 
 def _child(name: str, index: int, n: int) -> None:

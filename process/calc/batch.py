@@ -26,6 +26,7 @@ __all__ = [
     "META",
     "KIND_SHIFT",
     "SIDE_SHIFT",
+    "FLAGS_SHIFT",
     "COUNT_NAMES",
     "N_COUNTS",
 ]
@@ -35,6 +36,8 @@ TS_EVENT, TS_RECV, PRICE, PRICE2, SIZE, SIZE2, SEQUENCE, META = range(8)
 KIND_SHIFT = 32
 """``(rows_int[i, META] >> KIND_SHIFT) & 0xFF`` is the record's kind (byte 60, little-endian)."""
 SIDE_SHIFT = 40
+FLAGS_SHIFT = 48
+"""``(rows_int[i, META] >> FLAGS_SHIFT) & 0xFF`` is the record's `Flag` bits (byte 62)."""
 
 _FIELDS = RECORD_DTYPE.fields
 assert _FIELDS is not None
@@ -43,6 +46,7 @@ for _name, _col in (("ts_event", TS_EVENT), ("ts_recv", TS_RECV), ("price", PRIC
     assert _FIELDS[_name][1] == 8 * _col, _name
 assert _FIELDS["kind"][1] == 56 + KIND_SHIFT // 8
 assert _FIELDS["side"][1] == 56 + SIDE_SHIFT // 8
+assert _FIELDS["flags"][1] == 56 + FLAGS_SHIFT // 8
 
 COUNT_NAMES = ("trades", "bad_trades", "quotes", "book_updates", "resets", "bad_records")
 """Counters `select` fills, in the order of its ``counts`` array."""

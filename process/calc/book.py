@@ -5,7 +5,10 @@ Each side of each symbol is a sorted array of levels, best first, in preallocate
 sides sort ascending. A BOOK record sets a level's size (size 0 removes it); a RESET clears
 the symbol's book. When a side is full the kernel stops, `L` doubles and the batch resumes
 where it stopped. After a batch, every symbol whose book changed gets one `Book` payload
-(its top ``depth`` levels each side), in ascending local index.
+(its top ``depth`` levels each side), in ascending local index, but only once its last book
+record closed an event (``Flag.LAST``, per instrument as in DBN; a RESET closes its own): a
+vendor event that moves an order writes two levels, and a book published between them would be
+wrong. A book left mid-event by a batch's end is published after the batch that completes it.
 """
 
 from __future__ import annotations
@@ -14,15 +17,25 @@ import numba
 import numpy as np
 
 from streamctl.bus.wire import Book, topic
-from streamctl.process.calc.batch import KIND_SHIFT, META, PRICE, SIDE_SHIFT, SIZE, TS_EVENT, TS_RECV
+from streamctl.process.calc.batch import (
+    FLAGS_SHIFT,
+    KIND_SHIFT,
+    META,
+    PRICE,
+    SIDE_SHIFT,
+    SIZE,
+    TS_EVENT,
+    TS_RECV,
+)
 from streamctl.process.calc.settings import BookConfig
 from streamctl.process.calc.state import SymbolArrays
-from streamctl.shm.records import UNDEF_PRICE, Kind, Side
+from streamctl.shm.records import UNDEF_PRICE, Flag, Kind, Side
 
 __all__ = ["BookCalc", "apply_book"]
 
 _BOOK, _RESET = int(Kind.BOOK), int(Kind.RESET)
 _BID, _ASK = int(Side.BID), int(Side.ASK)
+_LAST = int(Flag.LAST)
 _UNDEF = np.int64(UNDEF_PRICE)
 _LOWEST = np.int64(np.iinfo(np.int64).min)
 _INITIAL_LEVELS = 64
@@ -30,12 +43,13 @@ BAD_BOOK, MISSING_LEVEL = 0, 1
 
 
 @numba.njit(cache=True, error_model="numpy")
-def apply_book(rows_int, rows_float, sym, nsym, start, stamp, keys, sizes, count, changed, last, counts):
+def apply_book(rows_int, rows_float, sym, nsym, start, keys, sizes, count, changed, mid_event, last, counts):
     """Apply BOOK/RESET records from row `start`; return the row it stopped at.
 
     Stops early (returns that row) when a side has no room for a new level. ``counts``:
-    [bad book records, removals of a level that did not exist]. ``changed[s] = stamp``
-    marks symbols whose book changed; ``last[s]`` holds their last (ts_event, ts_recv).
+    [bad book records, removals of a level that did not exist]. ``changed[s] = 1`` marks
+    symbols whose book changed since it was last published, ``mid_event[s] = 1`` those whose
+    last applied record did not close its event; ``last[s]`` holds their last (ts_event, ts_recv).
     """
     cap = keys.shape[2]
     for i in range(start, rows_int.shape[0]):
@@ -46,6 +60,7 @@ def apply_book(rows_int, rows_float, sym, nsym, start, stamp, keys, sizes, count
         if kind == _RESET:
             count[s, 0] = 0
             count[s, 1] = 0
+            mid_event[s] = 0
         elif kind == _BOOK:
             side = (rows_int[i, META] >> SIDE_SHIFT) & 0xFF
             price = rows_int[i, PRICE]
@@ -54,6 +69,7 @@ def apply_book(rows_int, rows_float, sym, nsym, start, stamp, keys, sizes, count
                     or not (size >= 0.0) or not (size < np.inf):
                 counts[BAD_BOOK] += 1
                 continue
+            mid_event[s] = 0 if (rows_int[i, META] >> FLAGS_SHIFT) & _LAST else 1
             d = 0 if side == _BID else 1
             key = -price if d == 0 else price
             n = count[s, d]
@@ -80,7 +96,7 @@ def apply_book(rows_int, rows_float, sym, nsym, start, stamp, keys, sizes, count
                 count[s, d] = n + 1
         else:
             continue
-        changed[s] = stamp
+        changed[s] = 1
         last[s, 0] = rows_int[i, TS_EVENT]
         last[s, 1] = rows_int[i, TS_RECV]
     return rows_int.shape[0]
@@ -95,11 +111,11 @@ class BookCalc:
         st.add("keys", (2, _INITIAL_LEVELS), np.int64, 0)
         st.add("sizes", (2, _INITIAL_LEVELS), np.float64, 0.0)
         st.add("count", (2,), np.int64, 0)
-        st.add("changed", (), np.int64, -1)
+        st.add("changed", (), np.int64, 0)
+        st.add("mid_event", (), np.int64, 0)
         st.add("last", (2,), np.int64, 0)
         self.counts = np.zeros(2, dtype=np.int64)
         """[bad book records, removals of a missing level]"""
-        self._stamp = 0
         self._symbols: list[str] = []
         self._topics: list[str] = []
 
@@ -116,19 +132,20 @@ class BookCalc:
         return self.state["keys"].shape[2]
 
     def update(self, rows_int, rows_float, sym, out: list) -> None:
-        """Apply the batch's BOOK/RESET records; append one Book per changed symbol to `out`."""
+        """Apply the batch's BOOK/RESET records; append one Book per changed symbol whose event
+        is complete to `out`."""
         st = self.state
-        self._stamp += 1
         nsym = len(self._symbols)
         row = 0
         while row < len(rows_int):
-            row = apply_book(rows_int, rows_float, sym, nsym, row, self._stamp, st["keys"], st["sizes"],
-                             st["count"], st["changed"], st["last"], self.counts)
+            row = apply_book(rows_int, rows_float, sym, nsym, row, st["keys"], st["sizes"], st["count"],
+                             st["changed"], st["mid_event"], st["last"], self.counts)
             if row < len(rows_int):
                 levels = 2 * self.levels
                 st.reshape_tail("keys", (2, levels))
                 st.reshape_tail("sizes", (2, levels))
-        changed = np.flatnonzero(st["changed"][:nsym] == self._stamp)
+        changed = np.flatnonzero((st["changed"][:nsym] == 1) & (st["mid_event"][:nsym] == 0))
+        st["changed"][changed] = 0
         depth = self.depth
         for s in changed.tolist():
             books = []

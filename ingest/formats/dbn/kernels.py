@@ -303,10 +303,11 @@ def step(order_keys, order_vals, level_keys, level_vals, counts, stats, instrume
             emit(out_words, out_floats, n, ts_event, ts_recv, price, 0, np.float64(total), 0.0, seq, instrument,
                  _BOOK, side, kept)
             return n + 1
-        # the order moves: leave the old level first (not the last record of the event)
+        # the order moves: leave the old level first, which is the event's last record only when
+        # the order leaves with size 0 (a consumer examines the book at F_LAST, so it must not be lost)
         total = _level_add(level_keys, level_vals, counts, instrument, old_side, old_price, -old_size)
         emit(out_words, out_floats, n, ts_event, ts_recv, old_price, 0, np.float64(total), 0.0, seq, instrument,
-             _BOOK, old_side, kept & ~F_LAST)
+             _BOOK, old_side, kept if new_size == 0 else kept & ~F_LAST)
         n += 1
         if new_size == 0:
             _delete(order_keys, order_vals, slot)

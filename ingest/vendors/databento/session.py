@@ -32,6 +32,8 @@ __all__ = ["Session"]
 
 _RECV_LIMIT = 4 << 20
 """Most bytes one `poll` takes from the socket before decoding (bounds latency per call)."""
+_BLOCK_SLICE = 0.5
+"""Longest blocking wait while connecting, between two heartbeats of the feed."""
 
 
 def _client_name() -> str:
@@ -65,10 +67,7 @@ class Session:
         opt = self._opt
         where = f"{opt.host}:{opt.port}"
         deadline = time.monotonic() + opt.connect_timeout_s
-        try:
-            sock = socket.create_connection((opt.host, opt.port), timeout=opt.connect_timeout_s)
-        except OSError as exc:
-            raise SessionError(f"cannot connect to gateway {where}: {exc.strerror or exc}") from None
+        sock = self._connect(deadline, where)
         self._sock = sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -139,6 +138,20 @@ class Session:
         return sorted(self._produced)
 
     # ---- control phase
+    def _connect(self, deadline: float, where: str) -> socket.socket:
+        """Connect within `deadline`, heartbeating the feed at least every `_BLOCK_SLICE` s."""
+        while True:
+            self._ctx.heartbeat()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionError(f"cannot connect to gateway {where}: timed out")
+            try:
+                return socket.create_connection((self._opt.host, self._opt.port), timeout=min(remaining, _BLOCK_SLICE))
+            except TimeoutError:
+                continue  # a silent network: try again until the deadline, the feed still alive
+            except OSError as exc:
+                raise SessionError(f"cannot connect to gateway {where}: {exc.strerror or exc}") from None
+
     def _control_phase(self, sock: socket.socket, deadline: float, where: str) -> bytes:
         opt = self._opt
         lines = lsg.LineBuffer()
@@ -170,17 +183,17 @@ class Session:
         sock.sendall(out)
         return lines.rest()
 
-    @staticmethod
-    def _read_line(sock: socket.socket, lines: lsg.LineBuffer, deadline: float) -> bytes:
+    def _read_line(self, sock: socket.socket, lines: lsg.LineBuffer, deadline: float) -> bytes:
         while (line := lines.next_line()) is None:
+            self._ctx.heartbeat()  # a silent gateway must not look like a hung feed
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SessionError("gateway did not complete the control phase in time")
-            sock.settimeout(remaining)
+            sock.settimeout(min(remaining, _BLOCK_SLICE))
             try:
                 data = sock.recv(1 << 16)
             except TimeoutError:
-                raise SessionError("gateway did not complete the control phase in time") from None
+                continue
             if not data:
                 raise SessionError("gateway closed the connection during the control phase")
             lines.feed(data)
