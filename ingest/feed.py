@@ -65,6 +65,7 @@ class FeedRuntime:
         self._logged: set[str] = set()
         self._refused: set[Refusal] = set()
         self._bad_symbols: set[str] = set()
+        self._delivered: np.ndarray | None = None
         self.stop_requested = False
 
     # ---- FeedContext
@@ -131,6 +132,8 @@ class FeedRuntime:
         ids = batch["instrument_id"].astype(np.int64)
         known = ids < len(self._partition)
         parts = np.where(known, self._partition[np.where(known, ids, 0)], -1)
+        if self._delivered is not None:
+            batch, parts = self._drop_delivered(batch, parts)
         unknown = int(np.count_nonzero(parts < 0))
         if unknown:
             self.count(CounterName.MALFORMED, unknown)
@@ -142,6 +145,30 @@ class FeedRuntime:
             part = batch[parts == p]
             if len(part):
                 self._publish(p, part, should_stop)
+
+    def resume(self, session: FeedSession) -> None:
+        """After a restart, a session that can replay its input from the start (`resume`) is
+        told how far the rings got; `route` then drops exactly what each ring already has.
+        The rings' own counters survive the crash and count a batch cut short by it."""
+        delivered = np.array([ring.produced + ring.dropped for ring in self._rings], np.int64)
+        resume = getattr(session, "resume", None)
+        if resume is None or not delivered.any():
+            return
+        self._delivered = delivered
+        resume(int(delivered.sum()))
+        self.event(EventKind.RESTART, f"resuming after {int(delivered.sum())} records delivered before the restart")
+
+    def _drop_delivered(self, batch: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Drop the first records of each partition that its ring already holds."""
+        assert self._delivered is not None
+        keep = np.ones(len(batch), np.bool_)
+        for p in np.flatnonzero(self._delivered).tolist():
+            seen = np.flatnonzero(parts == p)[: self._delivered[p]]
+            keep[seen] = False
+            self._delivered[p] -= len(seen)
+        if not self._delivered.any():
+            self._delivered = None
+        return batch[keep], parts[keep]
 
     def _refuse_impossible(self, batch: np.ndarray) -> np.ndarray:
         """Count and drop records no vendor could mean (`streamctl.ingest.validation`); the first
@@ -221,6 +248,7 @@ def run_feed(spec: FeedSpec) -> int:
     try:
         session = _build_session(spec, runtime)
         session.open()
+        runtime.resume(session)
         if not runtime.attempt_in_progress():  # else the reconnect policy has said RECONNECTING
             child.ready()
         while not should_stop():

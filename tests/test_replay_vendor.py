@@ -69,8 +69,10 @@ def ctx():
         reg.unlink()
 
 
-def run(options: Options, ctx: Ctx, feed: Feed | None = None, *, limit: int | None = None, timeout: float = 0.05):
-    """Poll until EndOfInput (or `limit` records); every wait bounded by a deadline."""
+def run(options: Options, ctx: Ctx, feed: Feed | None = None, *, limit: int | None = None, timeout: float = 0.05,
+        failures: list[SessionError] | None = None):
+    """Poll until EndOfInput (or `limit` records); every wait bounded by a deadline. With
+    `failures`, a `SessionError` also ends the replay and is appended there."""
     session = Session(options, feed or Feed(), ctx)
     session.open()
     out = []
@@ -81,6 +83,11 @@ def run(options: Options, ctx: Ctx, feed: Feed | None = None, *, limit: int | No
             try:
                 batch = session.poll(timeout)
             except EndOfInput:
+                break
+            except SessionError as exc:
+                if failures is None:
+                    raise
+                failures.append(exc)
                 break
             if batch is not None:
                 assert batch.dtype == RECORD_DTYPE and 0 < len(batch) <= options.batch
@@ -218,8 +225,11 @@ def test_corrupt_dbn_counts_malformed_keeps_the_rest(ctx, tmp_path):
     data = bytes(data[:-10])  # and a truncated last record
     bad = tmp_path / "bad.dbn"
     bad.write_bytes(data)
-    recs, _ = run(Options(files=[str(bad)]), ctx)
+    failures: list[SessionError] = []
+    recs, _ = run(Options(files=[str(bad)]), ctx, failures=failures)
     assert len(recs) == 118 and ctx.counters["malformed"] == 2
+    # ... and the cut last record fails the replay once the complete records are out (issue 8, defect 4)
+    assert [str(f) for f in failures] == ["`bad.dbn` truncated: last DBN record cut short (38 bytes); 118 records read"]
 
 
 def test_bad_metadata_is_a_session_error(ctx, tmp_path):
@@ -315,3 +325,63 @@ def test_tabular_missing_column_is_a_session_error(ctx, tmp_path):
     f.write_text("time,symbol,price\n1,A,1\n")
     with pytest.raises(SessionError, match="`ts_event` column"):
         run(Options(files=[str(f)]), ctx)
+
+
+# ---- files that end early or are empty (issue 8, defect 4): reported, never a quiet short replay
+
+
+def _cut(tmp_path, source: str, name: str, end: int) -> str:
+    data = open(source, "rb").read()
+    assert 0 <= end < len(data)
+    path = tmp_path / name
+    path.write_bytes(data[:end])
+    return str(path)
+
+
+@pytest.mark.parametrize("end", [5, 100, 1076, 2150, 2152], ids=lambda e: f"at{e}")
+def test_truncated_zstd_fails_with_records_read(ctx, tmp_path, end):
+    path = _cut(tmp_path, TRADES, "cut.dbn.zst", end)  # 2153 bytes: frames of metadata, then records
+    failures: list[SessionError] = []
+    recs, _ = run(Options(files=[path]), ctx, failures=failures)
+    assert len(failures) == 1 and failures[0].retry is False
+    message = str(failures[0])
+    assert message.startswith("`cut.dbn.zst` truncated: ") and message.endswith(f"; {len(recs)} records read")
+    assert "zstd frame cut short" in message or "metadata cut short" in message, message
+    assert len(recs) < 120 or end >= 2150  # the last bytes of a frame are its checksum: every record, still cut
+
+
+@pytest.mark.parametrize(("end", "what", "n"), [
+    (50, "truncated: DBN metadata cut short", 0),
+    (-48 * 70 - 5, "truncated: last DBN record cut short (43 bytes)", 49),
+    (-1, "truncated: last DBN record cut short (47 bytes)", 119),
+], ids=["metadata", "mid", "last-byte"])
+def test_truncated_dbn_fails_after_the_complete_records(ctx, tmp_path, end, what, n):
+    plain = tmp_path / "plain.dbn"
+    plain.write_bytes(read_file(TRADES))
+    path = _cut(tmp_path, str(plain), "cut.dbn", end % plain.stat().st_size)
+    failures: list[SessionError] = []
+    recs, _ = run(Options(files=[path]), ctx, failures=failures)
+    assert [str(f) for f in failures] == [f"`cut.dbn` {what}; {n} records read"]
+    if n:
+        es = ctx.registry.lookup("ESU4")
+        assert np.array_equal(recs, expected(str(plain), {118: es})[:n])  # nothing before the cut is lost
+    assert len(recs) == n
+
+
+@pytest.mark.parametrize("name", ["empty.dbn", "empty.dbn.zst", "empty-frame.dbn.zst"])
+def test_empty_file_fails(ctx, tmp_path, name):
+    import zstandard
+
+    path = tmp_path / name
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"") if name.startswith("empty-frame") else b"")
+    failures: list[SessionError] = []
+    recs, _ = run(Options(files=[str(path)]), ctx, failures=failures)
+    assert len(recs) == 0 and [str(f) for f in failures] == [f"`{name}` is empty; 0 records read"]
+
+
+def test_truncated_second_file_fails_after_the_first(ctx, tmp_path):
+    path = _cut(tmp_path, MBO, "cut.dbn.zst", os.path.getsize(MBO) // 2)
+    failures: list[SessionError] = []
+    recs, _ = run(Options(files=[TRADES, path]), ctx, failures=failures)
+    assert len(failures) == 1 and "`cut.dbn.zst` truncated: zstd frame cut short" in str(failures[0])
+    assert len(recs) > 120 and str(failures[0]).endswith(f"; {len(recs) - 120} records read")

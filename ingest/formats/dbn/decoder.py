@@ -15,7 +15,7 @@ Conversion rules (documented in ``docs/replay.md``):
 - symbol mapping (0x16) -> `DecodedBatch.mappings`; system (0x17) -> ``system``;
   error (0x15) -> ``errors``; other known record types are counted in ``skipped`` by name;
   an unknown rtype, an invalid action/side byte, a corrupt header or a truncated trailing
-  record (at `finish`) counts in ``malformed``. A corrupt header resynchronizes on the next
+  record (at `finish`) counts in ``malformed`` (and its bytes in ``truncated``). A corrupt header resynchronizes on the next
   pair of valid headers; nothing decoded before the damage is lost.
 - prices stay DBN's int64 1e-9 fixed point; ``sequence``, ``flags`` (F_LAST, F_SNAPSHOT,
   F_BAD_TS_RECV: the same bits as `Flag`) carry over; ``ts_event`` is the DBN ts_event
@@ -129,6 +129,9 @@ class DecodedBatch:
     """Well-formed MBO events inconsistent with the book state (see `MBO_ANOMALIES`)."""
     consumed: int = 0
     """Input bytes consumed by this call (metadata included)."""
+    truncated: int = 0
+    """Bytes of a last record cut short by the end of the input (only from `finish`; that
+    record also counts in ``malformed``): a file that ends here was cut, not finished."""
 
     def merge(self, other: DecodedBatch) -> DecodedBatch:
         """One batch holding both (records concatenated in order)."""
@@ -142,6 +145,7 @@ class DecodedBatch:
             np.concatenate([self.records, other.records]), self.mappings + other.mappings,
             self.system + other.system, self.errors + other.errors, skipped,
             self.malformed + other.malformed, anomalies, self.consumed + other.consumed,
+            self.truncated + other.truncated,
         )
 
 
@@ -315,6 +319,7 @@ class DbnDecoder:
             read_metadata(self._take())
         if self._pending:
             batch.malformed += 1
+            batch.truncated = self._pending
             batch.consumed += self._pending
             self._chunks, self._pending = [], 0
         self._resyncing = False

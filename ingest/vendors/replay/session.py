@@ -9,6 +9,10 @@ from scratch and does not shift timestamps, so every loop yields identical recor
 
 Pacing uses the running maximum of ``ts_event`` (out-of-order events never wait) and skips
 records flagged SNAPSHOT (a book snapshot is state, not time: it goes out at once).
+
+A file that ends early (a zstd frame, the metadata or the last record cut short) or is empty
+fails the session once its complete records are out. A restarted feed calls `Session.resume`:
+the files are decoded again from the start and what was delivered goes out unpaced.
 """
 
 from __future__ import annotations
@@ -42,8 +46,11 @@ class Session:
         self._pace = np.zeros(0, np.int64)
         self._pos = 0
         self._loop_records = 0
+        self._ahead = 0
+        """Records still to hand out unpaced: delivered before a restart (see `resume`)."""
         self.loops = 0
         """Completed passes over all files."""
+        self._t0: int | None = None
         self._reset_clock()
 
     # ---- FeedSession face
@@ -64,7 +71,11 @@ class Session:
             if time.monotonic() > deadline and self._pos >= len(self._pending):
                 return None
         end = min(self._pos + self._opt.batch, len(self._pending))
-        if self._opt.speed != "max":
+        if self._ahead:
+            end = min(end, self._pos + self._ahead)
+            self._ahead -= end - self._pos
+            self._t0 = None  # pacing starts again at the first record not yet delivered
+        elif self._opt.speed != "max":
             end = self._due(end, deadline)
             if end <= self._pos:
                 return None
@@ -74,6 +85,12 @@ class Session:
             self._pending = self._pending[:0]
             self._pos = 0
         return out
+
+    def resume(self, delivered: int) -> None:
+        """This feed was restarted after `delivered` records reached its rings: replay from
+        the start (an MBO book must see every record) but hand those out without pacing; the
+        feed loop drops them again, exactly, ring by ring."""
+        self._ahead = delivered
 
     def close(self) -> None:
         if self._source is not None:
@@ -143,7 +160,7 @@ class Session:
         self._ctx.progress(done, float(sum(self._sizes)))
 
     def _reset_clock(self) -> None:
-        self._t0: int | None = None
+        self._t0 = None
         self._wall0 = 0.0
         self._clock = np.iinfo(np.int64).min
 

@@ -33,6 +33,8 @@ from streamctl.shm.stats import CounterName
 __all__ = ["ReplayState", "DbnSource", "TabularSource"]
 
 _CHUNK_BYTES = 1 << 20
+_ZSTD_INPUT_BYTES = 1 << 17
+"""Compressed bytes decompressed at a time (a chunk overshoots `_CHUNK_BYTES` by at most that, decompressed)."""
 _KEEP_PLAIN_BYTES = 256 << 20
 """Decompressed bytes of files a looping replay keeps to read again."""
 
@@ -92,15 +94,17 @@ class DbnSource:
         if path in state.plain:
             self._reader = io.BytesIO(state.plain[path])
         elif head == ZSTD_MAGIC:
-            import zstandard
-
-            self._reader = zstandard.ZstdDecompressor().stream_reader(self._fh, read_across_frames=True)
+            self._reader = _ZstdFrames(self._fh)
         previous = state.books.get(path)
         self._decoder = DbnDecoder(ts_recv="record", book=previous.sized_like() if previous is not None else None)
         state.books[path] = self._decoder.book
         self._symbols: dict[int, str] = {}
         self._imap = InstrumentMap()
         self._eof = False
+        self._records = 0
+        """Records decoded from this file so far (before the symbol filter)."""
+        self._failure: SessionError | None = None
+        """Why the file ended early (cut short, empty), raised once its last records are out."""
 
     @property
     def fraction(self) -> float:
@@ -109,15 +113,23 @@ class DbnSource:
         return 1.0 if self._eof or not self._size else min(self._fh.tell() / self._size, 1.0)
 
     def read(self) -> np.ndarray | None:
-        """The next decoded records (possibly empty), None at the end of the file."""
+        """The next decoded records (possibly empty), None at the end of the file.
+
+        Raises `SessionError` (no retry) after the last records of a file that was cut short
+        (a zstd frame, the metadata or the last record) or is empty.
+        """
+        if self._failure is not None:
+            raise self._failure
         if self._eof:
             return None
+        unreadable = False
         try:
             chunk = self._reader.read(_CHUNK_BYTES)
         except Exception as exc:  # zstd corruption, I/O error
             self._ctx.count(CounterName.MALFORMED)
             self._ctx.event(EventKind.ERROR, f"`{self._path}`: cannot read further: {exc}")
             chunk = b""
+            unreadable = True
             self._keep = None
         if self._keep is not None:
             self._keep.append(chunk)
@@ -133,11 +145,31 @@ class DbnSource:
                 self._eof = True
                 batch = self._decoder.finish()
         except DbnError as exc:
+            if not chunk and self._decoder.metadata is None:
+                raise self._cut_short("truncated: DBN metadata cut short") from None
             raise SessionError(f"`{self._path}`: {exc}", retry=False) from None
         if self._decoder.metadata is not None and not self._symbols:
             self._symbols = metadata_symbols(self._decoder.metadata)
+        self._records += len(batch.records)
+        if self._eof and not unreadable:
+            self._failure = self._end_problem(batch)
         self._account(batch)
         return self._map(batch.records)
+
+    def _end_problem(self, last: DecodedBatch) -> SessionError | None:
+        """What is wrong with how the file ended, if anything (a corrupt zstd stream was
+        already reported as an error event; this is about input that simply stops)."""
+        if isinstance(self._reader, _ZstdFrames) and self._reader.cut_short:
+            return self._cut_short("truncated: zstd frame cut short")
+        if last.truncated:
+            return self._cut_short(f"truncated: last DBN record cut short ({last.truncated} bytes)")
+        if self._decoder.metadata is None:
+            return self._cut_short("is empty")
+        return None
+
+    def _cut_short(self, what: str) -> SessionError:
+        """The failure of a file that ends early; the base name keeps status `detail` short."""
+        return SessionError(f"`{os.path.basename(self._path)}` {what}; {self._records} records read", retry=False)
 
     def _account(self, batch: DecodedBatch) -> None:
         ctx, announced = self._ctx, self._state.announced
@@ -179,6 +211,38 @@ class DbnSource:
         if self._reader is not self._fh:
             self._reader.close()
         self._fh.close()
+
+
+class _ZstdFrames:
+    """A zstd stream read frame by frame, so that input ending inside a frame shows
+    (`cut_short`); zstandard's stream reader returns such input as a clean end."""
+
+    def __init__(self, fh) -> None:
+        import zstandard
+
+        self._fh = fh
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame: zstandard.ZstdDecompressionObj | None = None
+        self.cut_short = False
+
+    def read(self, size: int = -1, /) -> bytes:
+        """About `size` decompressed bytes (at least that, unless the file ends; b"" at the end)."""
+        out: list[bytes] = []
+        got = 0
+        while got < size or size < 0:
+            data = self._fh.read(_ZSTD_INPUT_BYTES)
+            if not data:
+                self.cut_short = self._frame is not None
+                break
+            while data:
+                frame = self._frame or self._dctx.decompressobj()
+                out.append(frame.decompress(data))
+                got += len(out[-1])
+                data, self._frame = (frame.unused_data, None) if frame.eof else (b"", frame)
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._frame = None
 
 
 class TabularSource:
