@@ -68,7 +68,7 @@ class Session:
         frac = np.arange(1, n + 1, dtype=np.float64) / n
         batch["ts_event"] = self._last_ns + (frac * (now - self._last_ns)).astype(np.int64)
         batch["ts_recv"] = now
-        batch["flags"] |= Flag.LAST  # every simulated event is one record
+        batch["flags"] |= np.uint8(Flag.LAST)  # every simulated event is one record
         self._last_ns = now
         self._emitted += n
         return batch
@@ -89,6 +89,6 @@ class Session:
         index = np.arange(self._emitted, self._emitted + n, dtype=np.float64)
         batch["ts_event"] = opt.start_ns + np.floor(index * step_ns).astype(np.int64)
         batch["ts_recv"] = batch["ts_event"]
-        batch["flags"] |= Flag.LAST
+        batch["flags"] |= np.uint8(Flag.LAST)
         self._emitted += n
         return batch
