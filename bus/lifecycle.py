@@ -86,26 +86,35 @@ def setup_child(name: str, cpu: int | None) -> StopFlag:
     return flag
 
 
+def _wait_for_exit(pid: int, started: float) -> None:
+    """Return once the process `pid` started at `started` has exited: blocked on a pidfd (opened,
+    then checked, so a reused pid is never waited on), or where there is none (macOS, Linux < 5.3)
+    by checking every second."""
+    from streamctl.shm.segments import process_alive
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        while process_alive(pid, started):
+            time.sleep(1.0)
+        return
+    try:
+        if process_alive(pid, started):
+            select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
 def watch_supervisor(pid: int, started: float, *, grace: float = ORPHAN_GRACE) -> None:
     """SIGTERM this process as soon as the supervisor (`pid`, started at `started`) exits, and
     SIGKILL it `grace` seconds later if the polite stop has not ended it.
 
-    A daemon thread blocks on a pidfd of the supervisor: no polling, no cost while it lives.
+    The wait runs on a daemon thread that blocks on the supervisor's pidfd: no cost while it lives.
     """
-    from streamctl.shm.segments import process_alive
-
-    fd: int | None
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        fd = None
-    if fd is not None and not process_alive(pid, started):  # opened, then checked: no pid reuse race
-        os.close(fd)
-        fd = None
-
     def wait_then_stop() -> None:
-        if fd is not None:
-            select.select([fd], [], [])
+        _wait_for_exit(pid, started)
         log.warning("supervisor %d is gone; stopping", pid)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(grace)
