@@ -3,18 +3,28 @@
 Pinning, dying with the supervisor, and turning SIGTERM into a polite stop flag. Ctrl-C
 reaches the whole foreground process group; children ignore SIGINT so that the supervisor
 alone decides the stop order (feeds first, then workers drain, then the hub).
+
+A child's parent is the forkserver, not the supervisor, and the forkserver outlives a
+killed supervisor (every child holds its "alive" pipe open), so PR_SET_PDEATHSIG and
+getppid() never notice. Each child therefore watches the supervisor itself: the creator of
+the process table, through a pidfd (see docs/architecture.md, "When the supervisor dies").
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
+import threading
 import time
 
-__all__ = ["pin_to_cpu", "StopFlag", "setup_child", "ChildSlot"]
+__all__ = ["pin_to_cpu", "StopFlag", "setup_child", "ChildSlot", "watch_supervisor"]
 
 log = logging.getLogger("streamctl")
+
+ORPHAN_GRACE = 10.0
+"""Seconds an orphaned child gets for its polite stop before it SIGKILLs itself."""
 
 
 def pin_to_cpu(cpu: int | None) -> None:
@@ -76,6 +86,44 @@ def setup_child(name: str, cpu: int | None) -> StopFlag:
     return flag
 
 
+def _wait_for_exit(pid: int, started: float) -> None:
+    """Return once the process `pid` started at `started` has exited: blocked on a pidfd (opened,
+    then checked, so a reused pid is never waited on), or where there is none (macOS, Linux < 5.3)
+    by checking every second."""
+    from streamctl.shm.segments import process_alive
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        while process_alive(pid, started):
+            time.sleep(1.0)
+        return
+    try:
+        if process_alive(pid, started):
+            select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
+def watch_supervisor(pid: int, started: float, *, grace: float = ORPHAN_GRACE) -> None:
+    """SIGTERM this process as soon as the supervisor (`pid`, started at `started`) exits, and
+    SIGKILL it `grace` seconds later if the polite stop has not ended it.
+
+    The wait runs on a daemon thread that blocks on the supervisor's pidfd: no cost while it lives.
+    """
+    def wait_then_stop() -> None:
+        _wait_for_exit(pid, started)
+        log.warning("supervisor %d is gone; stopping", pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        log.error("still running %.0f s after the supervisor died; killing myself", grace)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=wait_then_stop, name="supervisor-watch", daemon=True).start()
+
+
 class ChildSlot:
     """This process's row in the plant's process table: claimed at start, closed at exit."""
 
@@ -84,6 +132,8 @@ class ChildSlot:
 
         self._state = State
         self.table = ProcessTable.attach(stats)
+        supervisor = self.table.header  # the supervisor made the table
+        watch_supervisor(supervisor.creator_pid, supervisor.creator_start)
         self.slot = self.table.slot(index)
         self.slot.set("pid", os.getpid())
         self.slot.set("started_ns", time.time_ns())

@@ -260,28 +260,34 @@ def validate(config: str) -> None:
 @cli.command()
 @click.option("--name", default=None, help="Only this plant's leftovers.")
 def clean(name: str | None) -> None:
-    """Remove what dead plants left behind: segments, manifests, sockets."""
-    removed = _clean(name)
+    """Remove what dead plants left behind: segments, manifests, sockets (never what a live process uses)."""
+    removed, kept = _clean(name)
     click.echo("\n".join(f"removed {item}" for item in removed) if removed else "nothing to clean")
+    if kept:
+        click.echo("\n".join(f"error: kept {item}" for item in kept), err=True)
+        sys.exit(EXIT_FAILED)
 
 
-def _clean(name: str | None) -> list[str]:
-    from streamctl.cli.runtime import read_manifest, remove_manifest, run_dir, supervisor_alive
-    from streamctl.shm.segments import sweep
+def _clean(name: str | None) -> tuple[list[str], list[str]]:
+    """Remove the leftovers of dead plants; returns (removed, kept and why)."""
+    from streamctl.cli.runtime import read_manifest, remove_manifest, run_dir, stale_sockets, supervisor_alive
+    from streamctl.shm.segments import orphaned, sweep
 
     removed = [f"/dev/shm/{seg}" for seg in sweep(name)]
+    in_use = orphaned(name)  # creator dead, users alive: an orphaned plant's children
+    kept = [f"/dev/shm/{seg}: its plant's supervisor is dead but pid(s) {', '.join(map(str, sorted(pids)))} "
+            "still use it; stop them, then clean again" for seg, pids in in_use.items()]
     for path in run_dir().glob("*.json"):
         manifest = read_manifest(path.stem)
         if name is not None and path.stem != name:
             continue
-        if not supervisor_alive(manifest):
+        if not supervisor_alive(manifest) and not (in_use and orphaned(path.stem)):
             remove_manifest(path.stem)
             removed.append(str(path))
-            sock = run_dir() / f"{path.stem}.pub"
-            if sock.exists():
-                sock.unlink()
-                removed.append(str(sock))
-    return removed
+    for sock in stale_sockets(name):
+        sock.unlink(missing_ok=True)
+        removed.append(str(sock))
+    return removed, kept
 
 
 # ---------------------------------------------------------------------------------------------- replay

@@ -2,7 +2,8 @@
 
 `streamctl up` writes ``<run dir>/<plant>.json`` (supervisor pid and start time, endpoints,
 segments, state) and removes it on a clean stop; `status`, `tail`, `down` and `clean` read
-it. The run directory is ``$STREAMCTL_RUN_DIR``, else ``$XDG_RUNTIME_DIR/streamctl``, else
+it. Sockets live beside it: each plant's internal `<plant>.pub`, and the public
+`replay-<pid>.out` of `streamctl replay`. The run directory is ``$STREAMCTL_RUN_DIR``, else ``$XDG_RUNTIME_DIR/streamctl``, else
 ``/tmp/streamctl-<uid>``.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from streamctl.shm.segments import process_alive
 
 __all__ = ["run_dir", "manifest_path", "write_manifest", "read_manifest", "remove_manifest", "running_plants",
-           "supervisor_alive", "internal_endpoint"]
+           "supervisor_alive", "internal_endpoint", "stale_sockets"]
 
 
 def run_dir() -> Path:
@@ -79,3 +80,30 @@ def running_plants() -> list[dict[str, Any]]:
     """Manifests whose supervisor is alive."""
     manifests = (read_manifest(path.stem) for path in sorted(run_dir().glob("*.json")))
     return [data for data in manifests if data is not None and supervisor_alive(data)]
+
+
+def _listening_sockets() -> set[str]:
+    """Paths of the unix sockets some live process listens on (from ``/proc/net/unix``)."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:  # pragma: no cover - not Linux
+        return set()
+    # Num RefCount Protocol Flags Type St Inode [Path]; flag 0x10000 is __SO_ACCEPTCON (listening)
+    return {fields[7] for fields in map(str.split, lines) if len(fields) >= 8 and int(fields[3], 16) & 0x10000}
+
+
+def stale_sockets(plant: str | None = None) -> list[Path]:
+    """Socket files in the run directory that nobody listens on and whose plant's supervisor is
+    dead: what a killed plant or replay left behind (optionally only those of `plant`)."""
+    listening = _listening_sockets()
+    stale = []
+    for path in sorted(run_dir().iterdir()):
+        if plant is not None and path.stem != plant:
+            continue
+        try:
+            is_socket = stat.S_ISSOCK(path.lstat().st_mode)
+        except OSError:
+            continue
+        if is_socket and str(path) not in listening and not supervisor_alive(read_manifest(path.stem)):
+            stale.append(path)
+    return stale

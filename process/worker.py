@@ -29,6 +29,12 @@ _DRAIN_SECONDS = 5.0
 """At stop, the longest the worker keeps reading its rings before it flushes."""
 _CLOSE_LINGER_MS = 10_000
 """At stop, queued messages (the flushed bars) get this long to reach the hub."""
+_DEEP_IDLE_AFTER = 0.05
+"""Seconds of empty rings after which an idle worker may sleep up to `_DEEP_IDLE_SLEEP`."""
+_DEEP_IDLE_SLEEP = 1e-3
+"""Longest sleep of a worker idle for `_DEEP_IDLE_AFTER`: ~1,000 wake-ups a second instead of
+~5,000 at 100 us, and the first tick after a quiet spell waits at most this long. Under load the
+rings are never empty that long, so `max_idle_sleep` stays the latency floor."""
 
 
 class RingSource(msgspec.Struct, frozen=True):
@@ -116,7 +122,8 @@ class Worker:
         self.registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
         self.symbols: list[str] = []
         self.maps = [_SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
-        self.idle = IdleStrategy(max_sleep=spec.max_idle_sleep)
+        self.idle = IdleStrategy(max_sleep=spec.max_idle_sleep, deep_after=_DEEP_IDLE_AFTER,
+                                 deep_sleep=max(spec.max_idle_sleep, _DEEP_IDLE_SLEEP))
         self.clocks = [FeedClock(wall_clocked=s.wall_clock) for s in spec.sources]
         self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
         """Replay only: records read since the last fixed batch boundary, per ring."""

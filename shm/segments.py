@@ -57,6 +57,8 @@ __all__ = [
     "sweep",
     "creator_alive",
     "process_alive",
+    "segment_users",
+    "orphaned",
     "read_header",
     "LAYOUT_VERSION",
 ]
@@ -401,6 +403,11 @@ class SegmentView:
         """Remove the segment's name (the owner, on stop). Attached processes keep their mapping."""
         self._seg.unlink()
 
+    @property
+    def header(self) -> SegmentHeader:
+        """The common header: kind, layout, creator (pid and start time), plant."""
+        return self._seg.header
+
     def __enter__(self) -> Self:
         return self
 
@@ -484,21 +491,52 @@ def _young(name: str) -> bool:
     return time.time() - st.st_mtime < _GRACE
 
 
+def segment_users() -> dict[str, set[int]]:
+    """Our segments that some other live process has mapped, with those processes' pids.
+
+    Read from ``/proc/<pid>/maps``: the kernel's word on who still uses a segment, whoever
+    made it and whatever manifest or process table says (a plant child orphaned by a killed
+    supervisor, a `status` reading it). The calling process is left out.
+    """
+    users: dict[str, set[int]] = {}
+    prefix = f" {SHM_DIR}/{PREFIX}".encode()
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/maps", "rb") as fh:
+                maps = fh.read()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        for line in maps.splitlines():
+            at = line.find(prefix)
+            if at >= 0 and not line.endswith(b" (deleted)"):
+                users.setdefault(line[at + len(SHM_DIR) + 2:].decode(), set()).add(int(entry.name))
+    return users
+
+
+def _stale(name: str, header: SegmentHeader | None) -> bool:
+    """Its creator is dead (pid and start time), or it is garbage nobody is writing right now."""
+    if header is None or header.kind is None:
+        return not _young(name)
+    return not creator_alive(header)  # whatever its layout version
+
+
 def sweep(plant: str | None = None) -> list[str]:
     """Remove our segments whose creator is dead or whose header is garbage; return their names.
 
     A garbage header younger than a couple of seconds is left alone: its creator may be
-    writing it right now.
+    writing it right now. So is a segment another live process still maps (`segment_users`):
+    its creator may be dead while its users (orphaned children) still read and write it.
     """
-    removed = []
-    for name, header in list_segments(plant):
-        if header is None or header.kind is None or header.version != LAYOUT_VERSION[header.kind]:
-            if header is not None and header.kind is not None:
-                stale = not creator_alive(header)  # other layout: only remove if its creator died
-            else:
-                stale = not _young(name)
-        else:
-            stale = not creator_alive(header)
-        if stale and _unlink_quiet(name):
-            removed.append(name)
-    return removed
+    in_use = segment_users()
+    return [name for name, header in list_segments(plant)
+            if _stale(name, header) and name not in in_use and _unlink_quiet(name)]
+
+
+def orphaned(plant: str | None = None) -> dict[str, set[int]]:
+    """Segments whose creator is dead but that live processes still map (which `sweep` keeps),
+    with those processes' pids."""
+    in_use = segment_users()
+    return {name: in_use[name] for name, header in list_segments(plant) if name in in_use and _stale(name, header)}

@@ -30,6 +30,7 @@ from streamctl.shm.segments import (
     creator_alive,
     list_segments,
     open_segment,
+    orphaned,
     read_header,
     segment_name,
     sweep,
@@ -190,6 +191,38 @@ def test_sweep_detects_pid_reuse_by_start_time(plant):
         assert not creator_alive(read_header(seg.name))
         assert sweep(plant) == [seg.name]
     finally:
+        seg.close()
+        seg.unlink()
+
+
+_ATTACH_AND_HOLD = """
+import sys
+from streamctl.shm.segments import Segment
+seg = Segment.open(sys.argv[1])
+print("attached", flush=True)
+sys.stdin.read()  # holds the mapping until the test closes our stdin
+"""
+
+
+def test_sweep_keeps_a_dead_creators_segment_while_a_live_process_maps_it(plant):
+    """A killed supervisor's segments stay while its orphaned children still use them."""
+    seg = Segment.create(segment_name(plant, "orphan"), 4096, kind=SegmentKind.RING, plant=plant)
+    user = subprocess.Popen([sys.executable, "-c", _ATTACH_AND_HOLD, seg.name], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert user.stdout is not None and user.stdin is not None
+        assert user.stdout.readline() == "attached\n"
+        _poke(seg.name, 24, struct.pack("<d", seg.header.creator_start - 3600))  # its creator is "dead"
+        assert not creator_alive(read_header(seg.name))
+        assert sweep(plant) == []
+        assert orphaned(plant) == {seg.name: {user.pid}}
+        user.stdin.close()
+        user.wait(30)
+        assert orphaned(plant) == {}
+        assert sweep(plant) == [seg.name]
+    finally:
+        user.kill()
+        user.wait(10)
         seg.close()
         seg.unlink()
 
