@@ -21,7 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from streamctl.bus import rawpack, wire
 from streamctl.bus.curve import CurveClient
-from streamctl.bus.sockets import close_socket, stop_monitor
+from streamctl.bus.sockets import close_socket, queued, stop_monitor
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
 __all__ = ["Publisher"]
@@ -354,12 +354,7 @@ class Publisher:
     def _drain_subscriptions(self) -> None:
         """Read the subscription notices the XPUB has queued (it filters by itself)."""
         self._next_drain = self.messages_out + _DRAIN_EVERY
-        sock = self._sock
-        while True:
-            try:
-                notice = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for notice in queued(self._sock.recv):
             if notice[1:] == wire.SYNC_SUBSCRIPTION:
                 self._subscribed = True
 

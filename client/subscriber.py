@@ -28,7 +28,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from streamctl.bus import wire
 from streamctl.bus.curve import CurveClient
-from streamctl.bus.sockets import close_socket
+from streamctl.bus.sockets import close_socket, queued
 
 __all__ = ["Subscriber", "SequenceGap", "DecodeError", "Reconnect", "SubscriberError"]
 
@@ -360,12 +360,7 @@ class Subscriber:
         return n
 
     def _drain_monitor(self) -> None:
-        mon = self._monitor
-        while True:
-            try:
-                frames = mon.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in queued(self._monitor.recv_multipart):
             event = parse_monitor_message(frames)["event"]
             if event == zmq.EVENT_DISCONNECTED:
                 self.connected = False

@@ -56,33 +56,39 @@ def test_the_hub_lets_in_only_the_plant_client_key(tmp_path, cleanup):
     server, client = plant_keys()
     proxy = Proxy(frontend=f"ipc://{tmp_path}/in.ipc", backend="tcp://127.0.0.1:*", sndhwm=1000,
                   frontend_curve=server)
-    proxy.start()
-    cleanup.append(type("Stop", (), {"close": lambda self: proxy.stop()})())
-    sub = Subscriber(proxy.backend_endpoint or "")
-    cleanup.append(sub)
-    sub.subscribe("bar.60s.AAPL", "event.")
     ctx = zmq.Context()
-    cleanup.append(type("Term", (), {"close": lambda self: ctx.destroy(0)})())
-    stranger = msgspec.structs.replace(client, **dict(zip(("public_key", "secret_key"), zmq.curve_keypair(),
-                                                          strict=True)))
-    forgers = [_forger(ctx, proxy.frontend_endpoint or ""), _forger(ctx, proxy.frontend_endpoint or "", stranger)]
-    pub = Publisher(proxy.frontend_endpoint or "", src="worker-0", curve=client)
-    cleanup.append(pub)
-    forged = []
-    sub.on_bar(lambda bar: forged.append(bar) if bar.open == _FORGED_OPEN else None)
-    probes = []
-    sub.on_event(probes.append)
+    proxy.start()
+    try:
+        frontend, backend = proxy.frontend_endpoint or "", proxy.backend_endpoint or ""
+        stranger_public, stranger_secret = zmq.curve_keypair()
+        stranger = msgspec.structs.replace(client, public_key=stranger_public, secret_key=stranger_secret)
+        forgers = [_forger(ctx, frontend), _forger(ctx, frontend, stranger)]
+        sub = Subscriber(backend)
+        cleanup.append(sub)
+        pub = Publisher(frontend, src="worker-0", curve=client)
+        cleanup.append(pub)
+        forged, probes = [], []
+        sub.on_bar(lambda bar: forged.append(bar) if bar.open == _FORGED_OPEN else None)
+        sub.on_event(probes.append)
+        sub.subscribe("bar.60s.AAPL", "event.")
 
-    def step() -> None:
-        for sock in forgers:
-            sock.send_multipart(_forged_bar())
-        pub.publish(*probe("worker-0"))
-        sub.poll(0.02)
+        def step() -> None:
+            for sock in forgers:
+                sock.send_multipart(_forged_bar())
+            pub.publish(*probe("worker-0"))
+            sub.poll(0.02)
 
-    wait_until(lambda: (proxy.stats() or wire.Event).refused >= 1, 30, "the stranger's key to be refused", step)
-    seen = len(probes)
-    wait_until(lambda: len(probes) >= seen + 20, 30, "20 more probes from the plant's publisher", step)
-    assert forged == []
+        def refused() -> int:
+            stats = proxy.stats()
+            return 0 if stats is None else stats.refused
+
+        wait_until(lambda: refused() >= 1, 30, "the stranger's key to be refused", step)
+        seen = len(probes)
+        wait_until(lambda: len(probes) >= seen + 20, 30, "20 more probes from the plant's publisher", step)
+        assert forged == []
+    finally:
+        ctx.destroy(0)
+        proxy.stop()
 
 
 def _demo_plant(plant: PlantCli, prefix: str, extra: str = "") -> tuple[str, int]:
