@@ -4,7 +4,8 @@ Run: ``python benchmarks/bench_publish.py [--quick]``. The proxy and the publish
 spawned processes; the subscriber is `streamctl.client.Subscriber` in this process (so its
 rate includes decoding into typed Structs and one callback per message). Every message
 carries a sequence number, so loss at a high-water mark is measured, not guessed. A last
-pair of rows compares the two ways of sending a two-frame message from Python.
+pair of rows compares the two ways of sending a two-frame message from Python. The internal
+endpoint uses CURVE with fresh keys, as in a plant; the ``no CURVE`` rows measure it without.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import zmq
 from _table import bench_main
 
 from streamctl.bus import wire
+from streamctl.bus.curve import CurveClient, plant_keys
 from streamctl.bus.proxy import serve
 from streamctl.bus.publisher import Publisher
 from streamctl.client import Subscriber
@@ -49,10 +51,10 @@ def _records(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return rec, rng.integers(0, len(_SYMBOLS), size=batch).astype(np.int32)
 
 
-def _publisher(endpoint: str, mode: str, total: int, batch: int, go, out) -> None:
+def _publisher(endpoint: str, mode: str, total: int, batch: int, go, out, curve: CurveClient | None) -> None:
     """Spawned: probe until the subscriber is live, then publish `total` items as fast as possible."""
     # A long linger: close() must not discard the tail still queued behind a slow subscriber.
-    with Publisher(endpoint, src="bench", sndhwm=100_000, linger=60_000) as pub:
+    with Publisher(endpoint, src="bench", sndhwm=100_000, linger=60_000, curve=curve) as pub:
         while not go.wait(0.02):
             pub.publish("event.bench", wire.Event(source="bench", kind="probe", message="", ts=0))
         if mode == "bars":
@@ -73,12 +75,14 @@ def _publisher(endpoint: str, mode: str, total: int, batch: int, go, out) -> Non
         out.send((elapsed, messages))
 
 
-def _end_to_end(mode: str, total: int, batch: int) -> dict:
+def _end_to_end(mode: str, total: int, batch: int, *, curve: bool = True) -> dict:
     tmp = tempfile.mkdtemp(prefix="scb-", dir="/tmp")
     stop = _CTX.Event()
     parent, child = _CTX.Pipe(duplex=False)
+    server, client = plant_keys() if curve else (None, None)
     proxy = _CTX.Process(target=serve, kwargs=dict(frontend=f"ipc://{tmp}/f.ipc", backend="tcp://127.0.0.1:*",
-                                                   sndhwm=100_000, ready=child, stop=stop), daemon=True)
+                                                   sndhwm=100_000, ready=child, stop=stop, frontend_curve=server),
+                         daemon=True)
     proxy.start()
     procs = [proxy]
     try:
@@ -87,7 +91,7 @@ def _end_to_end(mode: str, total: int, batch: int) -> dict:
         status, frontend, backend = parent.recv()
         go = _CTX.Event()
         res_r, res_w = _CTX.Pipe(duplex=False)
-        pub = _CTX.Process(target=_publisher, args=(frontend, mode, total, batch, go, res_w), daemon=True)
+        pub = _CTX.Process(target=_publisher, args=(frontend, mode, total, batch, go, res_w, client), daemon=True)
         pub.start()
         procs.append(pub)
         counts = {"items": 0, "first": 0.0, "last": 0.0, "end": False}
@@ -193,6 +197,11 @@ def run(quick: bool = False) -> list[dict]:
                  "note": f"batches of {batch} records over {len(_SYMBOLS)} symbols, {t['messages']} arrays"})
     rows.append({"benchmark": "raw trades: publisher -> proxy -> client", "value": round(t["e2e_rate"]),
                  "unit": "trades/s", "note": f"list[Trade] decode; lost {t['loss']:.1%} ({t['missed']} seen as gaps)"})
+    for mode, n, unit in (("bars", bars_n, "msgs/s"), ("trades", trades_n, "trades/s")):
+        plain = _end_to_end(mode, n, batch, curve=False)
+        rows.append({"benchmark": f"{'bars' if mode == 'bars' else 'raw trades'}: end to end, no CURVE",
+                     "value": round(plain["e2e_rate"]), "unit": unit,
+                     "note": f"the internal endpoint without authentication; lost {plain['loss']:.1%}"})
     for name, rate in _send_methods(50_000 if quick else 300_000).items():
         rows.append({"benchmark": f"two-frame send: {name}", "value": round(rate), "unit": "msgs/s",
                      "note": "one process, PUB -> subscribed SUB over inproc"})

@@ -3,7 +3,7 @@
 Every publisher in the plant (workers, feeds' events, the supervisor's status) connects to
 the hub's internal XSUB; subscribers connect to its public XPUB, so they see one endpoint
 whatever the number of workers. The forwarding runs in ZeroMQ's C proxy on a thread; the
-main thread only heartbeats.
+main thread only heartbeats. Connections refused for an unknown CURVE key count as ``errors``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 
 import msgspec
 
+from streamctl.bus.curve import CurveServer
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.shm.stats import CounterName
 
@@ -28,6 +29,10 @@ class HubSpec(msgspec.Struct, kw_only=True, frozen=True):
     """Public endpoint (XPUB bind) from `publish.endpoint`."""
     sndhwm: int = 100_000
     cpu: int | None = None
+    internal_curve: CurveServer | None = None
+    """The plant's keys for the internal endpoint (fresh per run, never on disk)."""
+    public_curve: CurveServer | None = None
+    """``publish.curve``, loaded: CURVE on the public endpoint for remote subscribers."""
 
 
 def run_hub(spec: HubSpec) -> int:
@@ -36,7 +41,8 @@ def run_hub(spec: HubSpec) -> int:
     stop = setup_child("hub", spec.cpu)
     child = ChildSlot(spec.stats, spec.slot, spec.cpu)
     slot = child.slot
-    proxy = Proxy(frontend=spec.internal, backend=spec.public, sndhwm=spec.sndhwm)
+    proxy = Proxy(frontend=spec.internal, backend=spec.public, sndhwm=spec.sndhwm,
+                  frontend_curve=spec.internal_curve, backend_curve=spec.public_curve)
     code = 0
     try:
         proxy.start()
@@ -47,6 +53,7 @@ def run_hub(spec: HubSpec) -> int:
             if stats is not None:  # what the hub forwarded, for `status`; it sends all it receives
                 slot.set(CounterName.RECORDS_IN, stats.messages_forwarded)
                 slot.set(CounterName.RECORDS_OUT, stats.messages_forwarded)
+                slot.set(CounterName.ERRORS, stats.refused)
             time.sleep(0.05)
         child.stopping()
     except Exception as exc:

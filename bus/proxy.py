@@ -8,6 +8,12 @@ are, and subscriptions flow upstream so workers' PUB sockets filter at the sourc
 The proxy loop is libzmq's ``zmq_proxy_steerable`` running in a background thread; it is
 stopped with ``TERMINATE`` on its control socket and asked for counters with
 ``STATISTICS``. `serve` runs a proxy as the body of its own process.
+
+Only the plant's own processes may publish: given `frontend_curve`, the XSUB is a CURVE server
+whose gatekeeper (`streamctl.bus.curve`) lets in the plant's one client key. Before forwarding,
+the XSUB subscribes to `wire.SYNC_SUBSCRIPTION`, which ZeroMQ sends to every publisher that
+connects, after the subscribers' own: a publisher that has received it can publish without
+losing its first messages to the slow joiner (`Publisher.wait_subscribed`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import threading
 from typing import Any, NamedTuple, Protocol
 
 import zmq
+
+from streamctl.bus import wire
+from streamctl.bus.curve import INTERNAL_DOMAIN, PUBLIC_DOMAIN, CurveServer, Gatekeeper
 
 __all__ = [
     "Proxy",
@@ -53,10 +62,12 @@ class ProxyStats(NamedTuple):
     publishers to subscribers; ``subscriptions_in`` counts subscription messages that went
     the other way. Publishers filter at the source, so only messages some
     subscriber asked for reach the proxy: with nobody subscribed it forwards nothing.
+    ``refused`` counts connections turned away for an unknown CURVE key (either endpoint).
     """
 
     messages_forwarded: int
     subscriptions_in: int
+    refused: int = 0
 
 
 _FRAMES_PER_COUNT = 2 if zmq.zmq_version_info() >= (4, 3, 5) else 1
@@ -115,11 +126,16 @@ class Proxy:
     sndhwm
         Per-subscriber high-water mark of the XPUB (messages; 0 = unlimited). A subscriber
         that falls this far behind loses messages, which it sees as sequence gaps.
+    frontend_curve, backend_curve
+        CURVE server keys of each endpoint (None: no authentication). The plant always
+        gives `frontend_curve` (`streamctl.bus.curve.plant_keys`); `backend_curve` comes
+        from ``publish.curve``.
 
     `start`, `stop` and `stats` must be called from one thread (the one owning the proxy).
     """
 
-    def __init__(self, *, frontend: str, backend: str, sndhwm: int):
+    def __init__(self, *, frontend: str, backend: str, sndhwm: int, frontend_curve: CurveServer | None = None,
+                 backend_curve: CurveServer | None = None):
         if sndhwm < 0:
             raise ValueError(f"`sndhwm` must be >= 0; was {sndhwm}")
         self.frontend = frontend
@@ -134,6 +150,9 @@ class Proxy:
         self._thread: threading.Thread | None = None
         self._control_addr = f"inproc://streamctl-proxy-control-{os.getpid()}-{next(_control_ids)}"
         self._error: BaseException | None = None
+        self._curves = {domain: curve for domain, curve in ((INTERNAL_DOMAIN, frontend_curve),
+                                                            (PUBLIC_DOMAIN, backend_curve)) if curve is not None}
+        self._gatekeeper: Gatekeeper | None = None
 
     @property
     def running(self) -> bool:
@@ -148,6 +167,8 @@ class Proxy:
         if self._thread is not None:
             raise RuntimeError("proxy already started")
         self._context = zmq.Context()
+        if self._curves:  # the ZAP handler must answer before the first peer connects
+            self._gatekeeper = Gatekeeper(self._context, self._curves)
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name=f"streamctl-proxy {self.backend}", daemon=True
@@ -158,8 +179,7 @@ class Proxy:
         if self._error is not None:
             self._thread.join()
             self._thread = None
-            self._context.term()
-            self._context = None
+            self._close_context()
             raise self._error
         self._control = self._context.socket(zmq.PAIR)
         self._control.linger = 0
@@ -178,11 +198,16 @@ class Proxy:
             for sock in sockets:
                 sock.linger = 0
             front.rcvhwm = self.sndhwm
+            front.sndhwm = 0  # subscriptions only: a publisher must get all of them, the sync last
             back.sndhwm = self.sndhwm
+            for sock, domain in ((front, INTERNAL_DOMAIN), (back, PUBLIC_DOMAIN)):
+                if domain in self._curves:
+                    self._curves[domain].apply(sock, domain)
             # Public side first: it is the one most likely to be taken.
             self.backend_endpoint = _bind(back, "backend", self.backend)
             self.frontend_endpoint = _bind(front, "frontend", self.frontend)
             control.bind(self._control_addr)
+            front.send(b"\x01" + wire.SYNC_SUBSCRIPTION)
         except BaseException as exc:  # reported to start(), which raises it
             self._error = exc
             for sock in sockets:
@@ -208,7 +233,8 @@ class Proxy:
         frames = self._control.recv_multipart()
         # Frontend: received (count, bytes), sent (count, bytes); then the same for the backend.
         front_in, _, _, _, back_in, _, _, _ = (struct.unpack("=Q", frame)[0] for frame in frames)
-        return ProxyStats(messages_forwarded=front_in // _FRAMES_PER_COUNT, subscriptions_in=back_in)
+        refused = 0 if self._gatekeeper is None else self._gatekeeper.refused
+        return ProxyStats(messages_forwarded=front_in // _FRAMES_PER_COUNT, subscriptions_in=back_in, refused=refused)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop forwarding, close every socket and unbind. Idempotent."""
@@ -226,6 +252,12 @@ class Proxy:
         finally:
             if control is not None:
                 control.close()
+        self._close_context()
+
+    def _close_context(self) -> None:
+        if self._gatekeeper is not None:
+            self._gatekeeper.stop()
+            self._gatekeeper = None
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -247,14 +279,16 @@ class _Waitable(Protocol):
 
 
 def serve(*, frontend: str, backend: str, sndhwm: int, ready: _Sender | None = None,
-          stop: _Waitable | None = None) -> None:
+          stop: _Waitable | None = None, frontend_curve: CurveServer | None = None,
+          backend_curve: CurveServer | None = None) -> None:
     """Run a proxy as the body of a process until `stop` is set or SIGTERM/SIGINT arrives.
 
     `ready` (a multiprocessing ``Connection`` or queue) receives
     ``("ok", frontend_endpoint, backend_endpoint)`` once bound, or ``("error", message)``
-    if binding failed (then `serve` returns without raising).
+    if binding failed (then `serve` returns without raising). The curves are those of `Proxy`.
     """
-    proxy = Proxy(frontend=frontend, backend=backend, sndhwm=sndhwm)
+    proxy = Proxy(frontend=frontend, backend=backend, sndhwm=sndhwm, frontend_curve=frontend_curve,
+                  backend_curve=backend_curve)
     try:
         proxy.start()
     except (ProxyBindError, OSError, zmq.ZMQError) as exc:

@@ -1,6 +1,7 @@
 """A worker's side of the wire: numbered, encoded messages onto the plant's proxy.
 
-One `Publisher` per process. It owns a PUB socket connected to the proxy's internal XSUB,
+One `Publisher` per process. It owns an XPUB socket connected to the proxy's internal XSUB
+(an XPUB sends like a PUB, and lets `wait_subscribed` see the hub's subscriptions arrive),
 keeps a sequence number per topic (from 1, so subscribers detect loss per topic and a
 restart by the seq going back to 1), stamps ``src`` and encodes with one msgspec encoder
 built once. A PUB never blocks: at its high-water mark it drops, which subscribers see
@@ -19,7 +20,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from streamctl.bus import rawpack, wire
-from streamctl.bus.sockets import close_socket, stop_monitor
+from streamctl.bus.curve import CurveClient
+from streamctl.bus.sockets import close_socket, queued, stop_monitor
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
 __all__ = ["Publisher"]
@@ -28,6 +30,8 @@ _SNDMORE = zmq.SNDMORE
 _SMALL_BATCH = 16
 """Up to this many records, `publish_raw` builds Structs instead of packing arrays."""
 _TRADE_SIDE: dict[int, Literal["B", "S", "N"]] = {1: "B", 2: "S"}
+_DRAIN_EVERY = 4096
+"""Messages sent between reads of the subscription notices the XPUB queues (so they stay few)."""
 
 
 class _Topic:
@@ -57,6 +61,9 @@ class Publisher:
     context
         A ZeroMQ context to use; by default the publisher makes its own and terminates
         it on `close` (which waits up to `linger` ms to flush queued messages).
+    curve
+        CURVE client keys for the proxy's internal endpoint (the plant's, from the spec);
+        None for a proxy without authentication.
 
     Create it in the process that uses it (sockets are not fork-safe). `publish` sets
     ``payload.seq`` and ``payload.src`` on the Struct it is given.
@@ -70,6 +77,7 @@ class Publisher:
         sndhwm: int = 100_000,
         context: zmq.Context | None = None,
         linger: int = 1000,
+        curve: CurveClient | None = None,
     ):
         if not src or not src.isascii():
             raise ValueError(f"`src` must be a non-empty ASCII name; was {src!r}")
@@ -79,9 +87,13 @@ class Publisher:
         self.src = src
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
-        self._sock = self._context.socket(zmq.PUB)
+        self._sock = self._context.socket(zmq.XPUB)
         self._sock.sndhwm = sndhwm
         self._sock.linger = linger
+        if curve is not None:
+            curve.apply(self._sock)
+        self._subscribed = False
+        self._next_drain = _DRAIN_EVERY
         # Watch for the handshake before connecting, so `wait_connected` cannot miss it.
         self._monitor: zmq.Socket | None = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._connected = False
@@ -143,6 +155,8 @@ class Publisher:
         sock.send(entry.frame, _SNDMORE)
         sock.send(self._encode(payload))
         self.messages_out += 1
+        if self.messages_out >= self._next_drain:
+            self._drain_subscriptions()
 
     def publish_many(self, items: Iterable[tuple[str, msgspec.Struct]]) -> None:
         """`publish` each ``(topic, payload)`` in order."""
@@ -172,6 +186,8 @@ class Publisher:
         self._sock.send(entry.frame, _SNDMORE)
         self._sock.send(self._encode(payloads))
         self.messages_out += 1
+        if self.messages_out >= self._next_drain:
+            self._drain_subscriptions()
 
     def publish_raw(
         self,
@@ -291,6 +307,8 @@ class Publisher:
             sock.send(entry.frame, _SNDMORE)
             sock.send(body)
         self.messages_out += len(groups)
+        if self.messages_out >= self._next_drain:
+            self._drain_subscriptions()
         return len(groups)
 
     # -- connection ---------------------------------------------------------------------
@@ -315,6 +333,30 @@ class Publisher:
         stop_monitor(self._sock, self._monitor)
         self._monitor = None
         return True
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until the hub's subscriptions have reached this publisher (at most `timeout` s).
+
+        A new connection gets the subscriptions some 100 ms after it is made; whatever is
+        published before they arrive is dropped (the slow joiner). The hub sends
+        `wire.SYNC_SUBSCRIPTION` after all the others, so once it is here every subscriber's
+        subscription is too. False on timeout (no hub): messages sent then are lost.
+        """
+        deadline = time.monotonic() + timeout
+        sock = self._sock
+        while not self._subscribed:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1):
+                return False
+            self._drain_subscriptions()
+        return True
+
+    def _drain_subscriptions(self) -> None:
+        """Read the subscription notices the XPUB has queued (it filters by itself)."""
+        self._next_drain = self.messages_out + _DRAIN_EVERY
+        for notice in queued(self._sock.recv):
+            if notice[1:] == wire.SYNC_SUBSCRIPTION:
+                self._subscribed = True
 
     def close(self) -> None:
         """Close the socket (flushing queued messages for up to `linger` ms). Idempotent."""

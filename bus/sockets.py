@@ -1,10 +1,25 @@
-"""Closing what the publisher and the subscriber both hold: a socket, its monitor, maybe a context."""
+"""What the publisher and the subscriber both do with sockets: read what is queued without
+blocking, and close a socket, its monitor and maybe a context."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
 import zmq
 
-__all__ = ["stop_monitor", "close_socket"]
+__all__ = ["queued", "stop_monitor", "close_socket"]
+
+_T = TypeVar("_T")
+
+
+def queued(recv: Callable[[int], _T]) -> Iterator[_T]:
+    """What `recv` (a socket's ``recv`` or ``recv_multipart``) returns until nothing is queued."""
+    while True:
+        try:
+            yield recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
 
 
 def stop_monitor(sock: zmq.Socket, monitor: zmq.Socket) -> None:

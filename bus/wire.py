@@ -23,6 +23,7 @@ import msgspec
 
 __all__ = [
     "TOPIC_TERMINATOR",
+    "SYNC_SUBSCRIPTION",
     "PARAM_KINDS",
     "KINDS",
     "Topic",
@@ -46,6 +47,10 @@ __all__ = [
 ]
 
 TOPIC_TERMINATOR = b"\x00"
+
+SYNC_SUBSCRIPTION = b"\xffstreamctl-sync"
+"""The hub's own subscription, sent to each publisher after the subscribers' (ZeroMQ sends them
+in byte order, and topics are ASCII); no topic matches it. See `Publisher.wait_subscribed`."""
 
 PARAM_KINDS = frozenset({"bar", "sma", "ema"})
 """Kinds whose topic has a parameter: ``bar.60s.AAPL``, ``sma.20.AAPL``, ``ema.12.AAPL``."""

@@ -28,6 +28,7 @@ __all__ = [
     "FeedConfig",
     "PartitionsConfig",
     "PublishConfig",
+    "CurveConfig",
     "RingsConfig",
     "SupervisionConfig",
     "load_config",
@@ -65,6 +66,15 @@ class PartitionsConfig(_Cfg, frozen=True):
     After 50 ms of empty rings the worker sleeps up to 1 ms (an idle worker: a few % of a core)."""
 
 
+class CurveConfig(_Cfg, frozen=True):
+    """ZeroMQ CURVE on the public endpoint: only subscribers holding an allowed key get in."""
+
+    server_secret_key: str
+    """The plant's `.key_secret` file (`streamctl keys NAME`); subscribers get its `.key` file."""
+    client_public_keys: str
+    """A directory of the allowed subscribers' public `*.key` files."""
+
+
 class PublishConfig(_Cfg, frozen=True):
     endpoint: str = "tcp://127.0.0.1:5555"
     """The one endpoint subscribers connect to (an XPUB bound by the plant's proxy)."""
@@ -72,6 +82,8 @@ class PublishConfig(_Cfg, frozen=True):
     raw_quotes: bool = True
     sndhwm: Annotated[int, Meta(ge=0)] = 100_000
     """Per-subscriber high-water mark at the public endpoint (messages)."""
+    curve: CurveConfig | None = None
+    """Off by default (loopback); set it when subscribers connect from other hosts."""
 
 
 class RingsConfig(_Cfg, frozen=True):
@@ -293,6 +305,18 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         raise fail("publish.endpoint", "must be tcp://HOST:PORT or ipc://PATH", endpoint)
     if tcp and not 1 <= int(tcp.group(1)) <= 65535:
         raise fail("publish.endpoint", "must have a port in 1..65535 (subscribers need a fixed port)", endpoint)
+    curve = config.publish.curve
+    if curve is not None:
+        from streamctl.bus.curve import read_key, read_public_keys
+
+        for field, check in (("server_secret_key", lambda path: read_key(path, secret=True)),
+                             ("client_public_keys", read_public_keys)):
+            path = getattr(curve, field)
+            try:
+                check(path)
+            except ValueError as exc:
+                raise fail(f"publish.curve.{field}", f"must name key files made by `streamctl keys` ({exc})",
+                           path) from None
 
 
 def _interpolate(value: Any, environ: dict[str, str], path: str, secret: set[str], node, source: str) -> Any:

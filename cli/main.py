@@ -1,4 +1,4 @@
-"""The `streamctl` command line: up, down, status, tail, validate, clean, replay, venue."""
+"""The `streamctl` command line: up, down, status, tail, keys, validate, clean, replay, venue."""
 
 from __future__ import annotations
 
@@ -230,19 +230,65 @@ def status(name: str | None, as_json: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Exit after SECONDS.")
 @click.option("--name", default=None, help="Plant name (needed when several run).")
 @click.option("--endpoint", default=None, help="Connect here instead of a running plant's endpoint.")
+@click.option("--curve-server-key", type=click.Path(dir_okay=False), default=None,
+              help="The plant's public key file (`NAME.key`), when its endpoint uses CURVE (`publish.curve`).")
+@click.option("--curve-client-key", type=click.Path(dir_okay=False), default=None,
+              help="Your secret key file (`NAME.key_secret`), whose public key the plant allows.")
 def tail(topics: tuple[str, ...], as_json: bool, count: int | None, timeout: float | None, name: str | None,
-         endpoint: str | None) -> None:
+         endpoint: str | None, curve_server_key: str | None, curve_client_key: str | None) -> None:
     """Print messages of TOPICS (exact topics like `bar.60s.AAPL`, or prefixes ending in `.` or `*`)."""
+    from streamctl.bus.curve import load_client
     from streamctl.cli.tailing import tail_topics
 
-    if endpoint is None:
-        endpoint = _find_plant(name)["endpoint"]
+    if (curve_server_key is None) != (curve_client_key is None):
+        click.echo("error: `--curve-server-key` and `--curve-client-key` go together", err=True)
+        sys.exit(EXIT_CONFIG)
     try:
-        tail_topics(endpoint, list(topics), as_json=as_json, count=count, timeout=timeout, out=sys.stdout)
+        curve = None if curve_server_key is None else load_client(curve_server_key, curve_client_key or "")
+        if endpoint is None:
+            endpoint = _find_plant(name)["endpoint"]
+        tail_topics(endpoint, list(topics), as_json=as_json, count=count, timeout=timeout, out=sys.stdout,
+                    err=sys.stderr, curve=curve)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except TimeoutError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:  # `streamctl tail ... | head`
         sys.stderr.close()
+
+
+# ---------------------------------------------------------------------------------------------- keys
+@cli.command()
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where to write NAME.key (public) and NAME.key_secret (secret, mode 0600).")
+def keys(name: str, directory: str) -> None:
+    """Make a CURVE keypair for `publish.curve` (the plant's) or for a subscriber (`tail --curve-*`)."""
+    import zmq.auth
+
+    target = Path(directory)
+    if not name or "/" in name or name.startswith("."):
+        click.echo(f"error: `NAME` must be a file name without '/', was {name!r}", err=True)
+        sys.exit(EXIT_CONFIG)
+    existing = [p for p in (target / f"{name}.key", target / f"{name}.key_secret") if p.exists()]
+    if existing:
+        click.echo(f"error: {existing[0]} exists; remove it or choose another NAME", err=True)
+        sys.exit(EXIT_CONFIG)
+    umask = os.umask(0o077)  # the secret file is never readable by others, not even for a moment
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        public, secret = zmq.auth.create_certificates(target, name)
+        os.chmod(public, 0o644)
+    except OSError as exc:
+        click.echo(f"error: cannot write keys in {target}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        os.umask(umask)
+    click.echo(f"public key {public} (give it out); secret key {secret} (keep it)")
 
 
 # ---------------------------------------------------------------------------------------------- validate

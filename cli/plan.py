@@ -3,6 +3,8 @@
 Pure: it names segments and endpoints but creates none of them, so provisioning, supervision
 and `status` all read one answer to "what runs where". Slot 0 is the hub, then one worker per
 partition, then one feed per configured feed; each gets a core (configured, or the next free one).
+The hub gets the plant's internal CURVE server keys, and every publishing child the client keys,
+in its spec: they reach the children in memory through the forkserver, never on disk.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from streamctl.bus.curve import CurveClient, CurveServer, load_server
 from streamctl.bus.hub import HubSpec, hub_main
 from streamctl.cli.config import FeedConfig, PlantConfig
 from streamctl.cli.runtime import internal_endpoint
@@ -71,13 +74,17 @@ def wall_clocked(config: PlantConfig, feed: FeedConfig) -> bool:
     return vendor_spec(feed.vendor).live or getattr(config.vendor_options(feed), "clock", None) == "wall"
 
 
-def plan_processes(config: PlantConfig, layout: Layout, *, live: bool = True) -> list[ProcessPlan]:
-    """Hub, workers, feeds, in slot order."""
+def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer, CurveClient], *,
+                   live: bool = True) -> list[ProcessPlan]:
+    """Hub, workers, feeds, in slot order. `keys` are the run's `streamctl.bus.curve.plant_keys`."""
     n_parts, feeds = config.partitions.count, config.feeds
     next_core = iter(list(range(os.cpu_count() or 1)) * (n_parts + len(feeds) + 1))
+    server, client = keys
+    curve = config.publish.curve
+    public_curve = None if curve is None else load_server(curve.server_secret_key, curve.client_public_keys)
     plans = [ProcessPlan("hub", Role.HUB, 0, hub_main, HubSpec(
         plant=layout.plant, slot=0, stats=layout.stats, internal=layout.internal, public=config.publish.endpoint,
-        sndhwm=config.publish.sndhwm))]
+        sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve))]
     feed_cores = [f.cpu if f.cpu is not None else next(next_core) for f in feeds]
     for p in range(n_parts):
         cpu = config.partitions.cpus[p] if config.partitions.cpus else next(next_core)
@@ -87,13 +94,13 @@ def plan_processes(config: PlantConfig, layout: Layout, *, live: bool = True) ->
                             endpoint=layout.internal, calculators=config.calculators,
                             raw_trades=config.publish.raw_trades, raw_quotes=config.publish.raw_quotes,
                             sndhwm=config.publish.sndhwm, live=live, cpu=cpu,
-                            max_idle_sleep=config.partitions.idle_sleep_us * 1e-6)
+                            max_idle_sleep=config.partitions.idle_sleep_us * 1e-6, curve=client)
         plans.append(ProcessPlan(worker.name, Role.WORKER, worker.slot, worker_main, worker))
     for i, feed in enumerate(feeds):
         slot = 1 + n_parts + i
         spec = FeedSpec(plant=layout.plant, name=feed.name, slot=slot, feed=feed, partitions=n_parts,
                         rings=[layout.rings[feed.name, p] for p in range(n_parts)],
                         registry=layout.registries[feed.name], stats=layout.stats,
-                        events_endpoint=layout.internal, cpu=feed_cores[i])
+                        events_endpoint=layout.internal, cpu=feed_cores[i], curve=client)
         plans.append(ProcessPlan(feed.name, Role.INGEST, slot, feed_main, spec))
     return plans

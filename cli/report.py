@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from streamctl.bus.curve import CurveClient
 from streamctl.bus.publisher import Publisher
 from streamctl.bus.wire import Event, Status, topic
 from streamctl.cli.supervise import Child
@@ -37,9 +38,9 @@ class Reporter:
         self._procs: dict[int, tuple[Any, psutil.Process]] = {}
         """Slot -> (the child's process object, its psutil handle): a restart gets a new handle."""
 
-    def connect(self, endpoint: str) -> None:
-        """Start publishing (once the hub takes messages at `endpoint`)."""
-        self._publisher = Publisher(endpoint, src="supervisor")
+    def connect(self, endpoint: str, curve: CurveClient) -> None:
+        """Start publishing (once the hub takes messages at `endpoint`, with the plant's keys)."""
+        self._publisher = Publisher(endpoint, src="supervisor", curve=curve)
 
     def sample(self, children: list[Child], now: float) -> None:
         """Per-second rates, RSS, USS and CPU% into each child's slot."""

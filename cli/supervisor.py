@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from streamctl.bus.curve import plant_keys
 from streamctl.cli.config import PlantConfig
 from streamctl.cli.plan import START_ORDER, Layout, plan_processes
 from streamctl.cli.provision import PlantError, Provision
@@ -42,7 +43,8 @@ class Supervisor:
         self.live = live
         self.stop_requested = False
         self._layout = Layout.of(config)
-        self._plans = plan_processes(config, self._layout, live=live)
+        self._keys = plant_keys()  # fresh per run: only this run's processes may publish into its hub
+        self._plans = plan_processes(config, self._layout, self._keys, live=live)
         self._provision = Provision(config, self._layout, slots=len(self._plans), config_path=config_path)
         self._supervision: Supervision | None = None
         self._reporter = Reporter()
@@ -63,7 +65,7 @@ class Supervisor:
                     before_feeds()
                 self._supervision.start_role(role)
                 if role == Role.HUB:
-                    self._reporter.connect(self._layout.internal)
+                    self._reporter.connect(self._layout.internal, self._keys[1])
             self._provision.set_state("ready")
         except BaseException:
             self.stop()

@@ -2,6 +2,8 @@
 
 With ``--json`` each line is one JSON object holding ``topic`` and every payload field; a
 batched ``trade``/``quote`` message prints one line per item, so ``--count`` counts lines.
+Patterns are checked against the topic grammar before anything connects (a misspelt kind would
+otherwise print nothing, forever), and an endpoint nobody listens on is said once.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from typing import IO, Any
 
 import msgspec
 
-from streamctl.bus.wire import parse_topic
+from streamctl.bus.curve import CurveClient
+from streamctl.bus.wire import KINDS, parse_topic
 
-__all__ = ["tail_topics", "to_row", "format_row"]
+__all__ = ["tail_topics", "check_pattern", "to_row", "format_row"]
+
+_WAIT_NOTICE = 0.5
+"""Seconds without a connection before `tail` says it is waiting."""
 
 
 def to_row(topic: str, payload: msgspec.Struct) -> dict[str, Any]:
@@ -62,13 +68,34 @@ def format_row(row: dict[str, Any]) -> str:
     return f"{topic:<22} {row}"
 
 
+def check_pattern(pattern: str) -> None:
+    """Refuse a `tail` pattern that can match no topic (ValueError naming it and the known kinds)."""
+    if pattern in ("", "*"):
+        return
+    if not pattern.endswith((".", "*")):
+        parse_topic(pattern)  # an exact topic: the grammar's one check
+        return
+    if not pattern.isascii() or "\x00" in pattern:
+        raise ValueError(f"topic pattern must be ASCII without NUL; was {pattern!r}")
+    kind, dot, _ = pattern.rstrip("*").partition(".")
+    known = kind in KINDS if dot else any(name.startswith(kind) for name in KINDS)  # `ba*`: a kind's prefix
+    if not known:
+        raise ValueError(f"pattern `{pattern}` has an unknown kind `{kind}`; known kinds: {', '.join(sorted(KINDS))}")
+
+
 def tail_topics(endpoint: str, patterns: list[str], *, as_json: bool, count: int | None, timeout: float | None,
-                out: IO[str]) -> int:
-    """Subscribe and print until `count` lines or `timeout` seconds; return lines printed."""
+                out: IO[str], err: IO[str], curve: CurveClient | None = None) -> int:
+    """Subscribe and print until `count` lines or `timeout` seconds; return lines printed.
+
+    ValueError for a bad pattern or endpoint; TimeoutError when nothing ever answered at
+    `endpoint` within `timeout` (after saying "waiting for ..." once on `err`).
+    """
     from streamctl.client import Subscriber
 
+    for pattern in patterns:
+        check_pattern(pattern)
     printed = 0
-    sub = Subscriber(endpoint)
+    sub = Subscriber(endpoint, curve=curve)
 
     def on_message(topic: str, payload: Any) -> None:
         nonlocal printed
@@ -83,13 +110,22 @@ def tail_topics(endpoint: str, patterns: list[str], *, as_json: bool, count: int
 
     sub.on_message(on_message)
     sub.subscribe(*patterns)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    ever_connected = said_waiting = False
     try:
         while count is None or printed < count:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
             sub.poll(0.2 if left is None else min(left, 0.2))
+            ever_connected = ever_connected or sub.connected
+            if not (ever_connected or said_waiting) and time.monotonic() - start >= _WAIT_NOTICE:
+                err.write(f"waiting for {endpoint} ...\n")
+                err.flush()
+                said_waiting = True
     finally:
         sub.close()
+    if not ever_connected:
+        raise TimeoutError(f"nothing answered at {endpoint} within {timeout:g} s")
     return printed

@@ -10,6 +10,8 @@ Payload types are the wire Structs of `streamctl.bus.wire`; `docs/wire.md` is th
 contract (and shows a subscriber in any language with a stock msgpack library).
 """
 
+from streamctl.bus.curve import CurveClient
+from streamctl.bus.curve import load_client as load_curve
 from streamctl.bus.wire import Anomaly, Bar, Book, Event, Indicator, Quote, Status, Trade, Vwap
 from streamctl.client.subscriber import DecodeError, Reconnect, SequenceGap, Subscriber, SubscriberError
 
@@ -17,6 +19,8 @@ from streamctl.client.subscriber import DecodeError, Reconnect, SequenceGap, Sub
 # static tools read, and it makes the client's face complete without importing the bus.
 __all__ = [
     "Subscriber",
+    "CurveClient",
+    "load_curve",
     "SequenceGap",
     "DecodeError",
     "Reconnect",

@@ -27,7 +27,8 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from streamctl.bus import wire
-from streamctl.bus.sockets import close_socket
+from streamctl.bus.curve import CurveClient
+from streamctl.bus.sockets import close_socket, queued
 
 __all__ = ["Subscriber", "SequenceGap", "DecodeError", "Reconnect", "SubscriberError"]
 
@@ -120,17 +121,29 @@ class Subscriber:
         Receive high-water mark (messages) of the SUB socket.
     context
         A ZeroMQ context; by default one is made and terminated by `close`.
+    curve
+        CURVE keys for a plant whose endpoint requires them (``publish.curve``):
+        ``streamctl.client.load_curve(server_key_file, client_secret_key_file)``.
+
+    Raises ValueError naming the endpoint when ZeroMQ cannot connect to it.
     """
 
-    def __init__(self, endpoint: str, *, rcvhwm: int = 100_000, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, *, rcvhwm: int = 100_000, context: zmq.Context | None = None,
+                 curve: CurveClient | None = None):
         self.endpoint = endpoint
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
         self._sock = self._context.socket(zmq.SUB)
         self._sock.linger = 0
         self._sock.rcvhwm = rcvhwm
+        if curve is not None:
+            curve.apply(self._sock)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self._sock.connect(endpoint)
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ValueError(f"cannot connect to `{endpoint}`: {exc}") from None
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
@@ -347,12 +360,7 @@ class Subscriber:
         return n
 
     def _drain_monitor(self) -> None:
-        mon = self._monitor
-        while True:
-            try:
-                frames = mon.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in queued(self._monitor.recv_multipart):
             event = parse_monitor_message(frames)["event"]
             if event == zmq.EVENT_DISCONNECTED:
                 self.connected = False

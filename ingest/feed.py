@@ -13,6 +13,7 @@ import time
 import msgspec
 import numpy as np
 
+from streamctl.bus.curve import CurveClient
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, EventKind, topic
 from streamctl.ingest.partitioning import partition_of
@@ -49,6 +50,8 @@ class FeedSpec(msgspec.Struct, kw_only=True, frozen=True):
     stats: str
     events_endpoint: str
     cpu: int | None = None
+    curve: CurveClient | None = None
+    """The plant's keys for its internal endpoint."""
 
 
 class FeedRuntime:
@@ -236,7 +239,7 @@ def run_feed(spec: FeedSpec) -> int:
     slot = child.slot
     rings = [Ring.attach(name) for name in spec.rings]
     registry = SymbolRegistry.attach(spec.registry)
-    publisher = Publisher(spec.events_endpoint, src=spec.name)
+    publisher = Publisher(spec.events_endpoint, src=spec.name, curve=spec.curve)
     runtime = FeedRuntime(spec, registry=registry, rings=rings, slot=slot, publisher=publisher)
     session = None
     code = EXIT_DONE

@@ -14,6 +14,7 @@ import time
 import msgspec
 import numpy as np
 
+from streamctl.bus.curve import CurveClient
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, topic
 from streamctl.process.calc.settings import CalculatorsConfig
@@ -28,6 +29,8 @@ _CLOCK_PERIOD_NS = 50_000_000
 _DRAIN_SECONDS = 5.0
 """At stop, the longest the worker keeps reading its rings before it flushes."""
 _CLOSE_LINGER_MS = 10_000
+_SUBSCRIBED_TIMEOUT = 10.0
+"""At start, the longest the worker waits for the hub's subscriptions before it publishes."""
 """At stop, queued messages (the flushed bars) get this long to reach the hub."""
 _DEEP_IDLE_AFTER = 0.05
 """Seconds of empty rings after which an idle worker may sleep up to `_DEEP_IDLE_SLEEP`."""
@@ -62,6 +65,8 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
     cpu: int | None = None
     max_idle_sleep: float = 100e-6
     """Longest sleep of an idle worker between ring checks: the latency floor it adds."""
+    curve: CurveClient | None = None
+    """The plant's keys for its internal endpoint."""
 
     @property
     def name(self) -> str:
@@ -117,7 +122,8 @@ class Worker:
         self.child = ChildSlot(spec.stats, spec.slot, spec.cpu)
         self.slot = self.child.slot
         self.calc = CalculatorSet(spec.calculators, src=spec.name, live=spec.live)
-        self.publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm, linger=_CLOSE_LINGER_MS)
+        self.publisher = Publisher(spec.endpoint, src=spec.name, sndhwm=spec.sndhwm, linger=_CLOSE_LINGER_MS,
+                                   curve=spec.curve)
         self.rings = [Ring.attach(s.ring) for s in spec.sources]
         self.registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
         self.symbols: list[str] = []
@@ -134,6 +140,10 @@ class Worker:
         """Loop until told to stop, then drain and flush. Returns the exit code."""
         code = 0
         try:
+            # A restarted worker's first messages must not be lost to the slow joiner.
+            if not self.publisher.wait_subscribed(_SUBSCRIBED_TIMEOUT):
+                log.warning("%s: the hub's subscriptions did not arrive within %s s", self.spec.name,
+                            _SUBSCRIBED_TIMEOUT)
             self.child.ready()
             while not self.stop:
                 worked = self.drain()
