@@ -220,10 +220,18 @@ def _expanded_size(node: yaml.Node | None) -> int:
     return 0 if node is None else size(node)
 
 
+_SHOWN_CHARS = 120
+
+
 def _show(value: Any) -> str:
+    """A value as one line of an error: strings as they are (escaped if not printable), other
+    values in YAML flow style; long ones cut with an ellipsis."""
     if isinstance(value, str):
-        return value if value and value.isprintable() else repr(value)
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        text = value if value and value.isprintable() else repr(value)
+    else:
+        flow = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
+        text = " ".join(flow.strip().removesuffix("...").split())
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "\u2026"
 
 
 def _describe_validation(exc: msgspec.ValidationError, data: Any) -> tuple[str, str, Any]:
@@ -233,10 +241,10 @@ def _describe_validation(exc: msgspec.ValidationError, data: Any) -> tuple[str, 
     raw_path = match.group(1) if match else ""
     path = raw_path.lstrip(".")
     text = message[: match.start()] if match else message
-    missing = re.match(r"Object missing required field `(\w+)`", text)
+    missing = re.match(r"Object missing required field `(.+)`$", text)
     if missing:
         return (f"{path}.{missing.group(1)}" if path else missing.group(1)), "is required", _MISSING
-    unknown = re.match(r"Object contains unknown field `(\w+)`", text)
+    unknown = re.match(r"Object contains unknown field `(.+)`$", text)
     if unknown:
         return (f"{path}.{unknown.group(1)}" if path else unknown.group(1)), "is not a known field", _MISSING
     value = _lookup(data, path)

@@ -21,7 +21,7 @@ from streamctl.ingest.validation import Refusal, describe, refusals
 from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
-from streamctl.shm.registry import NO_INSTRUMENT, symbol_problem
+from streamctl.shm.registry import NO_INSTRUMENT, RegistryError, symbol_problem
 from streamctl.shm.stats import RECONNECT_ATTEMPT, CounterName, State
 from streamctl.shm.text import printable
 
@@ -74,12 +74,16 @@ class FeedRuntime:
     # ---- FeedContext
     def instrument_id(self, symbol: str) -> int:
         problem = symbol_problem(symbol)
-        if problem:  # e.g. a gateway's 60-byte mapping: its records are refused, the feed goes on
+        if problem is None:
+            try:
+                instrument = self._registry.id_for(symbol)
+            except RegistryError as exc:  # full: a gateway sending more mappings than the registry holds
+                problem = str(exc)
+        if problem is not None:  # e.g. a gateway's 60-byte mapping: its records are refused, the feed goes on
             if symbol not in self._bad_symbols:
                 self._bad_symbols.add(symbol)
                 self.event(EventKind.MALFORMED, f"symbol {symbol!r} refused: {problem}; its records are dropped")
             return NO_INSTRUMENT
-        instrument = self._registry.id_for(symbol)
         if instrument >= len(self._partition):
             grown = np.full(max(instrument + 1, 2 * len(self._partition)), -1, dtype=np.int64)
             grown[: len(self._partition)] = self._partition

@@ -87,6 +87,8 @@ def test_a_symbol_no_topic_can_carry_is_refused_and_the_feed_goes_on():
             runtime = FeedRuntime(spec, registry=registry, rings=[ring], slot=table.slot(0), publisher=None)
             ids = [runtime.instrument_id(s) for s in ("ESU4", "X" * 60, "caf\u00e9", "ESU4")]
             assert ids == [1, NO_INSTRUMENT, NO_INSTRUMENT, 1] and len(registry) == 1
+            more = [runtime.instrument_id(f"S{i}") for i in range(20)]  # the registry holds 16 symbols
+            assert more[:15] == list(range(2, 17)) and set(more[15:]) == {NO_INSTRUMENT}
             batch = np.zeros(3, RECORD_DTYPE)
             batch["ts_event"] = batch["ts_recv"] = 1_719_878_281_000_000_000
             batch["kind"], batch["price"], batch["size"] = Kind.TRADE, 5_528_500_000_000, 1
