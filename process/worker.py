@@ -29,10 +29,10 @@ _CLOCK_PERIOD_NS = 50_000_000
 _DRAIN_SECONDS = 5.0
 """At stop, the longest the worker keeps reading its rings before it flushes."""
 _CLOSE_LINGER_MS = 10_000
+"""At stop, queued messages (the flushed bars) get this long to reach the hub."""
 _SUBSCRIBED_TIMEOUT = 10.0
 """At start, the longest the worker waits for the hub's subscriptions before it publishes."""
-"""At stop, queued messages (the flushed bars) get this long to reach the hub."""
-_DEEP_IDLE_AFTER = 0.05
+_DEEP_IDLE_AFTER = 0.005
 """Seconds of empty rings after which an idle worker may sleep up to `_DEEP_IDLE_SLEEP`."""
 _DEEP_IDLE_SLEEP = 1e-3
 """Longest sleep of a worker idle for `_DEEP_IDLE_AFTER`: ~1,000 wake-ups a second instead of
