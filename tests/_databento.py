@@ -114,7 +114,7 @@ def feed(*symbols: str) -> SimpleNamespace:
     return SimpleNamespace(name="db", symbols=list(symbols))
 
 
-def poll_batches(session, until, *, timeout: float = 10.0, poll: float = 0.05) -> list[np.ndarray]:
+def poll_batches(session, until, *, timeout: float = 30.0, poll: float = 0.05) -> list[np.ndarray]:
     """Poll `session` until ``until(batches_so_far)`` holds; fails the test after `timeout` s."""
     batches: list[np.ndarray] = []
 
@@ -127,7 +127,7 @@ def poll_batches(session, until, *, timeout: float = 10.0, poll: float = 0.05) -
     return batches
 
 
-def collect(session, until, *, timeout: float = 10.0) -> np.ndarray:
+def collect(session, until, *, timeout: float = 30.0) -> np.ndarray:
     """Like `poll_batches`, with ``until`` and the result on all the records so far as one array."""
     from streamctl.shm.records import RECORD_DTYPE
 
