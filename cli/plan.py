@@ -68,10 +68,8 @@ class ProcessPlan:
 
 
 def wall_clocked(config: PlantConfig, feed: FeedConfig) -> bool:
-    """Whether `feed`'s event time is now, so its quiet spells advance its clock (docs/calculators.md,
-    "Bar timing"): a live vendor's, or a source whose options say ``clock: wall`` (the simulator).
-    A replay's time is its file's."""
-    return vendor_spec(feed.vendor).live or getattr(config.vendor_options(feed), "clock", None) == "wall"
+    """Whether `feed`'s event time is now (the vendor decides: `VendorSpec.event_time_is_now`)."""
+    return vendor_spec(feed.vendor).event_time_is_now(config.vendor_options(feed))
 
 
 def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer, CurveClient], *,

@@ -172,7 +172,8 @@ class VendorSpec:
     """The ``feeds[i].vendor`` value."""
     options: type
     """Frozen msgspec Struct of ``feeds[i].options``; may define ``check() -> (field, message,
-    value) | None`` for rules a type cannot express."""
+    value) | None`` for rules a type cannot express, and ``event_time_is_now() -> bool`` when
+    its event time follows the wall clock although the vendor is not `live` (the simulator)."""
     session: str
     """``Session(options, feed, ctx)``, a `FeedSession`."""
     parser: str
@@ -189,6 +190,12 @@ class VendorSpec:
     warm_up: str | None = None
     """Compiles (or loads from cache) the vendor's kernels in the forkserver before children fork."""
     reason_without_venue: str = ""
+
+    def event_time_is_now(self, options: Any) -> bool:
+        """Whether a feed with these options stamps events with the current time, so its quiet
+        spells advance its clock (docs/calculators.md, "Bar timing"); a replay's time is its file's."""
+        own = getattr(options, "event_time_is_now", None)
+        return self.live or (own is not None and own())
 
     def session_type(self) -> SessionFactory:
         return resolve(self.session)

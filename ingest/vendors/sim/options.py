@@ -37,6 +37,10 @@ class Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     event time advances by 1/rate per event (from ``start_ns``) and nothing waits."""
     start_ns: int = _DEFAULT_START_NS
 
+    def event_time_is_now(self) -> bool:
+        """``clock: wall`` stamps events as they are paced out; ``simulated`` runs its own time."""
+        return self.clock == "wall"
+
     def check(self) -> tuple[str, str, object] | None:
         if self.trade_share + self.quote_share > 1:
             return "trade_share", "plus `quote_share` must be <= 1", self.trade_share
