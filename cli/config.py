@@ -31,6 +31,8 @@ __all__ = [
     "CurveConfig",
     "RingsConfig",
     "SupervisionConfig",
+    "MetricsConfig",
+    "parse_listen",
     "load_config",
     "parse_config",
 ]
@@ -106,6 +108,32 @@ class SupervisionConfig(_Cfg, frozen=True):
     """Seconds every process gets to report ready at start."""
 
 
+class MetricsConfig(_Cfg, frozen=True):
+    """The supervisor's Prometheus endpoint (`docs/metrics.md`)."""
+
+    listen: str = "127.0.0.1:9464"
+    """HOST:PORT of the HTTP server whose ``/metrics`` Prometheus scrapes."""
+    allow_remote: bool = False
+    """A `listen` host other than loopback is refused unless this is true (the endpoint has no auth)."""
+
+
+def parse_listen(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); refuses a non-loopback host unless `allow_remote`."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT with a port in 1..65535")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise ValueError("must be a loopback address (127.0.0.1, ::1, localhost) unless remote access is allowed")
+    return host, int(port)
+
+
 class PlantConfig(_Cfg, frozen=True):
     name: _NAME
     feeds: list[FeedConfig]
@@ -115,6 +143,8 @@ class PlantConfig(_Cfg, frozen=True):
     publish: PublishConfig = PublishConfig()
     rings: RingsConfig = RingsConfig()
     supervision: SupervisionConfig = SupervisionConfig()
+    metrics: MetricsConfig | None = None
+    """Off unless set (``metrics: {}`` serves on 127.0.0.1:9464): two plants on a host need two ports."""
 
     def vendor_options(self, feed: FeedConfig) -> Any:
         """The typed options of one feed (already validated at load)."""
@@ -307,6 +337,12 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
             zoneinfo.ZoneInfo(vwap.timezone)
         except Exception:
             raise fail("calculators.vwap.timezone", "must be an IANA time zone", vwap.timezone) from None
+    if config.metrics is not None:
+        try:
+            parse_listen(config.metrics.listen, allow_remote=config.metrics.allow_remote)
+        except ValueError as exc:
+            raise fail("metrics.listen", f"{exc} (`metrics.allow_remote: true`)"
+                       if "loopback" in str(exc) else str(exc), config.metrics.listen) from None
     endpoint = config.publish.endpoint
     tcp = re.match(r"^tcp://[^:]+:(\d+)$", endpoint)
     if not (tcp or re.match(r"^ipc://.+$", endpoint)):

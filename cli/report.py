@@ -1,8 +1,9 @@
 """Report: what the supervisor measures about the plant, made visible.
 
 Once a second it writes into each slot what a process cannot cheaply measure about itself:
-rates in and out, CPU% and memory, both RSS and USS (RSS counts the pages every child shares
-with the forkserver, so summing it overstates the plant; USS is what only that process holds).
+rates in and out, CPU (% and seconds) and memory: RSS, USS and PSS (RSS counts the pages every
+child shares with the forkserver, so summing it overstates the plant; USS is what only that
+process holds; PSS splits each shared page among its users, so it sums to the plant's total).
 It publishes ``status.<process>`` and ``event.supervisor`` through the hub, so a subscriber
 sees the plant's health on the same endpoint as its data.
 """
@@ -57,10 +58,13 @@ class Reporter:
                 continue
             try:
                 ps = self._psutil_process(child.plan.slot, proc)
-                memory = ps.memory_full_info()  # one read of /proc/<pid>/smaps: rss and uss agree
+                memory = ps.memory_full_info()  # one read of /proc/<pid>/smaps: rss, uss and pss agree
                 slot.set("rss", memory.rss)
                 slot.set("uss", memory.uss)
+                slot.set("pss", getattr(memory, "pss", 0))
                 slot.set("cpu_pct", ps.cpu_percent(None))
+                times = ps.cpu_times()
+                slot.set("cpu_seconds", times.user + times.system)
             except psutil.Error:
                 pass
 

@@ -4,7 +4,8 @@ Everything comes from shared memory the plant writes: the process table (heartbe
 counters, and the rates, memory and CPU% the supervisor samples every second) and the ring
 headers (fill, consumer lag, overflow). Nothing here guesses. Memory is shown twice: RSS
 counts the pages every child shares with the forkserver, USS only what the process alone
-holds, so the USS column adds up to what the plant really costs.
+holds, so the USS column adds up to what the plant really costs (`--json` also has PSS, which
+splits shared pages among their users, and each worker's ts_recv -> publish latency histogram).
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
                 "progress": _progress(row),
                 "rss": int(row["rss"]),
                 "uss": int(row["uss"]),
+                "pss": int(row["pss"]),
                 "cpu_pct": round(float(row["cpu_pct"]), 1),
+                "cpu_seconds": round(float(row["cpu_seconds"]), 3),
+                "latency": _latency(row) if role == Role.WORKER else None,
                 "heartbeat_age_s": round((now - hb) / 1e9, 3) if hb else None,
                 "detail": row.get("detail", ""),
             })
@@ -102,6 +106,15 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
             ring.close()
         if own_table:
             table.close()
+
+
+def _latency(row: dict[str, Any]) -> dict[str, Any]:
+    """A worker's ts_recv -> publish histogram: records per bucket (upper bounds in ns, the last
+    bucket unbounded), and their sum."""
+    from streamctl.shm.stats import LATENCY_BOUNDS_NS
+
+    return {"bounds_ns": [int(b) for b in LATENCY_BOUNDS_NS], "counts": list(row["latency_counts"]),
+            "sum_ns": int(row["latency_sum_ns"])}
 
 
 def _progress(row: dict[str, Any]) -> float | None:

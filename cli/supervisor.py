@@ -2,7 +2,7 @@
 
 A facade over four parts with one job each: `plan` (config -> process specs), `provision`
 (segments, endpoint, manifest), `supervise` (start, heartbeats, restarts) and `report`
-(sampling, status). Start order: provision everything, then the hub, the workers, the feeds,
+(sampling, status), plus the optional Prometheus endpoint (`metrics`). Start order: provision everything, then the hub, the workers, the feeds,
 each waiting until READY. Stop order: feeds, then workers (they drain their rings and flush
 open bars), then the hub; then every segment is unlinked and the manifest removed.
 """
@@ -13,14 +13,17 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamctl.bus.curve import plant_keys
-from streamctl.cli.config import PlantConfig
+from streamctl.cli.config import MetricsConfig, PlantConfig
 from streamctl.cli.plan import START_ORDER, Layout, plan_processes
 from streamctl.cli.provision import PlantError, Provision
 from streamctl.cli.report import Reporter
 from streamctl.cli.status import collect_status
+
+if TYPE_CHECKING:
+    from streamctl.cli.metrics import MetricsServer
 from streamctl.cli.supervise import RestartPolicy, Supervision
 from streamctl.shm.stats import Role
 
@@ -48,6 +51,7 @@ class Supervisor:
         self._provision = Provision(config, self._layout, slots=len(self._plans), config_path=config_path)
         self._supervision: Supervision | None = None
         self._reporter = Reporter()
+        self._metrics: MetricsServer | None = None
         self._last_sample = 0.0
         self._stopped = False
 
@@ -58,6 +62,8 @@ class Supervisor:
         try:
             self._provision.create()  # refuses a running plant of this name before touching anything
             assert self._provision.table is not None
+            if self.config.metrics is not None:
+                self._start_metrics(self.config.metrics)
             self._supervision = Supervision(self._plans, self._provision.table, self.policy,
                                             on_event=self._reporter.event)
             for role in START_ORDER:
@@ -70,6 +76,17 @@ class Supervisor:
         except BaseException:
             self.stop()
             raise
+
+    def _start_metrics(self, config: MetricsConfig) -> None:
+        from streamctl.cli.metrics import MetricsServer
+
+        self._metrics = MetricsServer(config, self.status)
+        try:
+            self._metrics.start()
+        except OSError as exc:
+            self._metrics = None
+            raise PlantError(f"`metrics.listen` {config.listen}: cannot serve there ({exc.strerror or exc})") from None
+        log.info("metrics at http://%s/metrics", config.listen)
 
     # ------------------------------------------------------------------ supervise
     def step(self) -> None:
@@ -141,4 +158,6 @@ class Supervisor:
                         log.exception("before_hub")
                 self._supervision.stop_role(role, timeout)
         self._reporter.close()
+        if self._metrics is not None:
+            self._metrics.close()  # before the segments it reads are unmapped
         self._provision.release()

@@ -28,6 +28,7 @@ __all__ = [
     "CounterName",
     "SUPERVISOR_FIELDS",
     "RECONNECT_ATTEMPT",
+    "LATENCY_BOUNDS_NS",
     "StatsError",
     "stats_bytes",
 ]
@@ -81,11 +82,20 @@ _FIELDS = [
     ("rss", "<u8"),  # 208 supervisor: resident memory, bytes
     ("cpu_pct", "<f8"),  # 216 supervisor: CPU percent
     ("reconnect_attempt", "<u8"),  # 224 live feeds: reconnect attempt in progress (0 = none); survives restarts
-    ("detail", "S152"),  # 232 free text (why FAILED ...), ends at 384
+    ("detail", "S152"),  # 232 free text (why FAILED ...)
+    ("pss", "<u8"),  # 384 supervisor: proportional set size (shared pages split among their users), bytes
+    ("cpu_seconds", "<f8"),  # 392 supervisor: user + system CPU time
+    ("latency_sum_ns", "<u8"),  # 400 workers: sum of ts_recv -> publish over the records counted below
+    ("latency_counts", "<u8", (13,)),  # 408 workers: records per bucket of LATENCY_BOUNDS_NS (+Inf last), ends at 512
 ]
 SLOT_DTYPE = np.dtype(_FIELDS)
-"""One slot: 384 bytes (6 cache lines), numeric fields 8 bytes and 8-byte aligned."""
-assert SLOT_DTYPE.itemsize == 384 and SLOT_DTYPE.itemsize % 64 == 0
+"""One slot: 512 bytes (8 cache lines), numeric fields 8 bytes (or arrays of them) and 8-byte aligned."""
+assert SLOT_DTYPE.itemsize == 512 and SLOT_DTYPE.itemsize % 64 == 0
+
+LATENCY_BOUNDS_NS = np.array([25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+                              10_000_000, 25_000_000, 100_000_000, 1_000_000_000], dtype=np.int64)
+"""Upper bounds (inclusive, ns) of the latency histogram buckets; the last bucket is +Inf."""
+assert len(LATENCY_BOUNDS_NS) + 1 == SLOT_DTYPE.fields["latency_counts"][0].shape[0]  # type: ignore[index]
 
 
 def _field_layout(dtype: np.dtype) -> dict[str, tuple[np.dtype, int]]:
@@ -98,6 +108,7 @@ _LAYOUT = _field_layout(SLOT_DTYPE)
 assert all(len(role.encode()) <= _LAYOUT["role"][0].itemsize for role in Role)
 
 _STRINGS = {"name", "role", "detail"}
+_ARRAYS = {"latency_counts"}
 _ROLES = tuple(role.value for role in Role)
 _TRUNCATED = {"detail"}  # free text is escaped and cut to fit (`shorten`); names are refused when too long
 
@@ -124,7 +135,7 @@ class CounterName(enum.StrEnum):
 COUNTERS = tuple(CounterName)
 """Monotonic counters a process adds to."""
 
-SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "uss", "cpu_pct")
+SUPERVISOR_FIELDS = ("restarts", "exit_code", "rate_in", "rate_out", "rss", "uss", "pss", "cpu_pct", "cpu_seconds")
 """Columns the supervisor writes into every slot (the process never does)."""
 
 RECONNECT_ATTEMPT = "reconnect_attempt"
@@ -148,7 +159,7 @@ def stats_bytes(slots: int) -> int:
 def _number_fields() -> dict[str, tuple[str, int]]:
     out = {}
     for name, (dt, offset) in _LAYOUT.items():
-        if name in _STRINGS:
+        if name in _STRINGS or name in _ARRAYS:
             continue
         assert dt.itemsize == 8 and offset % 8 == 0, name
         out[name] = ({"i": "q", "u": "Q", "f": "d"}[dt.kind], offset // 8)
@@ -215,6 +226,18 @@ class ProcessSlot:
         value = view[word]
         return State(value) if field == "state" and value in State._value2member_map_ else value
 
+    def observe_latency(self, latencies_ns: np.ndarray) -> None:
+        """Count each latency (ns) into its histogram bucket, and add them to the sum (vectorized:
+        one call per batch)."""
+        if not len(latencies_ns):
+            return
+        lat = np.maximum(latencies_ns, 0)
+        counts = np.bincount(np.searchsorted(LATENCY_BOUNDS_NS, lat, side="left"),
+                             minlength=len(LATENCY_BOUNDS_NS) + 1)
+        self._row["latency_counts"][0] += counts.astype(np.uint64)
+        view, word = self._field("latency_sum_ns")
+        view[word] += int(lat.sum())
+
     def heartbeat(self) -> None:
         """Liveness: store the current time (ns)."""
         view, word = self._field("heartbeat_ns")
@@ -247,6 +270,8 @@ def _row_dict(index: int, row: np.void) -> dict[str, Any]:
         value = row[name]
         if name in _STRINGS:
             out[name] = _text(name, value)
+        elif name in _ARRAYS:
+            out[name] = [int(v) for v in value]
         elif name == "state":  # a State (an int, with `.name`), or the raw int if unknown
             out[name] = State(int(value)) if int(value) in State._value2member_map_ else int(value)
         else:

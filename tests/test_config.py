@@ -68,6 +68,11 @@ def test_shipped_configs_validate(path, monkeypatch):
         ("name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\ncalculators: {vwap: {timezone: Mars/Olympus}}\n",
          "`calculators.vwap.timezone` must be an IANA time zone; was Mars/Olympus", 4),
         ("name: x\nfeeds: [\n", "not valid YAML", None),
+        ("name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\nmetrics: {listen: '0.0.0.0:9464'}\n",
+         "`metrics.listen` must be a loopback address (127.0.0.1, ::1, localhost) unless remote access is "
+         "allowed (`metrics.allow_remote: true`); was 0.0.0.0:9464", 4),
+        ("name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\nmetrics: {listen: '127.0.0.1:http'}\n",
+         "`metrics.listen` must be HOST:PORT with a port in 1..65535; was 127.0.0.1:http", 4),
     ],
 )
 def test_bad_config_is_refused_naming_field_value_and_line(text, message, line):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 
+import numpy as np
 import pytest
 from _common import wait_until
 from _shmutil import no_leaks, unique_plant
@@ -30,7 +31,7 @@ def test_slot_layout_is_8_byte_aligned_and_padded_to_cache_lines():
         dt, offset = SLOT_DTYPE.fields[name][:2]
         assert offset % 8 == 0, name
         if dt.kind != "S":
-            assert dt.itemsize == 8, name
+            assert dt.base.itemsize == 8, name
     for name in (*COUNTERS, *SUPERVISOR_FIELDS, "pid", "cpu", "state", "heartbeat_ns", "detail", "uss"):
         assert name in SLOT_DTYPE.names
 
@@ -146,3 +147,19 @@ def test_process_writes_its_slot_while_the_supervisor_writes_its_columns(table):
         if proc.is_alive():
             proc.kill()
             proc.join(5)
+
+
+def test_observe_latency_counts_each_record_into_its_bucket(table):
+    from streamctl.shm.stats import LATENCY_BOUNDS_NS
+
+    slot = table.slot(1)
+    slot.set("name", "worker-0")
+    # On a bound (inclusive, like Prometheus' `le`), just past it, beyond the last bound, and negative
+    # (a clock step: counted as 0).
+    slot.observe_latency(np.array([25_000, 25_001, 2_000_000_000, -5], dtype=np.int64))
+    slot.observe_latency(np.array([], dtype=np.int64))
+    (row,) = table.snapshot()
+    counts = row["latency_counts"]
+    assert len(counts) == len(LATENCY_BOUNDS_NS) + 1
+    assert counts[0] == 2 and counts[1] == 1 and counts[-1] == 1 and sum(counts) == 4
+    assert row["latency_sum_ns"] == 25_000 + 25_001 + 2_000_000_000

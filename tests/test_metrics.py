@@ -1,0 +1,112 @@
+"""The supervisor's Prometheus endpoint on a real plant: scraped over HTTP, parsed with the
+official text parser, and held against `streamctl status --json` taken around each scrape."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+
+import pytest
+from _common import free_port, wait_until
+from plant_helpers import PlantCli, demo_config
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def plant(tmp_path):
+    cli = PlantCli(tmp_path)
+    try:
+        yield cli
+    finally:
+        cli.cleanup()
+
+
+def _scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """Every sample of one scrape: (sample name, labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def _value(samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_scraped_counters_agree_with_status_and_move(plant):
+    name, port = f"met{os.getpid() % 100000}", free_port()
+    config = plant.write_config(name, demo_config(name, free_port(), rate=200,
+                                                  extra=f"metrics: {{listen: '127.0.0.1:{port}'}}\n"))
+    plant.run("up", str(config), "--detach", check=True)
+    wait_until(lambda: plant.process(name, "worker-0")["records_in"] > 0, 60, "worker-0 records")
+
+    before = {p["name"]: p for p in plant.status(name)["processes"]}
+    first = _scrape(port)
+    after = {p["name"]: p for p in plant.status(name)["processes"]}
+    assert set(before) == {"hub", "worker-0", "worker-1", "sim"}
+    for proc, was in before.items():
+        labels = dict(plant=name, process=proc, role=was["role"])
+        for field in ("records_in", "records_out"):
+            got = _value(first, f"streamctl_process_{field}_total", **labels)
+            assert was[field] <= got <= after[proc][field], (proc, field)
+        for cause, n in was["drops"].items():
+            assert n <= _value(first, "streamctl_process_drops_total", cause=cause, **labels) <= after[proc]["drops"][cause]
+        assert _value(first, "streamctl_process_restarts_total", **labels) == was["restarts"] == 0
+        assert _value(first, "streamctl_process_state", state="ready", **labels) == 1.0
+        assert _value(first, "streamctl_process_state", state="failed", **labels) == 0.0
+        assert _value(first, "streamctl_process_up", **labels) == 1.0
+    sim = dict(plant=name, process="sim", role="ingest")
+    assert _value(first, "streamctl_feed_reconnects_total", plant=name, feed="sim") == before["sim"]["reconnects"]
+    assert _value(first, "streamctl_feed_errors_total", plant=name, feed="sim") == before["sim"]["errors"]
+    assert 0.0 <= _value(first, "streamctl_process_ring_fill_ratio", **sim) <= 1.0
+
+    # The supervisor samples memory and CPU once a second: wait for a sample of every process.
+    wait_until(lambda: all(_value(_scrape(port), "streamctl_process_resident_memory_bytes", plant=name,
+                                  process=p, role=r["role"]) > 0 for p, r in before.items()), 30, "memory samples")
+    sample = _scrape(port)
+    for proc, was in before.items():
+        labels = dict(plant=name, process=proc, role=was["role"])
+        rss = _value(sample, "streamctl_process_resident_memory_bytes", **labels)
+        pss = _value(sample, "streamctl_process_proportional_memory_bytes", **labels)
+        uss = _value(sample, "streamctl_process_unique_memory_bytes", **labels)
+        assert 0 < uss <= pss <= rss, (proc, uss, pss, rss)
+
+    # The latency histogram counts every record the worker consumed, as records_in does.
+    for worker in ("worker-0", "worker-1"):
+        count = _value(first, "streamctl_worker_latency_seconds_count", plant=name, process=worker)
+        assert before[worker]["records_in"] <= count <= after[worker]["records_in"]
+        buckets = sorted(((float(dict(labels)["le"]), v) for (n, labels), v in first.items()
+                          if n == "streamctl_worker_latency_seconds_bucket" and dict(labels)["process"] == worker))
+        assert buckets[-1] == (float("inf"), count)
+        assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:], strict=False))  # cumulative
+        assert _value(first, "streamctl_worker_latency_seconds_sum", plant=name, process=worker) > 0
+
+    # The counters move as the plant runs.
+    worker0 = dict(plant=name, process="worker-0", role="worker")
+    start = _value(first, "streamctl_process_records_in_total", **worker0)
+    wait_until(lambda: _value(_scrape(port), "streamctl_process_records_in_total", **worker0) > start, 30,
+               "worker-0 records_in to grow")
+
+    plant.run("down", "--name", name, check=True)
+    with pytest.raises(OSError):
+        _scrape(port)
+
+
+def test_metrics_port_taken_is_refused_naming_the_field(plant):
+    import socket
+
+    name = f"mtk{os.getpid() % 100000}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = plant.write_config(name, demo_config(name, free_port(),
+                                                      extra=f"metrics: {{listen: '127.0.0.1:{port}'}}\n"))
+        proc = plant.run("up", str(config), "--detach")
+    assert proc.returncode == 1
+    assert f"`metrics.listen` 127.0.0.1:{port}: cannot serve there" in proc.stderr
