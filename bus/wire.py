@@ -298,6 +298,12 @@ class Status(_Payload, kw_only=True):
     rate_out: float
     drops: dict[str, int]
     ts: int
+    state: str = ""
+    """starting, ready, reconnecting, stopping, exited (e.g. waiting for a restart) or failed."""
+    cpu_pct: float = 0.0
+    rss: int = 0
+    detail: str = ""
+    """Why it is in that state (e.g. ``restarted; last exit: killed by SIGKILL``)."""
 
 
 PAYLOAD_TYPES: dict[str, type[_Payload]] = {

@@ -1,4 +1,4 @@
-"""The `streamctl` command line: up, down, status, tail, keys, validate, clean, replay, venue."""
+"""The `streamctl` command line: up, down, status, tail, web, plot, keys, validate, clean, replay, venue."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ log = logging.getLogger("streamctl")
 EXIT_CONFIG = 2
 """Exit code for a refused config or bad usage (nothing was started)."""
 EXIT_FAILED = 1
+
+_WEB_LISTEN = "127.0.0.1:8765"
 
 
 def _version() -> str:
@@ -61,13 +63,18 @@ def cli() -> None:
 @click.option("--no-view", is_flag=True, help="No live table in the foreground (log lines only).")
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=None,
               help="Seconds to wait for every process to report ready (default: `supervision.ready_timeout`).")
-def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_timeout: float | None) -> None:
+@click.option("--web", "web_listen", is_flag=False, flag_value=_WEB_LISTEN, default=None, metavar="[HOST:PORT]",
+              help=f"Also serve the live web view (`streamctl web`), on {_WEB_LISTEN} unless given.")
+def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_timeout: float | None,
+       web_listen: str | None) -> None:
     """Start the plant described by CONFIG (foreground with a live view; Ctrl-C stops it cleanly)."""
     cfg = _load(config)
     if ready_timeout is None:
         ready_timeout = cfg.supervision.ready_timeout
+    if web_listen is not None:
+        _listen_or_exit(web_listen, "--web", allow_remote=False)
     if detach:
-        sys.exit(_detach(config, cfg, duration, ready_timeout))
+        sys.exit(_detach(config, cfg, duration, ready_timeout, web_listen))
     _setup_logging()
     from streamctl.cli.status import render_table
     from streamctl.cli.supervisor import PlantError, RestartPolicy, Supervisor
@@ -77,6 +84,7 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
     sup.install_signal_handlers()
     tty = sys.stdout.isatty() and not no_view
     last_plain = [0.0]
+    web_proc: subprocess.Popen | None = None
 
     def show() -> None:
         if no_view:
@@ -89,6 +97,10 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
     try:
         sup.start()
         click.echo(f"plant {cfg.name} ready: subscribe at {cfg.publish.endpoint}", err=True)
+        if web_listen is not None:
+            web_proc = subprocess.Popen([sys.executable, "-m", "streamctl.cli", "web", "--endpoint",
+                                         cfg.publish.endpoint, "--listen", web_listen], stdin=subprocess.DEVNULL)
+            click.echo(f"web view at http://{web_listen}/", err=True)
         sup.run(duration=duration, on_tick=show)
     except PlantError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -101,11 +113,15 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     finally:
+        if web_proc is not None:
+            web_proc.terminate()
+            web_proc.wait(10)
         sup.stop()  # idempotent; runs on every path out, sys.exit included
     click.echo(f"plant {cfg.name} stopped", err=True)
 
 
-def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout: float) -> int:
+def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout: float,
+            web_listen: str | None) -> int:
     from streamctl.cli.runtime import read_manifest, run_dir
     from streamctl.shm.segments import process_alive
 
@@ -113,6 +129,8 @@ def _detach(config: str, cfg: PlantConfig, duration: float | None, ready_timeout
     args = [sys.executable, "-m", "streamctl.cli", "up", config, "--no-view", "--ready-timeout", str(ready_timeout)]
     if duration is not None:
         args += ["--duration", str(duration)]
+    if web_listen is not None:
+        args += ["--web", web_listen]
     env = dict(os.environ, STREAMCTL_LOG_FILE=str(log_path))
     with open(log_path, "ab") as out:
         this_run = out.tell()  # the log accumulates across runs: show only what this one wrote
@@ -259,6 +277,42 @@ def tail(topics: tuple[str, ...], as_json: bool, count: int | None, timeout: flo
         pass
     except BrokenPipeError:  # `streamctl tail ... | head`
         sys.stderr.close()
+
+
+# ---------------------------------------------------------------------------------------------- web
+def _listen_or_exit(listen: str, option: str, *, allow_remote: bool) -> tuple[str, int]:
+    from streamctl.cli.config import parse_listen
+
+    try:
+        return parse_listen(listen, allow_remote=allow_remote)
+    except ValueError as exc:
+        hint = " (`--allow-remote`)" if "loopback" in str(exc) and option == "--listen" else ""
+        click.echo(f"error: `{option}` {exc}{hint}; was {listen}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@cli.command()
+@click.option("--name", default=None, help="Plant name (needed when several run).")
+@click.option("--endpoint", default=None, help="Subscribe here instead of a running plant's endpoint.")
+@click.option("--listen", default=_WEB_LISTEN, show_default=True, metavar="HOST:PORT", help="Where to serve the page.")
+@click.option("--allow-remote", is_flag=True, help="Allow a `--listen` host other than loopback (no auth!).")
+def web(name: str | None, endpoint: str | None, listen: str, allow_remote: bool) -> None:
+    """Serve a live web view of a plant: processes, candles per symbol and interval, trades, book."""
+    from streamctl.web.server import serve
+
+    host, port = _listen_or_exit(listen, "--listen", allow_remote=allow_remote)
+    if endpoint is None:
+        endpoint = _find_plant(name)["endpoint"]
+    _setup_logging()
+    try:
+        serve(endpoint, host, port, on_ready=lambda: click.echo(f"web view at http://{listen}/ (plant at {endpoint})",
+                                                                err=True))
+    except OSError as exc:
+        click.echo(f"error: cannot serve at {listen}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 # ---------------------------------------------------------------------------------------------- keys

@@ -86,7 +86,8 @@ class Reporter:
             self._publisher.publish(topic("status", p["name"]), Status(
                 name=p["name"], role=p["role"], pid=p["pid"], alive=p["alive"], restarts=p["restarts"],
                 records_in=p["records_in"], records_out=p["records_out"], rate_in=p["rate_in"],
-                rate_out=p["rate_out"], drops=p["drops"], ts=now))
+                rate_out=p["rate_out"], drops=p["drops"], ts=now, state=p["state"], cpu_pct=p["cpu_pct"],
+                rss=p["rss"], detail=p["detail"]))
 
     @property
     def publishing(self) -> bool:

@@ -2,6 +2,7 @@
 that runs the wrong way.
 
     shm  <-  bus  <-  ingest | process  <-  cli        client <- bus        sinks <- bus, client
+    web <- bus, client (and cli <- web)
 
 A vendor folder never imports another vendor, and shared formats never import a vendor.
 Imports inside functions and under ``TYPE_CHECKING`` count too: a lazy import is still an arrow.
@@ -23,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "process": {"shm", "bus", "process"},
     "client": {"bus", "client"},
     "sinks": {"shm", "bus", "client", "sinks"},
-    "cli": {"shm", "bus", "ingest", "process", "client", "sinks", "cli", "configs"},
+    "web": {"bus", "client", "web"},
+    "cli": {"shm", "bus", "ingest", "process", "client", "sinks", "web", "cli", "configs"},
 }
 """For each layer (a top-level folder), the layers its modules may import."""
 
