@@ -315,6 +315,27 @@ def web(name: str | None, endpoint: str | None, listen: str, allow_remote: bool)
         sys.exit(EXIT_CONFIG)
 
 
+# ---------------------------------------------------------------------------------------------- plot
+@cli.command()
+@click.argument("bars", type=click.Path(exists=True, dir_okay=False))
+@click.option("--symbol", required=True, help="The symbol to draw.")
+@click.option("--interval", required=True, help="Bar interval as in the topics: 1s, 60s (or 1m), 100t, ...")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+def plot(bars: str, symbol: str, interval: str, out: str) -> None:
+    """Write a self-contained interactive candlestick chart (volume, VWAP, anomalies) from BARS
+    (`replay --out` output: .jsonl or .parquet)."""
+    from streamctl.cli.plot import plot_file
+
+    try:
+        result = plot_file(bars, out, symbol=symbol, interval=interval)
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if result.skipped:
+        click.echo(f"skipped {result.skipped} bad row(s); first: {result.first_error}", err=True)
+    click.echo(f"{out}: {result.bars} candles, {result.anomalies} anomalies")
+
+
 # ---------------------------------------------------------------------------------------------- keys
 @cli.command()
 @click.argument("name")

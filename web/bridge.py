@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import defaultdict, deque
 from typing import Any
 
@@ -28,6 +29,7 @@ BARS_KEPT = 2000
 TRADES_KEPT = 50
 ANOMALIES_KEPT = 500
 EVENTS_KEPT = 50
+_TIME_INTERVAL = re.compile(r"\d+s")
 
 
 def _plain(payload: msgspec.Struct) -> dict[str, Any]:
@@ -115,8 +117,11 @@ class Bridge:
             self.books.pop(symbol, None)
 
     def catalog(self) -> dict[str, list[str]]:
-        """The symbols and intervals bars have been seen for (the page's choices)."""
-        return {"symbols": sorted({s for s, _ in self.bars}), "intervals": sorted({i for _, i in self.bars})}
+        """The symbols and time intervals bars have been seen for (the page's choices). Tick, volume
+        and dollar bars are left out: they can close several times a second, and a chart's time
+        axis takes one candle per instant."""
+        intervals = {i for _, i in self.bars if _TIME_INTERVAL.fullmatch(i)}
+        return {"symbols": sorted({s for s, _ in self.bars}), "intervals": sorted(intervals, key=lambda i: int(i[:-1]))}
 
     # ------------------------------------------------------------------ messages
     def _on_message(self, topic: str, payload: Any) -> None:
