@@ -76,6 +76,7 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
     if detach:
         sys.exit(_detach(config, cfg, duration, ready_timeout, web_listen))
     _setup_logging()
+    from streamctl.cli.progress import StartProgress
     from streamctl.cli.status import render_table
     from streamctl.cli.supervisor import PlantError, RestartPolicy, Supervisor
 
@@ -95,7 +96,11 @@ def up(config: str, detach: bool, duration: float | None, no_view: bool, ready_t
             last_plain[0] = time.monotonic()
             click.echo(render_table(sup.status()))
     try:
-        sup.start()
+        starting = StartProgress(cfg.name, sys.stderr, tty=sys.stderr.isatty())
+        try:
+            sup.start(on_wait=starting.waiting)
+        finally:
+            starting.finish()
         click.echo(f"plant {cfg.name} ready: subscribe at {cfg.publish.endpoint}", err=True)
         if web_listen is not None:
             web_proc = subprocess.Popen([sys.executable, "-m", "streamctl.cli", "web", "--endpoint",
@@ -421,12 +426,14 @@ def _clean(name: str | None) -> tuple[list[str], list[str]]:
 @click.option("--symbols", default=None, help="Comma-separated symbols to replay (default: all).")
 def replay(files: tuple[str, ...], config_path: str | None, out: str | None, symbols: str | None) -> None:
     """Run the plant's exact pipeline over recorded FILES (DBN, CSV, Parquet) and exit when done."""
+    from streamctl.cli.progress import ReplayProgress
     from streamctl.cli.replaying import run_replay
 
     _setup_logging()
     cfg = _load(config_path, feeds="ignore") if config_path else _bundled_demo()
     try:
-        summary = run_replay(cfg, list(files), out=out, symbols=symbols.split(",") if symbols else None)
+        summary = run_replay(cfg, list(files), out=out, symbols=symbols.split(",") if symbols else None,
+                             progress=ReplayProgress(sys.stderr, tty=sys.stderr.isatty()))
     except (ValueError, OSError, RuntimeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)

@@ -55,7 +55,7 @@ def _rows(path: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 problems.append(f"{path}:{number}: not JSON ({exc.msg})")
                 continue
             if not isinstance(row, dict):

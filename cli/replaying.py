@@ -24,6 +24,7 @@ import msgspec
 
 from streamctl.bus.wire import parse_topic
 from streamctl.cli.config import FeedConfig, PlantConfig
+from streamctl.cli.progress import ReplayProgress
 from streamctl.cli.runtime import run_dir
 from streamctl.cli.spill import SortedSpill
 from streamctl.cli.tailing import to_row
@@ -207,8 +208,9 @@ def _raise_on_sigterm() -> Any:
 
 
 def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbols: list[str] | None = None,
-               timeout: float | None = None) -> str:
-    """Run the plant over `files` with the calculators and partitions of `config`."""
+               timeout: float | None = None, progress: ReplayProgress | None = None) -> str:
+    """Run the plant over `files` with the calculators and partitions of `config`; `progress` is
+    told the feed's fraction of input read and its records once a second."""
     from streamctl.cli.supervisor import Supervisor
     from streamctl.ingest.vendors import vendor_spec
 
@@ -249,8 +251,17 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
     try:
         try:
             sup.start(before_feeds=sync_recorder)
-            sup.run(stop_when_done=True, duration=timeout)
+
+            def tick() -> None:
+                if progress is not None:
+                    feeds = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
+                    progress.update(feeds[0]["progress"], feeds[0]["records_in"])
+
+            sup.run(stop_when_done=True, duration=timeout, on_tick=tick)
             feed_status = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
+            if progress is not None:
+                progress.update(1.0 if feed_status[0]["state"] == "exited" else feed_status[0]["progress"],
+                                feed_status[0]["records_in"])
         finally:
             def finish_recording() -> None:
                 recorder.wait_workers(workers, 30)
@@ -265,6 +276,8 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
         if out:
             write_rows(recorder.rows, out)
     finally:
+        if progress is not None:
+            progress.finish()
         recorder.discard()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -113,12 +113,13 @@ class Supervision:
         return [c for c in self.children if c.role == role]
 
     # ------------------------------------------------------------------ start
-    def start_role(self, role: Role) -> None:
-        """Start every child of `role` and wait until each reports READY (a feed may already be done)."""
+    def start_role(self, role: Role, *, on_wait: Callable[[list[str]], None] | None = None) -> None:
+        """Start every child of `role` and wait until each reports READY (a feed may already be done);
+        `on_wait` is told the names still pending while it waits."""
         group = self.of_role(role)
         for child in group:
             self._start(child)
-        self._wait_ready(group)
+        self._wait_ready(group, on_wait)
 
     def _start(self, child: Child) -> None:
         child.slot.set("state", State.STARTING)
@@ -127,7 +128,7 @@ class Supervision:
                                           name=f"streamctl-{child.name}", daemon=False)
         child.process.start()
 
-    def _wait_ready(self, group: list[Child]) -> None:
+    def _wait_ready(self, group: list[Child], on_wait: Callable[[list[str]], None] | None) -> None:
         deadline = time.monotonic() + self.policy.ready_timeout
         pending = list(group)
         while pending:
@@ -141,6 +142,8 @@ class Supervision:
             if time.monotonic() > deadline:
                 names = ", ".join(c.name for c in pending)
                 raise PlantError(f"not ready after {self.policy.ready_timeout:.0f} s: {names}")
+            if pending and on_wait is not None:
+                on_wait([c.name for c in pending])
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ check

@@ -56,9 +56,11 @@ class Supervisor:
         self._stopped = False
 
     # ------------------------------------------------------------------ start
-    def start(self, *, before_feeds: Callable[[], None] | None = None) -> None:
+    def start(self, *, before_feeds: Callable[[], None] | None = None,
+              on_wait: Callable[[list[str]], None] | None = None) -> None:
         """Build and start the plant; `before_feeds` runs once the hub and workers are ready
-        (e.g. to connect a recorder that must not miss the first message)."""
+        (e.g. to connect a recorder that must not miss the first message); `on_wait` is told
+        the processes not ready yet while it waits (start-up progress)."""
         try:
             self._provision.create()  # refuses a running plant of this name before touching anything
             assert self._provision.table is not None
@@ -69,7 +71,7 @@ class Supervisor:
             for role in START_ORDER:
                 if role == Role.INGEST and before_feeds is not None:
                     before_feeds()
-                self._supervision.start_role(role)
+                self._supervision.start_role(role, on_wait=on_wait)
                 if role == Role.HUB:
                     self._reporter.connect(self._layout.internal, self._keys[1])
             self._provision.set_state("ready")
