@@ -110,3 +110,26 @@ def test_metrics_port_taken_is_refused_naming_the_field(plant):
         proc = plant.run("up", str(config), "--detach")
     assert proc.returncode == 1
     assert f"`metrics.listen` 127.0.0.1:{port}: cannot serve there" in proc.stderr
+
+
+def test_docs_and_dashboard_name_exactly_the_exported_metrics():
+    import json
+    import re
+    from pathlib import Path
+
+    from streamctl.cli.metrics import families
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    status = {"plant": "p", "processes": [{
+        "name": "worker-0", "role": "worker", "records_in": 1, "records_out": 1, "drops": {"late": 0}, "restarts": 0,
+        "state": "ready", "alive": True, "ring_fill": 0.0, "consumer_lag": 0, "rss": 1, "uss": 1, "pss": 1,
+        "cpu_seconds": 0.1, "reconnects": 0, "errors": 0,
+        "latency": {"bounds_ns": [1000], "counts": [1, 0], "sum_ns": 500}}]}
+    exported = {f.name + ("_total" if f.type == "counter" else "") for f in families(status)}
+    documented = set(re.findall(r"^\| `(streamctl_[a-z_]+)`", (docs / "metrics.md").read_text(), re.M))
+    assert documented == exported
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"streamctl_[a-z_]+", target["expr"])}
+    histogram = {f"streamctl_worker_latency_seconds_{s}" for s in ("bucket", "count", "sum")}
+    assert used and used <= exported | histogram, used - exported - histogram

@@ -93,3 +93,15 @@ def test_web_refuses_a_remote_listen_address_without_allow_remote(plant):
     proc = plant.run("web", "--endpoint", "tcp://127.0.0.1:1", "--listen", "0.0.0.0:8765")
     assert proc.returncode == 2
     assert "`--listen` must be a loopback address" in proc.stderr and "--allow-remote" in proc.stderr
+
+
+def test_up_with_web_serves_the_page_and_down_stops_it(plant):
+    name, web_port = f"upw{os.getpid() % 100000}", free_port()
+    config = plant.write_config(name, demo_config(name, free_port(), rate=20, partitions=1))
+    plant.run("up", str(config), "--detach", "--web", f"127.0.0.1:{web_port}", check=True)
+    url = f"http://127.0.0.1:{web_port}/"
+    wait_until(lambda: _serving(url), 60, "the web view of `up --web`")
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert "static/vendor/lightweight-charts.standalone.production.js" in resp.read().decode()
+    plant.run("down", "--name", name, check=True)
+    assert not _serving(url)
