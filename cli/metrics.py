@@ -108,7 +108,7 @@ def families(status: dict[str, Any]) -> list[Metric]:
             for bound, n in zip([*hist["bounds_ns"], None], hist["counts"], strict=True):
                 total += n
                 buckets.append(("+Inf" if bound is None else repr(bound / 1e9), total))
-            latency.add_metric([plant, p["name"]], buckets, hist["sum_ns"] / 1e9)
+            latency.add_metric([plant, p["name"]], buckets, hist["sum_s"])
     return [rin, rout, drops, restarts, state, up, fill, lag, rss, uss, pss, cpu, reconnects, errors, latency]
 
 

@@ -14,6 +14,8 @@ __all__ = ["ReplayProgress", "StartProgress", "PLAIN_EVERY", "format_eta"]
 PLAIN_EVERY = 10.0
 """Seconds between two progress lines when the output is not a terminal."""
 _BAR_WIDTH = 30
+_RATE_OVER = 0.5
+"""Shortest span (s) a records/s figure is measured over."""
 _REDRAW_EVERY = 0.2
 """Seconds between two redraws on a terminal."""
 
@@ -75,10 +77,16 @@ class ReplayProgress:
 
     def update(self, fraction: float | None, records: int) -> None:
         now = time.monotonic()
-        if self._prev is not None and now > self._prev[0]:
+        if self._prev is not None and now - self._prev[0] >= _RATE_OVER:
             self._rate = max(records - self._prev[1], 0) / (now - self._prev[0])
-        self._prev = (now, records)
-        self._line.show(self.text(fraction, records, self._rate, now - self._start), force=fraction == 1.0)
+            self._prev = (now, records)
+        elif self._prev is None:  # the first report: the replay starts now (the plant is up)
+            self._prev = (now, records)
+            self._start = now
+        if not self._rate and now > self._start:  # not measured over a span yet: the average so far
+            self._rate = records / (now - self._start)
+        done = fraction == 1.0  # the last state is always drawn on a terminal; a log gets the summary
+        self._line.show(self.text(fraction, records, self._rate, now - self._start), force=done and self._line.tty)
 
     @staticmethod
     def text(fraction: float | None, records: int, rate: float, elapsed: float) -> str:

@@ -110,11 +110,11 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
 
 def _latency(row: dict[str, Any]) -> dict[str, Any]:
     """A worker's ts_recv -> publish histogram: records per bucket (upper bounds in ns, the last
-    bucket unbounded), and their sum."""
+    bucket unbounded), and their sum in seconds."""
     from streamctl.shm.stats import LATENCY_BOUNDS_NS
 
     return {"bounds_ns": [int(b) for b in LATENCY_BOUNDS_NS], "counts": list(row["latency_counts"]),
-            "sum_ns": int(row["latency_sum_ns"])}
+            "sum_s": float(row["latency_sum_s"])}
 
 
 def _progress(row: dict[str, Any]) -> float | None:

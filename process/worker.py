@@ -177,8 +177,9 @@ class Worker:
         sent += len(outputs)
         self.publisher.publish_many(outputs)
         slot.add("records_out", sent)
-        # ts_recv -> handed to the publisher, for every record of the batch: one vector op per batch.
-        slot.observe_latency(time.time_ns() - batch["ts_recv"].astype(np.int64))
+        if spec.live:  # a replay's ts_recv is the recording's: its "latency" would be years
+            # ts_recv -> handed to the publisher, for every record of the batch: one vector op per batch.
+            slot.observe_latency(time.time_ns() - batch["ts_recv"].astype(np.int64))
         late = self.calc.counters.get("late", 0)
         if late != self._late_seen:
             slot.add("late", late - self._late_seen)

@@ -85,7 +85,7 @@ _FIELDS = [
     ("detail", "S152"),  # 232 free text (why FAILED ...)
     ("pss", "<u8"),  # 384 supervisor: proportional set size (shared pages split among their users), bytes
     ("cpu_seconds", "<f8"),  # 392 supervisor: user + system CPU time
-    ("latency_sum_ns", "<u8"),  # 400 workers: sum of ts_recv -> publish over the records counted below
+    ("latency_sum_s", "<f8"),  # 400 workers: sum of ts_recv -> publish (seconds) over the records counted below
     ("latency_counts", "<u8", (13,)),  # 408 workers: records per bucket of LATENCY_BOUNDS_NS (+Inf last), ends at 512
 ]
 SLOT_DTYPE = np.dtype(_FIELDS)
@@ -235,8 +235,8 @@ class ProcessSlot:
         counts = np.bincount(np.searchsorted(LATENCY_BOUNDS_NS, lat, side="left"),
                              minlength=len(LATENCY_BOUNDS_NS) + 1)
         self._row["latency_counts"][0] += counts.astype(np.uint64)
-        view, word = self._field("latency_sum_ns")
-        view[word] += int(lat.sum())
+        view, word = self._field("latency_sum_s")
+        view[word] += float(lat.sum(dtype=np.float64)) / 1e9  # a float: a sum of ns would overflow u64
 
     def heartbeat(self) -> None:
         """Liveness: store the current time (ns)."""

@@ -124,7 +124,7 @@ def test_docs_and_dashboard_name_exactly_the_exported_metrics():
         "name": "worker-0", "role": "worker", "records_in": 1, "records_out": 1, "drops": {"late": 0}, "restarts": 0,
         "state": "ready", "alive": True, "ring_fill": 0.0, "consumer_lag": 0, "rss": 1, "uss": 1, "pss": 1,
         "cpu_seconds": 0.1, "reconnects": 0, "errors": 0,
-        "latency": {"bounds_ns": [1000], "counts": [1, 0], "sum_ns": 500}}]}
+        "latency": {"bounds_ns": [1000], "counts": [1, 0], "sum_s": 5e-7}}]}
     exported = {f.name + ("_total" if f.type == "counter" else "") for f in families(status)}
     documented = set(re.findall(r"^\| `(streamctl_[a-z_]+)`", (docs / "metrics.md").read_text(), re.M))
     assert documented == exported
