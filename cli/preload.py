@@ -20,6 +20,7 @@ from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendor_api import resolve
 from streamctl.ingest.vendors import VENDORS
 from streamctl.process.calc.engine import warm_up as warm_up_calculators
+from streamctl.process.latency import warm_up as warm_up_latency
 from streamctl.shm.records import empty
 
 __all__ = ["SECONDS"]
@@ -28,6 +29,7 @@ __all__ = ["SECONDS"]
 def _warm_all() -> float:
     start = time.perf_counter()
     warm_up_calculators()
+    warm_up_latency()
     refusals(empty(1))
     for reference in dict.fromkeys(spec.warm_up for spec in VENDORS.values() if spec.warm_up):
         resolve(reference)()

@@ -19,6 +19,7 @@ from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, topic
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.feed_clock import FeedClock, symbol_clocks
+from streamctl.process.latency import observe_latency
 
 __all__ = ["WorkerSpec", "RingSource", "Worker", "run_worker", "worker_main"]
 
@@ -178,8 +179,7 @@ class Worker:
         self.publisher.publish_many(outputs)
         slot.add("records_out", sent)
         if spec.live:  # a replay's ts_recv is the recording's: its "latency" would be years
-            # ts_recv -> handed to the publisher, for every record of the batch: one vector op per batch.
-            slot.observe_latency(time.time_ns() - batch["ts_recv"].astype(np.int64))
+            observe_latency(slot, batch["ts_recv"], time.time_ns())
         late = self.calc.counters.get("late", 0)
         if late != self._late_seen:
             slot.add("late", late - self._late_seen)

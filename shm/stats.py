@@ -191,8 +191,8 @@ class ProcessSlot:
             raise StatsError(f"`field` must be a numeric slot field, was `{field}`") from None
         return self._views[code], word
 
-    def add(self, field: str, n: int = 1) -> None:
-        """Add `n` to counter `field` (only the slot's owner writes it)."""
+    def add(self, field: str, n: float = 1) -> None:
+        """Add `n` to counter `field` (only the slot's owner writes it; a float only to a float field)."""
         view, word = self._field(field)
         view[word] += n
 
@@ -226,17 +226,12 @@ class ProcessSlot:
         value = view[word]
         return State(value) if field == "state" and value in State._value2member_map_ else value
 
-    def observe_latency(self, latencies_ns: np.ndarray) -> None:
-        """Count each latency (ns) into its histogram bucket, and add them to the sum (vectorized:
-        one call per batch)."""
-        if not len(latencies_ns):
-            return
-        lat = np.maximum(latencies_ns, 0)
-        counts = np.bincount(np.searchsorted(LATENCY_BOUNDS_NS, lat, side="left"),
-                             minlength=len(LATENCY_BOUNDS_NS) + 1)
-        self._row["latency_counts"][0] += counts.astype(np.uint64)
-        view, word = self._field("latency_sum_s")
-        view[word] += float(lat.sum(dtype=np.float64)) / 1e9  # a float: a sum of ns would overflow u64
+    def array(self, field: str) -> np.ndarray:
+        """The writable view of an array field (``latency_counts``): its owner adds into it in place,
+        each element one aligned 8-byte store."""
+        if field not in _ARRAYS:
+            raise StatsError(f"`field` must be an array slot field ({', '.join(sorted(_ARRAYS))}), was `{field}`")
+        return self._row[field][0]
 
     def heartbeat(self) -> None:
         """Liveness: store the current time (ns)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 
-import numpy as np
 import pytest
 from _common import wait_until
 from _shmutil import no_leaks, unique_plant
@@ -149,20 +148,11 @@ def test_process_writes_its_slot_while_the_supervisor_writes_its_columns(table):
             proc.join(5)
 
 
-def test_observe_latency_counts_each_record_into_its_bucket(table):
-    from streamctl.shm.stats import LATENCY_BOUNDS_NS
-
+def test_array_field_is_a_writable_view_of_the_slot(table):
     slot = table.slot(1)
     slot.set("name", "worker-0")
-    # On a bound (inclusive, like Prometheus' `le`), just past it, beyond the last bound, and negative
-    # (a clock step: counted as 0).
-    slot.observe_latency(np.array([25_000, 25_001, 2_000_000_000, -5], dtype=np.int64))
-    slot.observe_latency(np.array([], dtype=np.int64))
+    slot.array("latency_counts")[[0, -1]] += 3
     (row,) = table.snapshot()
-    counts = row["latency_counts"]
-    assert len(counts) == len(LATENCY_BOUNDS_NS) + 1
-    assert counts[0] == 2 and counts[1] == 1 and counts[-1] == 1 and sum(counts) == 4
-    assert row["latency_sum_s"] == pytest.approx((25_000 + 25_001 + 2_000_000_000) / 1e9)
-    # Years of latency (a recorded ts_recv) in a big batch: counted, never an overflow.
-    slot.observe_latency(np.full(4096, 60 * 10**16, dtype=np.int64))
-    assert table.snapshot()[0]["latency_counts"][-1] == 4097
+    assert row["latency_counts"][0] == row["latency_counts"][-1] == 3 and sum(row["latency_counts"]) == 6
+    with pytest.raises(StatsError, match="`field` must be an array slot field"):
+        slot.array("records_in")
