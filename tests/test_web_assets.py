@@ -41,9 +41,11 @@ def test_socket_answers_a_bad_request_and_sends_the_snapshot_of_a_good_one():
         try:
             async with ClientSession() as session, session.ws_connect(server.make_url("/ws")) as ws:
                 first = json.loads((await ws.receive(timeout=30)).data)
-                await ws.send_str("not json")
-                error = json.loads((await ws.receive(timeout=30)).data)
-                assert "expected" in error["error"]
+                for bad in ("not json", json.dumps({"watch": {"symbol": "A*", "interval": "1s"}}),
+                            json.dumps({"watch": {"symbol": "AAPL"}})):
+                    await ws.send_str(bad)
+                    error = json.loads((await ws.receive(timeout=30)).data)
+                    assert "expected" in error["error"], bad
                 await ws.send_str(json.dumps({"watch": {"symbol": "AAPL", "interval": "1s"}}))
                 snapshot = json.loads((await ws.receive(timeout=30)).data)
                 return first, snapshot

@@ -65,11 +65,15 @@ class View:
 class Bridge:
     """Subscribes to a plant's endpoint and keeps every `View` up to date."""
 
-    def __init__(self, endpoint: str, *, subscriber: Subscriber | None = None) -> None:
+    def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-        self._sub = subscriber or Subscriber(endpoint)
+        self._sub = Subscriber(endpoint)
         self._sub.subscribe("status.", "event.", "bar.", "anomaly.")
         self._sub.on_message(self._on_message)
+        self._sub.on_error(self._on_error)
+        self.errors = 0
+        """Sequence gaps and undecodable messages seen (each skipped; the first of each kind logged)."""
+        self._logged: set[type] = set()
         self.processes: dict[str, dict[str, Any]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.bars: dict[tuple[str, str], deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=BARS_KEPT))
@@ -124,6 +128,12 @@ class Bridge:
         return {"symbols": sorted({s for s, _ in self.bars}), "intervals": sorted(intervals, key=lambda i: int(i[:-1]))}
 
     # ------------------------------------------------------------------ messages
+    def _on_error(self, error: Exception) -> None:
+        self.errors += 1
+        if type(error) not in self._logged:
+            self._logged.add(type(error))
+            log.warning("web view: %s (skipped; later ones of this kind are only counted)", error)
+
     def _on_message(self, topic: str, payload: Any) -> None:
         if isinstance(payload, Bar):
             self._bar(payload)
@@ -183,7 +193,3 @@ class Bridge:
                 await self._sub.run_async(timeout=1.0)
         finally:
             self._sub.close()
-
-    @property
-    def subscriber(self) -> Subscriber:
-        return self._sub

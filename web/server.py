@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -21,8 +21,6 @@ from streamctl.web.assets import STATIC
 from streamctl.web.bridge import Bridge, View
 
 __all__ = ["make_app", "serve", "FLUSH_SECONDS"]
-
-log = logging.getLogger("streamctl.web")
 
 FLUSH_SECONDS = 0.2
 """Longest a browser waits for a change; changes in between are coalesced into one message."""
@@ -69,6 +67,8 @@ def _watch_request(text: str) -> tuple[str, str] | None:
     if not (isinstance(symbol, str) and isinstance(interval, str) and symbol.isascii() and interval.isascii()
             and symbol.isprintable() and 0 < len(symbol) <= 47 and 0 < len(interval) <= 16):
         return None
+    if symbol.endswith((".", "*")):  # a prefix, not a symbol: it would subscribe to every symbol's trades
+        return None
     return symbol, interval
 
 
@@ -99,7 +99,7 @@ def make_app(bridge: Bridge) -> web.Application:
     return app
 
 
-def serve(endpoint: str, host: str, port: int, *, plant: str = "", on_ready=None) -> None:
+def serve(endpoint: str, host: str, port: int, *, on_ready: Callable[[], None] | None = None) -> None:
     """Serve the web view of the plant publishing at `endpoint` until interrupted."""
     app = make_app(Bridge(endpoint))
 
