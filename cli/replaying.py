@@ -130,7 +130,7 @@ class Recorder:
     def sort(self) -> SortedSpill:
         """Decode every received message into rows and sort them (on disk); the sorted rows."""
         self.close()
-        decoders: dict[bytes, tuple[str, str, msgspec.msgpack.Decoder]] = {}
+        decoders: dict[bytes, tuple[str, str, msgspec.msgpack.Decoder[Any]]] = {}
         by_kind = {kind: msgspec.msgpack.Decoder(list[cls] if kind in wire.BATCHED_KINDS else cls)  # type: ignore[valid-type]
                    for kind, cls in wire.PAYLOAD_TYPES.items() if kind in _DATA_KINDS}
         add = self.rows.add
@@ -145,8 +145,8 @@ class Recorder:
                     kind = wire.parse_topic(topic).kind
                     known = decoders[frame] = (topic, kind, by_kind[kind])
                 topic, kind, decoder = known
-                payload = decoder.decode(fh.read(data_size))
-                batch = payload if kind in wire.BATCHED_KINDS else [payload]
+                payload: Any = decoder.decode(fh.read(data_size))
+                batch: list[Any] = payload if kind in wire.BATCHED_KINDS else [payload]
                 if not batch:
                     continue
                 key = (topic, batch[0].src)
