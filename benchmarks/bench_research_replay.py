@@ -7,7 +7,8 @@ everyone) under ``/usr/bin/time -v`` for its peak resident memory:
 
 - ours: ``streamctl replay TAPE --config <60 s bars only, no raw topics> --out bars.jsonl``
   (the whole plant: forkserver, hub, worker, feed; bars closed by event time);
-- NautilusTrader: ``DatabentoDataLoader.from_dbn_file(include_trades=True)``, then its
+- NautilusTrader: ``DatabentoDataLoader.from_dbn_file(instrument_id=ESU4.GLBX, include_trades=True)``
+  (the tape is one instrument, and its copies run past the dates its symbology maps), then its
   ``TimeBarAggregator`` (1-MINUTE-LAST-EXTERNAL) fed every trade, its clock advanced to each
   trade's ``ts_event``, as a backtest drives it. NautilusTrader pins its own pandas and is
   never a project dependency: it is installed into a throwaway virtualenv of its own
@@ -61,8 +62,8 @@ from nautilus_trader.model.data import BarType, TradeTick
 from nautilus_trader.model.identifiers import Venue
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 
-ticks = DatabentoDataLoader().from_dbn_file(sys.argv[1], include_trades=True)
 instrument = TestInstrumentProvider.es_future(2024, 9, venue=Venue("GLBX"))
+ticks = DatabentoDataLoader().from_dbn_file(sys.argv[1], instrument_id=instrument.id, include_trades=True)
 clock = TestClock()
 bars = []
 aggregator = None
