@@ -64,6 +64,7 @@ class Recorder:
         self.bars = 0
         self.lost = 0
         """Messages missing from the recorded sequences (seq gaps), found by `sort`."""
+        self._failure: Exception | None = None
         self.synced = threading.Event()
         self.stopped_workers: set[str] = set()
         self._quit = threading.Event()
@@ -84,35 +85,46 @@ class Recorder:
         sock.rcvhwm = 0
         sock.connect(self.endpoint)
         sock.subscribe(b"")
-        kinds: dict[bytes, str] = {}
-        events = msgspec.msgpack.Decoder(wire.Event)
         self._ready.set()
         try:
-            while not self._quit.is_set():
-                if not sock.poll(50):
-                    continue
-                while True:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    if len(frames) != 2:
-                        continue
-                    frame, data = frames
-                    kind = kinds.get(frame) or kinds.setdefault(frame, _kind(frame))
-                    if kind in _DATA_KINDS:
-                        self._spool.write(_FRAMES.pack(len(frame), len(data)))
-                        self._spool.write(frame)
-                        self._spool.write(data)
-                    elif kind == "event":
-                        event = events.decode(data)
-                        if event.kind == "probe":
-                            self.synced.set()
-                        elif event.kind == "stopped":
-                            self.stopped_workers.add(event.source)
+            self._receive(sock)
+        except Exception as exc:  # e.g. the disk is full: `sort` says so instead of a gap count
+            self._failure = exc
         finally:
             sock.close()
             context.term()
+
+    def _receive(self, sock: Any) -> None:
+        """Until `close`: data messages to the spool, probes and worker stops noted."""
+        import zmq
+
+        kinds: dict[bytes, str] = {}
+        events = msgspec.msgpack.Decoder(wire.Event)
+        while not self._quit.is_set():
+            if not sock.poll(50):
+                continue
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) != 2:
+                    continue
+                frame, data = frames
+                kind = kinds.get(frame) or kinds.setdefault(frame, _kind(frame))
+                if kind in _DATA_KINDS:
+                    self._spool.write(_FRAMES.pack(len(frame), len(data)))
+                    self._spool.write(frame)
+                    self._spool.write(data)
+                elif kind == "event":
+                    try:
+                        event = events.decode(data)
+                    except msgspec.DecodeError:
+                        continue
+                    if event.kind == "probe":
+                        self.synced.set()
+                    elif event.kind == "stopped":
+                        self.stopped_workers.add(event.source)
 
     def wait_workers(self, names: set[str], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -130,6 +142,8 @@ class Recorder:
     def sort(self) -> SortedSpill:
         """Decode every received message into rows and sort them (on disk); the sorted rows."""
         self.close()
+        if self._failure is not None:
+            raise RuntimeError(f"the recorder failed: {self._failure} (nothing written)") from self._failure
         decoders: dict[bytes, tuple[str, str, msgspec.msgpack.Decoder[Any]]] = {}
         by_kind = {kind: msgspec.msgpack.Decoder(list[cls] if kind in wire.BATCHED_KINDS else cls)  # type: ignore[valid-type]
                    for kind, cls in wire.PAYLOAD_TYPES.items() if kind in _DATA_KINDS}

@@ -235,3 +235,35 @@ def test_recorder_sorts_what_it_received_and_counts_gaps(tmp_path):
     gaps = [("trade.B", _trades("B", [1, 3], [1, 2])), ("trade.B", _trades("B", [6], [3]))]
     recorder, rows = _recorded(tmp_path, gaps)
     assert recorder.lost == 1 + 2 and len(rows) == 3
+
+
+def test_recorder_that_cannot_write_fails_the_replay(tmp_path):
+    """A spool write that fails (a full disk: /dev/full) stops the recorder and `sort` says why,
+    rather than the replay writing what little it had."""
+    import msgspec
+
+    from streamctl.bus import wire
+    from streamctl.cli.replaying import Recorder
+
+    endpoint = f"ipc://{tmp_path}/rec.sock"
+    context, sock = _publisher(endpoint)
+    recorder = Recorder(endpoint)
+    recorder._spool.close()
+    recorder._spool = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - the recorder closes it
+    try:
+        recorder.start()
+
+        def probe() -> bool:
+            sock.send_multipart([wire.topic_frame("event.supervisor"), msgspec.msgpack.encode(
+                wire.Event(seq=1, src="supervisor", source="supervisor", kind="probe", message="", ts=0))])
+            return recorder.synced.wait(0.05)
+
+        wait_until(probe, 30, "the recorder's subscription")
+        sock.send_multipart([wire.topic_frame("trade.A"), _trades("A", [1], [10])])
+        wait_until(lambda: not recorder._thread.is_alive(), 30, "the recorder to stop on the write error")
+        with pytest.raises(RuntimeError, match="the recorder failed: .*No space left on device"):
+            recorder.sort()
+    finally:
+        sock.close()
+        context.term()
+        recorder.discard()
