@@ -17,7 +17,19 @@ from pathlib import Path
 from _table import fmt
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["ring", "worker", "publish", "latency", "metrics", "idle", "replay", "replay_memory", "plant", "databento_live"]
+ORDER = [
+    "ring",
+    "worker",
+    "publish",
+    "latency",
+    "metrics",
+    "idle",
+    "replay",
+    "replay_memory",
+    "research_replay",
+    "plant",
+    "databento_live",
+]
 
 
 def _load(name: str):

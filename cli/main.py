@@ -426,6 +426,9 @@ def _clean(name: str | None) -> tuple[list[str], list[str]]:
 @click.option("--symbols", default=None, help="Comma-separated symbols to replay (default: all).")
 def replay(files: tuple[str, ...], config_path: str | None, out: str | None, symbols: str | None) -> None:
     """Run the plant's exact pipeline over recorded FILES (DBN, CSV, Parquet) and exit when done."""
+    from streamctl.cli import forkserver
+
+    forkserver.start()  # preloads on the other core while this process gets ready
     from streamctl.cli.progress import ReplayProgress
     from streamctl.cli.replaying import run_replay
 

@@ -10,7 +10,6 @@ already imported everything and loaded every kernel, so a restart takes well und
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import signal
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamctl.cli import forkserver
 from streamctl.cli.config import SupervisionConfig
 from streamctl.cli.plan import ProcessPlan
 from streamctl.cli.provision import PlantError
@@ -101,8 +101,7 @@ class Supervision:
                  on_event: EventSink):
         self.policy = policy
         self._on_event = on_event
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["streamctl.cli.preload"])
+        self._ctx = forkserver.start()
         self.children = [Child(plan, table.slot(plan.slot)) for plan in plans]
         for child in self.children:
             child.slot.set("name", child.name)

@@ -350,6 +350,71 @@ def test_truncated_zstd_fails_with_records_read(ctx, tmp_path, end):
     assert len(recs) < 120 or end >= 2150  # the last bytes of a frame are its checksum: every record, still cut
 
 
+def _cut_inside_a_frame(data: bytes) -> bool:
+    """zstandard's own verdict, frame by frame: does `data` stop inside a zstd frame?"""
+    import zstandard
+
+    frame = None
+    while data:
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        frame.decompress(data)
+        if not frame.eof:
+            return True
+        data = frame.unused_data
+    return False
+
+
+def test_zstd_frame_walk_agrees_with_zstandard_at_every_cut(tmp_path):
+    """The header walk that finds a cut frame says what zstandard's decompressor says, at
+    every length of a file of several frames (a cut between frames is a shorter valid file)."""
+    from streamctl.ingest.vendors.replay.sources import _frames_end_inside
+
+    data = open(TRADES, "rb").read()
+    path = tmp_path / "cut.dbn.zst"
+    cut = []
+    for end in range(len(data) + 1):
+        path.write_bytes(data[:end])
+        with open(path, "rb") as fh:
+            assert _frames_end_inside(fh) == _cut_inside_a_frame(data[:end]), end
+            assert fh.tell() == 0  # the walk leaves the file where it was
+        cut.append(_cut_inside_a_frame(data[:end]))
+    assert 0 < cut.count(False) < 10  # the frame boundaries: few, and not every cut
+
+
+def test_repetitive_zst_is_read_in_bounded_chunks(ctx, tmp_path):
+    """A looped sample compresses about 160:1 in one frame; each read still hands out about
+    1 MiB of input (before, the first read decompressed the whole file), with the records of
+    the plain file."""
+    import zstandard
+
+    from streamctl.ingest.formats.dbn.decoder import read_metadata
+    from streamctl.ingest.vendors.replay.sources import DbnSource, ReplayState
+
+    data = read_file(MBO)
+    _, offset = read_metadata(data)
+    looped = data + data[offset:] * 39
+    plain = tmp_path / "looped.dbn"
+    plain.write_bytes(looped)
+    packed = tmp_path / "looped.dbn.zst"
+    packed.write_bytes(zstandard.ZstdCompressor(level=3).compress(looped))
+    assert len(looped) > 100 * packed.stat().st_size
+
+    def batches(path) -> list[np.ndarray]:
+        source = DbnSource(str(path), ctx, ReplayState())
+        out = []
+        try:
+            while (got := source.read()) is not None:
+                out.append(got)
+        finally:
+            source.close()
+        return out
+
+    chunks = batches(packed)
+    per_read = (1 << 20) // 56  # MBO records in 1 MiB; each becomes one or two records
+    assert len(chunks) > len(looped) // (1 << 20) and max(len(c) for c in chunks) <= 2 * per_read + 64
+    assert np.array_equal(np.concatenate(chunks), np.concatenate(batches(plain)))
+
+
 @pytest.mark.parametrize(("end", "what", "n"), [
     (50, "truncated: DBN metadata cut short", 0),
     (-48 * 70 - 5, "truncated: last DBN record cut short (43 bytes)", 49),

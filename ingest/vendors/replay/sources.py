@@ -34,7 +34,7 @@ __all__ = ["ReplayState", "DbnSource", "TabularSource"]
 
 _CHUNK_BYTES = 1 << 20
 _ZSTD_INPUT_BYTES = 1 << 17
-"""Compressed bytes decompressed at a time (a chunk overshoots `_CHUNK_BYTES` by at most that, decompressed)."""
+"""Compressed bytes read from a ``.zst`` file at a time."""
 _KEEP_PLAIN_BYTES = 256 << 20
 """Decompressed bytes of files a looping replay keeps to read again."""
 
@@ -214,35 +214,88 @@ class DbnSource:
 
 
 class _ZstdFrames:
-    """A zstd stream read frame by frame, so that input ending inside a frame shows
-    (`cut_short`); zstandard's stream reader returns such input as a clean end."""
+    """A zstd stream read `size` decompressed bytes at a time, that tells input ending inside
+    a frame (`cut_short`) from a complete one.
+
+    zstandard's stream reader bounds each read's output but returns input cut inside a frame
+    as a clean end; its ``decompressobj`` tells the two apart but has no ``max_length`` (128 KiB
+    of a looped sample file decompressed to 55 MB in one call). So the stream reader does the
+    reading, and at its end `_frames_end_inside` walks the file's frame and block headers.
+    """
 
     def __init__(self, fh) -> None:
         import zstandard
 
         self._fh = fh
-        self._dctx = zstandard.ZstdDecompressor()
-        self._frame: zstandard.ZstdDecompressionObj | None = None
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            fh, read_size=_ZSTD_INPUT_BYTES, read_across_frames=True, closefd=False)
         self.cut_short = False
 
     def read(self, size: int = -1, /) -> bytes:
-        """About `size` decompressed bytes (at least that, unless the file ends; b"" at the end)."""
-        out: list[bytes] = []
-        got = 0
-        while got < size or size < 0:
-            data = self._fh.read(_ZSTD_INPUT_BYTES)
-            if not data:
-                self.cut_short = self._frame is not None
-                break
-            while data:
-                frame = self._frame or self._dctx.decompressobj()
-                out.append(frame.decompress(data))
-                got += len(out[-1])
-                data, self._frame = (frame.unused_data, None) if frame.eof else (b"", frame)
-        return b"".join(out)
+        """Up to `size` decompressed bytes (all that is left with -1); b"" at the end."""
+        data = self._reader.read(size)
+        if not data or size < 0:
+            self.cut_short = _frames_end_inside(self._fh)
+        return data
 
     def close(self) -> None:
-        self._frame = None
+        self._reader.close()
+
+
+_ZSTD_FRAME = 0xFD2FB528
+_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+
+def _frames_end_inside(fh) -> bool:
+    """Whether the zstd frames of `fh` stop inside a frame (RFC 8878 headers; contents skipped).
+
+    Anything that is not a frame is left to the decompressor, which reports it as corrupt.
+    """
+    end = os.fstat(fh.fileno()).st_size
+    back = fh.tell()
+    try:
+        return _walk(fh, end)
+    finally:
+        fh.seek(back)
+
+
+def _walk(fh, end: int) -> bool:
+    """`_frames_end_inside` from the start of `fh`, whose size is `end`."""
+    pos = 0
+
+    def take(n: int) -> bytes | None:
+        nonlocal pos
+        fh.seek(pos)
+        data = fh.read(n)
+        pos += n
+        return data if len(data) == n else None
+
+    while pos < end:
+        magic = take(4)
+        if magic is None:
+            return True
+        kind = int.from_bytes(magic, "little")
+        if kind in _SKIPPABLE:
+            size = take(4)
+            if size is None:
+                return True
+            pos += int.from_bytes(size, "little")
+            continue
+        if kind != _ZSTD_FRAME or (desc := take(1)) is None:
+            return kind == _ZSTD_FRAME
+        flags = desc[0]
+        single = flags >> 5 & 1
+        pos += (1 - single) + (0, 1, 2, 4)[flags & 3] + (single, 2, 4, 8)[flags >> 6]  # window, dictionary, size
+        last = 0
+        while not last:
+            head = take(3)
+            if head is None:
+                return True
+            value = int.from_bytes(head, "little")
+            last = value & 1
+            pos += 1 if (value >> 1 & 3) == 1 else value >> 3  # an RLE block holds one byte
+        pos += 4 * (flags >> 2 & 1)  # content checksum
+    return pos > end
 
 
 class TabularSource:
