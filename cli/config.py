@@ -19,6 +19,7 @@ from msgspec import Meta
 
 from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
+from streamctl.process.journal.settings import JournalConfig
 from streamctl.shm.registry import symbol_problem
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "SupervisionConfig",
     "load_config",
     "parse_config",
+    "data_dir",
 ]
 
 _NAME = FEED_NAME  # a plant name follows the feed-name rule: both name segments and processes
@@ -115,6 +117,7 @@ class PlantConfig(_Cfg, frozen=True):
     publish: PublishConfig = PublishConfig()
     rings: RingsConfig = RingsConfig()
     supervision: SupervisionConfig = SupervisionConfig()
+    journal: JournalConfig = JournalConfig()
 
     def vendor_options(self, feed: FeedConfig) -> Any:
         """The typed options of one feed (already validated at load)."""
@@ -122,6 +125,16 @@ class PlantConfig(_Cfg, frozen=True):
 
         return msgspec.convert(feed.options, vendor_spec(feed.vendor).options)
 
+
+
+def data_dir(config: PlantConfig, environ: dict[str, str] | None = None) -> Path:
+    """The plant's data directory: ``journal.dir``, else ``$XDG_DATA_HOME/streamctl/<name>``
+    (``~/.local/share/streamctl/<name>`` when XDG_DATA_HOME is unset): never the working tree."""
+    if config.journal.dir is not None:
+        return Path(config.journal.dir).expanduser().absolute()
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "streamctl" / config.name
 
 
 # --------------------------------------------------------------------------- loading
@@ -313,6 +326,13 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         raise fail("publish.endpoint", "must be tcp://HOST:PORT or ipc://PATH", endpoint)
     if tcp and not 1 <= int(tcp.group(1)) <= 65535:
         raise fail("publish.endpoint", "must have a port in 1..65535 (subscribers need a fixed port)", endpoint)
+    journal_dir = config.journal.dir
+    if journal_dir is not None:
+        if not journal_dir.strip():
+            raise fail("journal.dir", "must be a directory path (or null for the user's data directory)",
+                       journal_dir)
+        if Path(journal_dir).expanduser().exists() and not Path(journal_dir).expanduser().is_dir():
+            raise fail("journal.dir", "must be a directory, not a file", journal_dir)
     curve = config.publish.curve
     if curve is not None:
         from streamctl.bus.curve import read_key, read_public_keys
