@@ -135,7 +135,7 @@ class Proxy:
     """
 
     def __init__(self, *, frontend: str, backend: str, sndhwm: int, frontend_curve: CurveServer | None = None,
-                 backend_curve: CurveServer | None = None):
+                 backend_curve: CurveServer | None = None, capture: str | None = None):
         if sndhwm < 0:
             raise ValueError(f"`sndhwm` must be >= 0; was {sndhwm}")
         self.frontend = frontend
@@ -145,6 +145,9 @@ class Proxy:
         """The bound internal endpoint (wildcards resolved), set by `start`."""
         self.backend_endpoint: str | None = None
         """The bound public endpoint (wildcards resolved), set by `start`."""
+        self.capture = capture
+        """An ``inproc://`` endpoint where a PUB socket repeats every forwarded message (the
+        recovery service reads it), or None."""
         self._context: zmq.Context | None = None
         self._control: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
@@ -195,6 +198,12 @@ class Proxy:
             back = ctx.socket(zmq.XPUB)
             control = ctx.socket(zmq.PAIR)
             sockets += [front, back, control]
+            capture = None
+            if self.capture is not None:
+                capture = ctx.socket(zmq.PUB)
+                sockets.append(capture)
+                capture.sndhwm = 0  # the recovery service must see every message: it queues, never drops
+                capture.bind(self.capture)
             for sock in sockets:
                 sock.linger = 0
             front.rcvhwm = self.sndhwm
@@ -216,12 +225,17 @@ class Proxy:
             return
         ready.set()
         try:
-            zmq.proxy_steerable(front, back, None, control)
+            zmq.proxy_steerable(front, back, capture, control)
         except zmq.ContextTerminated:
             pass
         finally:
             for sock in sockets:
                 sock.close()
+
+    @property
+    def context(self) -> zmq.Context | None:
+        """The proxy's context (its CURVE gatekeeper answers for every socket in it)."""
+        return self._context
 
     def stats(self) -> ProxyStats | None:
         """Forwarding counters, or None when the proxy is not running."""

@@ -108,6 +108,7 @@ class Publisher:
         """Records given to `publish_raw` with a negative symbol index (not published)."""
         self.muted_until = 0
         """Messages numbered below this count are sequenced but not sent (see `mute_until`)."""
+        self._muted_topics: dict[str, int] | None = None
         self._sent_mark: np.ndarray | None = None
 
     # -- restart ------------------------------------------------------------------------
@@ -122,6 +123,21 @@ class Publisher:
         if count < 0:
             raise ValueError(f"`count` must be >= 0; was {count}")
         self.muted_until = count
+
+    def mute_topics(self, seqs: dict[str, int] | None) -> None:
+        """While set, a message on a topic of `seqs` is sent only if its seq is past
+        ``seqs[topic]`` (what the hub already forwarded); topics not in it follow `mute_until`.
+        None ends it."""
+        self._muted_topics = None if seqs is None else dict(seqs)
+
+    def _sending(self, entry: _Topic, last_seq: int) -> bool:
+        """Whether the next message (on `entry`, ending at `last_seq`) goes out (see the mutes)."""
+        muted = self._muted_topics
+        if muted is not None:
+            limit = muted.get(entry.text)
+            if limit is not None:
+                return last_seq > limit
+        return self.messages_out >= self.muted_until
 
     def record_sent(self, mark: np.ndarray | None) -> None:
         """After each message handed to ZeroMQ, store `messages_out` into ``mark[0]`` (an int64
@@ -179,7 +195,7 @@ class Publisher:
         entry.seq += 1
         payload.seq = entry.seq  # type: ignore[attr-defined]
         payload.src = self.src  # type: ignore[attr-defined]
-        if self.messages_out >= self.muted_until:
+        if self._sending(entry, entry.seq):
             sock = self._sock
             sock.send(entry.frame, _SNDMORE)
             sock.send(self._encode(payload))
@@ -210,7 +226,7 @@ class Publisher:
             p.seq = seq  # type: ignore[attr-defined]
             p.src = src  # type: ignore[attr-defined]
         entry.seq = seq
-        if self.messages_out >= self.muted_until:
+        if self._sending(entry, seq):
             self._sock.send(entry.frame, _SNDMORE)
             self._sock.send(self._encode(payloads))
         self._sent()
@@ -327,7 +343,7 @@ class Publisher:
             if layout is None:
                 make_layout = rawpack.trade_layout if is_trade else rawpack.quote_layout
                 layout = self._layouts[(is_trade, symbol)] = make_layout(self.src, symbol)
-            if self.messages_out >= self.muted_until:
+            if self._sending(entry, entry.seq + len(batch)):
                 pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
                 sock.send(entry.frame, _SNDMORE)
                 sock.send(pack(layout, batch, entry.seq + 1))

@@ -17,6 +17,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from streamctl.bus.recovery import RecoveryConfig, recovery_endpoint
 from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
 from streamctl.process.journal.settings import JournalConfig
@@ -86,6 +87,8 @@ class PublishConfig(_Cfg, frozen=True):
     """Per-subscriber high-water mark at the public endpoint (messages)."""
     curve: CurveConfig | None = None
     """Off by default (loopback); set it when subscribers connect from other hosts."""
+    recovery: RecoveryConfig = RecoveryConfig()
+    """The recovery service: recent history and last values per topic (docs/wire.md, "Recovery")."""
 
 
 class RingsConfig(_Cfg, frozen=True):
@@ -326,6 +329,15 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         raise fail("publish.endpoint", "must be tcp://HOST:PORT or ipc://PATH", endpoint)
     if tcp and not 1 <= int(tcp.group(1)) <= 65535:
         raise fail("publish.endpoint", "must have a port in 1..65535 (subscribers need a fixed port)", endpoint)
+    recovery = config.publish.recovery
+    if recovery.enabled:
+        where = recovery_endpoint(endpoint, recovery.endpoint)
+        rtcp = re.match(r"^tcp://[^:]+:(\d+)$", where)
+        if not (rtcp or re.match(r"^ipc://.+$", where)) or (rtcp and not 1 <= int(rtcp.group(1)) <= 65535):
+            raise fail("publish.recovery.endpoint", "must be tcp://HOST:PORT (port 1..65535) or ipc://PATH "
+                       "(null: the public endpoint's port + 1)", where)
+        if where == endpoint:
+            raise fail("publish.recovery.endpoint", "must differ from publish.endpoint", where)
     journal_dir = config.journal.dir
     if journal_dir is not None:
         if not journal_dir.strip():

@@ -16,6 +16,7 @@ from typing import Any
 
 from streamctl.bus.curve import CurveClient, CurveServer, load_server
 from streamctl.bus.hub import HubSpec, hub_main
+from streamctl.bus.recovery import internal_recovery_endpoint, recovery_endpoint
 from streamctl.cli.config import FeedConfig, PlantConfig, data_dir
 from streamctl.cli.runtime import internal_endpoint
 from streamctl.ingest.feed import FeedSpec, feed_main
@@ -86,7 +87,9 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
     public_curve = None if curve is None else load_server(curve.server_secret_key, curve.client_public_keys)
     plans = [ProcessPlan("hub", Role.HUB, 0, hub_main, HubSpec(
         plant=layout.plant, slot=0, stats=layout.stats, internal=layout.internal, public=config.publish.endpoint,
-        sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve))]
+        sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve,
+        recovery=recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint)
+        if config.publish.recovery.enabled else None, recovery_bytes=config.publish.recovery.topic_bytes))]
     feed_cores = [f.cpu if f.cpu is not None else next(next_core) for f in feeds]
     for p in range(n_parts):
         cpu = config.partitions.cpus[p] if config.partitions.cpus else next(next_core)
@@ -97,7 +100,9 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
                             raw_trades=config.publish.raw_trades, raw_quotes=config.publish.raw_quotes,
                             sndhwm=config.publish.sndhwm, live=live, cpu=cpu,
                             max_idle_sleep=config.partitions.idle_sleep_us * 1e-6, curve=client,
-                            journal=journal, journal_dir=str(journal_root / f"p{p}"), run=run)
+                            journal=journal, journal_dir=str(journal_root / f"p{p}"), run=run,
+                            recovery=internal_recovery_endpoint(layout.internal)
+                            if config.publish.recovery.enabled else None)
         plans.append(ProcessPlan(worker.name, Role.WORKER, worker.slot, worker_main, worker))
     for i, feed in enumerate(feeds):
         slot = 1 + n_parts + i

@@ -38,6 +38,8 @@ def restore(worker: Worker) -> int:
     files = run_files(Path(spec.journal_dir), spec.run)
     sent_before = mark.value
     publisher.mute_until(sent_before)
+    forwarded = _forwarded(worker) if files else None
+    publisher.mute_topics(forwarded)
     ends: list[int | None] = [None] * len(worker.rings)
     entries = records = diverged = 0
     registries = [symbols.registry for symbols in worker.maps]
@@ -76,7 +78,7 @@ def restore(worker: Worker) -> int:
         elif ring.consumed > end:
             log.error("%s: ring `%s` was read to %d but the journal ends at %d: %d records lost",
                       spec.name, ring, ring.consumed, end, ring.consumed - end)
-    unsent = publisher.messages_out - sent_before
+    unsent = publisher.messages_out - sent_before  # by the mark; the hub's answer is finer
     if diverged:
         log.error("%s: %d journal entries replayed to a different message count than they were written "
                   "with: the restored state may differ", spec.name, diverged)
@@ -87,4 +89,29 @@ def restore(worker: Worker) -> int:
                  max(unsent, 0))
         worker.slot.set("detail", f"restored {records} records from the journal in {seconds:.1f} s")
     publisher.mute_until(0)
+    publisher.mute_topics(None)
     return entries
+
+
+_ASK_TIMEOUT = 5.0
+
+
+def _forwarded(worker: Worker) -> dict[str, int] | None:
+    """Per topic, the last seq the hub forwarded from this worker (its recovery service's
+    answer), or None when there is no service or it did not answer.
+
+    Better than the worker's own mark: a message handed to ZeroMQ just before the SIGKILL may
+    never have left the process (the mark counts it: it would be lost), and one sent just before
+    the mark was stored would be sent twice. The hub knows what it got.
+    """
+    spec = worker.spec
+    if spec.recovery is None:
+        return None
+    from streamctl.bus.recovery import ask
+
+    reply = ask(spec.recovery, {"op": "seqs", "src": spec.name}, timeout=_ASK_TIMEOUT, curve=spec.curve)
+    if reply is None or not reply.get("ok"):
+        log.warning("%s: the hub's recovery service did not answer; the published mark decides what was sent",
+                    spec.name)
+        return None
+    return {str(topic): int(seq) for topic, seq in reply["seqs"].items()}

@@ -80,6 +80,9 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
     """This partition's journal directory."""
     run: int = 0
     """The plant run (the supervisor's start, ns): a restarted worker replays this run's journal."""
+    recovery: str | None = None
+    """The hub's internal recovery endpoint: a restarted worker asks it what the hub already
+    forwarded from it; None (no service): the worker's own published mark decides."""
 
     @property
     def name(self) -> str:
