@@ -216,6 +216,8 @@ class Proxy:
             self.backend_endpoint = _bind(back, "backend", self.backend)
             self.frontend_endpoint = _bind(front, "frontend", self.frontend)
             control.bind(self._control_addr)
+            if capture is not None:  # the recovery service keeps every topic: publishers must send all of them
+                front.send(b"\x01")
             front.send(b"\x01" + wire.SYNC_SUBSCRIPTION)
         except BaseException as exc:  # reported to start(), which raises it
             self._error = exc

@@ -15,7 +15,8 @@ from typing import Any
 
 import psutil
 
-from streamctl.cli.config import PlantConfig
+from streamctl.bus.recovery import recovery_endpoint
+from streamctl.cli.config import PlantConfig, data_dir
 from streamctl.cli.plan import Layout
 from streamctl.cli.runtime import read_manifest, remove_manifest, supervisor_alive, write_manifest
 from streamctl.shm import segments
@@ -67,6 +68,9 @@ class Provision:
             "endpoint": cfg.publish.endpoint, "internal": self.layout.internal, "state": "starting",
             "stats": self.layout.stats, "rings": [], "registries": [],
             "log": os.environ.get("STREAMCTL_LOG_FILE"),
+            "recovery": recovery_endpoint(cfg.publish.endpoint, cfg.publish.recovery.endpoint)
+            if cfg.publish.recovery.enabled else None,
+            "journal": str(data_dir(cfg) / "journal") if cfg.journal.enabled else None,
         }
         write_manifest(name, self.manifest)  # written first, so `clean` finds a half-built plant
         self.table = ProcessTable.create(self.layout.stats, self.slots, plant=name)
