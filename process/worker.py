@@ -162,7 +162,8 @@ class Worker:
         self.maps = [_SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
         self.idle = IdleStrategy(max_sleep=spec.max_idle_sleep, deep_after=_DEEP_IDLE_AFTER,
                                  deep_sleep=max(spec.max_idle_sleep, _DEEP_IDLE_SLEEP))
-        self.clocks = [FeedClock(wall_clocked=s.wall_clock) for s in spec.sources]
+        max_jump = int(spec.calculators.bars.clock_max_jump * 1e9)
+        self.clocks = [FeedClock(wall_clocked=s.wall_clock, max_jump=max_jump) for s in spec.sources]
         self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
         """Replay only: records read since the last fixed batch boundary, per ring."""
         self._late_seen = 0
