@@ -4,7 +4,7 @@ Workload: `bench_worker`'s synthetic trades (100 symbols) and its full calculato
 1s/60s/300s, 100-tick bars, session and rolling VWAP, EMA(20), z-score). One batch goes
 through what the worker does with it: published into a real shared-memory ring, consumed in
 4,096-record batches, (journal on) appended to the journal with one ``writev`` and released,
-then run through the calculators. Off and on alternate pass by pass, so both see the same
+then run through the calculators. Off and on alternate batch by batch, so both see the same
 machine; the headline is records per second of the median batch time. Also: the journal's raw
 append rate (`sync: none` and `batch`), and recovery: a journal of N records read back and
 replayed through the calculators, as a restarted worker does.
@@ -42,22 +42,18 @@ def _calc() -> CalculatorSet:
     return calc
 
 
-def _pass(records: np.ndarray, sym: np.ndarray, ring: Ring, journal: JournalWriter | None) -> list[float]:
-    """One pass over `records` through ring (+ journal) + calculators; seconds per batch."""
-    calc = _calc()
-    times = []
-    for start in range(0, len(records), BATCH):
-        chunk = records[start:start + BATCH]
-        ring.publish(chunk)
-        began = time.perf_counter()
-        got = ring.consume(BATCH, release=journal is None)
-        if journal is not None:
-            position = ring.consumed
-            journal.append_records(0, position, got, 0)
-            ring.release_to(position + len(got))
-        calc.on_batch(got, sym[start:start + len(got)])
-        times.append(time.perf_counter() - began)
-    return times
+def _step(chunk: np.ndarray, sym: np.ndarray, ring: Ring, calc: CalculatorSet,
+          journal: JournalWriter | None) -> float:
+    """One batch through ring (+ journal) + calculators, as the worker does; seconds."""
+    ring.publish(chunk)
+    began = time.perf_counter()
+    got = ring.consume(BATCH, release=journal is None)
+    if journal is not None:
+        position = ring.consumed
+        journal.append_records(0, position, got, 0)
+        ring.release_to(position + len(got))
+    calc.on_batch(got, sym)
+    return time.perf_counter() - began
 
 
 def _rate(times: list[float]) -> float:
@@ -65,15 +61,20 @@ def _rate(times: list[float]) -> float:
 
 
 def _worker_rows(records: np.ndarray, sym: np.ndarray, passes: int, tmp: Path) -> list[dict]:
+    """Off and on take turns batch by batch (each with its own calculators), so a machine
+    shared with other work slows both alike."""
     name = segment_name("bench", "ring", "journal", f"p{time.time_ns() % 1_000_000}")
     ring = Ring.create(name, 1 << 14)
     off: list[float] = []
     on: list[float] = []
     try:
         for i in range(passes):
-            off += _pass(records, sym, ring, None)
+            calc_off, calc_on = _calc(), _calc()
             writer = JournalWriter(tmp / f"pass{i}", partition=0, run=RUN, config=JournalConfig(sync="none"))
-            on += _pass(records, sym, ring, writer)
+            for start in range(0, len(records), BATCH):
+                chunk, chunk_sym = records[start:start + BATCH], sym[start:start + BATCH]
+                off.append(_step(chunk, chunk_sym, ring, calc_off, None))
+                on.append(_step(chunk, chunk_sym, ring, calc_on, writer))
             writer.close()
     finally:
         ring.close()

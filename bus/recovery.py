@@ -57,8 +57,9 @@ def recovery_endpoint(public: str, configured: str | None = None) -> str:
 
 
 def internal_recovery_endpoint(internal: str) -> str:
-    """Beside the hub's internal endpoint: where the plant's own processes ask."""
-    return internal + ".recovery"
+    """Beside the hub's internal endpoint (``ipc://DIR/<plant>.pub`` -> ``ipc://DIR/<plant>.rec``,
+    so `streamctl clean` finds it by the plant's name): where the plant's own processes ask."""
+    return (internal[:-len(".pub")] if internal.endswith(".pub") else internal) + ".rec"
 
 
 def ask(endpoint: str, request: dict[str, Any], *, timeout: float, curve: CurveClient | None = None,

@@ -79,6 +79,7 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
     `run` (the supervisor's start, ns) names the run's journal files. Only a live plant journals:
     `streamctl replay` reads its input from files it can read again."""
     journal = config.journal if live and config.journal.enabled else None
+    recovery = live and config.publish.recovery.enabled  # `streamctl replay` records everything itself
     journal_root = data_dir(config) / "journal"
     n_parts, feeds = config.partitions.count, config.feeds
     next_core = iter(list(range(os.cpu_count() or 1)) * (n_parts + len(feeds) + 1))
@@ -88,8 +89,8 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
     plans = [ProcessPlan("hub", Role.HUB, 0, hub_main, HubSpec(
         plant=layout.plant, slot=0, stats=layout.stats, internal=layout.internal, public=config.publish.endpoint,
         sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve,
-        recovery=recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint)
-        if config.publish.recovery.enabled else None, recovery_bytes=config.publish.recovery.topic_bytes))]
+        recovery=recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint) if recovery else None,
+        recovery_bytes=config.publish.recovery.topic_bytes))]
     feed_cores = [f.cpu if f.cpu is not None else next(next_core) for f in feeds]
     for p in range(n_parts):
         cpu = config.partitions.cpus[p] if config.partitions.cpus else next(next_core)
@@ -101,8 +102,7 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
                             sndhwm=config.publish.sndhwm, live=live, cpu=cpu,
                             max_idle_sleep=config.partitions.idle_sleep_us * 1e-6, curve=client,
                             journal=journal, journal_dir=str(journal_root / f"p{p}"), run=run,
-                            recovery=internal_recovery_endpoint(layout.internal)
-                            if config.publish.recovery.enabled else None)
+                            recovery=internal_recovery_endpoint(layout.internal) if recovery else None)
         plans.append(ProcessPlan(worker.name, Role.WORKER, worker.slot, worker_main, worker))
     for i, feed in enumerate(feeds):
         slot = 1 + n_parts + i

@@ -38,8 +38,11 @@ class PlantError(RuntimeError):
 class Provision:
     """The plant's segments and manifest: `create()` them, `release()` them (idempotent)."""
 
-    def __init__(self, config: PlantConfig, layout: Layout, *, slots: int, config_path: str | None = None):
+    def __init__(self, config: PlantConfig, layout: Layout, *, slots: int, config_path: str | None = None,
+                 live: bool = True):
         self.config = config
+        self.live = live
+        """A live plant runs the recovery service and journals (`plan_processes`)."""
         self.layout = layout
         self.slots = slots
         self.config_path = config_path
@@ -69,8 +72,8 @@ class Provision:
             "stats": self.layout.stats, "rings": [], "registries": [],
             "log": os.environ.get("STREAMCTL_LOG_FILE"),
             "recovery": recovery_endpoint(cfg.publish.endpoint, cfg.publish.recovery.endpoint)
-            if cfg.publish.recovery.enabled else None,
-            "journal": str(data_dir(cfg) / "journal") if cfg.journal.enabled else None,
+            if cfg.publish.recovery.enabled and self.live else None,
+            "journal": str(data_dir(cfg) / "journal") if cfg.journal.enabled and self.live else None,
         }
         write_manifest(name, self.manifest)  # written first, so `clean` finds a half-built plant
         self.table = ProcessTable.create(self.layout.stats, self.slots, plant=name)

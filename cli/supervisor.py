@@ -47,7 +47,8 @@ class Supervisor:
         self.run_id = time.time_ns()
         """This run: a restarted worker replays the journal files of its own run only."""
         self._plans = plan_processes(config, self._layout, self._keys, live=live, run=self.run_id)
-        self._provision = Provision(config, self._layout, slots=len(self._plans), config_path=config_path)
+        self._provision = Provision(config, self._layout, slots=len(self._plans), config_path=config_path,
+                                    live=live)
         self._supervision: Supervision | None = None
         self._reporter = Reporter()
         self._last_sample = 0.0
