@@ -55,6 +55,10 @@ class ProxyBindError(OSError):
         self.reason = reason
 
 
+_CAPTURE_HWM = 500_000
+"""Messages queued for the recovery service at most (beyond, it misses them and says so)."""
+
+
 class ProxyStats(NamedTuple):
     """Counters of a running proxy, from libzmq's ``STATISTICS`` command.
 
@@ -202,7 +206,9 @@ class Proxy:
             if self.capture is not None:
                 capture = ctx.socket(zmq.PUB)
                 sockets.append(capture)
-                capture.sndhwm = 0  # the recovery service must see every message: it queues, never drops
+                # The recovery service's queue: deep enough for any burst it can catch up with, but
+                # bounded, so a service that cannot keep up costs history (a gap it reports), not memory.
+                capture.sndhwm = _CAPTURE_HWM
                 capture.bind(self.capture)
             for sock in sockets:
                 sock.linger = 0

@@ -125,18 +125,16 @@ class Publisher:
         self.muted_until = count
 
     def mute_topics(self, seqs: dict[str, int] | None) -> None:
-        """While set, a message on a topic of `seqs` is sent only if its seq is past
-        ``seqs[topic]`` (what the hub already forwarded); topics not in it follow `mute_until`.
-        None ends it."""
+        """While set (instead of `mute_until`), a message is sent only if its seq is past
+        ``seqs[topic]``, what the hub already forwarded on that topic (0 for a topic it never
+        got). None ends it."""
         self._muted_topics = None if seqs is None else dict(seqs)
 
     def _sending(self, entry: _Topic, last_seq: int) -> bool:
         """Whether the next message (on `entry`, ending at `last_seq`) goes out (see the mutes)."""
         muted = self._muted_topics
         if muted is not None:
-            limit = muted.get(entry.text)
-            if limit is not None:
-                return last_seq > limit
+            return last_seq > muted.get(entry.text, 0)
         return self.messages_out >= self.muted_until
 
     def record_sent(self, mark: np.ndarray | None) -> None:

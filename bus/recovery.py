@@ -153,7 +153,7 @@ class RecoveryService:
         try:
             capture = self._context.socket(zmq.SUB)
             sockets.append(capture)
-            capture.rcvhwm = 0
+            capture.rcvhwm = 500_000
             capture.setsockopt(zmq.SUBSCRIBE, b"")
             capture.connect(self._capture)
             routers = []

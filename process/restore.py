@@ -37,8 +37,9 @@ def restore(worker: Worker) -> int:
     started = time.monotonic()
     files = run_files(Path(spec.journal_dir), spec.run)
     sent_before = mark.value
-    publisher.mute_until(sent_before)
     forwarded = _forwarded(worker) if files else None
+    if forwarded is None:
+        publisher.mute_until(sent_before)
     publisher.mute_topics(forwarded)
     ends: list[int | None] = [None] * len(worker.rings)
     entries = records = diverged = 0
@@ -78,7 +79,7 @@ def restore(worker: Worker) -> int:
         elif ring.consumed > end:
             log.error("%s: ring `%s` was read to %d but the journal ends at %d: %d records lost",
                       spec.name, ring, ring.consumed, end, ring.consumed - end)
-    unsent = publisher.messages_out - sent_before  # by the mark; the hub's answer is finer
+    unsent = publisher.messages_out - sent_before  # by the mark (the hub's answer, when there is one, decided)
     if diverged:
         log.error("%s: %d journal entries replayed to a different message count than they were written "
                   "with: the restored state may differ", spec.name, diverged)

@@ -132,6 +132,8 @@ def test_a_cut_off_a_late_and_a_last_value_subscriber_get_every_message_in_order
 def test_tail_since_and_last_through_the_cli(sim_plant):
     plant, name, port, recovery, _ = sim_plant
     rec = f"tcp://127.0.0.1:{recovery}"
+    status = plant.status(name)
+    assert status["recovery"] == rec and status["journal"].endswith(f"streamctl/{name}/journal")
     wait_until(lambda: (ask(rec, {"op": "last", "pattern": "bar.1s.AAPL"}, timeout=5) or {}).get("messages"), 60,
                "a first 1 s bar at the recovery service")
     wait_until(lambda: len(ask(rec, {"op": "history", "topic": "bar.1s.AAPL", "from_seq": 1},
