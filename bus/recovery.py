@@ -28,6 +28,7 @@ from msgspec import Meta
 
 from streamctl.bus import wire
 from streamctl.bus.curve import INTERNAL_DOMAIN, PUBLIC_DOMAIN, CurveClient, CurveServer
+from streamctl.bus.sockets import queued
 
 __all__ = ["RecoveryConfig", "RecoveryService", "recovery_endpoint", "internal_recovery_endpoint", "MAX_REPLY",
            "ask", "service_binds"]
@@ -190,11 +191,7 @@ class RecoveryService:
 
     def _take(self, capture: zmq.Socket) -> None:
         """Store every captured message queued (subscription notices, one frame, are skipped)."""
-        while True:
-            try:
-                frames = capture.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in queued(capture.recv_multipart):
             if len(frames) != 2:
                 continue
             frame, payload = frames
@@ -218,11 +215,7 @@ class RecoveryService:
             self._last_seq.setdefault(src, {})[topic] = last
 
     def _answer(self, router: zmq.Socket) -> None:
-        while True:
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in queued(router.recv_multipart):
             self.requests += 1
             try:
                 request = self._decode_request(frames[-1])
