@@ -88,7 +88,8 @@ def restore(worker: Worker) -> int:
         log.info("%s: restored from %d journal entries (%d records) in %.2f s; %d messages had been sent, "
                  "%d not sent before the restart sent now", spec.name, entries, records, seconds, sent_before,
                  max(unsent, 0))
-        worker.slot.set("detail", f"restored {records} records from the journal in {seconds:.1f} s")
+        worker.restored = f"restored {records} records from the journal in {seconds:.1f} s"
+        worker.slot.set("detail", worker.restored)
     publisher.mute_until(0)
     publisher.mute_topics(None)
     return entries

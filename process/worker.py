@@ -168,6 +168,9 @@ class Worker:
         """Replay only: records read since the last fixed batch boundary, per ring."""
         self._late_seen = 0
         self._next_clock = 0
+        self._next_detail = 0
+        self.restored = ""
+        """What the restart restored (`restore`), shown in `status` beside the journal's state."""
         self.journal = None
         self.mark = None
         if spec.journal is not None and spec.journal.enabled and spec.live:
@@ -299,6 +302,11 @@ class Worker:
             self._publish(closed)
         if self.journal is not None:
             self.journal.tick()
+            if now >= self._next_detail:  # `status`: the journal's file and size, once a second
+                self._next_detail = now + 1_000_000_000
+                written = f"journal {self.journal.path.name if self.journal.path else '-'} " \
+                          f"+{self.journal.bytes / 1e6:.1f} MB"
+                self.slot.set("detail", f"{written}; {self.restored}" if self.restored else written)
         self._next_clock = now + _CLOCK_PERIOD_NS
 
     def finish(self) -> None:
