@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psutil
 
-from streamctl.bus.recovery import recovery_endpoint
+from streamctl.bus.recovery import internal_recovery_endpoint, recovery_endpoint
 from streamctl.cli.config import PlantConfig, data_dir
 from streamctl.cli.plan import Layout
 from streamctl.cli.runtime import read_manifest, remove_manifest, supervisor_alive, write_manifest
@@ -99,7 +100,8 @@ class Provision:
         return all(ring.fill == 0 for ring in self.rings.values())
 
     def release(self) -> None:
-        """Unlink every segment made here, then the manifest and the internal socket."""
+        """Unlink every segment made here, then the manifest and the internal sockets (the hub's
+        and its recovery service's)."""
         for ring in self.rings.values():
             _quietly(ring.unlink)
             _quietly(ring.close)
@@ -114,7 +116,8 @@ class Provision:
             return  # this plant never got as far as writing a manifest: the one there (if any) is another's
         remove_manifest(self.layout.plant)
         self.manifest = {}
-        _quietly(lambda: os.unlink(self.layout.internal.removeprefix("ipc://")))
+        for internal in (self.layout.internal, internal_recovery_endpoint(self.layout.internal)):
+            _quietly(partial(os.unlink, internal.removeprefix("ipc://")))
 
 
 def _quietly(fn: Callable[[], Any]) -> None:
