@@ -8,16 +8,20 @@ main thread only heartbeats. Connections refused for an unknown CURVE key count 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 import msgspec
+import zmq
 
 from streamctl.bus.curve import CurveServer
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.shm.stats import CounterName
 
 __all__ = ["HubSpec", "run_hub", "hub_main"]
+
+log = logging.getLogger("streamctl.hub")
 
 
 class HubSpec(msgspec.Struct, kw_only=True, frozen=True):
@@ -59,8 +63,13 @@ def run_hub(spec: HubSpec) -> int:
                                       binds=service_binds(internal=spec.internal, public=spec.recovery,
                                                           internal_curve=spec.internal_curve,
                                                           public_curve=spec.public_curve))
-            service.start()
-            slot.set("detail", f"recovery at {spec.recovery}")
+            try:
+                service.start()
+                slot.set("detail", f"recovery at {spec.recovery}")
+            except (zmq.ZMQError, TimeoutError) as exc:  # forwarding matters more than history
+                service = None
+                log.error("hub: recovery service not started (%s at %s); forwarding without it", exc, spec.recovery)
+                slot.set("detail", f"recovery unavailable: {exc}")
         child.ready()
         while not stop:
             slot.heartbeat()

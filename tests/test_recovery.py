@@ -151,3 +151,22 @@ def test_tail_since_and_last_through_the_cli(sim_plant):
                                                             sorted(held), strict=True))
     bad = plant.run("tail", "vwap.", "--name", name, "--since", "ten minutes", "--count", "1")
     assert bad.returncode == 2 and "`--since`" in bad.stderr
+
+
+def test_a_taken_recovery_port_costs_the_history_not_the_plant(plant):
+    """The hub forwards without its recovery service when the service's endpoint is taken."""
+    import socket
+
+    name, port = f"rectaken{os.getpid() % 100000}", free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        recovery = taken.getsockname()[1]
+        plant.run("up", str(plant.write_config(name, _config(name, port, recovery))), "--detach", check=True)
+        hub = plant.process(name, "hub")
+        assert hub["state"] == "ready" and "recovery unavailable" in hub["detail"]
+        with Subscriber(f"tcp://127.0.0.1:{port}", recovery=False) as sub:
+            bars: list = []
+            sub.on_bar(bars.append)
+            sub.subscribe("bar.1s.")
+            wait_until(lambda: bars, 60, "a bar from the plant", lambda: sub.poll(0.05))
