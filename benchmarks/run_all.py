@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = [
     "ring",
     "worker",
+    "journal",
     "publish",
     "latency",
     "metrics",

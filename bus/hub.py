@@ -8,15 +8,20 @@ main thread only heartbeats. Connections refused for an unknown CURVE key count 
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
 import msgspec
+import zmq
 
 from streamctl.bus.curve import CurveServer
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.shm.stats import CounterName
 
 __all__ = ["HubSpec", "run_hub", "hub_main"]
+
+log = logging.getLogger("streamctl.hub")
 
 
 class HubSpec(msgspec.Struct, kw_only=True, frozen=True):
@@ -33,19 +38,38 @@ class HubSpec(msgspec.Struct, kw_only=True, frozen=True):
     """The plant's keys for the internal endpoint (fresh per run, never on disk)."""
     public_curve: CurveServer | None = None
     """``publish.curve``, loaded: CURVE on the public endpoint for remote subscribers."""
+    recovery: str | None = None
+    """The public recovery endpoint (`streamctl.bus.recovery`); None: no recovery service."""
+    recovery_bytes: int = 4 << 20
+    """Per topic, payload bytes of recent messages the recovery service keeps."""
 
 
 def run_hub(spec: HubSpec) -> int:
     from streamctl.bus.proxy import Proxy
+    from streamctl.bus.recovery import RecoveryService, service_binds
 
     stop = setup_child("hub", spec.cpu)
     child = ChildSlot(spec.stats, spec.slot, spec.cpu)
     slot = child.slot
+    capture = None if spec.recovery is None else f"inproc://streamctl-capture-{os.getpid()}"
     proxy = Proxy(frontend=spec.internal, backend=spec.public, sndhwm=spec.sndhwm,
-                  frontend_curve=spec.internal_curve, backend_curve=spec.public_curve)
+                  frontend_curve=spec.internal_curve, backend_curve=spec.public_curve, capture=capture)
+    service = None
     code = 0
     try:
         proxy.start()
+        if spec.recovery is not None and capture is not None and proxy.context is not None:
+            service = RecoveryService(proxy.context, capture=capture, topic_bytes=spec.recovery_bytes,
+                                      binds=service_binds(internal=spec.internal, public=spec.recovery,
+                                                          internal_curve=spec.internal_curve,
+                                                          public_curve=spec.public_curve))
+            try:
+                service.start()
+                slot.set("detail", f"recovery at {spec.recovery}")
+            except (zmq.ZMQError, TimeoutError) as exc:  # forwarding matters more than history
+                service = None
+                log.error("hub: recovery service not started (%s at %s); forwarding without it", exc, spec.recovery)
+                slot.set("detail", f"recovery unavailable: {exc}")
         child.ready()
         while not stop:
             slot.heartbeat()
@@ -60,6 +84,8 @@ def run_hub(spec: HubSpec) -> int:
         child.crashed(exc)
         code = 2
     finally:
+        if service is not None:
+            service.stop()
         proxy.stop()
         child.close(failed=code != 0)
     return code

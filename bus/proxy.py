@@ -55,6 +55,10 @@ class ProxyBindError(OSError):
         self.reason = reason
 
 
+_CAPTURE_HWM = 500_000
+"""Messages queued for the recovery service at most (beyond, it misses them and says so)."""
+
+
 class ProxyStats(NamedTuple):
     """Counters of a running proxy, from libzmq's ``STATISTICS`` command.
 
@@ -135,7 +139,7 @@ class Proxy:
     """
 
     def __init__(self, *, frontend: str, backend: str, sndhwm: int, frontend_curve: CurveServer | None = None,
-                 backend_curve: CurveServer | None = None):
+                 backend_curve: CurveServer | None = None, capture: str | None = None):
         if sndhwm < 0:
             raise ValueError(f"`sndhwm` must be >= 0; was {sndhwm}")
         self.frontend = frontend
@@ -145,6 +149,9 @@ class Proxy:
         """The bound internal endpoint (wildcards resolved), set by `start`."""
         self.backend_endpoint: str | None = None
         """The bound public endpoint (wildcards resolved), set by `start`."""
+        self.capture = capture
+        """An ``inproc://`` endpoint where a PUB socket repeats every forwarded message (the
+        recovery service reads it), or None."""
         self._context: zmq.Context | None = None
         self._control: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
@@ -195,6 +202,14 @@ class Proxy:
             back = ctx.socket(zmq.XPUB)
             control = ctx.socket(zmq.PAIR)
             sockets += [front, back, control]
+            capture = None
+            if self.capture is not None:
+                capture = ctx.socket(zmq.PUB)
+                sockets.append(capture)
+                # The recovery service's queue: deep enough for any burst it can catch up with, but
+                # bounded, so a service that cannot keep up costs history (a gap it reports), not memory.
+                capture.sndhwm = _CAPTURE_HWM
+                capture.bind(self.capture)
             for sock in sockets:
                 sock.linger = 0
             front.rcvhwm = self.sndhwm
@@ -207,6 +222,8 @@ class Proxy:
             self.backend_endpoint = _bind(back, "backend", self.backend)
             self.frontend_endpoint = _bind(front, "frontend", self.frontend)
             control.bind(self._control_addr)
+            if capture is not None:  # the recovery service keeps every topic: publishers must send all of them
+                front.send(b"\x01")
             front.send(b"\x01" + wire.SYNC_SUBSCRIPTION)
         except BaseException as exc:  # reported to start(), which raises it
             self._error = exc
@@ -216,12 +233,17 @@ class Proxy:
             return
         ready.set()
         try:
-            zmq.proxy_steerable(front, back, None, control)
+            zmq.proxy_steerable(front, back, capture, control)
         except zmq.ContextTerminated:
             pass
         finally:
             for sock in sockets:
                 sock.close()
+
+    @property
+    def context(self) -> zmq.Context | None:
+        """The proxy's context (its CURVE gatekeeper answers for every socket in it)."""
+        return self._context
 
     def stats(self) -> ProxyStats | None:
         """Forwarding counters, or None when the proxy is not running."""

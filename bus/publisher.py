@@ -106,6 +106,48 @@ class Publisher:
         """Messages handed to ZeroMQ (a batch is one message)."""
         self.raw_skipped = 0
         """Records given to `publish_raw` with a negative symbol index (not published)."""
+        self.muted_until = 0
+        """Messages numbered below this count are sequenced but not sent (see `mute_until`)."""
+        self._muted_topics: dict[str, int] | None = None
+        self._sent_mark: np.ndarray | None = None
+
+    # -- restart ------------------------------------------------------------------------
+
+    def mute_until(self, count: int) -> None:
+        """Number but do not send messages until `messages_out` reaches `count`.
+
+        A restarted worker replays its journal through its calculators: the messages its
+        previous life already handed over are numbered again (so every topic's ``seq`` goes
+        on where it was) but not sent twice.
+        """
+        if count < 0:
+            raise ValueError(f"`count` must be >= 0; was {count}")
+        self.muted_until = count
+
+    def mute_topics(self, seqs: dict[str, int] | None) -> None:
+        """While set (instead of `mute_until`), a message is sent only if its seq is past
+        ``seqs[topic]``, what the hub already forwarded on that topic (0 for a topic it never
+        got). None ends it."""
+        self._muted_topics = None if seqs is None else dict(seqs)
+
+    def _sending(self, entry: _Topic, last_seq: int) -> bool:
+        """Whether the next message (on `entry`, ending at `last_seq`) goes out (see the mutes)."""
+        muted = self._muted_topics
+        if muted is not None:
+            return last_seq > muted.get(entry.text, 0)
+        return self.messages_out >= self.muted_until
+
+    def record_sent(self, mark: np.ndarray | None) -> None:
+        """After each message handed to ZeroMQ, store `messages_out` into ``mark[0]`` (an int64
+        in a file mapping that outlives this process: the worker's published watermark)."""
+        self._sent_mark = mark
+
+    def _sent(self, n: int = 1) -> None:
+        self.messages_out += n
+        if self._sent_mark is not None and self.messages_out > self.muted_until:
+            self._sent_mark[0] = self.messages_out
+        if self.messages_out >= self._next_drain:
+            self._drain_subscriptions()
 
     # -- topics -------------------------------------------------------------------------
 
@@ -151,12 +193,11 @@ class Publisher:
         entry.seq += 1
         payload.seq = entry.seq  # type: ignore[attr-defined]
         payload.src = self.src  # type: ignore[attr-defined]
-        sock = self._sock
-        sock.send(entry.frame, _SNDMORE)
-        sock.send(self._encode(payload))
-        self.messages_out += 1
-        if self.messages_out >= self._next_drain:
-            self._drain_subscriptions()
+        if self._sending(entry, entry.seq):
+            sock = self._sock
+            sock.send(entry.frame, _SNDMORE)
+            sock.send(self._encode(payload))
+        self._sent()
 
     def publish_many(self, items: Iterable[tuple[str, msgspec.Struct]]) -> None:
         """`publish` each ``(topic, payload)`` in order."""
@@ -183,11 +224,10 @@ class Publisher:
             p.seq = seq  # type: ignore[attr-defined]
             p.src = src  # type: ignore[attr-defined]
         entry.seq = seq
-        self._sock.send(entry.frame, _SNDMORE)
-        self._sock.send(self._encode(payloads))
-        self.messages_out += 1
-        if self.messages_out >= self._next_drain:
-            self._drain_subscriptions()
+        if self._sending(entry, seq):
+            self._sock.send(entry.frame, _SNDMORE)
+            self._sock.send(self._encode(payloads))
+        self._sent()
 
     def publish_raw(
         self,
@@ -301,14 +341,12 @@ class Publisher:
             if layout is None:
                 make_layout = rawpack.trade_layout if is_trade else rawpack.quote_layout
                 layout = self._layouts[(is_trade, symbol)] = make_layout(self.src, symbol)
-            pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
-            body = pack(layout, batch, entry.seq + 1)
+            if self._sending(entry, entry.seq + len(batch)):
+                pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
+                sock.send(entry.frame, _SNDMORE)
+                sock.send(pack(layout, batch, entry.seq + 1))
             entry.seq += len(batch)
-            sock.send(entry.frame, _SNDMORE)
-            sock.send(body)
-        self.messages_out += len(groups)
-        if self.messages_out >= self._next_drain:
-            self._drain_subscriptions()
+            self._sent()
         return len(groups)
 
     # -- connection ---------------------------------------------------------------------

@@ -17,8 +17,10 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from streamctl.bus.recovery import RecoveryConfig, recovery_endpoint
 from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
+from streamctl.process.journal.settings import JournalConfig
 from streamctl.shm.registry import symbol_problem
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "parse_listen",
     "load_config",
     "parse_config",
+    "data_dir",
 ]
 
 _NAME = FEED_NAME  # a plant name follows the feed-name rule: both name segments and processes
@@ -86,6 +89,8 @@ class PublishConfig(_Cfg, frozen=True):
     """Per-subscriber high-water mark at the public endpoint (messages)."""
     curve: CurveConfig | None = None
     """Off by default (loopback); set it when subscribers connect from other hosts."""
+    recovery: RecoveryConfig = RecoveryConfig()
+    """The recovery service: recent history and last values per topic (docs/wire.md, "Recovery")."""
 
 
 class RingsConfig(_Cfg, frozen=True):
@@ -143,6 +148,7 @@ class PlantConfig(_Cfg, frozen=True):
     publish: PublishConfig = PublishConfig()
     rings: RingsConfig = RingsConfig()
     supervision: SupervisionConfig = SupervisionConfig()
+    journal: JournalConfig = JournalConfig()
     metrics: MetricsConfig | None = None
     """Off unless set (``metrics: {}`` serves on 127.0.0.1:9464): two plants on a host need two ports."""
 
@@ -152,6 +158,16 @@ class PlantConfig(_Cfg, frozen=True):
 
         return msgspec.convert(feed.options, vendor_spec(feed.vendor).options)
 
+
+
+def data_dir(config: PlantConfig, environ: dict[str, str] | None = None) -> Path:
+    """The plant's data directory: ``journal.dir``, else ``$XDG_DATA_HOME/streamctl/<name>``
+    (``~/.local/share/streamctl/<name>`` when XDG_DATA_HOME is unset): never the working tree."""
+    if config.journal.dir is not None:
+        return Path(config.journal.dir).expanduser().absolute()
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "streamctl" / config.name
 
 
 # --------------------------------------------------------------------------- loading
@@ -349,6 +365,22 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
         raise fail("publish.endpoint", "must be tcp://HOST:PORT or ipc://PATH", endpoint)
     if tcp and not 1 <= int(tcp.group(1)) <= 65535:
         raise fail("publish.endpoint", "must have a port in 1..65535 (subscribers need a fixed port)", endpoint)
+    recovery = config.publish.recovery
+    if recovery.enabled:
+        where = recovery_endpoint(endpoint, recovery.endpoint)
+        rtcp = re.match(r"^tcp://[^:]+:(\d+)$", where)
+        if not (rtcp or re.match(r"^ipc://.+$", where)) or (rtcp and not 1 <= int(rtcp.group(1)) <= 65535):
+            raise fail("publish.recovery.endpoint", "must be tcp://HOST:PORT (port 1..65535) or ipc://PATH "
+                       "(null: the public endpoint's port + 1)", where)
+        if where == endpoint:
+            raise fail("publish.recovery.endpoint", "must differ from publish.endpoint", where)
+    journal_dir = config.journal.dir
+    if journal_dir is not None:
+        if not journal_dir.strip():
+            raise fail("journal.dir", "must be a directory path (or null for the user's data directory)",
+                       journal_dir)
+        if Path(journal_dir).expanduser().exists() and not Path(journal_dir).expanduser().is_dir():
+            raise fail("journal.dir", "must be a directory, not a file", journal_dir)
     curve = config.publish.curve
     if curve is not None:
         from streamctl.bus.curve import read_key, read_public_keys

@@ -257,8 +257,14 @@ def status(name: str | None, as_json: bool) -> None:
               help="The plant's public key file (`NAME.key`), when its endpoint uses CURVE (`publish.curve`).")
 @click.option("--curve-client-key", type=click.Path(dir_okay=False), default=None,
               help="Your secret key file (`NAME.key_secret`), whose public key the plant allows.")
+@click.option("--since", default=None, metavar="DURATION",
+              help="First print what the plant published in the last DURATION (`90s`, `10m`, `1h`), then go on live.")
+@click.option("--last", is_flag=True, help="First print the last message of each topic (current state), then go on live.")
+@click.option("--recovery", default=None, help="The plant's recovery endpoint (default: the running plant's, "
+              "or the endpoint's port + 1).")
 def tail(topics: tuple[str, ...], as_json: bool, count: int | None, timeout: float | None, name: str | None,
-         endpoint: str | None, curve_server_key: str | None, curve_client_key: str | None) -> None:
+         endpoint: str | None, curve_server_key: str | None, curve_client_key: str | None, since: str | None,
+         last: bool, recovery: str | None) -> None:
     """Print messages of TOPICS (exact topics like `bar.60s.AAPL`, or prefixes ending in `.` or `*`)."""
     from streamctl.bus.curve import load_client
     from streamctl.cli.tailing import tail_topics
@@ -269,9 +275,22 @@ def tail(topics: tuple[str, ...], as_json: bool, count: int | None, timeout: flo
     try:
         curve = None if curve_server_key is None else load_client(curve_server_key, curve_client_key or "")
         if endpoint is None:
-            endpoint = _find_plant(name)["endpoint"]
+            plant = _find_plant(name)
+            endpoint = plant["endpoint"]
+            recovery = recovery or plant.get("recovery")
+        since_dt = None
+        if since is not None:
+            from datetime import UTC, datetime, timedelta
+
+            from streamctl.process.calc.settings import parse_interval
+
+            try:
+                seconds = parse_interval(since)
+            except ValueError as exc:
+                raise ValueError(f"`--since` {exc}") from None
+            since_dt = datetime.now(UTC) - timedelta(seconds=seconds)
         tail_topics(endpoint, list(topics), as_json=as_json, count=count, timeout=timeout, out=sys.stdout,
-                    err=sys.stderr, curve=curve)
+                    err=sys.stderr, curve=curve, since=since_dt, last=last, recovery=recovery)
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

@@ -16,7 +16,8 @@ from typing import Any
 
 from streamctl.bus.curve import CurveClient, CurveServer, load_server
 from streamctl.bus.hub import HubSpec, hub_main
-from streamctl.cli.config import FeedConfig, PlantConfig
+from streamctl.bus.recovery import internal_recovery_endpoint, recovery_endpoint
+from streamctl.cli.config import FeedConfig, PlantConfig, data_dir
 from streamctl.cli.runtime import internal_endpoint
 from streamctl.ingest.feed import FeedSpec, feed_main
 from streamctl.ingest.vendors import vendor_spec
@@ -73,8 +74,13 @@ def wall_clocked(config: PlantConfig, feed: FeedConfig) -> bool:
 
 
 def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer, CurveClient], *,
-                   live: bool = True) -> list[ProcessPlan]:
-    """Hub, workers, feeds, in slot order. `keys` are the run's `streamctl.bus.curve.plant_keys`."""
+                   live: bool = True, run: int = 0) -> list[ProcessPlan]:
+    """Hub, workers, feeds, in slot order. `keys` are the run's `streamctl.bus.curve.plant_keys`;
+    `run` (the supervisor's start, ns) names the run's journal files. Only a live plant journals:
+    `streamctl replay` reads its input from files it can read again."""
+    journal = config.journal if live and config.journal.enabled else None
+    recovery = live and config.publish.recovery.enabled  # `streamctl replay` records everything itself
+    journal_root = data_dir(config) / "journal"
     n_parts, feeds = config.partitions.count, config.feeds
     next_core = iter(list(range(os.cpu_count() or 1)) * (n_parts + len(feeds) + 1))
     server, client = keys
@@ -82,7 +88,9 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
     public_curve = None if curve is None else load_server(curve.server_secret_key, curve.client_public_keys)
     plans = [ProcessPlan("hub", Role.HUB, 0, hub_main, HubSpec(
         plant=layout.plant, slot=0, stats=layout.stats, internal=layout.internal, public=config.publish.endpoint,
-        sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve))]
+        sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve,
+        recovery=recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint) if recovery else None,
+        recovery_bytes=config.publish.recovery.topic_bytes))]
     feed_cores = [f.cpu if f.cpu is not None else next(next_core) for f in feeds]
     for p in range(n_parts):
         cpu = config.partitions.cpus[p] if config.partitions.cpus else next(next_core)
@@ -92,7 +100,9 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
                             endpoint=layout.internal, calculators=config.calculators,
                             raw_trades=config.publish.raw_trades, raw_quotes=config.publish.raw_quotes,
                             sndhwm=config.publish.sndhwm, live=live, cpu=cpu,
-                            max_idle_sleep=config.partitions.idle_sleep_us * 1e-6, curve=client)
+                            max_idle_sleep=config.partitions.idle_sleep_us * 1e-6, curve=client,
+                            journal=journal, journal_dir=str(journal_root / f"p{p}"), run=run,
+                            recovery=internal_recovery_endpoint(layout.internal) if recovery else None)
         plans.append(ProcessPlan(worker.name, Role.WORKER, worker.slot, worker_main, worker))
     for i, feed in enumerate(feeds):
         slot = 1 + n_parts + i

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psutil
 
-from streamctl.cli.config import PlantConfig
+from streamctl.bus.recovery import internal_recovery_endpoint, recovery_endpoint
+from streamctl.cli.config import PlantConfig, data_dir
 from streamctl.cli.plan import Layout
 from streamctl.cli.runtime import read_manifest, remove_manifest, supervisor_alive, write_manifest
 from streamctl.shm import segments
@@ -37,8 +39,11 @@ class PlantError(RuntimeError):
 class Provision:
     """The plant's segments and manifest: `create()` them, `release()` them (idempotent)."""
 
-    def __init__(self, config: PlantConfig, layout: Layout, *, slots: int, config_path: str | None = None):
+    def __init__(self, config: PlantConfig, layout: Layout, *, slots: int, config_path: str | None = None,
+                 live: bool = True):
         self.config = config
+        self.live = live
+        """A live plant runs the recovery service and journals (`plan_processes`)."""
         self.layout = layout
         self.slots = slots
         self.config_path = config_path
@@ -67,6 +72,9 @@ class Provision:
             "endpoint": cfg.publish.endpoint, "internal": self.layout.internal, "state": "starting",
             "stats": self.layout.stats, "rings": [], "registries": [],
             "log": os.environ.get("STREAMCTL_LOG_FILE"),
+            "recovery": recovery_endpoint(cfg.publish.endpoint, cfg.publish.recovery.endpoint)
+            if cfg.publish.recovery.enabled and self.live else None,
+            "journal": str(data_dir(cfg) / "journal") if cfg.journal.enabled and self.live else None,
         }
         write_manifest(name, self.manifest)  # written first, so `clean` finds a half-built plant
         self.table = ProcessTable.create(self.layout.stats, self.slots, plant=name)
@@ -92,7 +100,8 @@ class Provision:
         return all(ring.fill == 0 for ring in self.rings.values())
 
     def release(self) -> None:
-        """Unlink every segment made here, then the manifest and the internal socket."""
+        """Unlink every segment made here, then the manifest and the internal sockets (the hub's
+        and its recovery service's)."""
         for ring in self.rings.values():
             _quietly(ring.unlink)
             _quietly(ring.close)
@@ -107,7 +116,8 @@ class Provision:
             return  # this plant never got as far as writing a manifest: the one there (if any) is another's
         remove_manifest(self.layout.plant)
         self.manifest = {}
-        _quietly(lambda: os.unlink(self.layout.internal.removeprefix("ipc://")))
+        for internal in (self.layout.internal, internal_recovery_endpoint(self.layout.internal)):
+            _quietly(partial(os.unlink, internal.removeprefix("ipc://")))
 
 
 def _quietly(fn: Callable[[], Any]) -> None:

@@ -47,8 +47,11 @@ class Supervisor:
         self.stop_requested = False
         self._layout = Layout.of(config)
         self._keys = plant_keys()  # fresh per run: only this run's processes may publish into its hub
-        self._plans = plan_processes(config, self._layout, self._keys, live=live)
-        self._provision = Provision(config, self._layout, slots=len(self._plans), config_path=config_path)
+        self.run_id = time.time_ns()
+        """This run: a restarted worker replays the journal files of its own run only."""
+        self._plans = plan_processes(config, self._layout, self._keys, live=live, run=self.run_id)
+        self._provision = Provision(config, self._layout, slots=len(self._plans), config_path=config_path,
+                                    live=live)
         self._supervision: Supervision | None = None
         self._reporter = Reporter()
         self._metrics: MetricsServer | None = None

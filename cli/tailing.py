@@ -84,8 +84,12 @@ def check_pattern(pattern: str) -> None:
 
 
 def tail_topics(endpoint: str, patterns: list[str], *, as_json: bool, count: int | None, timeout: float | None,
-                out: IO[str], err: IO[str], curve: CurveClient | None = None) -> int:
+                out: IO[str], err: IO[str], curve: CurveClient | None = None, since: datetime | None = None,
+                last: bool = False, recovery: str | None = None) -> int:
     """Subscribe and print until `count` lines or `timeout` seconds; return lines printed.
+
+    `since` / `last`: print first what the plant's recovery service holds (messages since then,
+    or each topic's last message), then go on live (`Subscriber`'s ``since`` and ``last``).
 
     ValueError for a bad pattern or endpoint; TimeoutError when nothing ever answered at
     `endpoint` within `timeout` (after saying "waiting for ..." once on `err`).
@@ -95,7 +99,7 @@ def tail_topics(endpoint: str, patterns: list[str], *, as_json: bool, count: int
     for pattern in patterns:
         check_pattern(pattern)
     printed = 0
-    sub = Subscriber(endpoint, curve=curve)
+    sub = Subscriber(endpoint, curve=curve, since=since, last=last, recovery=recovery or True)
 
     def on_message(topic: str, payload: Any) -> None:
         nonlocal printed
@@ -126,6 +130,6 @@ def tail_topics(endpoint: str, patterns: list[str], *, as_json: bool, count: int
                 said_waiting = True
     finally:
         sub.close()
-    if not ever_connected:
+    if not (ever_connected or printed):  # history printed before any connection is an answer too
         raise TimeoutError(f"nothing answered at {endpoint} within {timeout:g} s")
     return printed

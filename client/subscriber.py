@@ -11,6 +11,13 @@ order (for ``trade``/``quote`` arrays: once per element, oldest first), then eve
 for arrays). Sequence checking happens before dispatch, so an ``on_error``/``on_reconnect``
 call about a message comes before that message's callbacks. An exception raised by a
 callback propagates out of `poll`/`run`; the message counts as dispatched.
+
+With the plant's recovery service (on by default: ``docs/wire.md``, "Recovery"), a seq gap is
+filled: the missing messages are fetched and dispatched, in order, before the one that showed
+the gap; `on_error` hears of a gap only when the service no longer holds it. ``since=`` and
+``last=True`` start a subscription from history or from each topic's last value: `subscribe`
+subscribes first, then fetches and dispatches what the service holds, and live messages the
+history already delivered are dropped (merge by seq), so there is no gap and no duplicate.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -28,7 +36,9 @@ from zmq.utils.monitor import parse_monitor_message
 
 from streamctl.bus import wire
 from streamctl.bus.curve import CurveClient
+from streamctl.bus.recovery import recovery_endpoint
 from streamctl.bus.sockets import close_socket, queued
+from streamctl.client.recovery import History, Stored
 
 __all__ = ["Subscriber", "SequenceGap", "DecodeError", "Reconnect", "SubscriberError"]
 
@@ -124,12 +134,25 @@ class Subscriber:
     curve
         CURVE keys for a plant whose endpoint requires them (``publish.curve``):
         ``streamctl.client.load_curve(server_key_file, client_secret_key_file)``.
+    recovery
+        The plant's recovery endpoint: True (default) derives it from `endpoint` as the plant
+        does (``publish.recovery.endpoint``: the port + 1); a string names it; False: none
+        (gaps are only reported).
+    since
+        Start each subscription from history: a `datetime` (messages that reached the plant's
+        hub since then), or an int seq (for exact topics: from that seq on).
+    last
+        Start each subscription with the last message of each matching topic (current bar,
+        book, VWAP, indicator), unless `since` is given.
+    recovery_timeout
+        Seconds to wait for the recovery service's answer.
 
     Raises ValueError naming the endpoint when ZeroMQ cannot connect to it.
     """
 
     def __init__(self, endpoint: str, *, rcvhwm: int = 100_000, context: zmq.Context | None = None,
-                 curve: CurveClient | None = None):
+                 curve: CurveClient | None = None, recovery: str | bool = True, since: datetime | int | None = None,
+                 last: bool = False, recovery_timeout: float = 2.0):
         self.endpoint = endpoint
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
@@ -173,6 +196,18 @@ class Subscriber:
         """Messages that could not be decoded (skipped)."""
         self.restarts = 0
         """Publisher restarts seen (seq back to 1 on a topic)."""
+        self.recovered = 0
+        """Messages fetched from the recovery service and dispatched (gap fills and starts)."""
+        self.duplicates = 0
+        """Live messages dropped because history had already delivered them."""
+        self._since = since
+        self._start_last = last
+        self._merged: dict[tuple[str, str], int] = {}
+        """Topics started from history: live messages up to this seq were delivered already."""
+        self._history: History | None = None
+        if recovery is not False:
+            where = recovery_endpoint(endpoint) if recovery is True else str(recovery)
+            self._history = History(where, context=self._context, curve=curve, timeout=recovery_timeout)
         self.reconnects = 0
         """Connection reconnects seen."""
 
@@ -186,6 +221,34 @@ class Subscriber:
         """
         for pattern in patterns:
             self._sock.setsockopt(zmq.SUBSCRIBE, self._prefix(pattern))
+        if self._history is not None and (self._since is not None or self._start_last):
+            for pattern in patterns:
+                self._start(pattern)
+
+    def _start(self, pattern: str) -> None:
+        """Dispatch what the service holds for a new subscription (``since`` / ``last``)."""
+        assert self._history is not None
+        since = self._since
+        if isinstance(since, datetime):
+            stored = self._history.since(pattern, int(since.timestamp() * 1e9))
+        elif since is not None:
+            if pattern.endswith((".", "*")) or pattern == "":
+                raise ValueError(f"`since` as a seq needs exact topics; `{pattern}` is a prefix")
+            stored, complete = self._history.from_seq(pattern, since)
+            if not complete and stored:
+                self._gap(pattern, "", since, stored[0][1])
+        else:
+            stored = self._history.last(pattern)
+        for message in stored:
+            self._replay(message, merged=True)
+
+    def _replay(self, message: Stored, *, merged: bool) -> None:
+        topic, _, last, payload = message
+        if self._dispatch([wire.topic_frame(topic), payload]):
+            self.recovered += 1
+            if merged:
+                src = next((src for (t, src) in self._seqs if t == topic), "")
+                self._merged[(topic, src)] = last
 
     def unsubscribe(self, *patterns: str) -> None:
         """Undo `subscribe` for the same patterns."""
@@ -412,9 +475,10 @@ class Subscriber:
         if kind in wire.BATCHED_KINDS:
             if not payload:
                 return self._bad(topic, "empty array")
-            self._check_seq(topic, payload[0].src, payload[0].seq, payload[-1].seq, len(payload))
-        else:
-            self._check_seq(topic, payload.src, payload.seq, payload.seq, 1)
+            if not self._check_seq(topic, payload[0].src, payload[0].seq, payload[-1].seq, len(payload)):
+                return False
+        elif not self._check_seq(topic, payload.src, payload.seq, payload.seq, 1):
+            return False
         self._last[topic] = payload
         self.messages_in += 1
         callbacks = self._kind_callbacks[kind]
@@ -430,9 +494,19 @@ class Subscriber:
             fn(topic, payload)
         return True
 
-    def _check_seq(self, topic: str, src: str, first: int, last: int, count: int) -> None:
+    def _check_seq(self, topic: str, src: str, first: int, last: int, count: int) -> bool:
+        """Check a message's seq against the last one of its (topic, src); fill a gap from the
+        recovery service. False: a live message history already delivered (drop it)."""
         key = (topic, src)
+        merged = self._merged.get(key)
+        if merged is not None:
+            if last <= merged and first != 1:
+                self.duplicates += 1
+                return False
+            del self._merged[key]  # live has caught up with the history
         prev = self._seqs.get(key)
+        if prev is not None and first > prev + 1 and self._history is not None and self._history.available:
+            prev = self._fill(topic, src, prev, first)
         self._seqs[key] = last
         if prev is not None and first != prev + 1:
             if first <= prev:
@@ -449,6 +523,15 @@ class Subscriber:
         if last - first != count - 1:
             # Elements of one array are consecutive by construction; check rather than trust.
             self._gap(topic, src, first + count, last + 1)
+        return True
+
+    def _fill(self, topic: str, src: str, prev: int, first: int) -> int:
+        """Dispatch `topic`'s messages prev+1 .. first-1 from the service; the last seq dispatched."""
+        assert self._history is not None
+        stored, _ = self._history.between(topic, prev + 1, first)
+        for message in stored:
+            self._replay(message, merged=False)
+        return self._seqs.get((topic, src), prev)
 
     def _gap(self, topic: str, src: str, expected: int, got: int) -> None:
         self.gaps += 1

@@ -4,12 +4,18 @@ It consumes the partition's ring of every feed in batches, maps each feed's inst
 one dense local symbol index (resolving new ids through the feed's symbol registry), runs the
 calculators over the whole batch, and publishes their results. On stop it drains its rings
 and flushes the bars still open, so a clean stop loses nothing the feeds had handed over.
+
+With a journal (`process/journal`, `docs/journal.md`) every batch is on disk before the
+calculators see it and before the ring lets go of it; a worker restarted after a crash replays
+its run's journal through its calculators, sending nothing its previous life had already sent,
+so it goes on with the same state and the same ``seq`` on every topic.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -19,6 +25,7 @@ from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, topic
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.feed_clock import FeedClock, symbol_clocks
+from streamctl.process.journal.settings import JournalConfig
 from streamctl.process.latency import observe_latency
 
 __all__ = ["WorkerSpec", "RingSource", "Worker", "run_worker", "worker_main"]
@@ -68,6 +75,15 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
     """Longest sleep of an idle worker between ring checks: the latency floor it adds."""
     curve: CurveClient | None = None
     """The plant's keys for its internal endpoint."""
+    journal: JournalConfig | None = None
+    """Journal settings (live workers only); None: no journal."""
+    journal_dir: str = ""
+    """This partition's journal directory."""
+    run: int = 0
+    """The plant run (the supervisor's start, ns): a restarted worker replays this run's journal."""
+    recovery: str | None = None
+    """The hub's internal recovery endpoint: a restarted worker asks it what the hub already
+    forwarded from it; None (no service): the worker's own published mark decides."""
 
     @property
     def name(self) -> str:
@@ -75,13 +91,31 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class _SymbolMap:
-    """Feed instrument id -> dense local symbol index, grown as new ids appear."""
+    """Feed instrument id -> dense local symbol index, grown as new ids appear.
 
-    def __init__(self, registry, calculators, symbols: list[str]):
-        self._registry = registry
+    `on_learn(instrument, symbol)` hears of every id resolved through the registry (the journal
+    writes it down). `registry` is None while a restart replays its journal: then only what
+    `learn` was told is known, as it was when the journal was written.
+    """
+
+    def __init__(self, registry, calculators, symbols: list[str], on_learn=None):
+        self.registry = registry
+        self.on_learn = on_learn
         self._calc = calculators
         self._symbols = symbols
         self._lookup = np.full(256, -1, dtype=np.int32)
+
+    def learn(self, instrument: int, symbol: str) -> None:
+        """Map `instrument` to `symbol` (registering it with the calculators)."""
+        if instrument >= len(self._lookup):
+            grown = np.full(max(instrument + 1, 2 * len(self._lookup)), -1, dtype=np.int32)
+            grown[: len(self._lookup)] = self._lookup
+            self._lookup = grown
+        local = self._calc.add_symbol(symbol)
+        while len(self._symbols) <= local:
+            self._symbols.append("")
+        self._symbols[local] = symbol
+        self._lookup[instrument] = local
 
     def indices(self, ids: np.ndarray) -> np.ndarray:
         ids64 = ids.astype(np.int64)
@@ -90,15 +124,13 @@ class _SymbolMap:
             grown[: len(self._lookup)] = self._lookup
             self._lookup = grown
         idx = self._lookup[ids64]
-        if (idx < 0).any():
-            for instrument in np.unique(ids64[idx < 0]):
-                symbol = self._registry.symbol(int(instrument))
+        if (idx < 0).any() and self.registry is not None:
+            for instrument in np.unique(ids64[idx < 0]).tolist():
+                symbol = self.registry.symbol(instrument)
                 if symbol is not None:
-                    local = self._calc.add_symbol(symbol)
-                    while len(self._symbols) <= local:
-                        self._symbols.append("")
-                    self._symbols[local] = symbol
-                    self._lookup[instrument] = local
+                    if self.on_learn is not None:
+                        self.on_learn(instrument, symbol)
+                    self.learn(instrument, symbol)
             idx = self._lookup[ids64]
         return idx
 
@@ -131,11 +163,26 @@ class Worker:
         self.maps = [_SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
         self.idle = IdleStrategy(max_sleep=spec.max_idle_sleep, deep_after=_DEEP_IDLE_AFTER,
                                  deep_sleep=max(spec.max_idle_sleep, _DEEP_IDLE_SLEEP))
-        self.clocks = [FeedClock(wall_clocked=s.wall_clock) for s in spec.sources]
+        max_jump = int(spec.calculators.bars.clock_max_jump * 1e9)
+        self.clocks = [FeedClock(wall_clocked=s.wall_clock, max_jump=max_jump) for s in spec.sources]
         self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
         """Replay only: records read since the last fixed batch boundary, per ring."""
         self._late_seen = 0
         self._next_clock = 0
+        self._next_detail = 0
+        self.restored = ""
+        """What the restart restored (`restore`), shown in `status` beside the journal's state."""
+        self.journal = None
+        self.mark = None
+        if spec.journal is not None and spec.journal.enabled and spec.live:
+            from streamctl.process.journal.writer import JournalWriter, PublishedMark
+
+            directory = Path(spec.journal_dir)
+            self.journal = JournalWriter(directory, partition=spec.partition, run=spec.run, config=spec.journal)
+            self.mark = PublishedMark(directory, spec.run)
+            self.publisher.record_sent(self.mark.array)
+            for i, symbols in enumerate(self.maps):
+                symbols.on_learn = self._symbol_journaler(i)
 
     def run(self) -> int:
         """Loop until told to stop, then drain and flush. Returns the exit code."""
@@ -145,6 +192,10 @@ class Worker:
             if not self.publisher.wait_subscribed(_SUBSCRIBED_TIMEOUT):
                 log.warning("%s: the hub's subscriptions did not arrive within %s s", self.spec.name,
                             _SUBSCRIBED_TIMEOUT)
+            if self.journal is not None:
+                from streamctl.process.restore import restore
+
+                restore(self)
             self.child.ready()
             while not self.stop:
                 worked = self.drain()
@@ -160,16 +211,25 @@ class Worker:
             self.close(code)
         return code
 
-    def consume(self, ring_index: int, batch: np.ndarray) -> None:
-        """Run one batch of one ring through the calculators and publish what they produce."""
+    def consume(self, ring_index: int, batch: np.ndarray, sym_idx: np.ndarray | None = None, *,
+                count: bool = True) -> None:
+        """Run one batch of one ring through the calculators and publish what they produce.
+
+        `sym_idx`: the batch's local symbol indices if already looked up (the journaling path
+        resolves them before it writes the batch); `count`: add to the slot's counters (not
+        when a restart replays its journal).
+        """
         spec, slot = self.spec, self.slot
-        sym_idx = self.maps[ring_index].indices(batch["instrument_id"])
+        if sym_idx is None:
+            sym_idx = self.maps[ring_index].indices(batch["instrument_id"])
         unknown = sym_idx < 0
         if unknown.any():
-            slot.add("malformed", int(unknown.sum()))
+            if count:
+                slot.add("malformed", int(unknown.sum()))
             batch, sym_idx = batch[~unknown], sym_idx[~unknown]
         self.clocks[ring_index].saw(batch["ts_event"], time.time_ns())
-        slot.add("records_in", len(batch))
+        if count:
+            slot.add("records_in", len(batch))
         sent = 0
         if spec.raw_trades or spec.raw_quotes:  # raw ticks first: they need not wait for the calculators
             sent += self.publisher.publish_raw(batch, self.symbols, sym_idx, trades=spec.raw_trades,
@@ -177,23 +237,40 @@ class Worker:
         outputs = self.calc.on_batch(batch, sym_idx)
         sent += len(outputs)
         self.publisher.publish_many(outputs)
-        slot.add("records_out", sent)
-        if spec.live:  # a replay's ts_recv is the recording's: its "latency" would be years
-            observe_latency(slot, batch["ts_recv"], time.time_ns())
         late = self.calc.counters.get("late", 0)
-        if late != self._late_seen:
-            slot.add("late", late - self._late_seen)
-            self._late_seen = late
+        if count:
+            slot.add("records_out", sent)
+            if spec.live:  # a replay's ts_recv is the recording's: its "latency" would be years
+                observe_latency(slot, batch["ts_recv"], time.time_ns())
+            if late != self._late_seen:
+                slot.add("late", late - self._late_seen)
+        self._late_seen = late
+
+    def _symbol_journaler(self, ring_index: int):
+        journal = self.journal
+        assert journal is not None
+        return lambda instrument, symbol: journal.append_symbol(ring_index, instrument, symbol,
+                                                                self.publisher.messages_out)
 
     def drain(self) -> bool:
         """One read of every ring; whether there was anything to read."""
         worked = False
         for i, ring in enumerate(self.rings):
             if self.spec.live:
-                batch = ring.consume(_MAX_BATCH)
+                journal = self.journal
+                sym_idx = None
+                if journal is None:
+                    batch = ring.consume(_MAX_BATCH)
+                else:  # on disk before the ring lets go of it and before the calculators see it
+                    batch = ring.consume(_MAX_BATCH, release=False)
+                    if len(batch):
+                        sym_idx = self.maps[i].indices(batch["instrument_id"])  # new symbols journaled first
+                        position = ring.consumed
+                        journal.append_records(i, position, batch, self.publisher.messages_out)
+                        ring.release_to(position + len(batch))
                 if len(batch):
                     worked = True
-                    self.consume(i, batch)
+                    self.consume(i, batch, sym_idx)
                 continue
             # Replay: cut the stream at fixed positions (multiples of _MAX_BATCH records), never
             # where a consume happened to stop, so per-batch outputs (VWAP, indicators, books)
@@ -221,7 +298,18 @@ class Worker:
             clocks = [clock.time(now, quiet=ring.fill == 0, alive_at=ring.producer_heartbeat_ns)
                       for clock, ring in zip(self.clocks, self.rings, strict=True)]
             carried = [symbols.carried() for symbols in self.maps]
-            self._publish(self.calc.on_clock(symbol_clocks(clocks, carried, len(self.symbols))))
+            by_symbol = symbol_clocks(clocks, carried, len(self.symbols))
+            closed = self.calc.on_clock(by_symbol)
+            if closed and self.journal is not None:  # a clock that closed nothing changed nothing
+                self.journal.append_clock(by_symbol, self.publisher.messages_out)
+            self._publish(closed)
+        if self.journal is not None:
+            self.journal.tick()
+            if now >= self._next_detail:  # `status`: the journal's file and size, once a second
+                self._next_detail = now + 1_000_000_000
+                written = f"journal {self.journal.path.name if self.journal.path else '-'} " \
+                          f"+{self.journal.bytes / 1e6:.1f} MB"
+                self.slot.set("detail", f"{written}; {self.restored}" if self.restored else written)
         self._next_clock = now + _CLOCK_PERIOD_NS
 
     def finish(self) -> None:
@@ -234,6 +322,8 @@ class Worker:
                 self.consume(i, np.concatenate(parts))
                 parts.clear()
         if self.spec.calculators.bars.flush_on_stop:
+            if self.journal is not None:
+                self.journal.append_flush(self.publisher.messages_out)
             self._publish(self.calc.flush())
 
     def _publish(self, outputs: list[tuple[str, msgspec.Struct]]) -> None:
@@ -248,6 +338,8 @@ class Worker:
         self.publisher.publish(topic("event", name),
                                Event(source=name, kind="stopped", message=f"exit code {code}", ts=time.time_ns()))
         self.publisher.close()
+        if self.journal is not None:
+            self.journal.close()
         for ring in self.rings:
             ring.close()
         for reg in self.registries:

@@ -236,11 +236,13 @@ class Ring(SegmentView):
         self._h[_W_PRODUCER_HB] = time.time_ns()
 
     # ------------------------------------------------------------------ consumer
-    def consume(self, max_records: int, out: np.ndarray | None = None) -> np.ndarray:
+    def consume(self, max_records: int, out: np.ndarray | None = None, *, release: bool = True) -> np.ndarray:
         """Take up to `max_records` records; never blocks; empty array when none wait.
 
         The result is a private copy (into `out` when given: a C-contiguous RECORD_DTYPE
-        array, the result is then a view of its first rows).
+        array, the result is then a view of its first rows). With ``release=False`` the read
+        position stays where it was: the records are read again unless `release_to` moves it
+        on (a journaling consumer releases them only once they are on disk).
         """
         h = self._h
         read = h[_W_READ]
@@ -271,8 +273,17 @@ class Ring(SegmentView):
             cut = first * RECORD_SIZE
             dmv[:cut] = data[slot * RECORD_SIZE :]
             dmv[cut:] = data[: (n - first) * RECORD_SIZE]
-        h[_W_READ] = read + n  # release the slots: one aligned 8-byte store, last
+        if release:
+            h[_W_READ] = read + n  # release the slots: one aligned 8-byte store, last
         return result
+
+    def release_to(self, position: int) -> None:
+        """Move the read position on to `position` (records read with ``release=False``)."""
+        h = self._h
+        read = h[_W_READ]
+        if not read <= position <= h[_W_WRITE]:
+            raise RingError(f"`position` must be in {read}..{h[_W_WRITE]} (read..write); was {position}")
+        h[_W_READ] = position
 
     def _set_out(self, out: np.ndarray) -> None:
         if out.dtype != RECORD_DTYPE or not out.flags.c_contiguous or not out.flags.writeable:

@@ -13,6 +13,15 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory):
+    """Plants started by tests keep their journals in a temporary data directory, never the
+    user's (``journal.dir`` defaults to ``$XDG_DATA_HOME/streamctl/<plant>``)."""
+    path = tmp_path_factory.mktemp("data-home")
+    os.environ["XDG_DATA_HOME"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
 def compiled_kernels():
     """Compile (first run on a machine, ~10-30 s) or load every numba kernel once, up front.
 

@@ -7,9 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
+import yaml
+from _common import wait_until
 
 
 def demo_config(name: str, port: int, *, rate: int = 300, partitions: int = 2, extra: str = "") -> str:
@@ -47,6 +50,16 @@ class PlantCli:
         self.names.add(name)
         return path
 
+    def replay_config(self, name: str, base: Path, file: Path, *, speed: int, port: int) -> Path:
+        """`base` (e.g. `configs/replay.yaml`) as shipped, but one pass over `file` (a second pass
+        would go back in time), by absolute path, at `speed`, on a free port."""
+        config = yaml.safe_load(base.read_text())
+        config["name"] = name
+        (feed,) = config["feeds"]
+        feed["options"].update(files=[str(file)], speed=speed, loop=False)
+        config["publish"]["endpoint"] = f"tcp://127.0.0.1:{port}"
+        return self.write_config(name, yaml.safe_dump(config))
+
     def run(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "streamctl.cli", *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout)
@@ -65,6 +78,24 @@ class PlantCli:
 
     def process(self, name: str, process_name: str) -> dict:
         return next(p for p in self.status(name)["processes"] if p["name"] == process_name)
+
+    def settled(self, name: str, worker: str = "worker-0") -> dict:
+        """`worker`'s status once it has processed everything its finished feeds wrote.
+
+        An empty ring is not enough (the last batch may still be in the calculators): wait for a
+        worker heartbeat newer than the moment the ring was seen empty, as the heartbeat comes from
+        the same loop, after the batch.
+        """
+        wait_until(lambda: self.process(name, worker)["consumer_lag"] == 0, 60, f"{worker} to empty its ring")
+        emptied = time.time_ns()
+
+        def later_heartbeat() -> dict | None:
+            asked = time.time_ns()
+            status = self.process(name, worker)
+            age = status["heartbeat_age_s"]
+            return status if age is not None and asked - age * 1e9 > emptied else None
+
+        return wait_until(later_heartbeat, 60, f"a {worker} heartbeat after its ring emptied")
 
     def cleanup(self) -> None:
         """Stop every plant this test started (even after a failure) and remove what is left."""

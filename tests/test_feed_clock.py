@@ -63,3 +63,26 @@ def test_symbol_clocks_take_the_feed_behind():
     carried = [np.array([0, 1], np.int32), np.array([1, 2], np.int32), np.array([], np.int32)]
     assert symbol_clocks(clocks, carried, 3).tolist() == [EVENT + 5 * SEC, EVENT + 2 * SEC, EVENT + 2 * SEC]
     assert symbol_clocks([NO_TIME], [np.array([0], np.int32)], 1).tolist() == [NO_TIME]
+
+
+def test_one_wild_future_record_does_not_move_the_clock_until_a_second_confirms_a_jump():
+    clock = FeedClock(wall_clocked=False, max_jump=600 * SEC)
+    clock.saw(_ts(EVENT), WALL)
+    wild = EVENT + 166 * 365 * 86_400 * SEC  # a year-2190 ts_event among 2024 records
+    clock.saw(_ts(EVENT + 1 * SEC, wild, EVENT + 2 * SEC), WALL)
+    assert clock.time(WALL, quiet=True, alive_at=WALL) == EVENT + 2 * SEC and clock.held == 1
+    clock.saw(_ts(EVENT + 600 * SEC), WALL)  # up to the limit: moves as usual
+    assert clock.event == EVENT + 600 * SEC
+    weekend = EVENT + 2 * 86_400 * SEC  # a real jump: the file crosses a weekend
+    clock.saw(_ts(weekend), WALL)
+    assert clock.event == weekend  # the second record past the limit confirms the jump, the earlier of the two wins
+    assert clock.suspect is None
+    clock.saw(_ts(weekend + SEC, weekend + 3 * SEC), WALL)
+    assert clock.event == weekend + 3 * SEC
+
+
+def test_two_far_records_in_one_batch_move_the_clock_to_the_earlier():
+    clock = FeedClock(wall_clocked=False, max_jump=600 * SEC)
+    clock.saw(_ts(EVENT), WALL)
+    clock.saw(_ts(EVENT + 7200 * SEC, EVENT + 7201 * SEC), WALL)
+    assert clock.event == EVENT + 7200 * SEC and clock.held == 0

@@ -42,6 +42,9 @@ class BarsConfig(_Settings, frozen=True):
     (``empty_skipped``) and not published."""
     flush_on_stop: bool = True
     """On a clean stop, publish the bars still open (``ts_event`` shows how far they got)."""
+    clock_max_jump: Annotated[float, Meta(gt=0)] = 600.0
+    """Live: a record more than this many seconds past its feed's clock moves the clock only once
+    a second record confirms it (one wild ``ts_event`` must not close every open bar)."""
 
 
 class VwapConfig(_Settings, frozen=True):

@@ -1,0 +1,137 @@
+"""The journal's cost: the worker's batch path with the journal on against off, in the same run.
+
+Workload: `bench_worker`'s synthetic trades (100 symbols) and its full calculator set (time bars
+1s/60s/300s, 100-tick bars, session and rolling VWAP, EMA(20), z-score). One batch goes
+through what the worker does with it: published into a real shared-memory ring, consumed in
+4,096-record batches, (journal on) appended to the journal with one ``writev`` and released,
+then run through the calculators. Off and on alternate batch by batch, so both see the same
+machine; the headline is records per second of the median batch time. Also: the journal's raw
+append rate (`sync: none` and `batch`), and recovery: a journal of N records read back and
+replayed through the calculators, as a restarted worker does.
+Run: ``python benchmarks/bench_journal.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _table import bench_main
+from bench_worker import FULL_CONFIG, make_ticks
+
+from streamctl.process.calc.engine import CalculatorSet
+from streamctl.process.journal.files import RECORDS, read_entries, run_files
+from streamctl.process.journal.settings import JournalConfig
+from streamctl.process.journal.writer import JournalWriter
+from streamctl.shm.ring import Ring
+from streamctl.shm.segments import segment_name
+
+__all__ = ["run"]
+
+BATCH = 4096
+RUN = 1
+
+
+def _calc() -> CalculatorSet:
+    calc = CalculatorSet(FULL_CONFIG, src="bench", live=True)
+    for s in range(100):
+        calc.add_symbol(f"S{s:03d}")
+    return calc
+
+
+def _step(chunk: np.ndarray, sym: np.ndarray, ring: Ring, calc: CalculatorSet,
+          journal: JournalWriter | None) -> float:
+    """One batch through ring (+ journal) + calculators, as the worker does; seconds."""
+    ring.publish(chunk)
+    began = time.perf_counter()
+    got = ring.consume(BATCH, release=journal is None)
+    if journal is not None:
+        position = ring.consumed
+        journal.append_records(0, position, got, 0)
+        ring.release_to(position + len(got))
+    calc.on_batch(got, sym)
+    return time.perf_counter() - began
+
+
+def _rate(times: list[float]) -> float:
+    return BATCH / statistics.median(times)
+
+
+def _worker_rows(records: np.ndarray, sym: np.ndarray, passes: int, tmp: Path) -> list[dict]:
+    """Off and on take turns batch by batch (each with its own calculators), so a machine
+    shared with other work slows both alike."""
+    name = segment_name("bench", "ring", "journal", f"p{time.time_ns() % 1_000_000}")
+    ring = Ring.create(name, 1 << 14)
+    off: list[float] = []
+    on: list[float] = []
+    try:
+        for i in range(passes):
+            calc_off, calc_on = _calc(), _calc()
+            writer = JournalWriter(tmp / f"pass{i}", partition=0, run=RUN, config=JournalConfig(sync="none"))
+            for start in range(0, len(records), BATCH):
+                chunk, chunk_sym = records[start:start + BATCH], sym[start:start + BATCH]
+                off.append(_step(chunk, chunk_sym, ring, calc_off, None))
+                on.append(_step(chunk, chunk_sym, ring, calc_on, writer))
+            writer.close()
+    finally:
+        ring.close()
+        ring.unlink()
+    rate_off, rate_on = _rate(off), _rate(on)
+    note = f"{len(records):,} records x {passes} passes, median batch; full calculator set"
+    return [
+        {"benchmark": "worker batch path, journal off (anchor)", "value": rate_off, "unit": "records/s", "note": note},
+        {"benchmark": "worker batch path, journal on (sync none)", "value": rate_on, "unit": "records/s",
+         "note": f"{(rate_on / rate_off - 1) * 100:+.1f} % against off in the same run"},
+    ]
+
+
+def _append_rows(records: np.ndarray, tmp: Path) -> list[dict]:
+    rows = []
+    for policy in ("none", "batch"):
+        writer = JournalWriter(tmp / f"append-{policy}", partition=0, run=RUN, config=JournalConfig(sync=policy))
+        began = time.perf_counter()
+        for start in range(0, len(records), BATCH):
+            writer.append_records(0, start, records[start:start + BATCH], 0)
+        writer.close()
+        seconds = time.perf_counter() - began
+        rows.append({"benchmark": f"journal append, sync {policy}", "value": len(records) / seconds,
+                     "unit": "records/s", "note": f"{writer.bytes / seconds / 1e6:,.0f} MB/s, {BATCH}-record batches"})
+    return rows
+
+
+def _recovery_rows(records: np.ndarray, sym: np.ndarray, tmp: Path) -> list[dict]:
+    directory = tmp / "append-none"  # written by `_append_rows`
+    calc = _calc()
+    began = time.perf_counter()
+    n = 0
+    for path in run_files(directory, RUN):
+        for entry in read_entries(path, partition=0, repair=True):
+            if entry.kind == RECORDS:
+                calc.on_batch(entry.payload, sym[entry.position:entry.position + len(entry.payload)])
+                n += len(entry.payload)
+    seconds = time.perf_counter() - began
+    assert n == len(records)
+    return [{"benchmark": "recovery: journal read + replayed into state", "value": n / seconds, "unit": "records/s",
+             "note": f"{n:,} records ({n * 64 / 1e6:,.0f} MB) in {seconds:.2f} s; full calculator set"}]
+
+
+DAY = 4_600_000
+"""Records of "a day" for the append and recovery rows: the size of issue 9's MBP-1 tape (a day
+of one CME future's top of book); here synthetic trades, the dearer kind to replay."""
+
+
+def run(quick: bool = False) -> list[dict]:
+    records, sym = make_ticks(200_000 if quick else 2_000_000)
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
+        rows = _worker_rows(records, sym, 2 if quick else 3, Path(tmp))
+        day, day_sym = make_ticks(200_000 if quick else DAY)
+        rows += _append_rows(day, Path(tmp))
+        rows += _recovery_rows(day, day_sym, Path(tmp))
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(bench_main(run, __doc__))

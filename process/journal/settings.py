@@ -1,0 +1,27 @@
+"""Journal settings: the ``journal:`` section of a plant config (`docs/journal.md`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["JournalConfig", "SyncPolicy"]
+
+SyncPolicy = Literal["none", "batch", "interval"]
+
+
+class JournalConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    """Journal every record a worker consumes (and rebuild a restarted worker from it)."""
+    dir: str | None = None
+    """The plant's data directory; ``null``: ``$XDG_DATA_HOME/streamctl/<plant name>`` (by default
+    ``~/.local/share/streamctl/<plant name>``). Each partition writes under ``journal/p<N>/``."""
+    retention_days: Annotated[int, Meta(ge=1, le=3650)] = 7
+    """Files of event-time days older than this many days before the newest are deleted."""
+    sync: SyncPolicy = "interval"
+    """``none``: leave writes to the page cache (a killed worker loses nothing, a lost machine may);
+    ``batch``: ``fdatasync`` after every batch; ``interval``: ``fdatasync`` every `sync_interval` s."""
+    sync_interval: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    """Seconds between syncs with ``sync: interval``."""
