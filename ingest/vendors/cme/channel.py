@@ -1,0 +1,202 @@
+"""One MDP 3.0 channel's market state: decoded incremental packets in, our records out.
+
+Book updates are applied as they come but published only at ``EndOfEvent`` (bit 7 of
+MatchEventIndicator), so a subscriber never sees half an event; ``Flag.LAST`` marks each
+instrument's last record of the event. ``RptSeq`` is tracked per instrument across every
+template that carries it: an entry at or below the instrument's last RptSeq was already
+applied (a snapshot covered it) and is skipped; one past the next is an instrument gap.
+A ChannelReset4 clears every book of the channel. Snapshots (SnapshotFullRefresh52) rebuild
+a book and set its RptSeq.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from streamctl.ingest.vendors.cme.book import ENTRY_SIDES, LevelBook
+from streamctl.ingest.vendors.cme.decoder import Decoded
+from streamctl.ingest.vendors.cme.schema import Schema, Template
+from streamctl.shm.records import RECORD_DTYPE, Flag, Kind, Side
+
+__all__ = ["Channel", "price9", "BOOK_TEMPLATES", "TRADE_TEMPLATES"]
+
+END_OF_EVENT = 0x80
+BOOK_TEMPLATES = (32, 46)
+"""MDIncrementalRefreshBook (legacy 32, current 46)."""
+TRADE_TEMPLATES = (42, 48)
+"""MDIncrementalRefreshTradeSummary (legacy 42, current 48)."""
+_AGGRESSOR = {1: Side.BID, 2: Side.ASK}
+
+
+def _px_exponent(template: Template) -> int | None:
+    for group in template.groups:
+        for f in group.fields:
+            if f.name == "MDEntryPx":
+                return f.exponent
+    return None
+
+
+def price9(mantissa: int, exponent: int | None) -> int:
+    """A schema price mantissa in our 1e-9 fixed point."""
+    return int(mantissa) * 10 ** (9 + (exponent if exponent is not None else -9))
+
+
+class Channel:
+    """Books, RptSeq and symbols of one channel; `apply` consumes packets in MsgSeqNum order."""
+
+    def __init__(self, schema: Schema, instrument_of: Callable[[int], int], *, depth: int = 10, merge_implied: bool = False,
+                 on_instrument_gap: Callable[[int, int, int], None] = lambda sid, want, got: None):
+        self._instrument_of = instrument_of
+        self.exponent = {tid: _px_exponent(t) for tid, t in schema.templates.items()}
+        """Per template: the exponent of its entries' MDEntryPx (-7 legacy, -9 current)."""
+        """SecurityID -> our instrument id (0: not subscribed)."""
+        self._depth = depth
+        self._merge = merge_implied
+        self._on_gap = on_instrument_gap
+        self.books: dict[int, LevelBook] = {}
+        self.rpt_seq: dict[int, int] = {}
+        self.rejected = 0
+        """Book entries that did not fit the book (a level past its end)."""
+        self._rows: list[tuple] = []
+        self._event: list[tuple] = []
+
+    def book(self, sid: int) -> LevelBook:
+        if sid not in self.books:
+            self.books[sid] = LevelBook(self._depth, merge_implied=self._merge)
+        return self.books[sid]
+
+    # ---- incrementals
+    def apply(self, dec: Decoded, packets: np.ndarray) -> None:
+        """Apply the messages of packets `packets` (indices into `dec`, in MsgSeqNum order)."""
+        keep = np.isin(dec.msg_pkt, packets)
+        order = np.argsort(np.searchsorted(packets, dec.msg_pkt[keep]), kind="stable")
+        msgs = np.flatnonzero(keep)[order]
+        slices = {tid: self._by_message(dec, tid) for tid in set(dec.msg_tid[msgs].tolist())}
+        for m in msgs.tolist():
+            tid = int(dec.msg_tid[m])
+            root_idx, roots, start, entries = slices[tid]
+            if roots is None:
+                continue
+            r = roots[np.searchsorted(root_idx, m)]
+            names = roots.dtype.names or ()
+            ts = int(r["TransactTime"]) if "TransactTime" in names else int(dec.sending_time[dec.msg_pkt[m]])
+            seq = int(dec.seq[dec.msg_pkt[m]])
+            if tid == 4:
+                self._reset_all(ts, seq)
+            elif entries is not None:
+                lo, hi = start[m], start[m + 1]
+                self._entries(tid, entries[lo:hi], ts, seq)
+            if "MatchEventIndicator" in names and int(r["MatchEventIndicator"]) & END_OF_EVENT:
+                self._end_event()
+
+    def _by_message(self, dec: Decoded, tid: int):
+        """(root message indices, roots, per-message entry start, NoMDEntries entries) of `tid`."""
+        if tid not in dec.schema.templates:
+            return None, None, None, None
+        template = dec.schema.template(tid)
+        root_idx, roots = dec.root(tid)
+        if not any(g.name == "NoMDEntries" for g in template.groups):
+            return root_idx, roots, None, None
+        ent_msg, entries = dec.group(tid, "NoMDEntries")
+        start = np.searchsorted(ent_msg, np.arange(len(dec.msg_tid) + 1))
+        return root_idx, roots, start, entries
+
+    def _entries(self, tid: int, entries: np.ndarray, ts: int, seq: int) -> None:
+        names = entries.dtype.names or ()
+        if "SecurityID" not in names or "RptSeq" not in names:
+            return
+        px_exp = self.exponent[tid]
+        for e in entries:
+            sid, rpt = int(e["SecurityID"]), int(e["RptSeq"])
+            last = self.rpt_seq.get(sid)
+            if last is not None and rpt <= last:
+                continue  # already in the book (a snapshot covered it)
+            if last is not None and rpt != last + 1:
+                self._on_gap(sid, last + 1, rpt)
+            self.rpt_seq[sid] = rpt
+            iid = self._instrument_of(sid)
+            if not iid:
+                continue
+            if tid in TRADE_TEMPLATES:
+                side = _AGGRESSOR.get(int(e["AggressorSide"]), Side.NONE)
+                self._event.append((ts, price9(e["MDEntryPx"], px_exp), float(e["MDEntrySize"]), seq, iid,
+                                    Kind.TRADE, side, 0))
+            elif tid in BOOK_TEMPLATES:
+                kind = ENTRY_SIDES.get(bytes(e["MDEntryType"]))
+                if kind is None:
+                    continue
+                size = int(e["MDEntrySize"])
+                size = 0 if size == 2**31 - 1 else size
+                px = int(e["MDEntryPx"])
+                price = 0 if px == 2**63 - 1 else price9(px, px_exp)
+                changes = self.book(sid).apply(int(e["MDUpdateAction"]), kind[0], kind[1],
+                                               int(e["MDPriceLevel"]), price, size)
+                if changes is None:
+                    self.rejected += 1
+                    continue
+                for side, p, s in changes:
+                    self._event.append((ts, p, s, seq, iid, Kind.BOOK, side, 0))
+
+    def _end_event(self) -> None:
+        seen: set[int] = set()
+        for i in range(len(self._event) - 1, -1, -1):
+            row = self._event[i]
+            if row[4] not in seen:
+                seen.add(row[4])
+                self._event[i] = (*row[:7], int(Flag.LAST))
+        self._rows.extend(self._event)
+        self._event.clear()
+
+    def _reset_all(self, ts: int, seq: int) -> None:
+        for sid, book in self.books.items():
+            book.clear()
+            iid = self._instrument_of(sid)
+            if iid:
+                self._event.append((ts, 0, 0.0, seq, iid, Kind.RESET, Side.NONE, int(Flag.LAST)))
+        self.rpt_seq.clear()
+
+    # ---- recovery
+    def invalidate(self, sids: list[int], ts: int) -> None:
+        """Books about to be rebuilt: cleared and published as empty (a RESET), never as valid."""
+        self._event.clear()
+        for sid in sids:
+            self.book(sid).clear()
+            iid = self._instrument_of(sid)
+            if iid:
+                self._rows.append((ts, 0, 0.0, 0, iid, Kind.RESET, Side.NONE, int(Flag.LAST)))
+
+    def rebuild(self, sid: int, rpt_seq: int, entries: np.ndarray, exponent: int | None, ts: int) -> None:
+        """Replace one instrument's book with a snapshot's levels (records flagged SNAPSHOT)."""
+        book = self.book(sid)
+        book.clear()
+        self.rpt_seq[sid] = rpt_seq
+        for e in entries:
+            kind = ENTRY_SIDES.get(bytes(e["MDEntryType"]))
+            level = int(e["MDPriceLevel"])
+            if kind is None or level == 127 or int(e["MDEntryPx"]) == 2**63 - 1:
+                continue
+            levels = book.levels[kind]
+            if level - 1 == len(levels) < book.depth:
+                levels.append([price9(e["MDEntryPx"], exponent), int(e["MDEntrySize"])])
+        iid = self._instrument_of(sid)
+        if iid:
+            rows = [(ts, 0, 0.0, 0, iid, Kind.RESET, Side.NONE, int(Flag.SNAPSHOT))]
+            rows += [(ts, p, s, 0, iid, Kind.BOOK, side, int(Flag.SNAPSHOT)) for side, p, s in book.published()]
+            rows[-1] = (*rows[-1][:7], int(Flag.SNAPSHOT | Flag.LAST))
+            self._rows.extend(rows)
+
+    # ---- output
+    def take(self, recv_ns: int) -> np.ndarray | None:
+        """The records of every completed event since the last call."""
+        if not self._rows:
+            return None
+        out = np.zeros(len(self._rows), RECORD_DTYPE)
+        cols = list(zip(*self._rows, strict=True))
+        for name, col in zip(("ts_event", "price", "size", "sequence", "instrument_id", "kind", "side", "flags"),
+                             cols, strict=True):
+            out[name] = col
+        out["ts_recv"] = recv_ns
+        self._rows.clear()
+        return out
