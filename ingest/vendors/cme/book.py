@@ -17,7 +17,8 @@ __all__ = ["LevelBook", "NEW", "CHANGE", "DELETE", "DELETE_THRU", "DELETE_FROM",
 NEW, CHANGE, DELETE, DELETE_THRU, DELETE_FROM, OVERLAY = range(6)
 """MDUpdateAction values."""
 
-ENTRY_SIDES = {b"0": (Side.BID, False), b"1": (Side.ASK, False), b"E": (Side.BID, True), b"F": (Side.ASK, True)}
+ENTRY_SIDES: dict[bytes, tuple[int, bool]] = {
+    b"0": (Side.BID, False), b"1": (Side.ASK, False), b"E": (Side.BID, True), b"F": (Side.ASK, True)}
 """MDEntryType -> (side, implied)."""
 
 Change = tuple[int, int, float]
@@ -35,7 +36,7 @@ class LevelBook:
         self.depth = depth
         self.merge_implied = merge_implied
         self.levels: dict[tuple[int, bool], list[list[int]]] = {
-            (s, i): [] for s in (Side.BID, Side.ASK) for i in (False, True)}
+            (int(s), i): [] for s in (Side.BID, Side.ASK) for i in (False, True)}
 
     def size_at(self, side: int, price: int) -> int:
         """The published size at `price` on `side`."""

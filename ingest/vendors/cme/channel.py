@@ -57,6 +57,11 @@ class Channel:
         self._on_gap = on_instrument_gap
         self.books: dict[int, LevelBook] = {}
         self.rpt_seq: dict[int, int] = {}
+        """Per SecurityID: the last RptSeq applied from the incremental feed (trades count from it)."""
+        self.book_rpt_seq: dict[int, int] = {}
+        """Per SecurityID: the last RptSeq the book reflects (a snapshot's, after a rebuild)."""
+        self._resynced: set[int] = set()
+        """Rebuilt instruments whose next entry may jump RptSeq (lost packets, not a new gap)."""
         self.rejected = 0
         """Book entries that did not fit the book (a level past its end)."""
         self._rows: list[tuple] = []
@@ -112,18 +117,21 @@ class Channel:
             sid, rpt = int(e["SecurityID"]), int(e["RptSeq"])
             last = self.rpt_seq.get(sid)
             if last is not None and rpt <= last:
-                continue  # already in the book (a snapshot covered it)
-            if last is not None and rpt != last + 1:
+                continue  # already applied
+            if last is not None and rpt != last + 1 and sid not in self._resynced:
                 self._on_gap(sid, last + 1, rpt)
+            self._resynced.discard(sid)
             self.rpt_seq[sid] = rpt
+            covered = rpt <= self.book_rpt_seq.get(sid, 0)  # a snapshot holds its effect on the book
+            self.book_rpt_seq[sid] = max(rpt, self.book_rpt_seq.get(sid, 0))
             iid = self._instrument_of(sid)
             if not iid:
                 continue
             if tid in TRADE_TEMPLATES:
-                side = _AGGRESSOR.get(int(e["AggressorSide"]), Side.NONE)
+                side = int(_AGGRESSOR.get(int(e["AggressorSide"]), Side.NONE))
                 self._event.append((ts, price9(e["MDEntryPx"], px_exp), float(e["MDEntrySize"]), seq, iid,
                                     Kind.TRADE, side, 0))
-            elif tid in BOOK_TEMPLATES:
+            elif tid in BOOK_TEMPLATES and not covered:
                 kind = ENTRY_SIDES.get(bytes(e["MDEntryType"]))
                 if kind is None:
                     continue
@@ -156,6 +164,7 @@ class Channel:
             if iid:
                 self._event.append((ts, 0, 0.0, seq, iid, Kind.RESET, Side.NONE, int(Flag.LAST)))
         self.rpt_seq.clear()
+        self.book_rpt_seq.clear()
 
     # ---- recovery
     def invalidate(self, sids: list[int], ts: int) -> None:
@@ -171,7 +180,8 @@ class Channel:
         """Replace one instrument's book with a snapshot's levels (records flagged SNAPSHOT)."""
         book = self.book(sid)
         book.clear()
-        self.rpt_seq[sid] = rpt_seq
+        self.book_rpt_seq[sid] = rpt_seq
+        self._resynced.add(sid)
         for e in entries:
             kind = ENTRY_SIDES.get(bytes(e["MDEntryType"]))
             level = int(e["MDPriceLevel"])
@@ -182,7 +192,7 @@ class Channel:
                 levels.append([price9(e["MDEntryPx"], exponent), int(e["MDEntrySize"])])
         iid = self._instrument_of(sid)
         if iid:
-            rows = [(ts, 0, 0.0, 0, iid, Kind.RESET, Side.NONE, int(Flag.SNAPSHOT))]
+            rows: list[tuple] = [(ts, 0, 0.0, 0, iid, Kind.RESET, Side.NONE, int(Flag.SNAPSHOT))]
             rows += [(ts, p, s, 0, iid, Kind.BOOK, side, int(Flag.SNAPSHOT)) for side, p, s in book.published()]
             rows[-1] = (*rows[-1][:7], int(Flag.SNAPSHOT | Flag.LAST))
             self._rows.extend(rows)

@@ -37,10 +37,10 @@ def encode_message(schema: Schema, template_id: int, root: Mapping[str, Any],
             continue
         entries = groups.get(group.name, ())
         size, cnt_off, cnt_width = DIMENSIONS[group.dimension]
-        header = bytearray(size)
-        struct.pack_into("<H", header, 0, group.block_length)
-        struct.pack_into("<B" if cnt_width == 1 else "<H", header, cnt_off, len(entries))
-        body.append(bytes(header))
+        dimension = bytearray(size)
+        struct.pack_into("<H", dimension, 0, group.block_length)
+        struct.pack_into("<B" if cnt_width == 1 else "<H", dimension, cnt_off, len(entries))
+        body.append(bytes(dimension))
         body.extend(_block(group, entry) for entry in entries)
     payload = b"".join(body)
     header = struct.pack("<HHHHH", 10 + len(payload), template.root.block_length, template_id, schema.id, version)

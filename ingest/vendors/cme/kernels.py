@@ -73,7 +73,7 @@ def _walk(buf, start, end, schema_id, known, n_groups, hdr_size, cnt_off, cnt_wi
                 pos += hs
                 if pos + gbl * cnt > msg_end:
                     return 5, 0, 0
-                for k in range(cnt):
+                for _ in range(cnt):
                     if fill:
                         e = n_ent0 + n_ent
                         ent_out[e, 0] = n_msg0 + n_msg

@@ -86,7 +86,7 @@ def _definitions(schema: Schema, ts: int) -> list[bytes]:
     return msgs
 
 
-def _book_event(rng: random.Random, book: LevelBook, mid: int, tick: int, sid: int, rpt: int) -> list[dict] | None:
+def _book_event(rng: random.Random, book: LevelBook, mid: int, tick: int, sid: int, rpt: int) -> dict | None:
     """One valid MBP entry for `book` (and applies it), or None."""
     side = rng.choice((Side.BID, Side.ASK))
     levels = book.levels[(side, False)]
@@ -116,8 +116,8 @@ def _book_event(rng: random.Random, book: LevelBook, mid: int, tick: int, sid: i
 
 
 def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms: int = 90,
-             first_seq: int = 1) -> Synthetic:
-    """A deterministic capture of `packets` incremental packets (each on A and B)."""
+             first_seq: int = 1, feeds: dict[str, tuple[str, int]] = FEEDS) -> Synthetic:
+    """A deterministic capture of `packets` incremental packets (each on A and B), sent to `feeds`."""
     rng = random.Random(seed)
     books = {s: LevelBook(10) for s in INSTRUMENTS}
     rpt = dict.fromkeys(INSTRUMENTS, 0)
@@ -127,7 +127,7 @@ def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms:
     out: list[Datagram] = []
     defs = _definitions(schema, _START_NS)
     for i, msg in enumerate(defs):
-        out.append(Datagram(_START_NS, *FEEDS["definition_a"], encode_packet(i + 1, _START_NS, [msg])))
+        out.append(Datagram(_START_NS, *feeds["definition_a"], encode_packet(i + 1, _START_NS, [msg])))
     order_id = 1_000_000
     ts = _START_NS
     for n in range(packets):
@@ -158,7 +158,7 @@ def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms:
             msgs.append(encode_message(schema, 37, {"TransactTime": ts, "MatchEventIndicator": _LAST_VOLUME}, {
                 "NoMDEntries": [{"MDEntrySize": volume[symbol], "SecurityID": sid, "RptSeq": rpt[symbol],
                                  "MDUpdateAction": 0}]}))
-        entries = []
+        entries: list[dict] = []
         for _ in range(rng.randint(1, 3)):
             entry = _book_event(rng, books[symbol], mids[symbol], tick, sid, rpt[symbol] + 1)
             if entry:
@@ -180,7 +180,7 @@ def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms:
         if not msgs:
             msgs.append(encode_message(schema, 12, {}))
         payload = encode_packet(seq, ts, msgs)
-        out.append(Datagram(ts, *FEEDS["incremental_a"], payload))
-        out.append(Datagram(ts + 1000, *FEEDS["incremental_b"], payload))
+        out.append(Datagram(ts, *feeds["incremental_a"], payload))
+        out.append(Datagram(ts + 1000, *feeds["incremental_b"], payload))
     return Synthetic(out, trades, books, first_seq + packets - 1,
                      {s: v[0] for s, v in INSTRUMENTS.items()})
