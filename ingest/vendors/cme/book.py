@@ -78,6 +78,9 @@ class LevelBook:
             return None
         if implied and not self.merge_implied:
             return []
+        if not self.merge_implied:  # outright prices are unique on a side: read the size off the list
+            sizes = {p: s for p, s in book}
+            return [(side, p, float(sizes.get(p, 0))) for p in dict.fromkeys(touched)]
         return [(side, p, float(self.size_at(side, p))) for p in dict.fromkeys(touched)]
 
     def clear(self) -> None:

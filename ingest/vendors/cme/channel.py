@@ -28,6 +28,12 @@ BOOK_TEMPLATES = (32, 46)
 TRADE_TEMPLATES = (42, 48)
 """MDIncrementalRefreshTradeSummary (legacy 42, current 48)."""
 _AGGRESSOR = {1: Side.BID, 2: Side.ASK}
+_ENTRY_FIELDS = ("SecurityID", "RptSeq", "MDEntryPx", "MDEntrySize", "MDPriceLevel", "MDUpdateAction", "MDEntryType",
+                 "AggressorSide")
+_INT32_NULL, _PRICE_NULL = 2**31 - 1, 2**63 - 1
+_ROW = np.dtype([("ts_event", "<i8"), ("price", "<i8"), ("size", "<f8"), ("sequence", "<u8"),
+                 ("instrument_id", "<u4"), ("kind", "u1"), ("side", "u1"), ("flags", "u1")])
+"""The record fields a row tuple carries, in tuple order."""
 
 
 def _px_exponent(template: Template) -> int | None:
@@ -74,47 +80,49 @@ class Channel:
 
     # ---- incrementals
     def apply(self, dec: Decoded, packets: np.ndarray) -> None:
-        """Apply the messages of packets `packets` (indices into `dec`, in MsgSeqNum order)."""
+        """Apply the messages of packets `packets` (indices into `dec`, in MsgSeqNum order).
+
+        Columns are turned into Python lists once per template, so the per-entry loop (the book
+        is a state machine) reads no numpy scalars."""
         keep = np.isin(dec.msg_pkt, packets)
         order = np.argsort(np.searchsorted(packets, dec.msg_pkt[keep]), kind="stable")
         msgs = np.flatnonzero(keep)[order]
-        slices = {tid: self._by_message(dec, tid) for tid in set(dec.msg_tid[msgs].tolist())}
-        for m in msgs.tolist():
-            tid = int(dec.msg_tid[m])
-            root_idx, roots, start, entries = slices[tid]
-            if roots is None:
+        ts = dec.sending_time[dec.msg_pkt].astype(np.int64)
+        mei = np.zeros(len(dec.msg_tid), np.int64)
+        entries: dict[int, tuple[np.ndarray, dict[str, list]]] = {}
+        for tid in set(dec.msg_tid[msgs].tolist()):
+            if tid not in dec.schema.templates:
                 continue
-            r = roots[np.searchsorted(root_idx, m)]
+            idx, roots = dec.root(tid)
             names = roots.dtype.names or ()
-            ts = int(r["TransactTime"]) if "TransactTime" in names else int(dec.sending_time[dec.msg_pkt[m]])
-            seq = int(dec.seq[dec.msg_pkt[m]])
+            if "TransactTime" in names:
+                ts[idx] = roots["TransactTime"].astype(np.int64)
+            if "MatchEventIndicator" in names:
+                mei[idx] = roots["MatchEventIndicator"]
+            if any(g.name == "NoMDEntries" for g in dec.schema.template(tid).groups):
+                ent_msg, rows = dec.group(tid, "NoMDEntries")
+                cols = {n: rows[n].tolist() for n in _ENTRY_FIELDS if n in (rows.dtype.names or ())}
+                if "SecurityID" in cols and "RptSeq" in cols:
+                    entries[tid] = (np.searchsorted(ent_msg, np.arange(len(dec.msg_tid) + 1)), cols)
+        seqs = dec.seq[dec.msg_pkt].tolist()
+        tids, ts_list, mei_list = dec.msg_tid.tolist(), ts.tolist(), mei.tolist()
+        for m in msgs.tolist():
+            tid = tids[m]
             if tid == 4:
-                self._reset_all(ts, seq)
-            elif entries is not None:
-                lo, hi = start[m], start[m + 1]
-                self._entries(tid, entries[lo:hi], ts, seq)
-            if "MatchEventIndicator" in names and int(r["MatchEventIndicator"]) & END_OF_EVENT:
+                self._reset_all(ts_list[m], seqs[m])
+            elif tid in entries:
+                start, cols = entries[tid]
+                self._entries(tid, cols, int(start[m]), int(start[m + 1]), ts_list[m], seqs[m])
+            if mei_list[m] & END_OF_EVENT:
                 self._end_event()
 
-    def _by_message(self, dec: Decoded, tid: int):
-        """(root message indices, roots, per-message entry start, NoMDEntries entries) of `tid`."""
-        if tid not in dec.schema.templates:
-            return None, None, None, None
-        template = dec.schema.template(tid)
-        root_idx, roots = dec.root(tid)
-        if not any(g.name == "NoMDEntries" for g in template.groups):
-            return root_idx, roots, None, None
-        ent_msg, entries = dec.group(tid, "NoMDEntries")
-        start = np.searchsorted(ent_msg, np.arange(len(dec.msg_tid) + 1))
-        return root_idx, roots, start, entries
-
-    def _entries(self, tid: int, entries: np.ndarray, ts: int, seq: int) -> None:
-        names = entries.dtype.names or ()
-        if "SecurityID" not in names or "RptSeq" not in names:
-            return
+    def _entries(self, tid: int, cols: dict[str, list], lo: int, hi: int, ts: int, seq: int) -> None:
         px_exp = self.exponent[tid]
-        for e in entries:
-            sid, rpt = int(e["SecurityID"]), int(e["RptSeq"])
+        scale = 10 ** (9 + (px_exp if px_exp is not None else -9))
+        sids, rpts = cols["SecurityID"], cols["RptSeq"]
+        trade, book = tid in TRADE_TEMPLATES, tid in BOOK_TEMPLATES
+        for k in range(lo, hi):
+            sid, rpt = sids[k], rpts[k]
             last = self.rpt_seq.get(sid)
             if last is not None and rpt <= last:
                 continue  # already applied
@@ -127,25 +135,25 @@ class Channel:
             iid = self._instrument_of(sid)
             if not iid:
                 continue
-            if tid in TRADE_TEMPLATES:
-                side = int(_AGGRESSOR.get(int(e["AggressorSide"]), Side.NONE))
-                self._event.append((ts, price9(e["MDEntryPx"], px_exp), float(e["MDEntrySize"]), seq, iid,
+            if trade:
+                side = int(_AGGRESSOR.get(cols["AggressorSide"][k], Side.NONE))
+                self._event.append((ts, cols["MDEntryPx"][k] * scale, float(cols["MDEntrySize"][k]), seq, iid,
                                     Kind.TRADE, side, 0))
-            elif tid in BOOK_TEMPLATES and not covered:
-                kind = ENTRY_SIDES.get(bytes(e["MDEntryType"]))
+            elif book and not covered:
+                kind = ENTRY_SIDES.get(cols["MDEntryType"][k])
                 if kind is None:
                     continue
-                size = int(e["MDEntrySize"])
-                size = 0 if size == 2**31 - 1 else size
-                px = int(e["MDEntryPx"])
-                price = 0 if px == 2**63 - 1 else price9(px, px_exp)
-                changes = self.book(sid).apply(int(e["MDUpdateAction"]), kind[0], kind[1],
-                                               int(e["MDPriceLevel"]), price, size)
+                size = cols["MDEntrySize"][k]
+                size = 0 if size == _INT32_NULL else size
+                px = cols["MDEntryPx"][k]
+                price = 0 if px == _PRICE_NULL else px * scale
+                changes = self.book(sid).apply(cols["MDUpdateAction"][k], kind[0], kind[1], cols["MDPriceLevel"][k],
+                                               price, size)
                 if changes is None:
                     self.rejected += 1
                     continue
-                for side, p, s in changes:
-                    self._event.append((ts, p, s, seq, iid, Kind.BOOK, side, 0))
+                for side, p, sz in changes:
+                    self._event.append((ts, p, sz, seq, iid, Kind.BOOK, side, 0))
 
     def _end_event(self) -> None:
         seen: set[int] = set()
@@ -202,11 +210,10 @@ class Channel:
         """The records of every completed event since the last call."""
         if not self._rows:
             return None
-        out = np.zeros(len(self._rows), RECORD_DTYPE)
-        cols = list(zip(*self._rows, strict=True))
-        for name, col in zip(("ts_event", "price", "size", "sequence", "instrument_id", "kind", "side", "flags"),
-                             cols, strict=True):
-            out[name] = col
+        rows = np.array(self._rows, _ROW)
+        out = np.zeros(len(rows), RECORD_DTYPE)
+        for name in _ROW.names or ():
+            out[name] = rows[name]
         out["ts_recv"] = recv_ns
         self._rows.clear()
         return out

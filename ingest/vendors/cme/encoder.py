@@ -15,6 +15,8 @@ __all__ = ["encode_message", "encode_packet"]
 
 
 def _block(block: Block, values: Mapping[str, Any]) -> bytes:
+    if not block.block_length and not values:
+        return b""  # e.g. AdminHeartbeat12
     row = np.frombuffer(block.null_row, block.dtype).copy()
     for name, value in values.items():
         if name not in block.dtype.names:  # type: ignore[operator]
