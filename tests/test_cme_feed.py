@@ -21,7 +21,7 @@ SCHEMA = load_schema()
 PACKETS = 600
 
 
-def _run(*, drop_a: int = 0, drop_both: int = 0, corrupt_a: int = 0, hold: bool = True):
+def _run(*, drop_a: int = 0, drop_both: int = 0, corrupt_a: int = 0, hold: bool = True, speed: float = 200.0):
     feeds = channel_feeds()
     syn = generate(SCHEMA, packets=PACKETS, feeds=feeds)
     datagrams = syn.datagrams
@@ -29,7 +29,7 @@ def _run(*, drop_a: int = 0, drop_both: int = 0, corrupt_a: int = 0, hold: bool 
         datagrams = [d if not (d.group == feeds["incremental_a"][0] and d.port == feeds["incremental_a"][1]
                                and int.from_bytes(d.payload[:4], "little") == corrupt_a)
                      else type(d)(d.ts_ns, d.group, d.port, d.payload[:-5]) for d in datagrams]
-    venue = CmeVenue(datagrams, SCHEMA, speed=200.0, drop_a=drop_a, drop_both=drop_both, hold=hold,
+    venue = CmeVenue(datagrams, SCHEMA, speed=speed, drop_a=drop_a, drop_both=drop_both, hold=hold,
                      recovery=(feeds["recovery_a"], feeds["recovery_b"]), snapshot_interval=0.1)
     ctx = CmeCtx()
     session = Session(options_for(feeds, definition_timeout_s=20.0), SimpleNamespace(symbols=list(INSTRUMENTS)), ctx)
@@ -129,6 +129,8 @@ def test_losses_on_both_feeds_recover_from_the_snapshot_loop(clean_run):
 
 
 def test_a_late_joiner_starts_from_the_snapshot_loop():
-    syn, session, ctx, out, _ = _run(hold=False)
+    # the replay (about 5 s) starts with the venue; the session joins once it has the definitions
+    syn, session, ctx, out, _ = _run(hold=False, speed=10.0)
+    assert session.recoveries == 1 and any("after its start" in m for _, m, _ in ctx.events)
     for symbol, (sid, _, _) in INSTRUMENTS.items():
         assert session.channel.books[sid].levels == syn.books[symbol].levels
