@@ -88,22 +88,21 @@ class Session:
         if not socks:
             raise SessionError("session is not open")
         ready, _, _ = select.select(socks, [], [], timeout)
-        packets: list[bytes] = []
-        for sock in ready:
-            if sock in self._incremental:
-                drain(sock, packets, _DRAIN)
-        if packets:
+        if packets := self._read(ready, self._incremental):
             self._arbitrate(packets)
-        if self._recovery:
-            snapshots: list[bytes] = []
-            for sock in ready:
-                if sock in self._recovery:
-                    drain(sock, snapshots, _DRAIN)
-            if snapshots:
-                self._on_snapshots(snapshots)
+        if snapshots := self._read(ready, self._recovery):
+            self._on_snapshots(snapshots)
         if not self.recovering:
             self._advance()
         return self.channel.take(time.time_ns())
+
+    @staticmethod
+    def _read(ready: list[socket.socket], socks: list[socket.socket]) -> list[bytes]:
+        packets: list[bytes] = []
+        for sock in ready:
+            if sock in socks:
+                drain(sock, packets, _DRAIN)
+        return packets
 
     def close(self) -> None:
         for sock in self._incremental + self._recovery:

@@ -29,6 +29,7 @@ from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
 from streamctl.ingest.vendors.cme.pcap import Datagram, read_pcap
 from streamctl.ingest.vendors.cme.schema import BUNDLED_SCHEMA, Schema, load_schema
 from streamctl.ingest.vendors.cme.synthetic import FEEDS, generate
+from streamctl.ingest.venue_speed import parse_speed
 
 __all__ = ["CmeVenue", "command"]
 
@@ -184,12 +185,7 @@ def command(pcaps: tuple[str, ...], speed: str, drop_a: int, drop_both: int, int
             recovery: tuple[str, ...], schema: str, packets: int, hold: bool) -> None:
     """Replay MDP 3.0 captures onto their multicast groups (feeds A/B, definitions, a snapshot loop)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    pace: Literal["max"] | float = "max"
-    if speed != "max":
-        try:
-            pace = float(speed)
-        except ValueError:
-            raise click.BadParameter(f"must be `max` or a number, was {speed}", param_hint="--speed") from None
+    pace = parse_speed(speed)
     sbe = load_schema(schema)
     datagrams = [d for p in pcaps for d in read_pcap(p)] if pcaps else generate(sbe, packets=packets).datagrams
     venue = CmeVenue(datagrams, sbe, interface=interface, speed=pace, drop_a=drop_a, drop_both=drop_both,
