@@ -149,7 +149,7 @@ class Session:
         finally:
             sock.close()
         self._found = found
-        return {sid: self._ctx.instrument_id(name) for name, sid in found.items()}
+        return {found[name]: self._ctx.instrument_id(name) for name in self._symbols}  # config order
 
     # ---- arbitration
     def _arbitrate(self, packets: list[bytes]) -> None:
