@@ -66,6 +66,27 @@ def _expected_trades(syn) -> list[tuple]:
     return [(t.symbol, t.ts_event, t.price, t.size, t.aggressor) for t in syn.trades]
 
 
+def _published_books(ctx, out) -> dict:
+    """Each symbol's book as the records say (RESET clears, BOOK sets a price's size, 0 removes)."""
+    names = {v: k for k, v in ctx.ids.items()}
+    books: dict = {}
+    for r in out[(out["kind"] == Kind.BOOK) | (out["kind"] == Kind.RESET)]:
+        book = books.setdefault(names[int(r["instrument_id"])], {1: {}, 2: {}})
+        if r["kind"] == Kind.RESET:
+            book[1].clear()
+            book[2].clear()
+        elif r["size"] == 0:
+            book[int(r["side"])].pop(int(r["price"]), None)
+        else:
+            book[int(r["side"])][int(r["price"])] = float(r["size"])
+    return books
+
+
+def _generated_books(syn) -> dict:
+    return {symbol: {side: {p: float(s) for p, s in book.levels[(side, False)]} for side in (1, 2)}
+            for symbol, book in syn.books.items()}
+
+
 def _final_books(session) -> dict:
     return {sid: {k: [list(x) for x in v] for k, v in b.levels.items()} for sid, b in session.channel.books.items()}
 
@@ -83,6 +104,7 @@ def test_definitions_map_symbols_and_every_trade_arrives(clean_run):
     assert ctx.counts["gaps"] == 0 and ctx.counts["malformed"] == 0 and session.recoveries == 0
     for symbol, (sid, _, _) in INSTRUMENTS.items():
         assert session.channel.books[sid].levels == syn.books[symbol].levels
+    assert _published_books(ctx, out) == _generated_books(syn) and session.channel.rejected == 0
 
 
 def test_records_are_published_at_end_of_event_only(clean_run):
@@ -119,6 +141,8 @@ def test_losses_on_both_feeds_recover_from_the_snapshot_loop(clean_run):
     assert _final_books(session) == _final_books(session0)
     for symbol, (sid, _, _) in INSTRUMENTS.items():
         assert session.channel.books[sid].levels == syn.books[symbol].levels
+    assert _published_books(ctx, out) == _generated_books(syn)
+    assert session.channel.rejected == 0  # every queued entry fitted the rebuilt book: none applied twice
     assert (out["kind"] == Kind.RESET).sum() >= 2
     assert (out["flags"] & Flag.SNAPSHOT).any()
     # exactly the trades of the lost packets are gone (the snapshot loop carries books, not
@@ -132,5 +156,6 @@ def test_a_late_joiner_starts_from_the_snapshot_loop():
     # the replay (about 5 s) starts with the venue; the session joins once it has the definitions
     syn, session, ctx, out, _ = _run(hold=False, speed=10.0)
     assert session.recoveries == 1 and any("after its start" in m for _, m, _ in ctx.events)
+    assert session.channel.rejected == 0 and _published_books(ctx, out) == _generated_books(syn)
     for symbol, (sid, _, _) in INSTRUMENTS.items():
         assert session.channel.books[sid].levels == syn.books[symbol].levels
