@@ -30,6 +30,7 @@ ORDER = [
     "research_replay",
     "plant",
     "databento_live",
+    "cme",
 ]
 
 

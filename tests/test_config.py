@@ -43,7 +43,7 @@ def test_shipped_configs_validate(path, monkeypatch):
     ("text", "message", "line"),
     [
         ("name: x\nfeeds:\n  - name: a\n    vendor: no_such_vendor\n    symbols: [A]\n",
-         "`feeds[0].vendor` must be one of databento, replay, sim; was no_such_vendor", 4),
+         "`feeds[0].vendor` must be one of cme, databento, replay, sim; was no_such_vendor", 4),
         ("name: x\nfeeds:\n  - name: a\n    vendor: sim\n",
          "`feeds[0].symbols` is required for vendor sim", 3),
         ("name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\ncalculators:\n  bars: {time: [0s]}\n",

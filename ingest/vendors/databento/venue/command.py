@@ -6,11 +6,12 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Literal
+from typing import Any
 
 import click
 
 from streamctl.ingest.vendors.databento.venue.server import DatabentoVenue
+from streamctl.ingest.venue_speed import parse_speed
 
 __all__ = ["command", "main_serve"]
 
@@ -54,13 +55,6 @@ def command(host: str, port: int, data: tuple[str, ...], speed: str, key: str | 
             heartbeat: float, loop: bool, close_at_end: bool) -> None:
     """Serve DBN FILES over Databento's live gateway protocol (CRAM, subscriptions, DBN stream)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    pace: Literal["max"] | float = "max"
-    if speed != "max":
-        try:
-            pace = float(speed)
-        except ValueError:
-            pace = 0.0
-        if not pace > 0:
-            raise click.BadParameter(f"must be `max` or a number > 0; was {speed}", param_hint="--speed")
-    main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"), speed=pace,
+    main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"),
+               speed=parse_speed(speed),
                heartbeat_interval=heartbeat, loop=loop, close_at_end=close_at_end)

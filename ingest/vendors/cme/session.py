@@ -1,0 +1,262 @@
+"""A CME MDP 3.0 channel session: definitions, A/B arbitration, gap recovery from the snapshot loop.
+
+- ``open`` joins the instrument definition loop until every configured symbol has its
+  SecurityID (templates 54/55/56), leaves it, and joins incremental feeds A and B.
+- Arbitration: packets are taken in ``MsgSeqNum`` order, the first copy wins, later copies are
+  counted as duplicates. A packet missing on both feeds for ``gap_timeout_ms`` (or with
+  ``max_pending`` packets waiting behind it) is a gap.
+- Recovery: on a gap (or on joining after the first packet of the session) the channel is out
+  of sync: every book is published empty (a RESET) and an event says so; incrementals are
+  queued; the Market Recovery loop is joined; when one loop has delivered every instrument's
+  SnapshotFullRefresh52 (``TotNumReports`` of them) each book is rebuilt, queued packets newer
+  than the loop's ``LastMsgSeqNumProcessed`` are applied (entries at or below an instrument's
+  snapshot RptSeq are skipped), and the recovery feed is left.
+- Malformed packets are counted (``malformed``) and skipped before arbitration, so the other
+  feed's copy can still fill the sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+
+import numpy as np
+
+from streamctl.bus.wire import EventKind
+from streamctl.ingest.vendor_api import FeedContext, SessionError
+from streamctl.ingest.vendors.cme.channel import Channel
+from streamctl.ingest.vendors.cme.decoder import BAD_REASONS, Decoder
+from streamctl.ingest.vendors.cme.options import Group, Options
+from streamctl.ingest.vendors.cme.schema import BUNDLED_SCHEMA, load_schema
+from streamctl.ingest.vendors.cme.sockets import drain, join
+from streamctl.shm.stats import CounterName
+
+__all__ = ["Session", "DEFINITION_TEMPLATES"]
+
+log = logging.getLogger(__name__)
+
+DEFINITION_TEMPLATES = (54, 55, 56)
+_DRAIN = 4096
+"""Most datagrams read from one socket per poll."""
+
+
+class Session:
+    """One channel's feed; see the module docstring for the rules."""
+
+    def __init__(self, options: Options, feed, ctx: FeedContext):
+        self._opt = options
+        self._ctx = ctx
+        self._symbols = list(feed.symbols or [])
+        schema = load_schema(options.schema or BUNDLED_SCHEMA)
+        self._decoder = Decoder(schema)
+        self._ids: dict[int, int] = {}
+        self._found: dict[str, int] = {}
+        """Configured symbol -> SecurityID, from the definition loop."""
+        """SecurityID -> our instrument id, for the configured symbols."""
+        self.channel = Channel(schema, lambda sid: self._ids.get(sid, 0), depth=options.depth,
+                               merge_implied=options.implied == "merge", on_instrument_gap=self._instrument_gap)
+        self._incremental: list[socket.socket] = []
+        self._recovery: list[socket.socket] = []
+        self.expected: int | None = None
+        """The next MsgSeqNum to apply (None until the first packet)."""
+        self.pending: dict[int, bytes] = {}
+        """Packets received past `expected` (held for the other feed, or queued while recovering)."""
+        self._missing_since: float | None = None
+        self.recovering = False
+        self._snapshots: dict[int, tuple[int, int, np.ndarray, int]] = {}
+        self.duplicates = 0
+        self.recoveries = 0
+
+    # ---- FeedSession face
+    def open(self) -> None:
+        self._ids = self._resolve_symbols()
+        opt = self._opt
+        try:
+            self._incremental = [join(g.group, g.port, opt.interface, opt.recv_buffer)
+                                 for g in (opt.incremental_a, opt.incremental_b) if g is not None]
+        except OSError as exc:
+            self.close()
+            raise SessionError(f"cannot join the incremental feeds on {opt.interface}: {exc}") from None
+        self._ctx.event(EventKind.CONNECTED, f"joined {self._where(opt.incremental_a)}"
+                        + (f" and {self._where(opt.incremental_b)}" if opt.incremental_b else "")
+                        + f"; {', '.join(f'{name}={sid}' for name, sid in self._found.items())}")
+
+    def poll(self, timeout: float) -> np.ndarray | None:
+        socks = self._incremental + self._recovery
+        if not socks:
+            raise SessionError("session is not open")
+        ready, _, _ = select.select(socks, [], [], timeout)
+        if packets := self._read(ready, self._incremental):
+            self._arbitrate(packets)
+        if snapshots := self._read(ready, self._recovery):
+            self._on_snapshots(snapshots)
+        if not self.recovering:
+            self._advance()
+        return self.channel.take(time.time_ns())
+
+    @staticmethod
+    def _read(ready: list[socket.socket], socks: list[socket.socket]) -> list[bytes]:
+        packets: list[bytes] = []
+        for sock in ready:
+            if sock in socks:
+                drain(sock, packets, _DRAIN)
+        return packets
+
+    def close(self) -> None:
+        for sock in self._incremental + self._recovery:
+            sock.close()
+        self._incremental, self._recovery = [], []
+
+    def instruments(self) -> list[int]:
+        return sorted(self._ids.values())
+
+    # ---- definitions
+    def _where(self, g: Group | None) -> str:
+        return f"{g.group}:{g.port}" if g else "-"
+
+    def _resolve_symbols(self) -> dict[int, int]:
+        opt = self._opt
+        try:
+            sock = join(opt.definition.group, opt.definition.port, opt.interface, opt.recv_buffer)
+        except OSError as exc:
+            raise SessionError(f"cannot join the definition feed {self._where(opt.definition)}: {exc}") from None
+        wanted = set(self._symbols)
+        found: dict[str, int] = {}
+        deadline = time.monotonic() + opt.definition_timeout_s
+        try:
+            while wanted - found.keys():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = ", ".join(sorted(wanted - found.keys()))
+                    raise SessionError(f"symbols {missing} not in the definition loop {self._where(opt.definition)} "
+                                       f"after {opt.definition_timeout_s:g} s")
+                self._ctx.heartbeat()
+                if not select.select([sock], [], [], min(left, 0.5))[0]:
+                    continue
+                packets: list[bytes] = []
+                drain(sock, packets, _DRAIN)
+                dec = self._decoder.decode(packets)
+                self._count_bad(dec.bad)
+                for tid in DEFINITION_TEMPLATES:
+                    if tid in set(dec.msg_tid.tolist()):
+                        _, roots = dec.root(tid)
+                        for sym, sid in zip(roots["Symbol"].tolist(), roots["SecurityID"].tolist(), strict=True):
+                            name = sym.split(b"\0", 1)[0].decode("ascii", "replace")
+                            if name in wanted:
+                                found[name] = int(sid)
+        finally:
+            sock.close()
+        self._found = found
+        return {found[name]: self._ctx.instrument_id(name) for name in self._symbols}  # config order
+
+    # ---- arbitration
+    def _arbitrate(self, packets: list[bytes]) -> None:
+        dec = self._decoder.decode(packets)
+        self._count_bad(dec.bad)
+        for i in np.flatnonzero(dec.bad == 0).tolist():
+            seq = int(dec.seq[i])
+            if self.expected is None:
+                self.expected = seq
+                if seq != 1:  # joined mid-session: the books start from the snapshot loop
+                    self._start_recovery(f"joined the channel at packet {seq}, after its start")
+            if seq < self.expected or seq in self.pending:
+                self.duplicates += 1
+            else:
+                self.pending[seq] = packets[i]
+
+    def _advance(self) -> None:
+        """Apply every packet that is next in sequence; declare a gap if one stays missing."""
+        assert self.expected is not None or not self.pending
+        run: list[bytes] = []
+        while self.expected in self.pending:
+            run.append(self.pending.pop(self.expected))
+            self.expected += 1  # type: ignore[operator]
+        if run:
+            self._apply(run)
+        if not self.pending:
+            self._missing_since = None
+            return
+        now = time.monotonic()
+        if self._missing_since is None:
+            self._missing_since = now
+        if (now - self._missing_since) * 1000 >= self._opt.gap_timeout_ms or len(self.pending) > self._opt.max_pending:
+            first = min(self.pending)
+            lost = first - int(self.expected)  # type: ignore[arg-type]
+            self._ctx.count(CounterName.GAPS, lost)
+            self._start_recovery(f"packets {self.expected}..{first - 1} lost on both feeds", gap=True)
+
+    def _apply(self, packets: list[bytes]) -> None:
+        dec = self._decoder.decode(packets)
+        self.channel.apply(dec, np.arange(len(packets)))
+
+    # ---- recovery
+    def _start_recovery(self, why: str, *, gap: bool = False) -> None:
+        self.recovering = True
+        self._missing_since = None
+        self._snapshots.clear()
+        self.channel.invalidate(list(self.channel.books) or list(self._ids), time.time_ns())
+        opt = self._opt
+        if not self._recovery:
+            try:
+                self._recovery = [join(g.group, g.port, opt.interface, opt.recv_buffer)
+                                  for g in (opt.recovery_a, opt.recovery_b) if g is not None]
+            except OSError as exc:
+                raise SessionError(f"cannot join the recovery feed {self._where(opt.recovery_a)}: {exc}") from None
+        self._ctx.event(EventKind.GAP if gap else EventKind.SYSTEM,
+                        f"{why}: channel out of sync, books flagged empty, recovering from the snapshot loop "
+                        f"{self._where(opt.recovery_a)}")
+
+    def _on_snapshots(self, packets: list[bytes]) -> None:
+        dec = self._decoder.decode(packets)
+        self._count_bad(dec.bad)
+        if not self.recovering or 52 not in set(dec.msg_tid.tolist()):
+            return
+        idx, roots = dec.root(52)
+        ent_msg, entries = dec.group(52, "NoMDEntries")
+        total = 0
+        for m, r in zip(idx.tolist(), roots, strict=True):
+            sid = int(r["SecurityID"])
+            self._snapshots[sid] = (int(r["LastMsgSeqNumProcessed"]), int(r["RptSeq"]), entries[ent_msg == m].copy(),
+                                    int(r["TransactTime"]))
+            total = int(r["TotNumReports"])
+        if total and len(self._snapshots) >= total:
+            self._finish_recovery()
+
+    def _finish_recovery(self) -> None:
+        last = min(s[0] for s in self._snapshots.values())
+        first = min(self.pending) if self.pending else last + 1
+        if first > last + 1:
+            self._snapshots.clear()  # this loop predates our queue: wait for the next one
+            return
+        exponent = self.channel.exponent[52]
+        for sid, (_, rpt, entries, ts) in self._snapshots.items():
+            self.channel.rebuild(sid, rpt, entries, exponent, ts)
+        # Every queued packet is applied: book entries a snapshot already holds (RptSeq at or
+        # below its RptSeq) are skipped, trades are kept (the snapshot loop carries none).
+        self.expected = first
+        self._snapshots.clear()
+        self.recovering = False
+        self.recoveries += 1
+        self._advance()
+        if self.recovering:
+            return  # the queue itself had a hole: a new recovery has started
+        for sock in self._recovery:
+            sock.close()
+        self._recovery = []
+        self._ctx.event(EventKind.SYSTEM, f"recovered: books rebuilt from the snapshot loop at packet {last}, "
+                        f"queued packets applied; left the recovery feed")
+
+    # ---- counters
+    def _count_bad(self, bad: np.ndarray) -> None:
+        refused = bad[bad != 0]
+        if len(refused):
+            self._ctx.count(CounterName.MALFORMED, len(refused))
+            self._ctx.event(EventKind.MALFORMED, f"{len(refused)} packet(s) refused: {BAD_REASONS[int(refused[0])]}")
+
+    def _instrument_gap(self, sid: int, want: int, got: int) -> None:
+        self._ctx.count(CounterName.GAPS)
+        self._ctx.event(EventKind.GAP, f"SecurityID {sid}: RptSeq {want} expected, {got} received")
+
+

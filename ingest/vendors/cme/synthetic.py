@@ -1,0 +1,186 @@
+"""A synthetic MDP 3.0 capture written with our schema-driven encoder: the sample market the
+repository ships instead of CME's captures (which carry no licence).
+
+One channel, feeds A and B carrying identical packets, an instrument definition loop (54 for
+each future, plus one 55 option and one 56 spread), a ChannelReset4 first, then seeded random
+events: MBP book updates (46) kept consistent with a level book, trade summaries (48) with
+aggressor and order fills, volume (37), a security status (30) and MBO order updates (47).
+The generator also returns what it sent, so tests compare the plant with an answer that does
+not come from our decoder.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, NEW, LevelBook
+from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
+from streamctl.ingest.vendors.cme.pcap import Datagram
+from streamctl.ingest.vendors.cme.schema import Schema
+from streamctl.shm.records import Side
+
+__all__ = ["Synthetic", "Trade", "generate", "FEEDS", "INSTRUMENTS"]
+
+FEEDS = {
+    "incremental_a": ("224.0.31.1", 14310), "incremental_b": ("224.0.32.1", 15310),
+    "definition_a": ("224.0.31.2", 14311), "recovery_a": ("224.0.31.3", 14312),
+    "recovery_b": ("224.0.32.3", 15312),
+}
+"""The synthetic channel's multicast groups (CME's convention: A in 224.0.31.x, B in 224.0.32.x)."""
+
+INSTRUMENTS = {"ESZ6": (1001, 5_000_000_000_000, 250_000_000), "NQZ6": (1002, 18_000_000_000_000, 250_000_000)}
+"""symbol -> (SecurityID, start price, tick), prices in 1e-9."""
+
+_START_NS = 1_795_876_200_000_000_000  # 2026-11-28T14:30:00Z
+_EOE, _LAST_TRADE, _LAST_QUOTE, _LAST_VOLUME = 0x80, 0x01, 0x04, 0x02
+
+
+@dataclass(frozen=True)
+class Trade:
+    symbol: str
+    ts_event: int
+    price: int
+    size: int
+    aggressor: int
+
+
+@dataclass
+class Synthetic:
+    datagrams: list[Datagram]
+    """Capture order: definitions first, then each incremental packet on A then B."""
+    trades: list[Trade]
+    books: dict[str, LevelBook]
+    """Each instrument's book after the last event."""
+    last_seq: int
+    definitions: dict[str, int] = field(default_factory=dict)
+
+
+def _definitions(schema: Schema, ts: int) -> list[bytes]:
+    msgs = []
+    total = len(INSTRUMENTS) + 2
+    for symbol, (sid, _, tick) in INSTRUMENTS.items():
+        msgs.append(encode_message(schema, 54, {
+            "MatchEventIndicator": _EOE, "TotNumReports": total, "SecurityUpdateAction": b"A", "LastUpdateTime": ts,
+            "MDSecurityTradingStatus": 17, "ApplID": 310, "MarketSegmentID": 64, "UnderlyingProduct": 14,
+            "SecurityExchange": b"XCME", "SecurityGroup": symbol[:2].encode(), "Asset": symbol[:2].encode(),
+            "Symbol": symbol.encode(), "SecurityID": sid, "SecurityType": b"FUT", "CFICode": b"FFIXSX",
+            "MaturityMonthYear.year": 2026, "MaturityMonthYear.month": 12, "Currency": b"USD", "SettlCurrency": b"USD",
+            "MatchAlgorithm": b"F", "MinTradeVol": 1, "MaxTradeVol": 3000, "MinPriceIncrement": tick,
+            "DisplayFactor": 1_000_000_000, "UnitOfMeasure": b"IPNT", "TradingReferenceDate": 20_420,
+        }, {"NoEvents": [{"EventType": 5, "EventTime": ts - 86_400_000_000_000}],
+            "NoMDFeedTypes": [{"MDFeedType": b"GBX", "MarketDepth": 10}, {"MDFeedType": b"GBI", "MarketDepth": 2}],
+            "NoInstAttrib": [{"InstAttribValue": 1}], "NoLotTypeRules": [{"LotType": 2, "MinLotSize": 10000}]}))
+    msgs.append(encode_message(schema, 55, {
+        "MatchEventIndicator": _EOE, "TotNumReports": total, "SecurityUpdateAction": b"A", "LastUpdateTime": ts,
+        "Symbol": b"ESZ6 C5000", "SecurityID": 2001, "SecurityType": b"OOF", "PutOrCall": 1,
+        "StrikePrice": 5_000_000_000_000, "Currency": b"USD", "MinPriceIncrement": 50_000_000,
+        "DisplayFactor": 1_000_000_000, "MaturityMonthYear.year": 2026, "MaturityMonthYear.month": 12,
+    }, {"NoUnderlyings": [{"UnderlyingSecurityID": 1001, "UnderlyingSymbol": b"ESZ6"}]}))
+    msgs.append(encode_message(schema, 56, {
+        "MatchEventIndicator": _EOE, "TotNumReports": total, "SecurityUpdateAction": b"A", "LastUpdateTime": ts,
+        "Symbol": b"ESZ6-ESH7", "SecurityID": 3001, "SecurityType": b"FUT", "Currency": b"USD",
+        "MinPriceIncrement": 50_000_000, "DisplayFactor": 1_000_000_000,
+    }, {"NoLegs": [{"LegSecurityID": 1001, "LegSide": 1, "LegRatioQty": 1},
+                   {"LegSecurityID": 1004, "LegSide": 2, "LegRatioQty": 1}]}))
+    return msgs
+
+
+def _book_event(rng: random.Random, book: LevelBook, mid: int, tick: int, sid: int, rpt: int) -> dict | None:
+    """One valid MBP entry for `book` (and applies it), or None."""
+    side = rng.choice((Side.BID, Side.ASK))
+    levels = book.levels[(side, False)]
+    sign = -1 if side == Side.BID else 1
+    choice = rng.random()
+    if len(levels) < 5 or (choice < 0.35 and len(levels) < 10):
+        taken = {p for p, _ in levels}
+        for _ in range(20):
+            price = mid + sign * tick * rng.randint(1, 12)
+            if price not in taken:
+                break
+        else:
+            return None
+        level = 1 + sum(1 for p, _ in levels if (p > price if side == Side.BID else p < price))
+        if level > 10:
+            return None
+        action, size = NEW, rng.randint(1, 200)
+    elif choice < 0.8:
+        level = rng.randint(1, len(levels))
+        action, price, size = CHANGE, levels[level - 1][0], rng.randint(1, 200)
+    else:
+        level = rng.randint(1, len(levels))
+        action, price, size = DELETE, levels[level - 1][0], levels[level - 1][1]
+    book.apply(action, side, False, level, price, size)
+    return {"MDEntryPx": price, "MDEntrySize": size, "SecurityID": sid, "RptSeq": rpt, "NumberOfOrders": 1,
+            "MDPriceLevel": level, "MDUpdateAction": action, "MDEntryType": b"0" if side == Side.BID else b"1"}
+
+
+def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms: int = 90,
+             first_seq: int = 1, feeds: dict[str, tuple[str, int]] = FEEDS) -> Synthetic:
+    """A deterministic capture of `packets` incremental packets (each on A and B), sent to `feeds`."""
+    rng = random.Random(seed)
+    books = {s: LevelBook(10) for s in INSTRUMENTS}
+    rpt = dict.fromkeys(INSTRUMENTS, 0)
+    volume = dict.fromkeys(INSTRUMENTS, 0)
+    mids = {s: v[1] for s, v in INSTRUMENTS.items()}
+    trades: list[Trade] = []
+    out: list[Datagram] = []
+    defs = _definitions(schema, _START_NS)
+    for i, msg in enumerate(defs):
+        out.append(Datagram(_START_NS, *feeds["definition_a"], encode_packet(i + 1, _START_NS, [msg])))
+    order_id = 1_000_000
+    ts = _START_NS
+    for n in range(packets):
+        seq = first_seq + n
+        ts += rng.randint(1, 2 * interval_ms) * 1_000_000
+        msgs: list[bytes] = []
+        if n == 0:
+            msgs.append(encode_message(schema, 4, {"TransactTime": ts, "MatchEventIndicator": _EOE},
+                                       {"NoMDEntries": [{"ApplID": 310}]}))
+        symbol = rng.choice(list(INSTRUMENTS))
+        sid, _, tick = INSTRUMENTS[symbol]
+        if n % 7 == 3:  # a trade: summary with aggressor and order fills, then volume, then the book
+            side = rng.choice((1, 2))
+            opposite = Side.ASK if side == 1 else Side.BID
+            top = books[symbol].levels[(opposite, False)]
+            price = top[0][0] if top else mids[symbol]
+            size = rng.randint(1, 20)
+            rpt[symbol] += 1
+            trades.append(Trade(symbol, ts, price, size, side))
+            msgs.append(encode_message(schema, 48, {"TransactTime": ts, "MatchEventIndicator": _LAST_TRADE}, {
+                "NoMDEntries": [{"MDEntryPx": price, "MDEntrySize": size, "SecurityID": sid, "RptSeq": rpt[symbol],
+                                 "NumberOfOrders": 2, "AggressorSide": side, "MDUpdateAction": 0,
+                                 "MDTradeEntryID": 500 + n}],
+                "NoOrderIDEntries": [{"OrderID": order_id, "LastQty": size}, {"OrderID": order_id + 1, "LastQty": size}]}))
+            order_id += 2
+            rpt[symbol] += 1
+            volume[symbol] += size
+            msgs.append(encode_message(schema, 37, {"TransactTime": ts, "MatchEventIndicator": _LAST_VOLUME}, {
+                "NoMDEntries": [{"MDEntrySize": volume[symbol], "SecurityID": sid, "RptSeq": rpt[symbol],
+                                 "MDUpdateAction": 0}]}))
+        entries: list[dict] = []
+        for _ in range(rng.randint(1, 3)):
+            entry = _book_event(rng, books[symbol], mids[symbol], tick, sid, rpt[symbol] + 1)
+            if entry:
+                rpt[symbol] += 1
+                entries.append(entry)
+        if entries:
+            msgs.append(encode_message(schema, 46, {"TransactTime": ts, "MatchEventIndicator": _LAST_QUOTE | _EOE},
+                                       {"NoMDEntries": entries}))
+        elif msgs:
+            msgs[-1] = msgs[-1][:18] + bytes([msgs[-1][18] | _EOE]) + msgs[-1][19:]
+        if n % 97 == 50:  # MBO order updates and a status message (decoded, not converted: docs/cme.md)
+            msgs.append(encode_message(schema, 47, {"TransactTime": ts, "MatchEventIndicator": _EOE}, {
+                "NoMDEntries": [{"OrderID": order_id, "MDOrderPriority": seq, "MDEntryPx": mids[symbol],
+                                 "MDDisplayQty": 5, "SecurityID": sid, "MDUpdateAction": 0, "MDEntryType": b"0"}]}))
+            msgs.append(encode_message(schema, 30, {
+                "TransactTime": ts, "SecurityGroup": symbol[:2].encode(), "Asset": symbol[:2].encode(),
+                "SecurityID": sid, "TradeDate": 20_420, "MatchEventIndicator": _EOE, "SecurityTradingStatus": 17,
+                "HaltReason": 0, "SecurityTradingEvent": 0}))
+        if not msgs:
+            msgs.append(encode_message(schema, 12, {}))
+        payload = encode_packet(seq, ts, msgs)
+        out.append(Datagram(ts, *feeds["incremental_a"], payload))
+        out.append(Datagram(ts + 1000, *feeds["incremental_b"], payload))
+    return Synthetic(out, trades, books, first_seq + packets - 1,
+                     {s: v[0] for s, v in INSTRUMENTS.items()})

@@ -1,0 +1,120 @@
+"""CME's level-indexed MBP actions turned into price-keyed book records, and the channel's event,
+reset and snapshot rules, on packets written by our schema-driven encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamctl.ingest.vendors.cme.book import (
+    CHANGE,
+    DELETE,
+    DELETE_FROM,
+    DELETE_THRU,
+    NEW,
+    OVERLAY,
+    LevelBook,
+)
+from streamctl.ingest.vendors.cme.channel import Channel
+from streamctl.ingest.vendors.cme.decoder import Decoder
+from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
+from streamctl.ingest.vendors.cme.schema import load_schema
+from streamctl.shm.records import Flag, Kind, Side
+
+SCHEMA = load_schema()
+BID, ASK = int(Side.BID), int(Side.ASK)
+
+
+def _book(prices: list[int], *, depth: int = 10, merge: bool = False) -> LevelBook:
+    book = LevelBook(depth, merge_implied=merge)
+    for i, p in enumerate(prices):
+        book.apply(NEW, BID, False, i + 1, p, 10 + i)
+    return book
+
+
+def test_new_inserts_and_pushes_the_last_level_out_past_the_depth():
+    book = _book([100, 99, 98], depth=3)
+    assert book.apply(NEW, BID, False, 2, 995, 7) == [(BID, 995, 7.0), (BID, 98, 0.0)]
+    assert book.levels[(BID, False)] == [[100, 10], [995, 7], [99, 11]]
+
+
+@pytest.mark.parametrize(("action", "level", "price", "size", "changes", "left"), [
+    (CHANGE, 2, 99, 50, [(BID, 99, 50.0)], [[100, 10], [99, 50], [98, 12]]),
+    (DELETE, 1, 100, 0, [(BID, 100, 0.0)], [[99, 11], [98, 12]]),
+    (DELETE_THRU, 1, 0, 0, [(BID, 100, 0.0), (BID, 99, 0.0), (BID, 98, 0.0)], []),
+    (DELETE_FROM, 2, 0, 0, [(BID, 100, 0.0), (BID, 99, 0.0)], [[98, 12]]),
+    (OVERLAY, 1, 101, 4, [(BID, 100, 0.0), (BID, 101, 4.0)], [[101, 4], [99, 11], [98, 12]]),
+], ids=["change", "delete", "delete-thru", "delete-from", "overlay"])
+def test_level_actions_publish_the_prices_whose_size_changed(action, level, price, size, changes, left):
+    book = _book([100, 99, 98])
+    assert book.apply(action, BID, False, level, price, size) == changes
+    assert book.levels[(BID, False)] == left
+
+
+def test_an_entry_past_the_side_is_refused():
+    book = _book([100])
+    assert book.apply(CHANGE, BID, False, 3, 98, 1) is None
+    assert book.apply(NEW, BID, False, 3, 98, 1) is None  # would leave a hole at level 2
+
+
+def test_implied_levels_are_kept_apart_or_merged():
+    apart, merged = _book([100, 99]), _book([100, 99], merge=True)
+    assert apart.apply(NEW, BID, True, 1, 100, 5) == []
+    assert merged.apply(NEW, BID, True, 1, 100, 5) == [(BID, 100, 15.0)]
+    assert merged.apply(DELETE, BID, False, 1, 100, 10) == [(BID, 100, 5.0)]  # the implied part stays
+
+
+def _packet(seq: int, *messages: bytes) -> bytes:
+    return encode_packet(seq, 1_000 + seq, messages)
+
+
+def _book46(ts: int, mei: int, *entries: dict) -> bytes:
+    return encode_message(SCHEMA, 46, {"TransactTime": ts, "MatchEventIndicator": mei}, {"NoMDEntries": list(entries)})
+
+
+def _entry(sid: int, rpt: int, level: int, price: int, size: int, action: int = NEW, kind: bytes = b"0") -> dict:
+    return {"MDEntryPx": price, "MDEntrySize": size, "SecurityID": sid, "RptSeq": rpt, "NumberOfOrders": 1,
+            "MDPriceLevel": level, "MDUpdateAction": action, "MDEntryType": kind}
+
+
+def _apply(channel: Channel, *packets: bytes) -> np.ndarray | None:
+    dec = Decoder(SCHEMA).decode(list(packets))
+    channel.apply(dec, np.arange(len(packets)))
+    return channel.take(0)
+
+
+def test_records_wait_for_end_of_event_and_the_last_of_each_instrument_is_flagged():
+    gaps: list = []
+    channel = Channel(SCHEMA, {7: 1, 8: 2}.get, on_instrument_gap=lambda *g: gaps.append(g))
+    # one event spread over two packets: nothing is published before its EndOfEvent
+    assert _apply(channel, _packet(1, _book46(5, 0x04, _entry(7, 1, 1, 100_000_000_000, 3)))) is None
+    out = _apply(channel, _packet(2, _book46(5, 0x84, _entry(8, 1, 1, 200_000_000_000, 4),
+                                             _entry(7, 2, 1, 101_000_000_000, 1, kind=b"1"))))
+    assert out["instrument_id"].tolist() == [1, 2, 1]
+    assert out["kind"].tolist() == [Kind.BOOK] * 3 and out["side"].tolist() == [BID, BID, ASK]
+    assert out["flags"].tolist() == [0, Flag.LAST, Flag.LAST]
+    assert out["price"].tolist() == [100_000_000_000, 200_000_000_000, 101_000_000_000]
+    assert out["sequence"].tolist() == [1, 2, 2] and out["ts_event"].tolist() == [5, 5, 5]
+    # an entry already applied (RptSeq at or below the last) is skipped; a jump is an instrument gap
+    out = _apply(channel, _packet(3, _book46(6, 0x84, _entry(7, 2, 1, 99, 9), _entry(7, 5, 1, 102_000_000_000, 2))))
+    assert out["price"].tolist() == [102_000_000_000] and gaps == [(7, 3, 5)]
+
+
+def test_channel_reset_clears_every_book():
+    channel = Channel(SCHEMA, {7: 1, 8: 2}.get)
+    _apply(channel, _packet(1, _book46(5, 0x84, _entry(7, 1, 1, 100, 3), _entry(8, 1, 1, 200, 4))))
+    reset = encode_message(SCHEMA, 4, {"TransactTime": 9, "MatchEventIndicator": 0x80}, {"NoMDEntries": [{"ApplID": 310}]})
+    out = _apply(channel, _packet(2, reset))
+    assert out["kind"].tolist() == [Kind.RESET, Kind.RESET] and sorted(out["instrument_id"].tolist()) == [1, 2]
+    assert all(not levels for book in channel.books.values() for levels in book.levels.values())
+    # RptSeq starts over after a reset
+    out = _apply(channel, _packet(3, _book46(10, 0x84, _entry(7, 1, 1, 300, 1))))
+    assert out["price"].tolist() == [300]
+
+
+def test_legacy_prices_are_scaled_from_their_exponent():
+    channel = Channel(SCHEMA, {7: 1}.get)
+    legacy = encode_message(SCHEMA, 32, {"TransactTime": 5, "MatchEventIndicator": 0x80},
+                            {"NoMDEntries": [_entry(7, 1, 1, 40_275_000, 2)]}, version=6)
+    out = _apply(channel, _packet(1, legacy))
+    assert out["price"].tolist() == [4_027_500_000]  # PRICENULL (exponent -7) 4.0275 -> 1e-9 units
