@@ -61,9 +61,6 @@ class PartitionsConfig(_Cfg, frozen=True):
     """Worker processes; each symbol belongs to one partition (stable CRC-32 of the symbol)."""
     cpus: list[Annotated[int, Meta(ge=0)]] | None = None
     """Cores for the workers, in partition order; ``null`` spreads them."""
-    idle_sleep_us: Annotated[int, Meta(ge=1, le=100_000)] = 100
-    """Longest sleep of a waiting worker between ring checks: the latency it can add to a tick.
-    After 5 ms of empty rings the worker sleeps up to 1 ms (an idle worker: a few % of a core)."""
 
 
 class CurveConfig(_Cfg, frozen=True):
