@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -51,21 +52,27 @@ class _Timespec(ctypes.Structure):
 
 _fence: Callable[[], None] | None = None
 _engine = None  # keeps the compiled code alive
+_compiling = threading.Lock()
 
 
 def _compile_fence() -> Callable[[], None]:
+    """Compile the fence once per process (the forkserver does it before forking: `cli/preload`).
+    Locked: a second engine replacing the first would free the code a caller is about to run."""
     global _fence, _engine
-    import llvmlite.binding as llvm
+    with _compiling:
+        if _fence is not None:
+            return _fence
+        import llvmlite.binding as llvm
 
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    module = llvm.parse_assembly("define void @stc_fence() {\n  fence seq_cst\n  ret void\n}\n")
-    machine = llvm.Target.from_default_triple().create_target_machine()
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
-    _engine = engine
-    _fence = ctypes.CFUNCTYPE(None)(engine.get_function_address("stc_fence"))
-    return _fence
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        module = llvm.parse_assembly("define void @stc_fence() {\n  fence seq_cst\n  ret void\n}\n")
+        machine = llvm.Target.from_default_triple().create_target_machine()
+        engine = llvm.create_mcjit_compiler(module, machine)
+        engine.finalize_object()
+        _engine = engine
+        _fence = ctypes.CFUNCTYPE(None)(engine.get_function_address("stc_fence"))
+        return _fence
 
 
 def fence() -> None:

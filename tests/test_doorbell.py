@@ -191,9 +191,10 @@ def test_no_wake_up_is_lost_under_any_interleaving(batches, pauses, switch):
         total = sum(batches)
         got: list[int] = []
         done = threading.Event()
+        stop = threading.Event()
 
         def consume() -> None:
-            while len(got) < total:
+            while len(got) < total and not stop.is_set():
                 wait_for_records([ring], _ASLEEP_FOR)
                 got.extend(check_pattern(ring.consume(1024)).tolist())
             done.set()
@@ -201,20 +202,23 @@ def test_no_wake_up_is_lost_under_any_interleaving(batches, pauses, switch):
         old = sys.getswitchinterval()
         sys.setswitchinterval(switch)
         consumer = threading.Thread(target=consume, daemon=True)
+        seq = 0
         try:
             consumer.start()
-            seq = 0
             for i, n in enumerate(batches):
                 for _ in range(pauses[i % len(pauses)]):  # a drawn number of bytecodes' delay
                     pass
                 ring.publish(pattern(np.arange(seq, seq + n)))
                 seq += n
-            assert done.wait(30), f"lost wake-up: {len(got)} of {total} records after the last publish"
+            lost = not done.wait(30)
+            stop.set()
+            assert not lost, f"lost wake-up: {len(got)} of {total} records after the last publish"
             assert got == list(range(total))
         finally:
             sys.setswitchinterval(old)
-            if not done.is_set():  # unblock the consumer so the ring can go
+            stop.set()
+            if not done.is_set():  # wake the consumer so it ends before the ring is unmapped
                 ring.publish(pattern(np.arange(seq, seq + 1)))
-                done.wait(5)
+            consumer.join(30)
             ring.close()
             ring.unlink()
