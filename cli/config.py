@@ -19,6 +19,7 @@ from msgspec import Meta
 
 from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
+from streamctl.shm.doorbell import MAX_WAIT_WORDS
 from streamctl.shm.registry import symbol_problem
 
 __all__ = [
@@ -54,6 +55,8 @@ class _Cfg(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
 
 MAX_PARTITIONS = 256
 """Each partition is a worker process; more than this on one host is a typo, not a plan."""
+MAX_FEEDS = MAX_WAIT_WORDS
+"""A worker sleeps on one ring per feed with one `futex_waitv`, which takes at most 128."""
 
 
 class PartitionsConfig(_Cfg, frozen=True):
@@ -105,7 +108,7 @@ class SupervisionConfig(_Cfg, frozen=True):
 
 class PlantConfig(_Cfg, frozen=True):
     name: _NAME
-    feeds: list[FeedConfig]
+    feeds: Annotated[list[FeedConfig], Meta(max_length=MAX_FEEDS)]
     """At least one, except in a config read with ``feeds="ignore"`` (`streamctl replay --config`)."""
     partitions: PartitionsConfig = PartitionsConfig()
     calculators: CalculatorsConfig = CalculatorsConfig()

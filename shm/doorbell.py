@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["fence", "futex_wake", "futex_wait_any", "DoorbellError"]
+__all__ = ["fence", "futex_wake", "futex_wait_any", "DoorbellError", "MAX_WAIT_WORDS"]
 
 _SYS_FUTEX = 202  # x86-64: the only architecture the rings support (docs/rings.md)
 _SYS_FUTEX_WAITV = 449  # Linux >= 5.16, the same number on every architecture
@@ -29,6 +29,8 @@ _FUTEX_WAKE = 1  # shared (not FUTEX_PRIVATE_FLAG): the word is in a segment of 
 _FUTEX2_SIZE_U32 = 0x02
 _CLOCK_MONOTONIC = 1
 _WAKE_ALL = 0x7FFFFFFF
+MAX_WAIT_WORDS = 128
+"""The kernel's FUTEX_WAITV_MAX: the most rings one consumer can sleep on (so the most feeds)."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -93,14 +95,15 @@ def futex_wait_any(words: Sequence[tuple[int, int]], timeout: float) -> None:
     value (the kernel compares atomically with queueing, so a wake between our check and the
     call is never lost)."""
     n = len(words)
+    if not 0 < n <= MAX_WAIT_WORDS:
+        raise ValueError(f"`words` must hold 1 to {MAX_WAIT_WORDS} futex words, held {n}")
     waiters = (_Waiter * n)()
     for i, (address, expected) in enumerate(words):
         waiters[i].uaddr = address
         waiters[i].val = expected & 0xFFFFFFFF
         waiters[i].flags = _FUTEX2_SIZE_U32
-    deadline = time.monotonic() + max(timeout, 0.0)  # CLOCK_MONOTONIC, as the kernel reads it
-    sec = int(deadline)
-    until = _Timespec(sec, int((deadline - sec) * 1e9))
+    deadline = time.monotonic_ns() + int(max(timeout, 0.0) * 1e9)  # CLOCK_MONOTONIC, as the kernel's
+    until = _Timespec(*divmod(deadline, 1_000_000_000))
     if _syscall(_SYS_FUTEX_WAITV, waiters, n, 0, ctypes.byref(until), _CLOCK_MONOTONIC) < 0:
         code = ctypes.get_errno()
         if code not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
