@@ -105,8 +105,11 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
         before: dict[str, float] = {}
         procs: dict[str, psutil.Process] = {}
         t0 = 0.0
+        max_fill = 0
         while got is None:
             sup.step()
+            if t0:  # the backlog in the rings while measuring: the worker's side of any delay
+                max_fill = max([max_fill] + [r["fill"] for r in sup.status()["rings"]])
             try:
                 message = results.get(timeout=0.05)
             except queue.Empty:
@@ -128,7 +131,7 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
         sup.stop()
     latencies, missing = got
     cpu = {name: 100 * (after[name] - before[name]) / elapsed for name in procs}
-    return {**_percentiles(latencies), "cpu": cpu, "dropped": dropped, "missing": missing}
+    return {**_percentiles(latencies), "cpu": cpu, "dropped": dropped, "missing": missing, "max_fill": max_fill}
 
 
 # --------------------------------------------------------------------------- the anchor
@@ -206,7 +209,8 @@ def run(quick: bool = False, rate: float | None = None, partitions: int | None =
         result = measure(r, seconds, parts)
         label = f"plant {r / 1e3:.0f} k trades/s, {parts} partition{'s' if parts > 1 else ''}"
         note = (f"{result['count']} trades, {_SYMBOLS} symbols, TCP loopback to a subscriber process; "
-                f"ring drops {result['dropped']}, subscriber gaps {result['missing']}")
+                f"ring drops {result['dropped']}, most records waiting in a ring {result['max_fill']}, "
+                f"subscriber gaps {result['missing']}")
         rows += [{"benchmark": f"{label}: ts_recv -> on_trade {q}", "value": round(result[q], 1), "unit": "us",
                   "note": note} for q in ("p50", "p99", "p99.9")]
         cpu = result["cpu"]
