@@ -106,5 +106,7 @@ def futex_wait_any(words: Sequence[tuple[int, int]], timeout: float) -> None:
     until = _Timespec(*divmod(deadline, 1_000_000_000))
     if _syscall(_SYS_FUTEX_WAITV, waiters, n, 0, ctypes.byref(until), _CLOCK_MONOTONIC) < 0:
         code = ctypes.get_errno()
+        if code == errno.ENOSYS:
+            raise DoorbellError(code, f"futex_waitv needs Linux >= 5.16; this kernel is {os.uname().release}")
         if code not in (errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR):
             raise DoorbellError(code, f"futex_waitv on {n} word(s): {os.strerror(code)}")
