@@ -1,9 +1,13 @@
-"""Latency from `ts_recv` (the feed stamps it on receipt) to the subscriber's `on_trade` callback.
+"""Live capacity and latency: `ts_recv` -> a subscriber's `on_trade`, beside one bare ZeroMQ hop.
 
-Runs a real plant (simulator feed at a fixed trade rate -> ring -> worker with the demo
-calculators -> hub -> client over TCP loopback) and reports percentiles.
+Runs a real plant (simulator feed at a fixed trade rate over 5 symbols -> ring -> worker(s)
+with the demo calculators -> hub -> client over TCP loopback) and reports the subscriber's
+latency percentiles, what the subscriber lost (sequence gaps) and the rings dropped, and the
+CPU the plant's processes took over the measured window. The anchor, in the same run: one
+pyzmq PUB -> SUB hop between two Python processes at the same rate, msgpack maps stamped
+just before the send (the floor any Python subscriber of any plant pays).
 
-    python benchmarks/bench_latency.py [--quick] [--rate 10000] [--seconds 10]
+    python benchmarks/bench_latency.py [--quick] [--rate 10000] [--partitions 1] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -12,20 +16,37 @@ import argparse
 import multiprocessing as mp
 import os
 import queue
-import socket
 import time
 
 import numpy as np
+import psutil
 from _table import bench_main
 
 from streamctl.cli.config import parse_config
 from streamctl.cli.supervisor import Supervisor
 
+_SYMBOLS = 5
+_WARM_UP = 2.0
+"""Seconds the subscriber runs before it measures (slow joiner, JIT warm-up)."""
+
 
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _percentiles(latencies_ns: list[int]) -> dict[str, float]:
+    lat = np.asarray(latencies_ns, dtype=np.float64) / 1e3
+    if not len(lat):
+        return {"count": 0, "p50": float("nan"), "p99": float("nan"), "p99.9": float("nan")}
+    return {"count": len(lat), "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+            "p99.9": float(np.percentile(lat, 99.9))}
+
+
+# --------------------------------------------------------------------------- the plant
 
 
 def _subscriber(endpoint: str, seconds: float, results) -> None:
@@ -33,25 +54,40 @@ def _subscriber(endpoint: str, seconds: float, results) -> None:
     from streamctl.client import Subscriber
 
     latencies: list[int] = []
+    missing = [0]
     sub = Subscriber(endpoint)
     sub.on_trade(lambda t: latencies.append(time.time_ns() - t.ts_recv))
+    sub.on_error(lambda e: missing.__setitem__(0, missing[0] + getattr(e, "missing", 0)))
     sub.subscribe("trade.")
-    sub.run(timeout=2.0)  # slow joiner and JIT warm-up: not measured
+    sub.run(timeout=_WARM_UP)
     latencies.clear()
+    missing[0] = 0
+    results.put("measuring")
     sub.run(timeout=seconds)
+    results.put((latencies, missing[0]))
     sub.close()
-    results.put(latencies)
 
 
-def measure(rate: float, seconds: float, symbols: int = 5) -> dict[str, float]:
-    names = [f"S{i:02d}" for i in range(symbols)]
+def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    out = {}
+    for name, proc in procs.items():
+        try:
+            times = proc.cpu_times()
+            out[name] = times.user + times.system
+        except psutil.Error:
+            out[name] = float("nan")
+    return out
+
+
+def measure(rate: float, seconds: float, partitions: int = 1) -> dict:
+    names = [f"S{i:02d}" for i in range(_SYMBOLS)]
     port = _free_port()
     cfg = parse_config(f"""
 name: lat{os.getpid() % 100000}
 feeds:
-  - {{name: sim, vendor: sim, symbols: [{', '.join(names)}], options: {{rate: {rate / symbols}, trade_share: 1.0,
-     quote_share: 0.0, batch: 64}}}}
-partitions: {{count: 1}}
+  - {{name: sim, vendor: sim, symbols: [{', '.join(names)}], options: {{rate: {rate / _SYMBOLS}, trade_share: 1.0,
+     quote_share: 0.0}}}}
+partitions: {{count: {partitions}}}
 calculators:
   bars: {{time: [1s, 60s], ticks: [100]}}
   ema: [12]
@@ -65,40 +101,129 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
     app = ctx.Process(target=_subscriber, args=(cfg.publish.endpoint, seconds, results))
     try:
         app.start()
-        latencies = None
-        while latencies is None:
+        got = None
+        before: dict[str, float] = {}
+        procs: dict[str, psutil.Process] = {}
+        t0 = 0.0
+        max_fill = 0
+        while got is None:
             sup.step()
+            if t0:  # the backlog in the rings while measuring: the worker's side of any delay
+                max_fill = max([max_fill] + [r["fill"] for r in sup.status()["rings"]])
             try:
-                latencies = results.get(timeout=0.1)
+                message = results.get(timeout=0.05)
             except queue.Empty:
                 if not app.is_alive():
                     raise RuntimeError("the subscriber process died") from None
+                continue
+            if message == "measuring":
+                procs = {p["name"]: psutil.Process(p["pid"]) for p in sup.status()["processes"]}
+                procs["supervisor"] = psutil.Process()
+                before, t0 = _cpu(procs), time.monotonic()
+            else:
+                got = message
+        after, elapsed = _cpu(procs), time.monotonic() - t0
+        dropped = sum(r["dropped"] for r in sup.status()["rings"])
         app.join(10)
     finally:
         if app.is_alive():
             app.kill()
         sup.stop()
-    lat = np.asarray(latencies, dtype=np.float64) / 1e3
-    return {
-        "count": len(lat),
-        "p50": float(np.percentile(lat, 50)),
-        "p99": float(np.percentile(lat, 99)),
-        "p99.9": float(np.percentile(lat, 99.9)),
-        "max": float(lat.max()),
-    }
+    latencies, missing = got
+    cpu = {name: 100 * (after[name] - before[name]) / elapsed for name in procs}
+    return {**_percentiles(latencies), "cpu": cpu, "dropped": dropped, "missing": missing, "max_fill": max_fill}
 
 
-def run(quick: bool = False, rate: float = 10_000, seconds: float | None = None) -> list[dict]:
-    result = measure(rate, seconds or (3.0 if quick else 10.0))
-    note = f"{result['count']} trades at {rate:.0f}/s over TCP loopback to a subscriber process"
-    return [
-        {"benchmark": f"latency ts_recv -> on_trade {q}", "value": round(result[q], 1), "unit": "us", "note": note}
-        for q in ("p50", "p99", "p99.9", "max")
-    ]
+# --------------------------------------------------------------------------- the anchor
+
+
+def _hop_publisher(endpoint: str, rate: float, seconds: float, ready) -> None:
+    import msgpack
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.bind(endpoint)
+    ready.wait(30)
+    time.sleep(0.5)  # slow joiner: the subscriber's subscription reaches us
+    pack = msgpack.Packer().pack
+    t0 = time.monotonic()
+    sent = 0
+    while (now := time.monotonic() - t0) < seconds:
+        due = int(now * rate) - sent
+        if due < 1:
+            time.sleep(max((sent + 1) / rate - now, 0.0))
+            continue
+        for _ in range(due):
+            sock.send_multipart([b"trade.S00", pack({"ts_recv": time.time_ns(), "price": 1, "size": 1})])
+        sent += due
+    sock.send_multipart([b"trade.S00", b"end"])
+    sock.close(linger=5000)
+
+
+def one_hop(rate: float, seconds: float) -> dict:
+    """The floor: pyzmq PUB -> SUB between two Python processes at `rate` messages/s."""
+    import msgpack
+    import zmq
+
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    pub = ctx.Process(target=_hop_publisher, args=(endpoint, rate, _WARM_UP / 2 + seconds, ready))
+    pub.start()
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.setsockopt(zmq.SUBSCRIBE, b"trade.")
+    sock.connect(endpoint)
+    ready.set()
+    unpack = msgpack.unpackb
+    latencies: list[int] = []
+    start = time.monotonic() + _WARM_UP
+    try:
+        while sock.poll(30_000):
+            _, payload = sock.recv_multipart()
+            if payload == b"end":
+                break
+            sent = unpack(payload)["ts_recv"]
+            if time.monotonic() >= start:
+                latencies.append(time.time_ns() - sent)
+    finally:
+        sock.close(linger=0)
+        pub.join(10)
+        if pub.is_alive():
+            pub.kill()
+    return _percentiles(latencies)
+
+
+def run(quick: bool = False, rate: float | None = None, partitions: int | None = None,
+        seconds: float | None = None) -> list[dict]:
+    seconds = seconds or (4.0 if quick else 10.0)
+    cases = [(rate, partitions or 1)] if rate else [(10_000, 1), (10_000, 2), (100_000, 1), (100_000, 2)]
+    rows = []
+    anchor_rate = cases[0][0]  # at 100 k/s a per-message Python subscriber only queues: no floor there
+    floor = one_hop(anchor_rate, seconds)
+    note = f"anchor: one pyzmq PUB -> SUB hop of msgpack maps, 2 Python processes, {floor['count']} msgs"
+    rows += [{"benchmark": f"one hop {anchor_rate / 1e3:.0f} k/s {q}", "value": round(floor[q], 1), "unit": "us",
+              "note": note} for q in ("p50", "p99")]
+    for r, parts in cases:
+        result = measure(r, seconds, parts)
+        label = f"plant {r / 1e3:.0f} k trades/s, {parts} partition{'s' if parts > 1 else ''}"
+        note = (f"{result['count']} trades, {_SYMBOLS} symbols, TCP loopback to a subscriber process; "
+                f"ring drops {result['dropped']}, most records waiting in a ring {result['max_fill']}, "
+                f"subscriber gaps {result['missing']}")
+        rows += [{"benchmark": f"{label}: ts_recv -> on_trade {q}", "value": round(result[q], 1), "unit": "us",
+                  "note": note} for q in ("p50", "p99", "p99.9")]
+        cpu = result["cpu"]
+        plant = {k: v for k, v in cpu.items() if k != "supervisor"}
+        detail = ", ".join(f"{k} {v:.0f}" for k, v in sorted(plant.items()))
+        rows.append({"benchmark": f"{label}: plant CPU", "value": round(sum(plant.values()), 1),
+                     "unit": "% of a core", "note": f"{detail}; supervisor {cpu['supervisor']:.0f}"})
+    return rows
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rate", type=float, default=10_000, help="trades per second")
+    parser.add_argument("--rate", type=float, default=None, help="trades per second (default: 10 k and 100 k)")
+    parser.add_argument("--partitions", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
 
 

@@ -21,6 +21,7 @@ from streamctl.bus.recovery import RecoveryConfig, recovery_endpoint
 from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
 from streamctl.process.journal.settings import JournalConfig
+from streamctl.shm.doorbell import MAX_WAIT_WORDS
 from streamctl.shm.registry import symbol_problem
 
 __all__ = [
@@ -59,6 +60,8 @@ class _Cfg(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
 
 MAX_PARTITIONS = 256
 """Each partition is a worker process; more than this on one host is a typo, not a plan."""
+MAX_FEEDS = MAX_WAIT_WORDS
+"""A worker sleeps on one ring per feed with one `futex_waitv`, which takes at most 128."""
 
 
 class PartitionsConfig(_Cfg, frozen=True):
@@ -66,9 +69,6 @@ class PartitionsConfig(_Cfg, frozen=True):
     """Worker processes; each symbol belongs to one partition (stable CRC-32 of the symbol)."""
     cpus: list[Annotated[int, Meta(ge=0)]] | None = None
     """Cores for the workers, in partition order; ``null`` spreads them."""
-    idle_sleep_us: Annotated[int, Meta(ge=1, le=100_000)] = 100
-    """Longest sleep of a waiting worker between ring checks: the latency it can add to a tick.
-    After 5 ms of empty rings the worker sleeps up to 1 ms (an idle worker: a few % of a core)."""
 
 
 class CurveConfig(_Cfg, frozen=True):
@@ -141,7 +141,7 @@ def parse_listen(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
 
 class PlantConfig(_Cfg, frozen=True):
     name: _NAME
-    feeds: list[FeedConfig]
+    feeds: Annotated[list[FeedConfig], Meta(max_length=MAX_FEEDS)]
     """At least one, except in a config read with ``feeds="ignore"`` (`streamctl replay --config`)."""
     partitions: PartitionsConfig = PartitionsConfig()
     calculators: CalculatorsConfig = CalculatorsConfig()

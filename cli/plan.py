@@ -99,8 +99,7 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
         worker = WorkerSpec(plant=layout.plant, partition=p, slot=1 + p, sources=sources, stats=layout.stats,
                             endpoint=layout.internal, calculators=config.calculators,
                             raw_trades=config.publish.raw_trades, raw_quotes=config.publish.raw_quotes,
-                            sndhwm=config.publish.sndhwm, live=live, cpu=cpu,
-                            max_idle_sleep=config.partitions.idle_sleep_us * 1e-6, curve=client,
+                            sndhwm=config.publish.sndhwm, live=live, cpu=cpu, curve=client,
                             journal=journal, journal_dir=str(journal_root / f"p{p}"), run=run,
                             recovery=internal_recovery_endpoint(layout.internal) if recovery else None)
         plans.append(ProcessPlan(worker.name, Role.WORKER, worker.slot, worker_main, worker))

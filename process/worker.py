@@ -40,12 +40,6 @@ _CLOSE_LINGER_MS = 10_000
 """At stop, queued messages (the flushed bars) get this long to reach the hub."""
 _SUBSCRIBED_TIMEOUT = 10.0
 """At start, the longest the worker waits for the hub's subscriptions before it publishes."""
-_DEEP_IDLE_AFTER = 0.005
-"""Seconds of empty rings after which an idle worker may sleep up to `_DEEP_IDLE_SLEEP`."""
-_DEEP_IDLE_SLEEP = 1e-3
-"""Longest sleep of a worker idle for `_DEEP_IDLE_AFTER`: ~1,000 wake-ups a second instead of
-~5,000 at 100 us, and the first tick after a quiet spell waits at most this long. Under load the
-rings are never empty that long, so `max_idle_sleep` stays the latency floor."""
 
 
 class RingSource(msgspec.Struct, frozen=True):
@@ -71,8 +65,6 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
     sndhwm: int = 100_000
     live: bool = True
     cpu: int | None = None
-    max_idle_sleep: float = 100e-6
-    """Longest sleep of an idle worker between ring checks: the latency floor it adds."""
     curve: CurveClient | None = None
     """The plant's keys for its internal endpoint."""
     journal: JournalConfig | None = None
@@ -146,9 +138,8 @@ class Worker:
     def __init__(self, spec: WorkerSpec):
         from streamctl.bus.publisher import Publisher
         from streamctl.process.calc.engine import CalculatorSet
-        from streamctl.shm.idle import IdleStrategy
         from streamctl.shm.registry import SymbolRegistry
-        from streamctl.shm.ring import Ring
+        from streamctl.shm.ring import Ring, wait_for_records
 
         self.spec = spec
         self.stop = setup_child(spec.name, spec.cpu)
@@ -161,8 +152,9 @@ class Worker:
         self.registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
         self.symbols: list[str] = []
         self.maps = [_SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
-        self.idle = IdleStrategy(max_sleep=spec.max_idle_sleep, deep_after=_DEEP_IDLE_AFTER,
-                                 deep_sleep=max(spec.max_idle_sleep, _DEEP_IDLE_SLEEP))
+        for ring in self.rings:
+            ring.consumer_attached()
+        self._wait_for_records = wait_for_records
         max_jump = int(spec.calculators.bars.clock_max_jump * 1e9)
         self.clocks = [FeedClock(wall_clocked=s.wall_clock, max_jump=max_jump) for s in spec.sources]
         self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
@@ -199,8 +191,10 @@ class Worker:
             self.child.ready()
             while not self.stop:
                 worked = self.drain()
-                self.tick(time.time_ns())
-                self.idle.idle(worked)
+                now = time.time_ns()
+                self.tick(now)
+                if not worked:  # asleep on the rings' doorbell until a feed publishes or the next tick
+                    self._wait_for_records(self.rings, (self._next_clock - now) * 1e-9)
             self.child.stopping()
             self.finish()
         except Exception as exc:

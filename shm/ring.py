@@ -10,17 +10,19 @@ so a restarted producer or consumer re-attaches and carries on where the header 
 
 from __future__ import annotations
 
+import ctypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
 
-from .idle import IdleStrategy  # re-exported: consumer loops poll rings with it
+from .doorbell import fence, futex_wait_any, futex_wake
+from .idle import IdleStrategy
 from .records import RECORD_DTYPE, RECORD_SIZE
 from .segments import HEADER_SIZE, Segment, SegmentError, SegmentKind, SegmentView, attach_view
 
-__all__ = ["Ring", "RingError", "Overflow", "IdleStrategy", "ring_bytes", "RING_HEADER_SIZE"]
+__all__ = ["Ring", "RingError", "Overflow", "ring_bytes", "RING_HEADER_SIZE", "wait_for_records"]
 
 Overflow = Literal["drop", "block"]
 
@@ -36,8 +38,11 @@ _W_WRITE = 16  # line 2: written by the producer only
 _W_DROPPED = 17
 _W_PRODUCER_HB = 18
 _W_BLOCKED = 19
+_W_BELL = 20  # the doorbell's futex word (low 32 bits): bumped before each wake-up
 _W_READ = 24  # line 3: written by the consumer only
 _W_CONSUMER_HB = 25
+_W_ASLEEP = 26  # 1 while the consumer is (about to be) blocked on the bell
+_BELL_OFFSET = _W_BELL * 8
 
 _OVERFLOW_CODE = {"drop": 0, "block": 1}
 _OVERFLOW_NAME = {v: k for k, v in _OVERFLOW_CODE.items()}
@@ -74,6 +79,7 @@ class Ring(SegmentView):
         "_overflow",
         "_out",
         "_out_bytes",
+        "_bell",
         "name",
     )
 
@@ -102,6 +108,9 @@ class Ring(SegmentView):
         self._overflow = _OVERFLOW_NAME[overflow]
         self._out: np.ndarray | None = None  # the last `out` given to consume, and its bytes
         self._out_bytes: memoryview | None = None
+        word = ctypes.c_char.from_buffer(buf, _BELL_OFFSET)  # an export of `buf`: dropped at once
+        self._bell = ctypes.addressof(word)
+        del word
         self.name = seg.name
 
     # ------------------------------------------------------------------ lifecycle
@@ -199,7 +208,12 @@ class Ring(SegmentView):
             b = a + first * RECORD_SIZE
             data[slot * RECORD_SIZE :] = src[a:b]
             data[: (k - first) * RECORD_SIZE] = src[b : a + k * RECORD_SIZE]
-        self._h[_W_WRITE] = write + k  # the publish: one aligned 8-byte store, last
+        h = self._h
+        h[_W_WRITE] = write + k  # the publish: one aligned 8-byte store, last
+        fence()  # the store above is visible before the flag below is read (docs/rings.md, "Doorbell")
+        if h[_W_ASLEEP]:
+            h[_W_BELL] = (h[_W_BELL] + 1) & 0xFFFFFFFF
+            futex_wake(self._bell)
         return k
 
     def _publish_blocking(
@@ -293,6 +307,11 @@ class Ring(SegmentView):
         self._out = out
         self._out_bytes = out.view(np.uint8).data
 
+    def consumer_attached(self) -> None:
+        """A new consumer lowers the asleep flag a killed one may have left up (until then the
+        producer pays a wake-up call per publish)."""
+        self._h[_W_ASLEEP] = 0
+
     def consumer_heartbeat(self) -> None:
         """Consumer liveness: store the current time (ns) in the header."""
         self._h[_W_CONSUMER_HB] = time.time_ns()
@@ -333,6 +352,11 @@ class Ring(SegmentView):
         return max(0, self._h[_W_WRITE] - read)
 
     @property
+    def consumer_asleep(self) -> bool:
+        """Whether the consumer has declared itself asleep on the doorbell."""
+        return bool(self._h[_W_ASLEEP])
+
+    @property
     def producer_heartbeat_ns(self) -> int:
         return self._h[_W_PRODUCER_HB]
 
@@ -366,3 +390,27 @@ class Ring(SegmentView):
             "consumer_heartbeat_ns": h[_W_CONSUMER_HB],
             "creator_pid": self.creator_pid,
         }
+
+
+def wait_for_records(rings: Sequence[Ring], timeout: float) -> None:
+    """Consumer of `rings`: block until a producer publishes into one of them, `timeout`
+    seconds pass or a signal arrives; return at once when records already wait.
+
+    For each ring: read the bell, raise the asleep flag, fence, look at the write position, and
+    only then block on the bells with the values read (docs/rings.md, "Doorbell"): a producer
+    either sees the flag and rings, or published before the look, which then sees its records.
+    """
+    words = []
+    for ring in rings:
+        h = ring._h
+        words.append((ring._bell, h[_W_BELL]))
+        h[_W_ASLEEP] = 1
+    try:
+        fence()
+        for ring in rings:
+            if ring._h[_W_WRITE] != ring._h[_W_READ]:
+                return
+        futex_wait_any(words, timeout)
+    finally:
+        for ring in rings:
+            ring._h[_W_ASLEEP] = 0

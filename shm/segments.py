@@ -99,7 +99,7 @@ _MAGIC = {
 _KIND_OF_MAGIC = {v: k for k, v in _MAGIC.items()}
 
 LAYOUT_VERSION = {
-    SegmentKind.RING: 1,
+    SegmentKind.RING: 2,
     SegmentKind.REGISTRY: 1,
     SegmentKind.STATS: 3,
 }

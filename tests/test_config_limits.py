@@ -61,3 +61,9 @@ def test_public_port_must_be_fixed_and_valid(endpoint):
 def test_partitions_are_bounded():
     with pytest.raises(ConfigError, match=r"`partitions.count` must be int <= 256; was 100000"):
         parse_config(FEED.format(symbols="[A]") + "partitions: {count: 100000}\n")
+
+
+def test_feeds_are_bounded_by_what_a_worker_can_sleep_on():
+    feeds = "".join(f"  - {{name: f{i}, vendor: sim, symbols: [A]}}\n" for i in range(129))
+    with pytest.raises(ConfigError, match=r"`feeds` must be .*length <= 128"):
+        parse_config("feeds:\n" + feeds)

@@ -94,7 +94,7 @@ def _poke(name: str, offset: int, data: bytes) -> None:
     ("offset", "data", "message"),
     [
         (0, b"NOTOURS\x00", r"has magic `b'NOTOURS\\x00'`, not a streamctl segment"),
-        (8, struct.pack("<I", 99), r"has layout version 99, this streamctl reads 1"),
+        (8, struct.pack("<I", 99), r"has layout version 99, this streamctl reads 2"),
     ],
 )
 def test_attach_refuses_magic_or_version_mismatch(plant, offset, data, message):

@@ -32,6 +32,10 @@ class Options(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     jump_bps: Annotated[float, Meta(ge=0)] = 800.0
     batch: Annotated[int, Meta(ge=1, le=1 << 20)] = 4096
     """Most events handed to the ring at once."""
+    slice_ms: Annotated[float, Meta(ge=0, le=1000)] = 1.0
+    """``clock: wall``: events due are handed over together at most once per slice, as a live
+    gateway delivers what arrived meanwhile; 0 hands each event over the moment it is due (one
+    wake-up per event, which at 100 k events/s is the feed's whole CPU)."""
     clock: Literal["wall", "simulated"] = "wall"
     """``wall``: events are stamped with the current time as they are paced out. ``simulated``:
     event time advances by 1/rate per event (from ``start_ns``) and nothing waits."""

@@ -35,6 +35,7 @@ class Session:
         self._ids: list[int] = []
         self._emitted = 0
         self._t0 = 0.0
+        self._next_slice = 0.0
         self._last_ns = 0
 
     # ---- FeedSession face
@@ -42,6 +43,7 @@ class Session:
         self._ids = [self._ctx.instrument_id(s) for s in self._symbols]
         self._gen = SimGenerator(self._opt, self._symbols, self._ids)
         self._t0 = time.monotonic()
+        self._next_slice = 0.0
         self._last_ns = time.time_ns()
         self._emitted = 0
 
@@ -53,15 +55,9 @@ class Session:
         if opt.rate == "max":
             n = opt.batch
         else:
-            total_rate = opt.rate * len(self._symbols)
-            due = int((time.monotonic() - self._t0) * total_rate) - self._emitted
-            if due < 1:
-                wait = (self._emitted + 1) / total_rate - (time.monotonic() - self._t0)
-                time.sleep(min(max(wait, 0.0), timeout))
-                due = int((time.monotonic() - self._t0) * total_rate) - self._emitted
-                if due < 1:
-                    return None
-            n = min(due, opt.batch)
+            n = self._due(opt.rate * len(self._symbols), timeout)
+            if n < 1:
+                return None
         batch = self._gen.take(n)
         now = time.time_ns()
         # Spread event times over the interval since the last batch, so bars see a steady flow.
@@ -81,6 +77,18 @@ class Session:
         return list(self._ids)
 
     # ---- internals
+    def _due(self, total_rate: float, timeout: float) -> int:
+        """Events to hand over now: none before the current slice ends, then all those due."""
+        elapsed = time.monotonic() - self._t0
+        ready_at = max((self._emitted + 1) / total_rate, self._next_slice)
+        if elapsed < ready_at:
+            time.sleep(min(ready_at - elapsed, timeout))
+            elapsed = time.monotonic() - self._t0
+            if elapsed < ready_at:
+                return 0
+        self._next_slice = elapsed + self._opt.slice_ms * 1e-3
+        return min(int(elapsed * total_rate) - self._emitted, self._opt.batch)
+
     def _simulated(self) -> np.ndarray:
         opt = self._opt
         n = opt.batch
