@@ -15,7 +15,7 @@ from streamctl.ingest.vendors.ibkr.venue.server import IbkrVenue
 
 __all__ = ["command"]
 
-_FAILURES = ["disconnect", "silence", "competing", "outage-1101", "outage-1102"]
+_FAILURES = ["disconnect", "silence", "competing", "outage-1101", "outage-1102", "malformed", "oversized"]
 
 
 @click.command("ibkr")

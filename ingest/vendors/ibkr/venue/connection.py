@@ -39,7 +39,9 @@ _NOT_SUBSCRIBED_TEXT = {
     api.Code.NOT_SUBSCRIBED: "Requested market data is not subscribed.",
 }
 
-FailureKind = Literal["disconnect", "silence", "competing", "outage-1101", "outage-1102"]
+FailureKind = Literal["disconnect", "silence", "competing", "outage-1101", "outage-1102", "malformed", "oversized"]
+"""``malformed``: three bad messages (a bad time, a bad price, an unknown message id), then on as before;
+``oversized``: a frame header announcing more than `api.MAX_FRAME` bytes."""
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,16 @@ class VenueConnection:
         self._flush()
         if failure.kind == "disconnect":
             raise _Closed("injected disconnect")
-        if failure.kind == "silence":
+        if failure.kind == "malformed":
+            req_id = next(iter(self._streams), 0)
+            self._send(api.In.TICK_BY_TICK, req_id, 2, "not-a-time", "1", "1", 0, "", "")
+            self._send(api.In.TICK_BY_TICK, req_id, 2, int(time.time()), "1.2.3", "1", 0, "", "")
+            self._send(777, 1, "no such message")
+        elif failure.kind == "oversized":
+            self._out += (api.MAX_FRAME + 1).to_bytes(4, "big") + b"\0" * 64
+            self._flush()
+            self._silent = True
+        elif failure.kind == "silence":
             self._silent = True
         elif failure.kind == "competing":
             for req_id in list(self._streams):
