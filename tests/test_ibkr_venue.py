@@ -63,8 +63,9 @@ def test_ib_async_receives_exactly_the_files_ticks_and_book(ibkr_venues):
         ib.reqTickByTickData(contracts["ESU4"], "AllLast", 0, False)
         ib.reqTickByTickData(contracts["ESU4"], "BidAsk", 0, False)
         depth = ib.reqMktDepth(contracts["ESM4"], numRows=ROWS)
-        streams_done = lambda: all(s.done for c in venue.connections for s in c._streams.values())  # noqa: E731
-        wait_until(lambda: len(seen) >= len(trades) + len(quotes) and streams_done(), 60,
+        (connection,) = venue.connections
+        wait_until(lambda: len(seen) >= len(trades) + len(quotes) and connection.subscriptions == 3
+                   and connection.caught_up(), 60,
                    "every tick and depth row", step=lambda: ib.sleep(0.05))
         got_trades = [(t.price, t.size) for t in seen if isinstance(t, TickByTickAllLast)]
         got_quotes = [(t.bidPrice, t.askPrice, t.bidSize, t.askSize) for t in seen if isinstance(t, TickByTickBidAsk)]
@@ -85,8 +86,8 @@ def test_our_session_receives_what_ib_async_receives(ibkr_venues):
     session = Session(options(venue.port, depth_rows=ROWS), feed("ESU4", "ESM4"), ctx)
     session.open()
     try:
-        records = poll_until(session, lambda r: len(of_kind(r, Kind.TRADE)) >= 120 and len(of_kind(r, Kind.QUOTE)) >= 2288
-                             and all(s.done for c in venue.connections for s in c._streams.values()))
+        (connection,) = wait_until(lambda: venue.connections, 10, "the session's connection")
+        records = poll_until(session, lambda r: connection.subscriptions == 6 and connection.caught_up())
         records = np.concatenate([records, drain(session)])
     finally:
         session.close()

@@ -93,10 +93,21 @@ class VenueConnection:
         self._aborted = threading.Event()
         self._received: deque[float] = deque()
         self._out = bytearray()
+        self._held: deque[list[object]] = deque()
+        """Data messages taken from the streams and not yet sent (held through an outage)."""
         self._silent = False
         self._failed = False
         self._paused_until = 0.0
         self._restore: int | None = None
+
+    @property
+    def subscriptions(self) -> int:
+        """Market-data subscriptions open now."""
+        return len(self._streams)
+
+    def caught_up(self) -> bool:
+        """Whether every subscription has sent all its records (tests wait on this)."""
+        return not self._held and all(s.done for s in self._streams.values())
 
     def abort(self) -> None:
         self._aborted.set()
@@ -194,7 +205,8 @@ class VenueConnection:
             self._flush()
 
     def _busy(self) -> bool:
-        return not self._silent and any(not s.done for s in self._streams.values()) and self.serving.speed == "max"
+        return not self._silent and (bool(self._held) or any(not s.done for s in self._streams.values())
+                                     and self.serving.speed == "max")
 
     def _receive(self, wait: float) -> None:
         if self._aborted.is_set():
@@ -285,18 +297,25 @@ class VenueConnection:
                                        exchange=c.exchange)
 
     def _stream(self) -> None:
-        now = time.monotonic()
-        if now < self._paused_until:
+        """Send the streams' due messages, in turns, until a pause, silence or the end of what is due."""
+        if time.monotonic() < self._paused_until:
             return
         if self._restore is not None:
             self._end_outage()
+        if not self._held:
+            self._take_due()
+        while self._held and not self._silent and time.monotonic() >= self._paused_until:
+            self._data(self._held.popleft())
+
+    def _take_due(self) -> None:
+        """Move what each stream has due now into `_held` (a chunk per stream at full speed)."""
+        now = time.monotonic()
         tape = self.serving.tape
         speed = self.serving.speed
-        for stream in list(self._streams.values()):
+        for stream in self._streams.values():
             if stream.done:
                 if self.serving.loop and len(stream.positions):
-                    for fields in stream.restart(now):
-                        self._data(fields)
+                    self._held.extend(stream.restart(now))
                 continue
             if speed == "max":
                 upto = int(stream.positions[min(stream.cursor + _CHUNK, len(stream.positions)) - 1]) + 1
@@ -304,10 +323,7 @@ class VenueConnection:
                 base = tape.pace[stream.positions[0]]
                 due = base + (now - stream.start) * float(speed)
                 upto = int(tape.pace.searchsorted(due, side="right"))
-            for fields in stream.messages(tape.records, upto):
-                self._data(fields)
-                if self._silent or self._failed:
-                    return
+            self._held.extend(stream.messages(tape.records, upto))
 
     def _data(self, fields: list[object]) -> None:
         self._send(*fields)
@@ -335,6 +351,7 @@ class VenueConnection:
             for req_id in list(self._streams):
                 self._error(req_id, api.Code.COMPETING_SESSION, "No market data during competing live session")
             self._streams.clear()
+            self._held.clear()
         else:
             self._error(-1, api.Code.CONNECTIVITY_LOST, "Connectivity between IB and Trader Workstation has been lost.")
             self._paused_until = time.monotonic() + failure.outage
@@ -344,6 +361,7 @@ class VenueConnection:
         code, self._restore = self._restore, None
         if code == api.Code.RESTORED_DATA_LOST:
             self._streams.clear()
+            self._held.clear()
             self._error(-1, code, "Connectivity between IB and Trader Workstation has been restored - data lost.")
         else:
             self._error(-1, api.Code.RESTORED_DATA_KEPT,
