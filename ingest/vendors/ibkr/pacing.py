@@ -28,5 +28,7 @@ class Pacer:
         return max(0.0, self._next - self._clock())
 
     def sent(self) -> None:
-        """One message went out now."""
-        self._next = max(self._next, self._clock()) + self._gap
+        """One message went out now. A send late by less than one gap keeps the schedule (no drift
+        from coarse polling); a later one starts it again from now (no burst of saved-up sends)."""
+        now = self._clock()
+        self._next = (self._next if now - self._next < self._gap else now) + self._gap
