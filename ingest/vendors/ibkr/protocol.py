@@ -173,21 +173,20 @@ class FrameReader:
 
         Raises `FrameError` on a length over `MAX_FRAME`: the stream cannot be resynchronised.
         """
-        buf, pos, end = self._buf, 0, len(self._buf)
+        data = bytes(self._buf)  # one copy; each frame is then sliced from it once
+        pos, end = 0, len(data)
         out: list[list[bytes]] = []
         unpack = _LENGTH.unpack_from
         while end - pos >= 4:
-            (n,) = unpack(buf, pos)
+            (n,) = unpack(data, pos)
             if n > MAX_FRAME:
                 raise FrameError(f"frame announces {n} bytes, over the {MAX_FRAME} limit")
             if end - pos - 4 < n:
                 break
-            fields = bytes(buf[pos + 4 : pos + 4 + n]).split(b"\0")
-            if fields and fields[-1] == b"":
-                fields.pop()
-            out.append(fields)
+            body = data[pos + 4 : pos + 4 + n]
+            out.append((body[:-1] if body.endswith(b"\0") else body).split(b"\0") if n else [])
             pos += 4 + n
         if pos:
-            del buf[:pos]
+            del self._buf[:pos]
         self.frames += len(out)
         return out

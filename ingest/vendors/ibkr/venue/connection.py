@@ -89,6 +89,7 @@ class VenueConnection:
         self.requests: list[list[str]] = []
         """Every request the client sent after startApi (fields as text), for tests."""
         self._frames = api.FrameReader()
+        self._early: deque[list[bytes]] = deque()
         self._streams: dict[int, Stream] = {}
         self._aborted = threading.Event()
         self._received: deque[float] = deque()
@@ -183,19 +184,21 @@ class VenueConnection:
         return data
 
     def _next(self) -> list[bytes]:
+        """The next message of the handshake; what came with it waits in `_early` for `_serve`."""
         deadline = time.monotonic() + 30.0
-        while True:
-            messages = self._frames.messages()
-            if messages:
-                for extra in messages[1:]:
-                    self._handle(extra)
-                return messages[0]
+        while not self._early:
+            self._early.extend(self._frames.messages())
+            if self._early:
+                break
             if time.monotonic() > deadline:
                 raise _Closed("client sent nothing")
             self._receive(TICK)
+        return self._early.popleft()
 
     # ---- serving
     def _serve(self) -> None:
+        while self._early:
+            self._handle(self._early.popleft())
         while True:
             self._receive(0.0 if self._busy() else TICK)
             for fields in self._frames.messages():
