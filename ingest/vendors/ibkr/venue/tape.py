@@ -1,8 +1,8 @@
-"""What the local venue serves: recorded files read as the replay reads them, and their contracts.
+"""What the local venue serves: recorded files read with the replay's decoders, and their contracts.
 
-Any file `streamctl replay` reads (DBN, CSV, Parquet) is read through the replay vendor's own
-session, so the venue serves exactly the records the replay would produce, under the files'
-own symbols. Each symbol becomes a contract: one that reads as a futures contract (root, CME
+Any file `streamctl replay` reads (DBN, with MBO driving a level book; CSV; Parquet) is read
+whole through the same shared decoders (`streamctl.ingest.formats`), so the venue serves the
+records a replay produces, under the files' own symbols. Each symbol becomes a contract: one that reads as a futures contract (root, CME
 month code, year: ``ESU4``) is a ``FUT`` of that root expiring on the month's third Friday (the
 CME equity-index rule; the year digit is read in the decade of the file's first event), any
 other a ``STK`` on SMART. Contract ids are a CRC-32 of the symbol, the same in every run.
@@ -15,15 +15,12 @@ import datetime as dt
 import re
 import zlib
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
-import msgspec
 import numpy as np
 
-from streamctl.ingest.vendor_api import EndOfInput
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError, metadata_symbols, read_file
+from streamctl.ingest.formats.tabular import TabularError, detect_format, iter_tabular
 from streamctl.ingest.vendors.ibkr.contracts import Contract
-from streamctl.ingest.vendors.replay.options import Options as ReplayOptions
-from streamctl.ingest.vendors.replay.session import Session as ReplaySession
 from streamctl.shm.records import RECORD_DTYPE, Kind
 
 __all__ = ["Tape", "load_tape", "contract_for"]
@@ -60,29 +57,32 @@ class Tape:
         return out
 
 
-class _Recorder:
-    """The FeedContext the replay session reads into: dense ids, problems kept for the summary."""
-
-    feed_name = "venue"
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-        self.problems: list[str] = []
-
-    def instrument_id(self, symbol: str) -> int:
-        return self.ids.setdefault(symbol, len(self.ids) + 1)
-
-    def count(self, cause: str, n: int = 1) -> None:
-        pass
-
-    def event(self, kind: str, message: str, *, code: int | None = None) -> None:
-        self.problems.append(f"{kind}: {message}")
-
-    def progress(self, done: float, total: float) -> None:
-        pass
-
-    def heartbeat(self) -> None:
-        pass
+def _read(path: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Records of one file (vendor ids) and the symbol of each id. ValueError if unreadable."""
+    fmt = detect_format(path)
+    if fmt == "dbn":
+        decoder = DbnDecoder(ts_recv="record")
+        try:
+            decoder.write(read_file(path))
+            batch = decoder.finish()
+        except DbnError as exc:
+            raise ValueError(f"`{path}`: {exc}") from None
+        names = metadata_symbols(decoder.metadata) if decoder.metadata is not None else {}
+        names.update(batch.mappings)
+        return batch.records, names
+    if fmt is None:
+        raise ValueError(f"`{path}` has an unknown extension (use .dbn, .dbn.zst, .csv or .parquet)")
+    chunks: list[np.ndarray] = []
+    symbols: dict[str, int] = {}
+    try:
+        for chunk in iter_tabular(path, format=fmt):
+            ids = np.array([symbols.setdefault(s, len(symbols) + 1) for s in chunk.symbols] or [0], np.uint32)
+            chunk.records["instrument_id"] = ids[chunk.records["instrument_id"]]
+            chunks.append(chunk.records)
+    except (TabularError, OSError) as exc:
+        raise ValueError(f"`{path}`: {exc}") from None
+    names = {i: s for s, i in symbols.items()}
+    return (np.concatenate(chunks) if chunks else np.zeros(0, RECORD_DTYPE)), names
 
 
 def contract_for(symbol: str, first_ns: int, *, futures_exchange: str = "CME") -> Contract:
@@ -106,34 +106,25 @@ def contract_for(symbol: str, first_ns: int, *, futures_exchange: str = "CME") -
 
 
 def load_tape(files: list[str], *, futures_exchange: str = "CME", max_gap: float = 5.0) -> Tape:
-    """Read `files` whole (as `streamctl replay` reads them). ValueError if they hold no record."""
-    options = msgspec.convert({"files": list(files), "speed": "max", "batch": 1 << 20}, ReplayOptions)
-    problem = options.check()
-    if problem is not None:
-        name, message, value = problem
-        raise ValueError(f"`{name}` {message}; was {value}")
-    ctx = _Recorder()
-    session = ReplaySession(options, SimpleNamespace(symbols=None), ctx)
-    chunks = []
-    session.open()
-    try:
-        while True:
-            batch = session.poll(1.0)
-            if batch is not None:
-                chunks.append(batch.copy())
-    except EndOfInput:
-        pass
-    finally:
-        session.close()
-    records = np.concatenate(chunks) if chunks else np.zeros(0, RECORD_DTYPE)
+    """Read `files` whole (with the decoders `streamctl replay` uses). ValueError if one cannot be
+    read or they hold no record."""
+    ids: dict[str, int] = {}
+    parts = []
+    for path in files:
+        records, vendor_names = _read(path)
+        vendor, at = np.unique(records["instrument_id"], return_inverse=True)
+        ours = [ids.setdefault(vendor_names.get(v, str(v)), len(ids) + 1) for v in vendor.tolist()]
+        records["instrument_id"] = np.array(ours, np.uint32)[at] if len(records) else 0
+        parts.append(records)
+    records = np.concatenate(parts) if parts else np.zeros(0, RECORD_DTYPE)
     if not len(records):
-        raise ValueError(f"no records in {', '.join(files)}" + (f" ({ctx.problems[0]})" if ctx.problems else ""))
-    names = {iid: symbol for symbol, iid in ctx.ids.items()}
+        raise ValueError(f"no records in {', '.join(files)}")
+    names = {iid: symbol for symbol, iid in ids.items()}
     tape = Tape(records=records, contracts={})
-    ids = records["instrument_id"]
+    iids = records["instrument_id"]
     kinds = records["kind"]
-    for iid in np.unique(ids).tolist():
-        mine = ids == iid
+    for iid in np.unique(iids).tolist():
+        mine = iids == iid
         first = int(records["ts_event"][np.flatnonzero(mine)[0]])
         tape.contracts[iid] = contract_for(names[iid], first, futures_exchange=futures_exchange)
         tape.index[(iid, "trades")] = np.flatnonzero(mine & (kinds == Kind.TRADE))
