@@ -254,3 +254,27 @@ def test_reconnect_policy_resubscribes_after_data_was_lost(ibkr_venues):
     assert len(venue.connections) == 2 and any(r[0] == "97" for r in venue.connections[1].requests)
     assert len(of_kind(records, Kind.RESET)) == 1  # the book of ESU4 is cleared once
     assert len(_trades(records, ctx, "ESU4")) == 40 + ESU4_COUNT  # the second session plays the file again
+
+
+def test_a_csv_of_stocks_is_served_and_streamed_under_its_symbols(ibkr_venues, tmp_path):
+    path = tmp_path / "ticks.csv"
+    path.write_text("ts_event,symbol,price,size,bid,ask,bid_size,ask_size\n"
+                    "2024-07-01T14:30:00.100Z,AAPL,216.75,100,,,,\n"
+                    "2024-07-01T14:30:00.200Z,AAPL,,,216.74,216.76,300,200\n"
+                    "2024-07-01T14:30:01.900Z,MSFT,456.5,3,,,,\n"
+                    "2024-07-01T14:30:02.000Z,AAPL,216.8,25,,,,\n")
+    venue = ibkr_venues.start([path])
+    assert {(c.local_symbol, c.sec_type, c.exchange) for c in venue.tape.contracts.values()} == {
+        ("AAPL", "STK", "SMART"), ("MSFT", "STK", "SMART")}
+    session, ctx = _open(venue, "AAPL", sec_type="STK", exchange="SMART")
+    try:
+        records = poll_until(session, lambda r: len(_trades(r, ctx, "AAPL")) >= 2 and len(of_kind(r, Kind.QUOTE)) >= 1)
+    finally:
+        session.close()
+    second = 1_719_844_200 * 1_000_000_000  # 2024-07-01T14:30:00Z
+    trades = _trades(records, ctx, "AAPL")
+    assert trades[["ts_event", "price", "size"]].tolist() == [(second, 216_750_000_000, 100.0),
+                                                              (second + 2 * 10**9, 216_800_000_000, 25.0)]
+    (quote,) = of_kind(records, Kind.QUOTE)
+    assert (quote["price"], quote["price2"], quote["size"], quote["size2"]) == (216_740_000_000, 216_760_000_000, 300, 200)
+    assert set(ctx.ids) == {"AAPL"}
