@@ -4,7 +4,7 @@ The local venue serves the ESU4 MBP-1 sample (120 trades, 2,288 quotes) as tick-
 ``AllLast`` and ``BidAsk`` messages. A raw client captures that byte stream once; then both
 decoders take the same bytes in the same 64 KiB reads:
 
-- ours: `FrameReader` + `MarketData` (the `ibkr` session's parsing) into 64-byte records;
+- ours: `MarketData.decode` (the `ibkr` session's parsing: the compiled frame scan) into 64-byte records;
 - ``ib_async``: its client's own receive path (``Client._onSocketHasData``: framing, decoder,
   wrapper updating the Ticker), the official-grade client's work per message.
 
@@ -65,20 +65,21 @@ def _capture() -> bytes:
 
 def _decode_ours(stream: bytes, repeat: int) -> tuple[int, float]:
     from streamctl.ingest.vendors.ibkr.parsing import MarketData, Subscription
-    from streamctl.ingest.vendors.ibkr.protocol import FrameReader
 
     md = MarketData()
     md.subs[2] = Subscription(1, "trades")
     md.subs[3] = Subscription(1, "quotes")
-    reader = FrameReader()
+    others: list[list[bytes]] = []
+    pending = bytearray()
     n = 0
     start = time.perf_counter()
     for _ in range(repeat):
-        for at in range(0, len(stream), _READ):
-            reader.feed(stream[at:at + _READ])
-            for f in reader.messages():
-                md.tick_by_tick(f)
+        for at in range(0, len(stream), _READ):  # as `Session.poll`: append the read, decode whole frames
+            pending += stream[at:at + _READ]
+            scanned = md.decode(pending, others.append)
+            del pending[:scanned.consumed]
             n += len(md.take(time.time_ns()))
+    assert not others
     return n, time.perf_counter() - start
 
 
@@ -160,10 +161,13 @@ def _live_ib_async(port: int, seconds: float) -> tuple[int, float]:
 
 def run(quick: bool = False, seconds: float = 3.0) -> list[dict]:
     seconds = 1.0 if quick else seconds
+    from streamctl.ingest.vendors.ibkr.kernels import warm_up
+
+    warm_up()  # numba compiles on first use only (the plant's forkserver does this before feeds start)
     stream = _capture()
     repeat = 10 if quick else 50
     rows = []
-    for name, decode in (("streamctl FrameReader + MarketData", _decode_ours),
+    for name, decode in (("streamctl MarketData.decode", _decode_ours),
                          ("ib_async Client._onSocketHasData", _decode_ib_async)):
         n, elapsed = decode(stream, repeat)
         rows.append({"benchmark": f"ibkr decode: {name}", "value": n / elapsed, "unit": "ticks/s",

@@ -148,3 +148,58 @@ def test_options_are_checked_with_the_field_named():
         msgspec.convert({"max_messages_per_s": 60}, Options)
     with pytest.raises(msgspec.ValidationError, match=r"\$.expiry"):
         msgspec.convert({"expiry": "2024-12"}, Options)
+
+
+def test_the_compiled_scan_decodes_as_the_python_path_and_keeps_arrival_order():
+    messages = [
+        (99, 1, 2, 1719878400, "5528.75", "2", 0, "CME", ""),
+        (12, 1, 3, 0, 0, 1, "5528.5", "12"),
+        (99, 2, 3, 1719878401, "5528.5", "5529", "12", "0.5", 3),
+        (99, 1, 1, 1719878402, "-0.000000001", "1000000", 2, "", ""),
+        (99, 1, 2, 1719878402, "1e3", "1", 0, "", ""),  # an exponent: left to Python's float()
+        (99, 1, 2, 1719878402, "1234567.1234567891", "1", 0, "", ""),  # 17 digits: Python's float() too
+        (99, 2, 4, 1719878403, "5528.6"),  # MidPoint: ignored
+        (99, 9, 2, 1719878404, "1", "1", 0, "", ""),  # not our request
+        (12, 1, 3, 0, 1, 1, "5528.25", "3"),
+    ]
+    stream = b"".join(api.encode(*m) for m in messages)
+
+    def subscribed() -> MarketData:
+        md = MarketData()
+        md.subs[1] = Subscription(41, "trades")
+        md.subs[2] = Subscription(41, "quotes")
+        md.subs[3] = Subscription(41, "depth")
+        return md
+
+    reference = subscribed()
+    for fields in (_fields(*m) for m in messages):
+        (reference.depth(fields, 5) if fields[0] == b"12" else reference.tick_by_tick(fields))
+    compiled, others = subscribed(), []
+
+    def other(fields: list[bytes]) -> None:
+        others.append(fields[0])
+        compiled.depth(fields, 5) if fields[0] == b"12" else compiled.tick_by_tick(fields)
+
+    first = compiled.decode(stream[:-7], other)  # the last frame is incomplete: it waits for the next read
+    assert first.consumed == len(stream) - len(api.encode(*messages[-1])) and not first.oversized
+    rest = compiled.decode(stream[first.consumed:], other)
+    assert rest.consumed == len(stream) - first.consumed
+    ours, theirs = compiled.take(7), reference.take(7)
+    assert ours.tobytes() == theirs.tobytes()
+    assert ours["kind"].tolist() == [Kind.TRADE, Kind.BOOK, Kind.QUOTE, Kind.TRADE, Kind.TRADE, Kind.TRADE, Kind.BOOK,
+                                     Kind.BOOK]
+    assert ours["price"][3] == -1 and ours["price"][4] == 1000 * 10**9 and ours["price"][5] == 1234567_123456789
+    assert others == [b"12", b"99", b"99", b"99", b"12"]  # depth, the two fallbacks, MidPoint, depth
+    assert compiled.unknown_request == reference.unknown_request == 1
+
+
+def test_the_compiled_scan_hands_a_malformed_tick_to_python_and_stops_at_an_oversized_frame():
+    md = MarketData()
+    md.subs[1] = Subscription(41, "trades")
+    bad = api.encode(99, 1, 2, "soon", "1", "1", 0, "", "")
+    seen: list[list[bytes]] = []
+    scanned = md.decode(bad + (api.MAX_FRAME + 1).to_bytes(4, "big") + b"x" * 8, seen.append)
+    assert scanned.oversized and scanned.consumed == len(bad) and scanned.others == 1
+    assert seen == [[b"99", b"1", b"2", b"soon", b"1", b"1", b"0", b"", b""]]
+    with pytest.raises(ValueError):
+        md.tick_by_tick(seen[0])

@@ -14,4 +14,5 @@ SPEC = VendorSpec(
     needs_symbols=True,
     live=True,
     docs="docs/ibkr.md",
+    warm_up="streamctl.ingest.vendors.ibkr.kernels:warm_up",
 )

@@ -21,12 +21,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamctl.ingest.vendors.ibkr import kernels
+from streamctl.ingest.vendors.ibkr.protocol import MAX_FRAME
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Flag, Kind, Side, float_to_price
 
-__all__ = ["MarketData", "DepthRows", "Subscription"]
+__all__ = ["MarketData", "DepthRows", "Subscription", "Scanned"]
+
+_SCAN_FRAMES = 1 << 16
+"""Frames one kernel call handles at most (its output columns are this long)."""
 
 _SECOND = 1_000_000_000
-_STAGE = np.dtype([("ts", "<i8"), ("px", "<f8"), ("px2", "<f8"), ("sz", "<f8"), ("sz2", "<f8"),
+_STAGE = np.dtype([("order", "<i8"), ("ts", "<i8"), ("px", "<f8"), ("px2", "<f8"), ("sz", "<f8"), ("sz2", "<f8"),
                    ("iid", "<u4"), ("kind", "u1"), ("side", "u1"), ("flags", "u1")])
 _LAST = int(Flag.LAST)
 _TRADE, _QUOTE, _BOOK = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK)
@@ -77,18 +82,81 @@ class Subscription:
     rows: DepthRows = field(default_factory=DepthRows)
 
 
+@dataclass
+class Scanned:
+    """What `MarketData.decode` made of a buffer."""
+
+    consumed: int
+    """Bytes of whole frames (the rest is an incomplete frame, kept for the next read)."""
+    others: int
+    """Frames handed to the Python path."""
+    oversized: bool
+    """A frame announced more than `MAX_FRAME` bytes: the stream cannot be framed further."""
+
+
 class MarketData:
     """Decodes market-data messages of the subscribed request ids into staged rows; `take` makes records.
 
-    The decode methods raise ValueError/IndexError on a malformed message (nothing is staged
-    for it); a message for an unknown request id (cancelled, or not ours) is counted in
-    `unknown_request`.
+    `decode` frames a whole buffer with the compiled `kernels.scan` (tick-by-tick decoded there)
+    and hands every other frame, in order, to a callback; `tick_by_tick` and `depth` are the
+    Python path of one message each and raise ValueError/IndexError on a malformed one (nothing
+    is staged for it). A message for an unknown request id (cancelled, or not ours) is counted
+    in `unknown_request`. Records come out of `take` in the order their messages arrived.
     """
 
     def __init__(self) -> None:
         self.subs: dict[int, Subscription] = {}
         self._rows: list[tuple] = []
+        self._scanned: list[np.ndarray] = []
+        self._order = 0
+        """Arrival number of the message being decoded (orders the records of both paths)."""
+        self._order_base = 0
+        """Arrival number of the first frame of the current kernel call."""
+        self._cols = kernels.columns(_SCAN_FRAMES)
         self.unknown_request = 0
+
+    def decode(self, data: bytes | bytearray, other) -> Scanned:
+        """Frame `data`; decode tick-by-tick messages; call ``other(fields)`` for every other frame."""
+        buf = np.frombuffer(data, np.uint8)
+        buf.flags.writeable = False  # one kernel signature for bytes and bytearray (the one warm_up compiles)
+        consumed, others = 0, 0
+        k, st, ln, rq, tt, ts, p1, p2, s1, s2 = self._cols
+        while True:
+            frames, used, oversized = kernels.scan(buf[consumed:], MAX_FRAME, k, st, ln, rq, tt, ts, p1, p2, s1, s2,
+                                                   kernels.POW10)
+            kind, start, length = self._cols[0][:frames], self._cols[1][:frames], self._cols[2][:frames]
+            ticks = np.flatnonzero(kind == kernels.TICK)
+            if len(ticks):
+                self._stage_ticks(ticks)
+            for i in np.flatnonzero(kind == kernels.OTHER).tolist():
+                self._order = self._order_base + i
+                a = consumed + int(start[i])
+                body = bytes(data[a : a + int(length[i])])
+                other((body[:-1] if body.endswith(b"\0") else body).split(b"\0") if body else [])
+                others += 1
+            self._order_base += frames
+            consumed += used
+            if oversized or frames < _SCAN_FRAMES:
+                return Scanned(consumed, others, oversized)
+
+    def _stage_ticks(self, ticks: np.ndarray) -> None:
+        _, _, _, req, tick_type, ts, p1, p2, s1, s2 = self._cols
+        keys = np.array(sorted(self.subs), np.int64)
+        iids = np.array([self.subs[k].instrument_id for k in keys.tolist()], np.uint32)
+        r = req[ticks]
+        at = np.searchsorted(keys, r) if len(keys) else np.zeros(len(r), np.int64)
+        known = (at < len(keys)) & (keys[np.minimum(at, max(len(keys) - 1, 0))] == r) if len(keys) else at < 0
+        self.unknown_request += int(len(r) - np.count_nonzero(known))
+        ticks, at = ticks[known], at[known]
+        st = np.zeros(len(ticks), _STAGE)
+        st["order"] = self._order_base + ticks
+        st["ts"] = ts[ticks] * _SECOND
+        st["px"], st["px2"], st["sz"], st["sz2"] = p1[ticks], p2[ticks], s1[ticks], s2[ticks]
+        st["iid"] = iids[at]
+        st["kind"] = np.where(tick_type[ticks] == 3, _QUOTE, _TRADE)
+        st["side"] = _NONE
+        st["flags"] = _LAST
+        self._scanned.append(st)
 
     def tick_by_tick(self, f: list[bytes]) -> None:
         sub = self.subs.get(int(f[1]))
@@ -100,11 +168,11 @@ class MarketData:
         if kind == b"1" or kind == b"2":
             price, size = float(f[4]), float(f[5])
             int(f[6])  # the attribute mask must be a number
-            self._rows.append((ts, price, 0.0, size, 0.0, sub.instrument_id, _TRADE, _NONE, _LAST))
+            self._rows.append((self._order, ts, price, 0.0, size, 0.0, sub.instrument_id, _TRADE, _NONE, _LAST))
         elif kind == b"3":
             bid, ask, bid_size, ask_size = float(f[4]), float(f[5]), float(f[6]), float(f[7])
             int(f[8])
-            self._rows.append((ts, bid, ask, bid_size, ask_size, sub.instrument_id, _QUOTE, _NONE, _LAST))
+            self._rows.append((self._order, ts, bid, ask, bid_size, ask_size, sub.instrument_id, _QUOTE, _NONE, _LAST))
         elif kind != b"4":
             raise ValueError(f"unknown tick-by-tick type {kind!r}")
 
@@ -119,15 +187,20 @@ class MarketData:
         side = _BID if f[at + 1] == b"1" else _ASK
         iid = sub.instrument_id
         for price, size in changes:
-            self._rows.append((now, price, 0.0, size, 0.0, iid, _BOOK, side, 0))
+            self._rows.append((self._order, now, price, 0.0, size, 0.0, iid, _BOOK, side, 0))
 
     def take(self, ts_recv: int) -> np.ndarray:
-        """The records staged since the last call, stamped `ts_recv`."""
+        """The records staged since the last call, in arrival order, stamped `ts_recv`."""
         rows, self._rows = self._rows, []
-        out = np.zeros(len(rows), RECORD_DTYPE)
-        if not rows:
-            return out
-        st = np.array(rows, dtype=_STAGE)
+        parts, self._scanned = self._scanned, []
+        if rows:
+            parts.append(np.array(rows, dtype=_STAGE))
+        if not parts:
+            return np.zeros(0, RECORD_DTYPE)
+        st = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) > 1:
+            st = st[np.argsort(st["order"], kind="stable")]
+        out = np.zeros(len(st), RECORD_DTYPE)
         out["ts_event"] = st["ts"]
         out["ts_recv"] = ts_recv
         out["price"] = float_to_price(st["px"])

@@ -163,6 +163,12 @@ class FrameReader:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def rest(self) -> bytes:
+        """The bytes of frames not yet complete, handed over (the reader is empty afterwards)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
     @property
     def pending(self) -> int:
         """Bytes held that do not yet form a whole frame."""

@@ -69,6 +69,9 @@ class Session:
             raise ValueError("`symbols` must list at least one symbol for an ibkr feed")
         self._sock: socket.socket | None = None
         self._frames = api.FrameReader()
+        """Frames of the handshake and API start; afterwards bytes go to `_stream`."""
+        self._stream = bytearray()
+        """Received bytes not yet decoded (an incomplete frame at most, between polls)."""
         self._md = MarketData()
         self._pacer = Pacer(options.max_messages_per_s)
         self._outbox: deque[bytes] = deque()
@@ -133,14 +136,12 @@ class Session:
             raise SessionError(f"gateway connection failed: {exc.strerror or exc}") from None
         if received:
             self._liveness.heard()
-            try:
-                messages = self._frames.messages()
-            except api.FrameError as exc:
+        if self._stream:
+            scanned = self._md.decode(self._stream, self._dispatch)
+            del self._stream[: scanned.consumed]
+            if scanned.oversized:
                 self._ctx.count(CounterName.MALFORMED)
-                self._defer(SessionError(f"gateway sent an unframeable stream: {exc}"))
-                messages = []
-            for fields in messages:
-                self._dispatch(fields)
+                self._defer(SessionError(f"gateway sent an unframeable stream: a frame over {api.MAX_FRAME} bytes"))
         if eof and self._deferred is None:
             self._defer(SessionError("gateway closed the connection"))
         elif not received and self._deferred is None:
@@ -197,6 +198,7 @@ class Session:
             self._dispatch(self._next_message(deadline))
             if self._deferred is not None:
                 raise self._deferred
+        self._stream += self._frames.rest()
 
     def _next_message(self, deadline: float) -> list[bytes]:
         """The next whole message during the start (blocking, heartbeating, up to `deadline`)."""
@@ -289,7 +291,7 @@ class Session:
                 break
             if not data:
                 return total, True
-            self._frames.feed(data)
+            self._stream += data
             total += len(data)
         return total, False
 
