@@ -278,3 +278,17 @@ def test_a_csv_of_stocks_is_served_and_streamed_under_its_symbols(ibkr_venues, t
     (quote,) = of_kind(records, Kind.QUOTE)
     assert (quote["price"], quote["price2"], quote["size"], quote["size2"]) == (216_740_000_000, 216_760_000_000, 300, 200)
     assert set(ctx.ids) == {"AAPL"}
+
+
+def test_a_session_compiles_nothing_after_the_warm_up(ibkr_venues):
+    from streamctl.ingest.vendors.ibkr import kernels
+
+    kernels.warm_up()
+    before = list(kernels.scan.signatures)
+    venue = ibkr_venues.start(_files())
+    session, ctx = _open(venue, "ESU4", quotes=False)
+    try:
+        poll_until(session, lambda r: len(_trades(r, ctx, "ESU4")) >= ESU4_COUNT)
+    finally:
+        session.close()
+    assert list(kernels.scan.signatures) == before
