@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from _common import free_port, wait_until
@@ -163,3 +164,14 @@ def test_a_venue_restart_reconnects_resubscribes_and_the_bars_carry_on(plant):
         sub.close()
         if venue is not None:
             _stop(venue)
+
+
+def test_the_shipped_config_validates_with_its_environment_and_names_what_is_missing(plant):
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "ibkr.yaml")
+    missing = plant.run("validate", config)
+    assert missing.returncode == 2 and "IB_HOST" in missing.stderr + missing.stdout
+    plant.env.update(IB_HOST="127.0.0.1", IB_PORT="4002", IB_CLIENT_ID="1")
+    assert plant.run("validate", config, check=True).stdout.startswith("ok: plant ibkr: feeds cme (ibkr)")
+    plant.env["IB_PORT"] = "70000"
+    bad = plant.run("validate", config)
+    assert bad.returncode == 2 and "feeds[0].options.port" in bad.stderr + bad.stdout

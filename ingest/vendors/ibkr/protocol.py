@@ -77,7 +77,6 @@ class In(enum.IntEnum):
 class Out(enum.IntEnum):
     """Message ids the client sends."""
 
-    REQ_MKT_DATA = 1
     REQ_OPEN_ORDERS = 5
     REQ_ACCOUNT_UPDATES = 6
     REQ_EXECUTIONS = 7
@@ -85,7 +84,6 @@ class Out(enum.IntEnum):
     REQ_MKT_DEPTH = 10
     CANCEL_MKT_DEPTH = 11
     REQ_CURRENT_TIME = 49
-    REQ_MARKET_DATA_TYPE = 59
     REQ_POSITIONS = 61
     START_API = 71
     REQ_ACCOUNT_UPDATES_MULTI = 76
@@ -104,11 +102,8 @@ class Code(enum.IntEnum):
     CONNECTIVITY_LOST = 1100
     RESTORED_DATA_LOST = 1101
     RESTORED_DATA_KEPT = 1102
-    FARM_BROKEN = 2103
     FARM_OK = 2104
-    HMDS_BROKEN = 2105
     HMDS_OK = 2106
-    SECDEF_BROKEN = 2157
     SECDEF_OK = 2158
     NEEDS_SUBSCRIPTION = 10089
     COMPETING_SESSION = 10197
@@ -153,12 +148,10 @@ def parse_version_range(text: bytes) -> tuple[int, int]:
 class FrameReader:
     """Cuts a byte stream into frames' field lists; keeps an incomplete frame for the next `feed`."""
 
-    __slots__ = ("_buf", "frames")
+    __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self.frames = 0
-        """Frames cut so far."""
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -194,5 +187,4 @@ class FrameReader:
             pos += 4 + n
         if pos:
             del self._buf[:pos]
-        self.frames += len(out)
         return out

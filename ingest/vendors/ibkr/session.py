@@ -93,8 +93,6 @@ class Session:
         """Feed symbol -> the contract subscribed for it."""
         self.refused: dict[str, str] = {}
         """Feed symbol (or ``symbol what``) -> why the gateway refused it."""
-        self.sent = 0
-        """Messages sent after the handshake."""
 
     # ---- FeedSession face
     def open(self) -> None:
@@ -230,7 +228,6 @@ class Session:
         while self._outbox and self._pacer.wait() == 0.0:
             out += self._outbox.popleft()
             self._pacer.sent()
-            self.sent += 1
         if out:
             try:
                 self._sock.sendall(out)

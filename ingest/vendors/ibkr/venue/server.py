@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import socket
 import threading
-from dataclasses import replace
 from typing import Literal
 
 from streamctl.ingest.vendors.ibkr import protocol as api
@@ -67,10 +66,6 @@ class IbkrVenue:
         self.connections: list[VenueConnection] = []
         """Every connection so far (the live ones and the ended ones), in order."""
 
-    def configure(self, **changes: object) -> None:
-        """Change how later connections are served (failure, not_subscribed, speed, loop...)."""
-        self.serving = replace(self.serving, **changes)  # type: ignore[arg-type]
-
     @property
     def tape(self) -> Tape:
         return self.serving.tape
@@ -112,11 +107,6 @@ class IbkrVenue:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def data_sent(self) -> int:
-        """Market-data messages sent on every connection so far."""
-        with self._lock:
-            return sum(c.data_sent for c in self.connections)
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
