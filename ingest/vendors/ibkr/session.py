@@ -122,6 +122,8 @@ class Session:
         if self._sock is None:
             raise SessionError("session is not open")
         self._send_due()
+        if self._deferred is not None:  # the gateway stopped taking our requests
+            raise self._deferred
         wait = self._liveness.wait(timeout)
         if self._outbox:
             wait = min(wait, self._pacer.wait())
