@@ -31,6 +31,7 @@ ORDER = [
     "plant",
     "databento_live",
     "cme",
+    "ibkr_live",
 ]
 
 

@@ -65,6 +65,18 @@ def venues():
 
 
 @pytest.fixture
+def ibkr_venues():
+    """Local IB gateways (`IbkrVenue`) started by the test, all stopped at teardown."""
+    from _ibkr import Venues
+
+    started = Venues()
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@pytest.fixture
 def plant(tmp_path):
     """Runs `streamctl` for the test in an isolated run directory; stops its plants at teardown."""
     from plant_helpers import PlantCli
