@@ -16,10 +16,10 @@ import numpy as np
 from streamctl.bus.curve import CurveClient
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.wire import Event, EventKind, topic
-from streamctl.ingest.partitioning import partition_of
 from streamctl.ingest.validation import Refusal, describe, refusals
 from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
+from streamctl.shm.partitioning import partition_of
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
 from streamctl.shm.registry import NO_INSTRUMENT, RegistryError, symbol_problem
 from streamctl.shm.stats import RECONNECT_ATTEMPT, CounterName, State
@@ -225,7 +225,8 @@ def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
 
     if not vendor.live:
         return factory()
-    from streamctl.ingest.reconnect import ReconnectingSession, ReconnectPolicy
+    from streamctl.bus.retry import ReconnectPolicy
+    from streamctl.ingest.reconnect import ReconnectingSession
 
     policy = getattr(options, "reconnect", None) or ReconnectPolicy()
     return ReconnectingSession(factory, policy, runtime, reset_records=runtime.reset_records,
