@@ -52,6 +52,7 @@ class Role(enum.StrEnum):
     HUB = "hub"
     WORKER = "worker"
     INGEST = "ingest"
+    SINK = "sink"
 
 
 _FIELDS = [
@@ -81,7 +82,9 @@ _FIELDS = [
     ("rss", "<u8"),  # 208 supervisor: resident memory, bytes
     ("cpu_pct", "<f8"),  # 216 supervisor: CPU percent
     ("reconnect_attempt", "<u8"),  # 224 live feeds: reconnect attempt in progress (0 = none); survives restarts
-    ("detail", "S152"),  # 232 free text (why FAILED ...), ends at 384
+    ("backlog", "<u8"),  # 232 sinks: rows received and not yet in the store
+    ("lag_ns", "<i8"),  # 240 sinks: wall clock minus the receive time of the newest row stored
+    ("detail", "S136"),  # 248 free text (why FAILED ...), ends at 384
 ]
 SLOT_DTYPE = np.dtype(_FIELDS)
 """One slot: 384 bytes (6 cache lines), numeric fields 8 bytes and 8-byte aligned."""

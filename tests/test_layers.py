@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"shm", "bus", "ingest"},
     "process": {"shm", "bus", "process"},
     "client": {"bus", "client"},
-    "sinks": {"shm", "bus", "client", "sinks"},
+    "sinks": {"bus", "client", "sinks"},
     "cli": {"shm", "bus", "ingest", "process", "client", "sinks", "cli", "configs"},
 }
 """For each layer (a top-level folder), the layers its modules may import."""
