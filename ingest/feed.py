@@ -15,11 +15,11 @@ import numpy as np
 
 from streamctl.bus.curve import CurveClient
 from streamctl.bus.lifecycle import ChildSlot, setup_child
+from streamctl.bus.partitioning import partition_of
 from streamctl.bus.wire import Event, EventKind, topic
 from streamctl.ingest.validation import Refusal, describe, refusals
 from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
-from streamctl.shm.partitioning import partition_of
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
 from streamctl.shm.registry import NO_INSTRUMENT, RegistryError, symbol_problem
 from streamctl.shm.stats import RECONNECT_ATTEMPT, CounterName, State

@@ -152,6 +152,11 @@ class Sink:
             self._connect()
             if not self.connected:
                 return False
+        try:
+            self.store.tick()
+        except StoreDown as exc:
+            self._store_failed(exc, connecting=False)
+            return False
         if not self.pending:
             return False
         if force or self.pending >= self.config.batch_rows or now - (self._oldest or now) >= self.config.batch_seconds:
@@ -159,7 +164,8 @@ class Sink:
         return self.connected and self.pending >= self.config.batch_rows
 
     def next_due(self) -> float:
-        """Seconds until `step` has something to do (a retry or a batch's age), at most 1."""
+        """Seconds until `step` has something to do (a retry or a batch's age), at most 1
+        (the store's `tick`)."""
         now = self._clock()
         if not self.connected:
             return min(max(self._retry_at - now, 0.0), 1.0)

@@ -55,6 +55,30 @@ def venues():
         started.stop_all()
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session's sink tests (each test uses its own schema)."""
+    from _servers import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One redis-server for the session's sink tests (each test uses its own key prefix)."""
+    from _servers import RedisServer
+
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def plant(tmp_path):
     """Runs `streamctl` for the test in an isolated run directory; stops its plants at teardown."""

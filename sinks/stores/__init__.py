@@ -37,6 +37,10 @@ class Store(Protocol):
         return how many were new. Raises `StoreDown` when the store went away mid-write, in
         which case nothing of this call counts as written (the sink writes it all again)."""
 
+    def tick(self) -> None:
+        """Called at least once a second: a store that buffers (Parquet's open files) writes
+        out what is due; others have nothing to do."""
+
     def held(self) -> Held:
         """The latest row the store holds per (topic, src): where the plant's history
         (`streamctl.sinks.recovery`) should resume."""

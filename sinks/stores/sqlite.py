@@ -55,6 +55,9 @@ class SqliteStore:
                 db.execute("ROLLBACK")
             raise StoreDown(f"{self.path}: {exc}") from None
 
+    def tick(self) -> None:
+        """Nothing waits: every write is committed."""
+
     def held(self) -> Held:
         assert self._db is not None, "open() first"
         return [held_topic(t, found) for t in TABLES for found in self._db.execute(held_query(t))]
