@@ -110,9 +110,6 @@ class KafkaSink(_Sink, tag="kafka", frozen=True):
     partitions: _POS | None = None
     """Kafka partitions per topic; by default the plant's `partitions.count`, so a symbol's
     Kafka partition is its plant partition."""
-    resume_scan: _POS = 1_000_000
-    """At start, how many of each owned partition's last messages are read to learn what the
-    log already holds (messages older than that are not deduplicated against)."""
 
 
 SinkConfig = ParquetSink | SqliteSink | PostgresSink | RedisSink | KafkaSink

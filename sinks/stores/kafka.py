@@ -7,8 +7,8 @@ some partitions fill one log without overlap). Values are MessagePack maps of th
 headers carry ``seq`` and ``src``. The producer is idempotent (``enable.idempotence``): its
 own retries never duplicate or reorder.
 
-Exactly once across sink restarts: at open the store reads back the last `resume_scan`
-messages of every partition and remembers their natural keys; a row whose key is there is
+Exactly once across sink restarts: at open the store reads back every partition of its
+topics (bounded by the topics' retention) and remembers their natural keys; a row whose key is there is
 not produced again. A batch counts as written once every message of it is acknowledged by
 the broker (``acks=all``); a message whose delivery failed is produced again by the retry.
 """
@@ -80,35 +80,27 @@ class KafkaStore:
                                 f"{self.partitions} (`partitions`): a symbol would land in another partition")
 
     def _resume(self, base: dict[str, Any]) -> None:
-        """Read the tail of every partition: the natural keys it holds, and the newest row per
-        plant topic and publisher."""
-        TopicPartition = self._ck.TopicPartition
-        consumer = self._ck.Consumer(base | {"group.id": "streamctl-sink-resume", "enable.auto.commit": False,
-                                             "enable.partition.eof": True})
+        """Read every partition to its end: the natural keys it holds, and the newest row per
+        plant topic and publisher. (From the beginning: the end offset some Kafka-compatible
+        brokers report is not the log's, while the end-of-partition event is.)"""
+        ck = self._ck
+        consumer = ck.Consumer(base | {"group.id": "streamctl-sink-resume", "enable.auto.commit": False,
+                                       "enable.partition.eof": True})
         try:
             for table, name in self._topics.items():
                 self._keys[table].clear()
-                assign, ends = [], {}
-                for p in range(self.partitions):
-                    low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=_TIMEOUT)
-                    if high > low:
-                        assign.append(TopicPartition(name, p, max(low, high - self.config.resume_scan)))
-                        ends[p] = high
-                if not assign:
-                    continue
-                consumer.assign(assign)
-                while ends:
+                consumer.assign([ck.TopicPartition(name, p, ck.OFFSET_BEGINNING) for p in range(self.partitions)])
+                open_partitions = set(range(self.partitions))
+                while open_partitions:
                     msg = consumer.poll(_TIMEOUT)
                     if msg is None:
                         raise StoreDown(f"Kafka: reading back {name} stalled")
                     if msg.error() is not None:
-                        if msg.error().code() == self._ck.KafkaError._PARTITION_EOF:
-                            ends.pop(msg.partition(), None)
-                            continue
-                        raise self._ck.KafkaException(msg.error())
+                        if msg.error().code() != ck.KafkaError._PARTITION_EOF:
+                            raise ck.KafkaException(msg.error())
+                        open_partitions.discard(msg.partition())
+                        continue
                     self._note(table, self._decode(msg.value()))
-                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                        ends.pop(msg.partition(), None)
                 consumer.unassign()
         finally:
             consumer.close()
