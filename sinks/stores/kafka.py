@@ -26,7 +26,8 @@ from streamctl.sinks.stores import Held, StoreDown, require
 
 __all__ = ["KafkaStore", "make", "topic_names"]
 
-_TIMEOUT = 10.0
+_TIMEOUT = 5.0
+"""Longest a call to the broker may block the sink loop (its heartbeat goes on after)."""
 
 
 def topic_names(config: KafkaSink) -> dict[Table, str]:
@@ -85,23 +86,24 @@ class KafkaStore:
         brokers report is not the log's, while the end-of-partition event is.)"""
         ck = self._ck
         consumer = ck.Consumer(base | {"group.id": "streamctl-sink-resume", "enable.auto.commit": False,
-                                       "enable.partition.eof": True})
+                                       "enable.partition.eof": True, "fetch.wait.max.ms": 50})
+        table_of = {name: table for table, name in self._topics.items()}
+        for keys in self._keys.values():
+            keys.clear()
         try:
-            for table, name in self._topics.items():
-                self._keys[table].clear()
-                consumer.assign([ck.TopicPartition(name, p, ck.OFFSET_BEGINNING) for p in range(self.partitions)])
-                open_partitions = set(range(self.partitions))
-                while open_partitions:
-                    msg = consumer.poll(_TIMEOUT)
-                    if msg is None:
-                        raise StoreDown(f"Kafka: reading back {name} stalled")
-                    if msg.error() is not None:
-                        if msg.error().code() != ck.KafkaError._PARTITION_EOF:
-                            raise ck.KafkaException(msg.error())
-                        open_partitions.discard(msg.partition())
-                        continue
-                    self._note(table, self._decode(msg.value()))
-                consumer.unassign()
+            consumer.assign([ck.TopicPartition(name, p, ck.OFFSET_BEGINNING)
+                             for name in table_of for p in range(self.partitions)])
+            open_partitions = {(name, p) for name in table_of for p in range(self.partitions)}
+            while open_partitions:
+                msg = consumer.poll(_TIMEOUT)
+                if msg is None:
+                    raise StoreDown("Kafka: reading the topics back stalled")
+                if msg.error() is not None:
+                    if msg.error().code() != ck.KafkaError._PARTITION_EOF:
+                        raise ck.KafkaException(msg.error())
+                    open_partitions.discard((msg.topic(), msg.partition()))
+                    continue
+                self._note(table_of[msg.topic()], self._decode(msg.value()))
         finally:
             consumer.close()
 
