@@ -271,3 +271,28 @@ def test_a_sequence_gap_is_counted_and_reported(tmp_path, request, proxy, sessio
     wait_until(lambda: any(e.kind == "gap" for e in events), 30, "a gap event", step=lambda: sub.poll(0.05))
     assert "expected seq 3, got 6" in next(e for e in events if e.kind == "gap").message
     wait_until(lambda: len(case.read()[0]) == 3, 30, "the 3 bars that came")
+
+
+def test_the_parquet_dataset_reads_in_duckdb_and_polars(tmp_path, request, proxy, session, cleanup):
+    """The layout docs/sinks.md promises: Hive partitions `kind=/date=/symbol=`, whole files only."""
+    import duckdb
+    import polars as pl
+
+    case = Case("parquet", request, tmp_path)
+    sink = SinkProcess(case.config, proxy).start()
+    cleanup.append(sink)
+    pub, sub, seen = session
+    play(pub, make_stream(5))
+    _drain(sub, seen, 20, 60)
+    assert sink.stop() == 0  # a stop writes every open file
+    lake = tmp_path / "lake"
+    assert not list(lake.rglob("*.partial"))
+    assert {p.parent.name for p in lake.rglob("*.parquet")} == {"symbol=AAPL", "symbol=MSFT", "symbol=BRK.B",
+                                                               "symbol=ESZ4"}
+    assert {p.parent.parent.name for p in lake.rglob("*.parquet")} == {"date=2023-11-14"}
+    con = duckdb.connect()
+    got = con.execute(f"SELECT symbol, interval, ts_start, close, seq FROM read_parquet('{lake}/kind=bar/*/*/*.parquet',"
+                      " hive_partitioning = true)").fetchall()
+    assert Counter(got) == Counter(seen.bars)
+    frame = pl.scan_parquet(lake / "kind=trade", hive_partitioning=True).collect()
+    assert Counter(frame.select("symbol", "ts_event", "ts_recv", "price", "seq").iter_rows()) == Counter(seen.trades)
