@@ -32,8 +32,9 @@ EXIT_FAILED = 3
 """Exit code of a sink that gave up on its store (the supervisor marks it failed)."""
 
 HANDSHAKE_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
-"""Seconds a stopping sink keeps writing what is waiting (while the store is up)."""
+STOP_TIMEOUT = 5.0
+"""Seconds a stopping sink keeps writing what is waiting (while the store is up); less than
+the supervisor's stop timeout (10 s), so rows it cannot write are counted, not killed."""
 
 
 def process_name(config: SinkConfig) -> str:

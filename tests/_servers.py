@@ -128,10 +128,12 @@ class PostgresServer(_Server):
 
 
 class RedisServer(_Server):
-    """redis-server on a free port; an append-only file in its directory keeps what was written
-    across `stop`/`start` (fsync always: a restart loses nothing that was acknowledged)."""
+    """redis-server on a free port; with `durable`, an append-only file in its directory keeps
+    what was written across `stop`/`start` (fsync always: a restart loses nothing that was
+    acknowledged); without, nothing touches the disk (`--save '' --appendonly no`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = True) -> None:
+        self.durable = durable
         self.bin = shutil.which("redis-server")
         if self.bin is None:
             pytest.skip("redis-server not found (Debian: apt-get install redis-server)")
@@ -140,8 +142,9 @@ class RedisServer(_Server):
 
     def start(self) -> None:
         assert self.bin is not None
-        self._spawn([self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                     "--appendfsync", "always", "--dir", str(self.dir), "--daemonize", "no"])
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        self._spawn([self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *aof,
+                     "--dir", str(self.dir), "--daemonize", "no"])
         wait_until(lambda: self._check_alive() and self._accepts(), START_TIMEOUT, "redis-server to accept connections",
                    interval=0.05)
 

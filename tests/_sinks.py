@@ -165,11 +165,11 @@ def read_redis(server, prefix: str) -> tuple[list[BarKey], list[TradeKey]]:
     trades: list[TradeKey] = []
     for key in client.scan_iter(match=f"{prefix}*", _type="stream"):
         for _, f in client.xrange(key):
-            d = {k.decode(): v.decode() for k, v in f.items()}
+            d = msgspec.msgpack.decode(f[b"row"])
             if key.decode().startswith(f"{prefix}bar."):
-                bars.append((d["symbol"], d["interval"], int(d["ts_start"]), float(d["close"]), int(d["seq"])))
+                bars.append((d["symbol"], d["interval"], d["ts_start"], d["close"], d["seq"]))
             else:
-                trades.append((d["symbol"], int(d["ts_event"]), int(d["ts_recv"]), float(d["price"]), int(d["seq"])))
+                trades.append((d["symbol"], d["ts_event"], d["ts_recv"], d["price"], d["seq"]))
     client.close()
     return bars, trades
 

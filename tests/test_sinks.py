@@ -134,6 +134,10 @@ def test_the_store_holds_what_a_subscriber_saw(kind, request, tmp_path, proxy, s
     wait_until(lambda: sink.get("backlog") == 0, 10, "the backlog to empty")
     assert sink.stop() == 0
     assert case.holds(seen)  # a polite stop adds nothing and loses nothing
+    if kind == "redis":  # the last-value hash of a topic is its newest row
+        last = case.server.client().hgetall(f"{case.config.prefix}last:bar.1s.BRK.B")
+        newest = max(b for b in seen.bars if b[0] == "BRK.B")
+        assert (last[b"ts_start"], last[b"close"], last[b"seq"]) == tuple(str(v).encode() for v in newest[2:])
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
