@@ -31,6 +31,7 @@ from pathlib import Path
 import msgspec
 from _table import bench_main
 
+from streamctl.bus import wire
 from streamctl.sinks.rows import TABLE_OF_KIND
 from streamctl.sinks.settings import SinkConfig
 from streamctl.sinks.stores import open_store
@@ -42,26 +43,6 @@ __all__ = ["main", "run"]
 BARS = TABLE_OF_KIND["bar"]
 BATCH = 5_000
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "BRK.B"]
-
-
-class Tick(msgspec.Struct):
-    """The per-row object a hand-written pipeline builds."""
-
-    symbol: str
-    interval: str
-    ts_start: int
-    ts_end: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    trades: int
-    vwap: float
-    ts_event: int
-    ts_recv: int
-    src: str
-    seq: int
 
 
 def _rows(n: int, offset: int) -> list[tuple]:
@@ -127,8 +108,9 @@ def _postgres_anchor(port: int, batches: list[list[tuple]]) -> float:
                            "volume float8, trades int8, vwap float8, ts_event int8, ts_recv int8, src text, seq int8)")
         t0 = time.perf_counter()
         for batch in batches:
-            ticks = [Tick(*r) for r in batch]  # the per-tick objects of the hand-written design
-            records = [msgspec.structs.astuple(t) for t in ticks]
+            ticks = [wire.Bar(**dict(zip(BARS.names, r, strict=True))) for r in batch]  # per-tick objects
+            records = [(t.symbol, t.interval, t.ts_start, t.ts_end, t.open, t.high, t.low, t.close, t.volume,
+                        t.trades, t.vwap, t.ts_event, t.ts_recv, t.src, t.seq) for t in ticks]
             await conn.copy_records_to_table("bars", records=records, schema_name=schema)
         elapsed = time.perf_counter() - t0
         await conn.close()

@@ -55,40 +55,33 @@ def venues():
         started.stop_all()
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """One PostgreSQL server for the session's sink tests (each test uses its own schema)."""
-    from _servers import PostgresServer
+def _serve(kind: str):
+    """Start a `_servers` server for the session and close it at the end."""
+    import _servers
 
-    server = PostgresServer()
+    server = getattr(_servers, kind)()
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session's sink tests (each test uses its own schema)."""
+    yield from _serve("PostgresServer")
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     """One redis-server for the session's sink tests (each test uses its own key prefix)."""
-    from _servers import RedisServer
-
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _serve("RedisServer")
 
 
 @pytest.fixture(scope="session")
 def kafka_broker():
     """One Kafka broker for the session's sink tests (each test uses its own topic prefix)."""
-    from _servers import KafkaBroker
-
-    broker = KafkaBroker()
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from _serve("KafkaBroker")
 
 
 @pytest.fixture

@@ -113,6 +113,12 @@ def _sync(pub: Publisher, sub: Subscriber) -> None:
     sub.unsubscribe(f"event.{pub.src}")
 
 
+def _start_sink(case: Case, proxy, cleanup) -> SinkProcess:
+    sink = SinkProcess(case.config, proxy).start()
+    cleanup.append(sink)
+    return sink
+
+
 def _drain(sub: Subscriber, seen: Seen, bars: int, trades: int) -> None:
     wait_until(lambda: len(seen.bars) >= bars and len(seen.trades) >= trades, 60, "the subscriber to see the stream",
                step=lambda: sub.poll(0.05))
@@ -121,8 +127,7 @@ def _drain(sub: Subscriber, seen: Seen, bars: int, trades: int) -> None:
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_the_store_holds_what_a_subscriber_saw(kind, request, tmp_path, proxy, session, cleanup):
     case = Case(kind, request, tmp_path)
-    sink = SinkProcess(case.config, proxy).start()
-    cleanup.append(sink)
+    sink = _start_sink(case, proxy, cleanup)
     pub, sub, seen = session
     stream = make_stream(30)
     play(pub, stream)
@@ -144,8 +149,7 @@ def test_the_store_holds_what_a_subscriber_saw(kind, request, tmp_path, proxy, s
 def test_a_sink_killed_mid_stream_resumes_with_no_row_missing_or_twice(kind, request, tmp_path, proxy, session,
                                                                        cleanup):
     case = Case(kind, request, tmp_path)
-    sink = SinkProcess(case.config, proxy).start()
-    cleanup.append(sink)
+    sink = _start_sink(case, proxy, cleanup)
     pub, sub, seen = session
     stream = make_stream(40)
     play(pub, stream[:100])
@@ -169,8 +173,7 @@ def test_a_sink_killed_mid_stream_resumes_with_no_row_missing_or_twice(kind, req
 def test_a_store_restarted_mid_stream_loses_nothing_and_doubles_nothing(kind, request, tmp_path, proxy, session,
                                                                         cleanup):
     case = Case(kind, request, tmp_path)
-    sink = SinkProcess(case.config, proxy).start()
-    cleanup.append(sink)
+    sink = _start_sink(case, proxy, cleanup)
     pub, sub, seen = session
     stream = make_stream(60)
     try:
@@ -197,8 +200,7 @@ def test_a_store_down_at_start_is_retried_with_the_reconnect_policy(kind, reques
     case = Case(kind, request, tmp_path)
     case.server.stop()
     try:
-        sink = SinkProcess(case.config, proxy).start()
-        cleanup.append(sink)
+        sink = _start_sink(case, proxy, cleanup)
         assert sink.state() == State.RECONNECTING
         wait_until(lambda: sink.get("errors") >= 2, 30, "a second failed attempt")  # it goes on trying
         pub, sub, seen = session
@@ -216,8 +218,7 @@ def test_a_store_that_stays_down_fails_the_sink_after_max_failures(tmp_path, req
     case = Case("postgres", request, tmp_path, reconnect={**FAST_RETRY, "max_failures": 2})
     case.server.stop()
     try:
-        sink = SinkProcess(case.config, proxy).start()
-        cleanup.append(sink)
+        sink = _start_sink(case, proxy, cleanup)
         wait_until(lambda: sink.proc.exitcode is not None, 30, "the sink to give up")
     finally:
         case.restore()
@@ -231,8 +232,7 @@ def test_a_full_backlog_counts_overflow_and_reports_it(tmp_path, request, proxy,
     case.server.stop()
     events: list[wire.Event] = []
     try:
-        sink = SinkProcess(case.config, proxy).start()
-        cleanup.append(sink)
+        sink = _start_sink(case, proxy, cleanup)
         pub, sub, seen = session
         sub.on_event(events.append)
         sub.subscribe("event.sink-t")
@@ -250,8 +250,7 @@ def test_a_full_backlog_counts_overflow_and_reports_it(tmp_path, request, proxy,
 
 def test_a_sequence_gap_is_counted_and_reported(tmp_path, request, proxy, session, cleanup):
     case = Case("sqlite", request, tmp_path)
-    sink = SinkProcess(case.config, proxy).start()
-    cleanup.append(sink)
+    sink = _start_sink(case, proxy, cleanup)
     _, sub, _ = session
     events: list[wire.Event] = []
     sub.on_event(events.append)
@@ -283,8 +282,7 @@ def test_the_parquet_dataset_reads_in_duckdb_and_polars(tmp_path, request, proxy
     import polars as pl
 
     case = Case("parquet", request, tmp_path)
-    sink = SinkProcess(case.config, proxy).start()
-    cleanup.append(sink)
+    sink = _start_sink(case, proxy, cleanup)
     pub, sub, seen = session
     play(pub, make_stream(5))
     _drain(sub, seen, 20, 60)
