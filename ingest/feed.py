@@ -74,7 +74,7 @@ class FeedRuntime:
         self._partition = np.full(1024, -1, dtype=np.int64)
         """Instrument id -> index of its ring; _FOREIGN for a partition another plant owns."""
         owned = range(spec.partitions) if spec.own is None else spec.own
-        self._ring_of = dict(zip(owned, range(len(rings)), strict=True))
+        self._ring_of = dict(zip(owned, range(len(rings)), strict=False))
         self._logged: set[str] = set()
         self._refused: set[Refusal] = set()
         self._bad_symbols: set[str] = set()
