@@ -94,9 +94,7 @@ def run_sink(spec: SinkSpec, child: ChildSlot, stop) -> None:
         sink = Sink(spec.sink, open_store(spec.sink, plant_partitions=spec.plant_partitions), Counters(child), event)
         sink.attach(sub)
         _handshake(sub, publisher, own, stop)
-        sink.step()
-        if sink.connected:
-            child.ready()
+        sink.step()  # opens the store: READY, or RECONNECTING while it is down
         while not stop:
             child.slot.heartbeat()
             sub.poll(sink.next_due(), max_messages=spec.sink.batch_rows)
