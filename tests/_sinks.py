@@ -141,7 +141,7 @@ def read_parquet(path: Path) -> tuple[list[BarKey], list[TradeKey]]:
     for kind, cols in (("bar", ["symbol", "interval", "ts_start", "close", "seq"]),
                        ("trade", ["symbol", "ts_event", "ts_recv", "price", "seq"])):
         folder = path / f"kind={kind}"
-        if not folder.exists():
+        if not any(folder.rglob("*.parquet")):  # nothing written yet (a folder may exist before its first file)
             out.append([])
             continue
         frame = pd.read_parquet(folder)
