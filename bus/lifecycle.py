@@ -144,6 +144,10 @@ class ChildSlot:
     def ready(self) -> None:
         self.slot.set("state", self._state.READY)
 
+    def reconnecting(self) -> None:
+        """Running, and retrying a lost connection (a feed's vendor, a sink's store)."""
+        self.slot.set("state", self._state.RECONNECTING)
+
     def stopping(self) -> None:
         self.slot.set("state", self._state.STOPPING)
 

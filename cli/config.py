@@ -18,11 +18,13 @@ import yaml
 from msgspec import Meta
 
 from streamctl.bus.recovery import RecoveryConfig, recovery_endpoint
+from streamctl.bus.wire import parse_topic
 from streamctl.ingest.vendor_api import FEED_NAME, FeedConfig
 from streamctl.process.calc.settings import CalculatorsConfig, parse_interval
 from streamctl.process.journal.settings import JournalConfig
 from streamctl.shm.doorbell import MAX_WAIT_WORDS
 from streamctl.shm.registry import symbol_problem
+from streamctl.sinks.settings import SECRET_FIELDS, STORED_KINDS, SinkConfig
 
 __all__ = [
     "ConfigError",
@@ -68,7 +70,10 @@ class PartitionsConfig(_Cfg, frozen=True):
     count: Annotated[int, Meta(ge=1, le=MAX_PARTITIONS)] = 1
     """Worker processes; each symbol belongs to one partition (stable CRC-32 of the symbol)."""
     cpus: list[Annotated[int, Meta(ge=0)]] | None = None
-    """Cores for the workers, in partition order; ``null`` spreads them."""
+    """Cores for the workers, in order of the owned partitions; ``null`` spreads them."""
+    own: list[Annotated[int, Meta(ge=0)]] | None = None
+    """The partitions this plant runs (``null``: all). Several hosts each owning some of the same
+    `count` split the symbol universe: a symbol is handled only where its partition is owned."""
 
 
 class CurveConfig(_Cfg, frozen=True):
@@ -151,6 +156,8 @@ class PlantConfig(_Cfg, frozen=True):
     journal: JournalConfig = JournalConfig()
     metrics: MetricsConfig | None = None
     """Off unless set (``metrics: {}`` serves on 127.0.0.1:9464): two plants on a host need two ports."""
+    sinks: list[SinkConfig] = msgspec.field(default_factory=list)
+    """Stores fed as subscribers (`streamctl.sinks`), each a supervised process."""
 
     def vendor_options(self, feed: FeedConfig) -> Any:
         """The typed options of one feed (already validated at load)."""
@@ -232,6 +239,7 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
     if feeds == "check" and not config.feeds:
         raise fail("feeds", "must list at least one feed", data.get("feeds", []))
     _check_semantics(config, data, fail)
+    _check_sinks(config, secret_paths, fail)
     return config
 
 
@@ -342,9 +350,14 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
             parse_interval(interval)
         except ValueError as exc:
             raise fail(f"calculators.bars.time[{i}]", str(exc), interval) from None
+    own = config.partitions.own
+    if own is not None:
+        if not own or len(set(own)) != len(own) or max(own) >= config.partitions.count:
+            raise fail("partitions.own", f"must list distinct partitions in 0..{config.partitions.count - 1}", own)
     cpus = config.partitions.cpus
-    if cpus is not None and len(cpus) != config.partitions.count:
-        raise fail("partitions.cpus", f"must list {config.partitions.count} cores (one per partition)", cpus)
+    owned = config.partitions.count if own is None else len(own)
+    if cpus is not None and len(cpus) != owned:
+        raise fail("partitions.cpus", f"must list {owned} cores (one per owned partition)", cpus)
     vwap = config.calculators.vwap
     if vwap is not None:
         try:
@@ -393,6 +406,33 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
             except ValueError as exc:
                 raise fail(f"publish.curve.{field}", f"must name key files made by `streamctl keys` ({exc})",
                            path) from None
+
+
+def _check_sinks(config: PlantConfig, secret_paths: set[str], fail) -> None:
+    """Unique names, topics a sink can store, secrets only from the environment."""
+    names: set[str] = set()
+    for i, sink in enumerate(config.sinks):
+        if sink.name in names:
+            raise fail(f"sinks[{i}].name", "must be unique among sinks", sink.name)
+        names.add(sink.name)
+        for j, pattern in enumerate(sink.topics):
+            kind = pattern.partition(".")[0]
+            if kind not in STORED_KINDS:
+                raise fail(f"sinks[{i}].topics[{j}]", f"must start with a stored kind ({', '.join(sorted(STORED_KINDS))})",
+                           pattern)
+            prefix = pattern.endswith((".", "*"))
+            if not prefix:
+                try:
+                    parse_topic(pattern)
+                except ValueError as exc:
+                    raise fail(f"sinks[{i}].topics[{j}]", f"is not a topic nor a prefix ending in `.` or `*` ({exc})",
+                               pattern) from None
+        for field in SECRET_FIELDS:
+            path = f"sinks[{i}].{field}"
+            if getattr(sink, field, None) is not None and path not in secret_paths:
+                raise fail(path, "must come from the environment (write `${VARIABLE}`), never the file")
+    if config.sinks and config.publish.curve is not None:
+        raise fail("sinks", "cannot subscribe to a `publish.curve` endpoint yet; remove `publish.curve` or the sinks")
 
 
 def _interpolate(value: Any, environ: dict[str, str], path: str, secret: set[str], node, source: str) -> Any:

@@ -30,6 +30,7 @@ import msgspec
 from streamctl.bus import wire
 from streamctl.cli.config import FeedConfig, PlantConfig
 from streamctl.cli.progress import ReplayProgress
+from streamctl.cli.plan import owned_partitions
 from streamctl.cli.runtime import run_dir
 from streamctl.cli.spill import SortedSpill
 
@@ -316,10 +317,11 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
         feeds=[feed],
         publish=msgspec.structs.replace(config.publish, endpoint=endpoint, sndhwm=0),
         rings=msgspec.structs.replace(config.rings, overflow="block"),
+        sinks=[],  # a replay records to its output file, never into the live plant's stores
     )
     sup = Supervisor(cfg, live=False)
     recorder = Recorder(endpoint)
-    workers = {f"worker-{p}" for p in range(cfg.partitions.count)}
+    workers = {f"worker-{p}" for p in owned_partitions(cfg)}
     started = time.monotonic()
 
     def sync_recorder() -> None:

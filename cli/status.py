@@ -64,7 +64,8 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
             else:
                 mine = []
             fill = max((r["fill"] / r["capacity"] for r in mine), default=0.0)
-            lag = sum(r["fill"] for r in mine)
+            # A sink's lag is its backlog: rows received and not yet in its store.
+            lag = int(row["backlog"]) if role == Role.SINK else sum(r["fill"] for r in mine)
             hb = int(row.get("heartbeat_ns", 0))
             processes.append({
                 "name": name,
@@ -83,6 +84,7 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
                 "reconnects": int(row["reconnects"]),
                 "ring_fill": round(fill, 4),
                 "consumer_lag": lag,
+                "store_lag_s": round(int(row["lag_ns"]) / 1e9, 3) if role == Role.SINK else None,
                 "progress": _progress(row),
                 "rss": int(row["rss"]),
                 "uss": int(row["uss"]),
@@ -138,16 +140,18 @@ def render_table(status: dict[str, Any]) -> str:
             f"endpoint {status.get('endpoint')}  recovery {status.get('recovery') or 'off'}  "
             f"journal {status.get('journal') or 'off'}")
     cols = f"{'name':<16}{'role':<8}{'pid':>8}{'core':>5} {'state':<13}{'restarts':>8}{'in/s':>9}{'out/s':>9}" \
-           f"{'in total':>10}{'fill':>7}{'lag':>8}{'overflow':>9}{'malformed':>10}{'late':>7}{'gaps':>6}" \
+           f"{'in total':>10}{'fill':>7}{'lag':>8}{'overflow':>9}{'malformed':>10}{'late':>7}{'gaps':>6}{'errors':>7}" \
            f"{'rss':>8}{'uss':>8}{'cpu%':>6}  detail"
     lines = [head, cols]
     for p in status["processes"]:
-        progress = f" {p['progress'] * 100:.0f}%" if p.get("progress") is not None else ""
+        tail = f" {p['progress'] * 100:.0f}%" if p.get("progress") is not None else ""
+        if p.get("store_lag_s") is not None:  # a sink: `lag` is its backlog, this how old its newest stored row was
+            tail += f" store lag {p['store_lag_s']:.3f} s"
         lines.append(
             f"{p['name'][:15]:<16}{p['role']:<8}{p['pid']:>8}{'-' if p['core'] is None else p['core']:>5} "
             f"{p['state']:<13}{p['restarts']:>8}{_human(p['rate_in']):>9}{_human(p['rate_out']):>9}"
             f"{_human(p['records_in']):>10}{p['ring_fill'] * 100:>6.1f}%{_human(p['consumer_lag']):>8}"
             f"{p['drops']['overflow']:>9}{p['drops']['malformed']:>10}{p['drops']['late']:>7}"
-            f"{p['drops']['gaps']:>6}{_human(p['rss']):>8}{_human(p['uss']):>8}{p['cpu_pct']:>6.0f}  {p['detail']}{progress}"
+            f"{p['drops']['gaps']:>6}{p['errors']:>7}{_human(p['rss']):>8}{_human(p['uss']):>8}{p['cpu_pct']:>6.0f}  {p['detail']}{tail}"
         )
     return "\n".join(lines)

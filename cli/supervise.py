@@ -3,7 +3,7 @@
 A child that dies or stops heartbeating is restarted with exponential backoff and counted; one
 that dies `max_deaths` times within `window` seconds is marked FAILED with the reason, so a
 crash loop shows in `status` instead of burning a core. A feed that finished its input (or
-gave up, exit `EXIT_FAILED`) is not restarted. Children fork from a forkserver that has
+gave up, exit `EXIT_FAILED`) and a sink that gave up on its store are not restarted. Children fork from a forkserver that has
 already imported everything and loaded every kernel, so a restart takes well under a second.
 """
 
@@ -23,6 +23,7 @@ from streamctl.cli.plan import ProcessPlan
 from streamctl.cli.provision import PlantError
 from streamctl.ingest.feed import EXIT_FAILED
 from streamctl.shm.stats import ProcessSlot, ProcessTable, Role, State
+from streamctl.sinks.process import EXIT_FAILED as SINK_FAILED
 
 __all__ = ["RestartPolicy", "Child", "Supervision"]
 
@@ -175,9 +176,9 @@ class Supervision:
             child.done = True
             self._on_event("done", f"feed {child.name} finished its input")
             return
-        if child.role == Role.INGEST and code == EXIT_FAILED:
+        if (child.role, code) in ((Role.INGEST, EXIT_FAILED), (Role.SINK, SINK_FAILED)):
             child.mark_failed()
-            self._on_event("failed", f"feed {child.name} gave up: {child.slot.get('detail')}")
+            self._on_event("failed", f"{child.role} {child.name} gave up: {child.slot.get('detail')}")
             return
         reason = _describe_exit(code)
         now = time.monotonic()

@@ -15,8 +15,8 @@ import numpy as np
 
 from streamctl.bus.curve import CurveClient
 from streamctl.bus.lifecycle import ChildSlot, setup_child
+from streamctl.bus.partitioning import partition_of
 from streamctl.bus.wire import Event, EventKind, topic
-from streamctl.ingest.partitioning import partition_of
 from streamctl.ingest.validation import Refusal, describe, refusals
 from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
@@ -28,6 +28,9 @@ from streamctl.shm.text import printable
 __all__ = ["FeedSpec", "run_feed", "feed_main", "FeedRuntime", "EXIT_DONE", "EXIT_FAILED"]
 
 log = logging.getLogger("streamctl.feed")
+
+_FOREIGN = -2
+"""Ring index of an instrument whose partition another plant owns."""
 
 EXIT_DONE = 0
 """Exit code of a feed whose input ended, or that was asked to stop."""
@@ -44,8 +47,12 @@ class FeedSpec(msgspec.Struct, kw_only=True, frozen=True):
     feed: FeedConfig
     """The ``feeds[i]`` entry of the plant config."""
     partitions: int
+    """The plant layout's partition count (`partitions.count`)."""
     rings: list[str]
-    """Ring segment names, index = partition."""
+    """Ring segment names, one per owned partition, in the order of `own`."""
+    own: list[int] | None = None
+    """The partitions this plant owns (None: all); records of the others are left to the
+    plants that own them (in no ring, not a drop)."""
     registry: str
     stats: str
     events_endpoint: str
@@ -65,6 +72,9 @@ class FeedRuntime:
         self._slot = slot
         self._publisher = publisher
         self._partition = np.full(1024, -1, dtype=np.int64)
+        """Instrument id -> index of its ring; _FOREIGN for a partition another plant owns."""
+        owned = range(spec.partitions) if spec.own is None else spec.own
+        self._ring_of = dict(zip(owned, range(len(rings)), strict=False))
         self._logged: set[str] = set()
         self._refused: set[Refusal] = set()
         self._bad_symbols: set[str] = set()
@@ -88,8 +98,9 @@ class FeedRuntime:
             grown = np.full(max(instrument + 1, 2 * len(self._partition)), -1, dtype=np.int64)
             grown[: len(self._partition)] = self._partition
             self._partition = grown
-        if self._partition[instrument] < 0:
-            self._partition[instrument] = partition_of(symbol, self.spec.partitions)
+        if self._partition[instrument] == -1:
+            ring = self._ring_of.get(partition_of(symbol, self.spec.partitions))
+            self._partition[instrument] = _FOREIGN if ring is None else ring
         return instrument
 
     def count(self, cause: CounterName, n: int = 1) -> None:
@@ -141,14 +152,14 @@ class FeedRuntime:
         parts = np.where(known, self._partition[np.where(known, ids, 0)], -1)
         if self._delivered is not None:
             batch, parts = self._drop_delivered(batch, parts)
-        unknown = int(np.count_nonzero(parts < 0))
+        unknown = int(np.count_nonzero(parts == -1))
         if unknown:
             self.count(CounterName.MALFORMED, unknown)
         self._slot.add(CounterName.RECORDS_IN, len(batch))
-        if self.spec.partitions == 1 and not unknown:
+        if len(self._rings) == 1 and not unknown and self.spec.own is None:
             self._publish(0, batch, should_stop)
             return
-        for p in range(self.spec.partitions):
+        for p in range(len(self._rings)):
             part = batch[parts == p]
             if len(part):
                 self._publish(p, part, should_stop)
@@ -225,7 +236,8 @@ def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
 
     if not vendor.live:
         return factory()
-    from streamctl.ingest.reconnect import ReconnectingSession, ReconnectPolicy
+    from streamctl.bus.retry import ReconnectPolicy
+    from streamctl.ingest.reconnect import ReconnectingSession
 
     policy = getattr(options, "reconnect", None) or ReconnectPolicy()
     return ReconnectingSession(factory, policy, runtime, reset_records=runtime.reset_records,

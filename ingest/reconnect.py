@@ -1,4 +1,5 @@
-"""One reconnect policy for every live vendor.
+"""One reconnect policy for every live vendor (the policy itself, `ReconnectPolicy`, is in
+`streamctl.bus.retry`, so sinks reconnecting to their stores use the same one).
 
 A live vendor session knows how to connect once and raises `SessionError` when the
 connection is lost. `ReconnectingSession` wraps a factory of such sessions and owns
@@ -18,20 +19,17 @@ which the vendor session keeps the feed's heartbeat going through `FeedContext.h
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
-from typing import Annotated
 
-import msgspec
 import numpy as np
-from msgspec import Meta
 
+from streamctl.bus.retry import ReconnectPolicy
 from streamctl.bus.wire import EventKind
 from streamctl.ingest.vendor_api import FeedContext, FeedSession, SessionError
 from streamctl.shm.stats import CounterName
 
-__all__ = ["ReconnectPolicy", "ReconnectingSession", "FeedFailed", "AttemptTracker"]
+__all__ = ["ReconnectingSession", "FeedFailed", "AttemptTracker"]
 
 AttemptTracker = Callable[[int, str], None]
 """Told the reconnect attempt in progress (0 = none: the session is healthy) and a line saying
@@ -40,33 +38,6 @@ where it stands, whenever the attempt changes."""
 
 class FeedFailed(Exception):
     """The feed gave up: retrying cannot help or `max_failures` reconnect attempts failed in a row."""
-
-
-class ReconnectPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """When to try a lost live connection again (usable as a config sub-struct)."""
-
-    delays: Annotated[list[Annotated[float, Meta(ge=0)]], Meta(min_length=1)] = msgspec.field(
-        default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
-    )
-    """Seconds before reconnect attempt 1, 2 ...; later attempts wait `max_delay`."""
-    max_delay: Annotated[float, Meta(ge=0)] = 60.0
-    """Upper bound of any wait (before jitter), and the wait after the listed `delays`."""
-    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.1
-    """Each wait is scaled by a uniform factor in [1 - jitter, 1 + jitter] (0.1 = +-10 %)."""
-    max_failures: Annotated[int, Meta(ge=1)] = 10
-    """Reconnect attempts that may fail in a row before giving up (FAILED state). An attempt
-    fails when it cannot connect, or when its session ends before delivering a record, so a
-    gateway that accepts and then drops or starves every connection still ends in FAILED."""
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before attempt number `attempt` (1 = the first retry)."""
-        if attempt < 1:
-            raise ValueError(f"`attempt` must be >= 1, was {attempt}")
-        base = self.delays[attempt - 1] if attempt <= len(self.delays) else self.max_delay
-        base = min(base, self.max_delay)
-        if self.jitter:
-            base *= (rng or random).uniform(1.0 - self.jitter, 1.0 + self.jitter)
-        return max(base, 0.0)
 
 
 class ReconnectingSession:

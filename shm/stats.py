@@ -53,6 +53,7 @@ class Role(enum.StrEnum):
     HUB = "hub"
     WORKER = "worker"
     INGEST = "ingest"
+    SINK = "sink"
 
 
 _FIELDS = [
@@ -82,7 +83,9 @@ _FIELDS = [
     ("rss", "<u8"),  # 208 supervisor: resident memory, bytes
     ("cpu_pct", "<f8"),  # 216 supervisor: CPU percent
     ("reconnect_attempt", "<u8"),  # 224 live feeds: reconnect attempt in progress (0 = none); survives restarts
-    ("detail", "S152"),  # 232 free text (why FAILED ...)
+    ("backlog", "<u8"),  # 232 sinks: rows received and not yet in the store
+    ("lag_ns", "<i8"),  # 240 sinks: wall clock minus the receive time of the newest row stored
+    ("detail", "S136"),  # 248 free text (why FAILED ...), ends at 384
     ("pss", "<u8"),  # 384 supervisor: proportional set size (shared pages split among their users), bytes
     ("cpu_seconds", "<f8"),  # 392 supervisor: user + system CPU time
     ("latency_sum_s", "<f8"),  # 400 workers: sum of ts_recv -> publish (seconds) over the records counted below

@@ -64,6 +64,35 @@ def venues():
         started.stop_all()
 
 
+def _serve(kind: str):
+    """Start a `_servers` server for the session and close it at the end."""
+    import _servers
+
+    server = getattr(_servers, kind)()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session's sink tests (each test uses its own schema)."""
+    yield from _serve("PostgresServer")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One redis-server for the session's sink tests (each test uses its own key prefix)."""
+    yield from _serve("RedisServer")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One Kafka broker for the session's sink tests (each test uses its own topic prefix)."""
+    yield from _serve("KafkaBroker")
+
+
 @pytest.fixture
 def ibkr_venues():
     """Local IB gateways (`IbkrVenue`) started by the test, all stopped at teardown."""

@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"shm", "bus", "ingest"},
     "process": {"shm", "bus", "process"},
     "client": {"bus", "client"},
-    "sinks": {"shm", "bus", "client", "sinks"},
+    "sinks": {"bus", "client", "sinks"},
     "web": {"bus", "client", "web"},
     "cli": {"shm", "bus", "ingest", "process", "client", "sinks", "web", "cli", "configs"},
 }

@@ -15,9 +15,10 @@ from _common import free_port
 from _data import sample
 from _databento import ESU4_TRADES, KEY, Ctx, HostileGateway, feed, options, poll_batches
 
+from streamctl.bus.retry import ReconnectPolicy
 from streamctl.bus.wire import EventKind
 from streamctl.ingest.feed import FeedRuntime, FeedSpec
-from streamctl.ingest.reconnect import FeedFailed, ReconnectingSession, ReconnectPolicy
+from streamctl.ingest.reconnect import FeedFailed, ReconnectingSession
 from streamctl.ingest.vendor_api import Liveness, SessionError
 from streamctl.ingest.vendors.databento.session import Session
 from streamctl.shm.records import Kind

@@ -80,7 +80,7 @@ def test_a_role_is_stored_and_read_back_as_the_enum(table, role):
 
 @pytest.mark.parametrize("role", ["feed", "proxy", "Worker", ""])
 def test_an_unknown_role_is_refused(table, role):
-    with pytest.raises(StatsError, match=rf"`role` must be one of hub, worker, ingest, was `{role}`"):
+    with pytest.raises(StatsError, match=rf"`role` must be one of hub, worker, ingest, sink, was `{role}`"):
         table.slot(0).set("role", role)
     assert table.slot(0).get("role") == ""
 
@@ -88,7 +88,7 @@ def test_an_unknown_role_is_refused(table, role):
 def test_detail_is_cut_to_fit_on_a_character_boundary(table):
     slot = table.slot(1)
     slot.set("detail", "é" * 100)  # 200 bytes, one word: cut where it must be, and marked
-    assert slot.get("detail") == "é" * 74 + "…"  # 148 + 3 bytes of the 152
+    assert slot.get("detail") == "é" * 66 + "…"  # 132 + 3 bytes of the 136
 
 
 def test_detail_is_cut_at_a_word_with_an_ellipsis(table):
@@ -96,9 +96,9 @@ def test_detail_is_cut_at_a_word_with_an_ellipsis(table):
     words = " ".join(f"word{i:03d}" for i in range(40))  # 319 bytes
     slot.set("detail", words)
     detail = slot.get("detail")
-    assert detail.endswith("…") and len(detail.encode()) <= 152
+    assert detail.endswith("…") and len(detail.encode()) <= 136
     kept = detail.removesuffix("…")
-    assert words.startswith(kept + " ") and kept.split()[-1] == "word017"  # whole words only
+    assert words.startswith(kept + " ") and kept.split()[-1] == "word015"  # whole words only
     slot.set("detail", "short enough")
     assert slot.get("detail") == "short enough"  # text that fits is left alone
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from streamctl.ingest.reconnect import ReconnectPolicy
+from streamctl.bus.retry import ReconnectPolicy
 from streamctl.ingest.vendors.databento import protocol as lsg
 
 __all__ = ["Options"]
