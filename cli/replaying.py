@@ -29,8 +29,8 @@ import msgspec
 
 from streamctl.bus import wire
 from streamctl.cli.config import FeedConfig, PlantConfig
-from streamctl.cli.progress import ReplayProgress
 from streamctl.cli.plan import owned_partitions
+from streamctl.cli.progress import ReplayProgress
 from streamctl.cli.runtime import run_dir
 from streamctl.cli.spill import SortedSpill
 
