@@ -173,7 +173,7 @@ class VendorSpec:
     options: type
     """Frozen msgspec Struct of ``feeds[i].options``; may define ``check() -> (field, message,
     value) | None`` for rules a type cannot express, and ``event_time_is_now() -> bool`` when
-    its event time follows the wall clock although the vendor is not `live` (the simulator)."""
+    its answer differs from `live` (the simulator's wall clock; a live vendor's delayed feed)."""
     session: str
     """``Session(options, feed, ctx)``, a `FeedSession`."""
     parser: str
@@ -193,9 +193,10 @@ class VendorSpec:
 
     def event_time_is_now(self, options: Any) -> bool:
         """Whether a feed with these options stamps events with the current time, so its quiet
-        spells advance its clock (docs/calculators.md, "Bar timing"); a replay's time is its file's."""
+        spells advance its clock (docs/calculators.md, "Bar timing"); a replay's time is its file's.
+        The options' own answer wins (a live vendor's delayed feed is not now)."""
         own = getattr(options, "event_time_is_now", None)
-        return self.live or (own is not None and own())
+        return own() if own is not None else self.live
 
     def session_type(self) -> SessionFactory:
         return resolve(self.session)
