@@ -2,7 +2,8 @@
 
 Real parts only: the venue process speaks Alpaca's stream on 127.0.0.1, the plant runs from the
 CLI, and the test subscribes with the streamctl client. The bars equal `streamctl replay` of
-the same file across an injected disconnect; a kill of the venue gives a reconnect and bars
+the same file across an injected disconnect, and a cancelled trade re-publishes its bar as the
+replay of the file without that trade makes it; a kill of the venue gives a reconnect and bars
 that carry on; a refused auth fails the feed with Alpaca's reason and the worker runs on.
 """
 
@@ -14,13 +15,15 @@ import subprocess
 import sys
 
 import msgspec
+import numpy as np
 import pytest
-from _alpaca import ESU4_TRADES, KEY, SECRET
+from _alpaca import ESU4_TRADES, KEY, SECRET, file_records
 from _common import free_port, wait_until
 from _data import sample
 from plant_helpers import PlantCli
 
 from streamctl.client import Subscriber
+from streamctl.ingest.vendors.alpaca.venue.stream import load_stream
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -58,11 +61,29 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-def _replay_bars(plant: PlantCli, config) -> list[dict]:
+def _replay_bars(plant: PlantCli, config, data: str) -> list[dict]:
     out = plant.tmp / "replay.jsonl"
-    plant.run("replay", str(sample(ESU4_TRADES)), "--config", str(config), "--out", str(out), check=True, timeout=240)
+    plant.run("replay", data, "--config", str(config), "--out", str(out), check=True, timeout=240)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     return [r for r in rows if r["topic"].startswith("bar.")]
+
+
+def _without_trade(plant: PlantCli, position: int) -> str:
+    """The sample file as CSV without the trade the venue sends as message `position`."""
+    item = load_stream([str(sample(ESU4_TRADES))]).items[position]
+    ticks = file_records(ESU4_TRADES)
+    drop = int(np.flatnonzero(ticks["ts_event"] == item.ts_event)[0])
+    lines = ["ts_event,symbol,price,size"] + [
+        f"{ts},ESU4,{p / 1e9!r},{q!r}" for i, (ts, p, q) in
+        enumerate(zip(ticks["ts_event"].tolist(), ticks["price"].tolist(), ticks["size"].tolist(), strict=True))
+        if i != drop]
+    path = plant.tmp / "cancelled.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _key(bar: dict) -> tuple[str, int]:
+    return bar["topic"], bar["ts_start"]
 
 
 def _comparable(bar: dict) -> dict:
@@ -75,7 +96,8 @@ def test_alpaca_feed_through_the_plant_equals_replay_reconnects_and_fails_on_ref
     venue_port, pub_port = free_port(), free_port()
     plant.env.update(APCA_API_KEY_ID=KEY, APCA_API_SECRET_KEY=SECRET)
     config = plant.write_config(name, _config(name, venue_port, pub_port))
-    reference = _replay_bars(plant, config)
+    reference = _replay_bars(plant, config, str(sample(ESU4_TRADES)))
+    cancelled = {_key(b): b for b in _replay_bars(plant, config, _without_trade(plant, 10))}
     assert len(reference) >= 8  # the file's 120 trades make whole 20-trade bars: the replay flushes none partial
     # The plant starts while the venue is still down: the feed retries on its schedule.
     plant.run("up", str(config), "--detach", check=True)
@@ -94,11 +116,14 @@ def test_alpaca_feed_through_the_plant_equals_replay_reconnects_and_fails_on_ref
     venue = None
     try:
         pump_until(lambda: kinds("reconnect_failed") > 0, 30, "the feed's first retry event")
-        venue = _start_venue(plant, venue_port, "--inject", "disconnect@60")
-        pump_until(lambda: len(bars) >= len(reference), 60, "the replay's bars")
-        by_topic = sorted(bars, key=lambda b: (b["topic"], b["ts_start"]))
-        expected = sorted(reference, key=lambda b: (b["topic"], b["ts_start"]))
-        assert [_comparable(b) for b in by_topic] == [_comparable(b) for b in expected]
+        venue = _start_venue(plant, venue_port, "--inject", "disconnect@60", "--inject", "cancel:10@70")
+        pump_until(lambda: len(bars) >= len(reference) + 1, 60, "the replay's bars and one revision")
+        first = sorted((b for b in bars if not b["revision"]), key=_key)
+        assert [_comparable(b) for b in first] == [_comparable(b) for b in sorted(reference, key=_key)]
+        # the cancel of trade message 10 re-publishes its 60 s bar as the file without that trade makes it
+        revised = [b for b in bars if b["revision"]]
+        assert len(revised) == 1 and revised[0]["revision"] == 1 and revised[0]["topic"] == "bar.60s.ESU4"
+        assert _comparable(revised[0]) == _comparable(cancelled[_key(revised[0])])
         # connected after the retries, then the injected disconnect, and back
         assert kinds("disconnect") == 1 and kinds("reconnect") == 2 and kinds("connected") == 2
         assert plant.process(name, "alp")["state"] == "ready"

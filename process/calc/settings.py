@@ -42,6 +42,9 @@ class BarsConfig(_Settings, frozen=True):
     (``empty_skipped``) and not published."""
     flush_on_stop: bool = True
     """On a clean stop, publish the bars still open (``ts_event`` shows how far they got)."""
+    correction_window: Annotated[int, Meta(ge=0, le=1 << 24)] = 65536
+    """Trades a worker keeps (all its symbols) so a vendor's correction or cancel can rebuild
+    the time bars holding the trade (``revision`` > 0 if already published); 0 turns it off."""
 
 
 class VwapConfig(_Settings, frozen=True):
