@@ -17,7 +17,8 @@ from pathlib import Path
 from _table import fmt
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["ring", "worker", "publish", "latency", "idle", "replay", "replay_memory", "plant", "databento_live"]
+ORDER = ["ring", "worker", "publish", "latency", "idle", "replay", "replay_memory", "plant", "databento_live",
+         "alpaca_live"]
 
 
 def _load(name: str):

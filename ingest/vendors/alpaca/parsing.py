@@ -52,38 +52,116 @@ class FrameDecoder:
         self._tag = lib.Decoder(m.Tagged)
         self._instrument_id = instrument_id
         self._ids: dict[str, int] = {}
+        self._msgpack = encoding == "msgpack"
 
     def decode(self, frame: bytes | str, ts_recv: int) -> Decoded:
+        out = Decoded(np.empty(0, RECORD_DTYPE))
         try:
             items: list = self._frame.decode(frame)
-            out = Decoded(np.empty(0, RECORD_DTYPE))
         except (msgspec.DecodeError, msgspec.ValidationError):
-            out = Decoded(np.empty(0, RECORD_DTYPE))
             items = self._one_by_one(frame, out)
-        rows: list[tuple] = []
+        trades: list[m.Trade] = []
+        quotes: list[m.Quote] = []
+        at_t: list[int] = []
+        at_q: list[int] = []
+        rest: list[tuple[int, object]] = []  # corrections and cancels: rare, row by row
+        n = 0
         for item in items:
-            try:
-                row = self._row(item, out)
-            except ValueError as exc:  # a bad timestamp
-                self._bad(out, f"{type(item).__name__} for `{getattr(item, 'S', '?')}`: {exc}")
+            t = type(item)
+            if t is m.Trade:
+                trades.append(item)
+                at_t.append(n)
+            elif t is m.Quote:
+                quotes.append(item)
+                at_q.append(n)
+            elif t is m.Correction or t is m.CancelError:
+                rest.append((n, item))
+            elif t in _CONTROL:
+                out.control.append(item)
                 continue
-            if row is not None:
-                rows.append(row)
-        if rows:
-            records = np.zeros(len(rows), RECORD_DTYPE)
-            cols = list(zip(*rows, strict=True))
-            for name, col in zip(("ts_event", "price", "price2", "size", "size2", "sequence", "instrument_id", "kind",
-                                  "side"), cols, strict=True):
-                records[name] = col
-            records["ts_recv"] = ts_recv
-            keep = records["instrument_id"] != 0
-            if not keep.all():
-                dropped = int(np.count_nonzero(~keep))
-                out.malformed += dropped
-                out.first_problem = out.first_problem or f"{dropped} message(s) for symbols no topic can carry"
-                records = records[keep]
-            out.records = records
+            else:
+                tag = item.__struct_config__.tag  # vendor bars: the plant computes its own
+                out.skipped[tag] = out.skipped.get(tag, 0) + 1
+                continue
+            n += 1
+        if not n:
+            return out
+        records = np.zeros(n, RECORD_DTYPE)
+        good = np.ones(n, bool)
+        if trades:
+            self._trades(records, good, np.array(at_t), trades, out)
+        if quotes:
+            self._quotes(records, good, np.array(at_q), quotes, out)
+        for row, item in rest:
+            try:
+                records[row] = (*self._void(item), 0, 0)
+            except ValueError as exc:  # a bad timestamp
+                good[row] = False
+                self._bad(out, f"{type(item).__name__} for `{item.S}`: {exc}")  # type: ignore[attr-defined]
+        records["ts_recv"] = ts_recv
+        unmapped = good & (records["instrument_id"] == 0)
+        n_unmapped = int(np.count_nonzero(unmapped))
+        if n_unmapped:
+            out.malformed += n_unmapped
+            out.first_problem = out.first_problem or f"{n_unmapped} message(s) for symbols no topic can carry"
+            good &= ~unmapped
+        if not good.all():
+            records = records[good]
+        out.records = records
         return out
+
+    def _trades(self, records: np.ndarray, good: np.ndarray, at: np.ndarray, trades: list, out: Decoded) -> None:
+        view = records[at] if len(at) != len(records) else records
+        view["ts_event"] = self._times([x.t for x in trades], good, at, trades, out)
+        view["price"] = np.rint(np.array([x.p for x in trades], np.float64) * _SCALE)
+        view["size"] = [x.s for x in trades]
+        view["sequence"] = [x.i for x in trades]
+        view["instrument_id"] = self._symbol_ids([x.S for x in trades])
+        view["kind"] = Kind.TRADE
+        if trades[0].tks:  # crypto: the taker's side
+            view["side"] = [_SIDES.get(x.tks, Side.NONE) for x in trades]
+        if view is not records:
+            records[at] = view
+
+    def _quotes(self, records: np.ndarray, good: np.ndarray, at: np.ndarray, quotes: list, out: Decoded) -> None:
+        view = records[at] if len(at) != len(records) else records
+        view["ts_event"] = self._times([x.t for x in quotes], good, at, quotes, out)
+        view["price"] = np.rint(np.array([x.bp for x in quotes], np.float64) * _SCALE)
+        view["price2"] = np.rint(np.array([x.ap for x in quotes], np.float64) * _SCALE)
+        view["size"] = [x.bs for x in quotes]
+        view["size2"] = [x.as_ for x in quotes]
+        view["instrument_id"] = self._symbol_ids([x.S for x in quotes])
+        view["kind"] = Kind.QUOTE
+        if view is not records:
+            records[at] = view
+
+    def _times(self, raws: list[msgspec.Raw], good: np.ndarray, at: np.ndarray, items: list, out: Decoded) -> np.ndarray:
+        """Event times of `raws`, vectorized for the usual shapes; a bad one marks its row not good."""
+        if self._msgpack:
+            joined = b"".join(raws)
+            if len(joined) == 15 * len(raws):  # all 96-bit Timestamps (ext -1, 12 bytes)
+                stamps = np.frombuffer(joined, _TS96)
+                if (stamps["head"] == _TS96_HEAD).all():
+                    return stamps["sec"].astype(np.int64) * 1_000_000_000 + stamps["nsec"].astype(np.int64)
+        else:
+            try:
+                text = [bytes(r)[1:-2].decode() if bytes(r)[-2:] == b'Z"' else "" for r in raws]
+                if all(text):
+                    return np.array(text, "datetime64[ns]").view(np.int64)
+            except ValueError:
+                pass
+        times = np.zeros(len(raws), np.int64)
+        for j, raw in enumerate(raws):
+            try:
+                times[j] = m.timestamp_ns(raw)
+            except ValueError as exc:
+                good[at[j]] = False
+                self._bad(out, f"{type(items[j]).__name__} for `{items[j].S}`: {exc}")
+        return times
+
+    def _symbol_ids(self, symbols: list[str]) -> list[int]:
+        ids = self._ids
+        return [ids[s] if s in ids else self._id(s) for s in symbols]
 
     def _one_by_one(self, frame: bytes | str, out: Decoded) -> list:
         try:
@@ -106,27 +184,14 @@ class FrameDecoder:
                     self._bad(out, f"message `{tag or '?'}`: {exc}")
         return items
 
-    def _row(self, item, out: Decoded) -> tuple | None:
-        t = type(item)
-        if t is m.Trade:
-            return (m.timestamp_ns(item.t), round(item.p * _SCALE), 0, item.s, 0.0, item.i, self._id(item.S),
-                    Kind.TRADE, _SIDES.get(item.tks, Side.NONE))
-        if t is m.Quote:
-            return (m.timestamp_ns(item.t), round(item.bp * _SCALE), round(item.ap * _SCALE), item.bs, item.as_, 0,
-                    self._id(item.S), Kind.QUOTE, Side.NONE)
-        if t is m.Correction:
+    def _void(self, item) -> tuple:
+        """The record fields (up to `side`) of a correction or a cancel."""
+        if type(item) is m.Correction:
             # price/size: the corrected trade; price2: its new id; size2: the original size; sequence: the old id
-            return (m.timestamp_ns(item.t), round(item.cp * _SCALE), item.ci, item.cs, item.os, item.oi,
+            return (m.timestamp_ns(item.t), 0, round(item.cp * _SCALE), item.ci, item.cs, item.os, item.oi,
                     self._id(item.S), Kind.CORRECTION, Side.NONE)
-        if t is m.CancelError:
-            return (m.timestamp_ns(item.t), round(item.p * _SCALE), 0, item.s, 0.0, item.i, self._id(item.S),
-                    Kind.CANCEL, Side.NONE)
-        if t in _CONTROL:
-            out.control.append(item)
-            return None
-        name = item.__struct_config__.tag
-        out.skipped[name] = out.skipped.get(name, 0) + 1  # vendor bars: the plant computes its own
-        return None
+        return (m.timestamp_ns(item.t), 0, round(item.p * _SCALE), 0, item.s, 0.0, item.i, self._id(item.S),
+                Kind.CANCEL, Side.NONE)
 
     def _id(self, symbol: str) -> int:
         our = self._ids.get(symbol)
@@ -142,4 +207,6 @@ class FrameDecoder:
 
 
 _CONTROL = frozenset(m.CONTROL)
+_TS96 = np.dtype([("head", "S3"), ("nsec", ">u4"), ("sec", ">i8")])
+_TS96_HEAD = b"\xc7\x0c\xff"
 _KNOWN = frozenset(cls.__struct_config__.tag for cls in (*m.DATA, *m.CONTROL))

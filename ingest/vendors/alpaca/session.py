@@ -33,8 +33,8 @@ __all__ = ["Session"]
 
 _BLOCK_SLICE = 0.5
 """Longest blocking wait during the handshake, between two heartbeats of the feed."""
-_FRAMES_PER_POLL = 256
-"""Most frames one `poll` decodes (bounds its latency)."""
+_RECORDS_PER_POLL = 16384
+"""One `poll` stops taking frames once it holds this many records (bounds its latency)."""
 
 
 class Session:
@@ -98,7 +98,8 @@ class Session:
             raise SessionError("session is not open")
         batches: list[np.ndarray] = []
         wait = max(timeout, 0.0)
-        for _ in range(_FRAMES_PER_POLL):
+        held = 0
+        while held < _RECORDS_PER_POLL:
             try:
                 frame = self._ws.recv(timeout=wait)
             except TimeoutError:
@@ -110,6 +111,7 @@ class Session:
             records = self._take(frame)
             if len(records):
                 batches.append(records)
+                held += len(records)
             if self._deferred is not None:
                 break
         if batches:
