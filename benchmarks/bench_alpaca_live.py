@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import socket
 import threading
 import time
 from pathlib import Path
@@ -31,20 +30,13 @@ SYMBOL = "ESU4"
 KEY, SECRET = "PKBENCH", "bench-secret"
 
 
-def _serve(path: str, port: int, ready, stop) -> None:
+def _venue_process(path: str, port, stop) -> None:
+    """Serve `path` in a loop until `stop`; the port it bound goes into `port` (0 until then)."""
     from streamctl.ingest.vendors.alpaca.venue import AlpacaVenue
 
-    venue = AlpacaVenue([path], port=port, loop=True)
-    venue.start()
-    ready.set()
-    stop.wait(300)
-    venue.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    with AlpacaVenue([path], loop=True) as venue:
+        port.value = venue.port
+        stop.wait(300)
 
 
 def _ours(encoding: str):
@@ -145,14 +137,16 @@ def run(quick: bool = False, seconds: float = 3.0) -> list[dict]:
     rows = decode_rows(seconds)
     for name, client in (("streamctl Session (msgpack)", _ours("msgpack")), ("streamctl Session (json)", _ours("json")),
                          ("alpaca-py StockDataStream (msgpack)", official)):
-        port = _free_port()
-        ready, stop = ctx.Event(), ctx.Event()
-        proc = ctx.Process(target=_serve, args=(str(DATA / FILE), port, ready, stop))
+        port, stop = ctx.Value("i", 0), ctx.Event()
+        proc = ctx.Process(target=_venue_process, args=(str(DATA / FILE), port, stop))
         proc.start()
         try:
-            if not ready.wait(120):
+            deadline = time.monotonic() + 120
+            while not port.value and proc.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not port.value:
                 raise RuntimeError("venue did not start")
-            n, elapsed = client(port, seconds)
+            n, elapsed = client(port.value, seconds)
         finally:
             stop.set()
             proc.join(30)

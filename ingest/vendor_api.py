@@ -31,6 +31,7 @@ __all__ = [
     "SessionError",
     "VendorSpec",
     "resolve",
+    "feed_symbols",
 ]
 
 FEED_COUNTERS = frozenset({
@@ -203,6 +204,14 @@ class VendorSpec:
 
     def venue_command(self) -> Any:
         return resolve(self.venue) if self.venue else None
+
+
+def feed_symbols(feed: Any, vendor: str) -> list[str]:
+    """The symbols a live session subscribes (``feeds[i].symbols``); none is a ValueError naming `vendor`."""
+    symbols = list(getattr(feed, "symbols", None) or [])
+    if not symbols:
+        raise ValueError(f"`symbols` must list at least one symbol for {vendor} feed")
+    return symbols
 
 
 def resolve(reference: str) -> Any:

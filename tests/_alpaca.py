@@ -4,9 +4,9 @@ trades and quotes (decoded by the shared DBN decoder, not by the venue), session
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from types import SimpleNamespace
 
+import _databento
 import msgspec
 import numpy as np
 from _common import wait_until
@@ -22,40 +22,14 @@ ESU4_TRADES = "nautilus_trader/historical_bars_catalog/futures_trades_2024-07-01
 ESU4_MBP1 = "nautilus_trader/historical_bars_catalog/futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst"
 
 
-class Ctx:
-    """A FeedContext that records what a session reports; ids start at 1 (0 is NO_INSTRUMENT)."""
+class Ctx(_databento.Ctx):
+    """The Databento tests' recording FeedContext, with ids from 1 (0 is NO_INSTRUMENT: an Alpaca
+    session drops such records, as the feed loop would)."""
 
     feed_name = "alp"
 
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-        self.counts: Counter[str] = Counter()
-        self.events: list[tuple[str, str, int | None]] = []
-        self.heartbeats = 0
-
     def instrument_id(self, symbol: str) -> int:
         return self.ids.setdefault(symbol, len(self.ids) + 1)
-
-    def count(self, cause: str, n: int = 1) -> None:
-        self.counts[cause] += n
-
-    def event(self, kind: str, message: str, *, code: int | None = None) -> None:
-        self.events.append((str(kind), message, code))
-
-    def progress(self, done: float, total: float) -> None:
-        pass
-
-    def heartbeat(self) -> None:
-        self.heartbeats += 1
-
-    def kinds(self) -> list[str]:
-        return [k for k, _, _ in self.events]
-
-    def reset_records(self, ids: list[int]) -> np.ndarray:
-        out = np.zeros(len(ids), RECORD_DTYPE)
-        out["instrument_id"] = ids
-        out["kind"] = Kind.RESET
-        return out
 
 
 def file_records(name: str) -> np.ndarray:

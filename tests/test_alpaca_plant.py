@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import msgspec
 import numpy as np
@@ -20,7 +19,7 @@ import pytest
 from _alpaca import ESU4_TRADES, KEY, SECRET, file_records
 from _common import free_port, wait_until
 from _data import sample
-from plant_helpers import PlantCli
+from plant_helpers import PlantCli, start_venue
 
 from streamctl.client import Subscriber
 from streamctl.ingest.vendors.alpaca.venue.stream import load_stream
@@ -48,12 +47,8 @@ publish: {{endpoint: "tcp://127.0.0.1:{pub_port}"}}
 
 
 def _start_venue(plant: PlantCli, port: int, *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "streamctl.cli", "venue", "alpaca", "--port", str(port),
-                             "--data", str(sample(ESU4_TRADES)), "--key", KEY, "--secret", SECRET, *args],
-                            env=plant.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT (...)"
-    assert "listening" in line, line
-    return proc
+    return start_venue(plant, "alpaca", port, "--data", str(sample(ESU4_TRADES)), "--key", KEY, "--secret", SECRET,
+                       *args)
 
 
 def _stop(proc: subprocess.Popen) -> None:

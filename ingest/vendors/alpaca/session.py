@@ -22,7 +22,7 @@ from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
 from streamctl.bus.wire import EventKind
-from streamctl.ingest.vendor_api import FeedContext, SessionError
+from streamctl.ingest.vendor_api import FeedContext, SessionError, feed_symbols
 from streamctl.ingest.vendors.alpaca import messages as m
 from streamctl.ingest.vendors.alpaca.codes import describe
 from streamctl.ingest.vendors.alpaca.options import Options
@@ -43,9 +43,7 @@ class Session:
     def __init__(self, options: Options, feed, ctx: FeedContext):
         self._opt = options
         self._ctx = ctx
-        self._symbols: list[str] = list(getattr(feed, "symbols", None) or [])
-        if not self._symbols:
-            raise ValueError("`symbols` must list at least one symbol for an alpaca feed")
+        self._symbols = feed_symbols(feed, "an alpaca")
         self._ws: ClientConnection | None = None
         self._decoder = FrameDecoder(options.encoding, self._instrument_id)
         self._encoder = msgspec.msgpack.Encoder() if options.encoding == "msgpack" else msgspec.json.Encoder()

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
-from typing import Literal
 
 import click
 
 from streamctl.ingest.vendors.alpaca.venue.injection import parse_injection
 from streamctl.ingest.vendors.alpaca.venue.server import AlpacaVenue
+from streamctl.ingest.venue_cli import parse_speed, serve_until_signal
 
 __all__ = ["command"]
-
-
-def _speed(value: str) -> Literal["max"] | float:
-    if value == "max":
-        return "max"
-    try:
-        pace = float(value)
-    except ValueError:
-        pace = 0.0
-    if not pace > 0:
-        raise click.BadParameter(f"must be `max` or a number > 0; was {value}", param_hint="--speed")
-    return pace
 
 
 @click.command("alpaca")
@@ -50,7 +36,7 @@ def command(host: str, port: int, data: tuple[str, ...], speed: str, loop: bool,
     try:
         injections = [parse_injection(text) for text in inject]
         venue = AlpacaVenue(list(data), host=host, port=port, key=key or os.environ.get("APCA_API_KEY_ID"),
-                            secret=secret or os.environ.get("APCA_API_SECRET_KEY"), speed=_speed(speed), loop=loop,
+                            secret=secret or os.environ.get("APCA_API_SECRET_KEY"), speed=parse_speed(speed), loop=loop,
                             injections=injections, auth_error=auth_error, connection_limit=connection_limit)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -58,12 +44,4 @@ def command(host: str, port: int, data: tuple[str, ...], speed: str, loop: bool,
     stream = venue.serving.stream
     print(f"listening on {venue.host}:{venue.port} ({len(stream.items)} messages, symbols "
           f"{', '.join(stream.symbols)})", flush=True)
-    done = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not done.wait(0.2):
-            pass
-    finally:
-        venue.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_signal(venue.stop)
