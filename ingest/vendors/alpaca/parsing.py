@@ -118,8 +118,9 @@ class FrameDecoder:
         view["sequence"] = [x.i for x in trades]
         view["instrument_id"] = self._symbol_ids([x.S for x in trades])
         view["kind"] = Kind.TRADE
-        if trades[0].tks:  # crypto: the taker's side
-            view["side"] = [_SIDES.get(x.tks, Side.NONE) for x in trades]
+        takers = [x.tks for x in trades]
+        if any(takers):  # crypto: the taker's side
+            view["side"] = [_SIDES.get(t, Side.NONE) for t in takers]
         if view is not records:
             records[at] = view
 
