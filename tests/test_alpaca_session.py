@@ -183,3 +183,13 @@ def test_reconnects_resubscribe_and_lose_nothing_through_the_reconnect_policy():
     same_ticks(records[records["kind"] != Kind.RESET], ticks)
     assert ctx.kinds().count("disconnect") == 2 and ctx.kinds().count("reconnect") == 2
     assert ctx.kinds().count("connected") == started == 3
+
+
+def test_a_host_that_accepts_and_never_answers_times_out_while_the_feed_heartbeats():
+    from _databento import HostileGateway
+
+    with HostileGateway("silent") as silent:
+        ctx = Ctx()
+        with pytest.raises(SessionError, match="cannot connect to ws://127.0.0.1") as info:
+            open_session(silent.port, ctx=ctx, connect_timeout_s=1.5)
+    assert info.value.retry and ctx.heartbeats >= 3  # one every 0.5 s while the handshake hangs

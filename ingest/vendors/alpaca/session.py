@@ -13,6 +13,7 @@ The key and secret go in the auth message only; they never reach a log, an event
 
 from __future__ import annotations
 
+import threading
 import time
 
 import msgspec
@@ -62,13 +63,7 @@ class Session:
         url = opt.endpoint()
         deadline = time.monotonic() + opt.connect_timeout_s
         self._ctx.heartbeat()
-        headers = {"Content-Type": "application/msgpack"} if opt.encoding == "msgpack" else {}
-        try:
-            self._ws = connect(url, additional_headers=headers, open_timeout=opt.connect_timeout_s, proxy=None,
-                               ping_interval=opt.ping_interval_s, ping_timeout=opt.ping_timeout_s,
-                               max_size=opt.max_frame_bytes, user_agent_header="streamctl/0.1", legacy=True)
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            raise SessionError(f"cannot connect to {url}: {exc}") from None
+        self._ws = self._connect(url)
         try:
             self._expect(deadline, "connected")
             self._send(m.Request(action="auth", key=opt.key, secret=opt.secret))
@@ -129,6 +124,32 @@ class Session:
         return sorted(self._produced)
 
     # ---- handshake
+    def _connect(self, url: str) -> ClientConnection:
+        """The WebSocket handshake, run in a helper thread so this one heartbeats the feed meanwhile
+        (a host that accepts and never answers must not look like a hung feed)."""
+        opt = self._opt
+        headers = {"Content-Type": "application/msgpack"} if opt.encoding == "msgpack" else {}
+        result: list = []
+
+        def handshake() -> None:
+            try:
+                result.append(connect(url, additional_headers=headers, open_timeout=opt.connect_timeout_s,
+                                      proxy=None, ping_interval=opt.ping_interval_s, ping_timeout=opt.ping_timeout_s,
+                                      max_size=opt.max_frame_bytes, user_agent_header="streamctl/0.1", legacy=True))
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                result.append(SessionError(f"cannot connect to {url}: {exc}"))
+
+        thread = threading.Thread(target=handshake, name="alpaca-connect", daemon=True)
+        thread.start()
+        while thread.is_alive():  # open_timeout bounds it
+            self._ctx.heartbeat()
+            thread.join(_BLOCK_SLICE)
+        if not result:
+            raise SessionError(f"cannot connect to {url}: the handshake failed")
+        if isinstance(result[0], SessionError):
+            raise result[0]
+        return result[0]
+
     def _subscribe_request(self) -> m.Request:
         symbols = self._symbols
         channels = set(self._opt.channels)
