@@ -32,6 +32,7 @@ ORDER = [
     "databento_live",
     "cme",
     "ibkr_live",
+    "alpaca_live",
     "sinks",
 ]
 

@@ -200,6 +200,9 @@ class Bar(_Payload, kw_only=True):
     """Event time of the last trade in the bar."""
     ts_recv: int
     """Receive time of the last trade in the bar."""
+    revision: int = 0
+    """0 when first published; n for the n-th re-publication after a vendor corrected or
+    cancelled one of its trades (time bars only; docs/wire.md, "Bar revisions")."""
 
 
 class Trade(_Payload, kw_only=True):

@@ -58,7 +58,7 @@ class Refusal(enum.IntEnum):
     SIZE = 4
     """A size that is negative, not finite, or zero on a trade."""
     KIND = 5
-    """Not a trade, quote, book level or reset."""
+    """Not a trade, quote, book level, reset, correction or cancel."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -72,10 +72,11 @@ def _refusals(batch: np.ndarray, allow_non_positive: bool, out: np.ndarray) -> i
             code = 1
         elif rec.side > Side.ASK or rec.reserved != 0 or (kind == Kind.BOOK and rec.side == Side.NONE):
             code = 2
-        elif kind == Kind.TRADE or kind == Kind.BOOK:  # a book level of size 0 removes the level
+        elif kind == Kind.TRADE or kind == Kind.BOOK or kind == Kind.CANCEL or kind == Kind.CORRECTION:
+            # a book level of size 0 removes the level; a correction's price2 is the trade's new id
             if not _price_ok(rec.price, allow_non_positive):
                 code = 3
-            elif not _size_ok(rec.size, kind == Kind.TRADE):
+            elif not _size_ok(rec.size, kind != Kind.BOOK) or (kind == Kind.CORRECTION and not _size_ok(rec.size2, True)):
                 code = 4
         elif kind == Kind.QUOTE:
             if not ((rec.price == UNDEF_PRICE or _price_ok(rec.price, True))

@@ -31,6 +31,7 @@ __all__ = [
     "SessionError",
     "VendorSpec",
     "resolve",
+    "feed_symbols",
 ]
 
 FEED_COUNTERS = frozenset({
@@ -173,7 +174,7 @@ class VendorSpec:
     options: type
     """Frozen msgspec Struct of ``feeds[i].options``; may define ``check() -> (field, message,
     value) | None`` for rules a type cannot express, and ``event_time_is_now() -> bool`` when
-    its event time follows the wall clock although the vendor is not `live` (the simulator)."""
+    its answer differs from `live` (the simulator's wall clock; a live vendor's delayed feed)."""
     session: str
     """``Session(options, feed, ctx)``, a `FeedSession`."""
     parser: str
@@ -193,15 +194,24 @@ class VendorSpec:
 
     def event_time_is_now(self, options: Any) -> bool:
         """Whether a feed with these options stamps events with the current time, so its quiet
-        spells advance its clock (docs/calculators.md, "Bar timing"); a replay's time is its file's."""
+        spells advance its clock (docs/calculators.md, "Bar timing"); a replay's time is its file's.
+        The options' own answer wins (a live vendor's delayed feed is not now)."""
         own = getattr(options, "event_time_is_now", None)
-        return self.live or (own is not None and own())
+        return own() if own is not None else self.live
 
     def session_type(self) -> SessionFactory:
         return resolve(self.session)
 
     def venue_command(self) -> Any:
         return resolve(self.venue) if self.venue else None
+
+
+def feed_symbols(feed: Any, vendor: str) -> list[str]:
+    """The symbols a live session subscribes (``feeds[i].symbols``); none is a ValueError naming `vendor`."""
+    symbols = list(getattr(feed, "symbols", None) or [])
+    if not symbols:
+        raise ValueError(f"`symbols` must list at least one symbol for {vendor} feed")
+    return symbols
 
 
 def resolve(reference: str) -> Any:

@@ -47,6 +47,11 @@ class Kind(enum.IntEnum):
     """A price-level update: `side`, `price`, `size` (size 0 removes the level)."""
     RESET = 4
     """Clear the book (and quote state) of `instrument_id`."""
+    CORRECTION = 5
+    """The vendor corrected trade `sequence` (its id): `price`/`size` are the corrected trade,
+    `price2` its new id (an integer, not a price), `size2` the original size."""
+    CANCEL = 6
+    """The vendor voided trade `sequence` (its id); `price`/`size` are the voided trade's."""
 
 
 class Side(enum.IntEnum):

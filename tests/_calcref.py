@@ -111,7 +111,7 @@ def _bar(symbol, label, start, end, rows: pd.DataFrame) -> dict:
     return {"seq": 0, "src": "", "symbol": symbol, "interval": label, "ts_start": int(start), "ts_end": int(end),
             "open": px[0] / 1e9, "high": px.max() / 1e9, "low": px.min() / 1e9, "close": px[-1] / 1e9,
             "volume": volume, "trades": len(rows), "vwap": notional / volume,
-            "ts_event": int(rows["ts"].iloc[-1]), "ts_recv": int(rows["recv"].iloc[-1])}
+            "ts_event": int(rows["ts"].iloc[-1]), "ts_recv": int(rows["recv"].iloc[-1]), "revision": 0}
 
 
 def ref_time_bars(df: pd.DataFrame, seconds: int, names: list[str], *, emit_empty: bool = False,

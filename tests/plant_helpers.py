@@ -34,6 +34,16 @@ rings: {{capacity: 16384}}
 {extra}"""
 
 
+def start_venue(plant: PlantCli, vendor: str, port: int, *args: str) -> subprocess.Popen:
+    """``streamctl venue VENDOR --port PORT ARGS...`` as a process, once it says it is listening."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamctl.cli", "venue", vendor, "--port", str(port), *args],
+                            env=plant.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "listening on 127.0.0.1:PORT ..."
+    assert "listening" in line, line
+    return proc
+
+
 class PlantCli:
     """Runs `streamctl` commands with an isolated run directory, and cleans up after itself."""
 

@@ -34,7 +34,9 @@ def test_good_config_decodes_into_typed_structs():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path, monkeypatch):
     monkeypatch.setenv("DATABENTO_API_KEY", "db-" + "A" * 27 + "BCDEF")
-    for name, value in {"IB_HOST": "127.0.0.1", "IB_PORT": "4002", "IB_CLIENT_ID": "1"}.items():
+    for name, value in {"IB_HOST": "127.0.0.1", "IB_PORT": "4002", "IB_CLIENT_ID": "1",
+                        "APCA_API_KEY_ID": "PKTEST", "APCA_API_SECRET_KEY": "secret",
+                        "ALPACA_STREAM_URL": "ws://127.0.0.1:8765"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(REPO)  # the configs' sample-file paths (tests/data/...) are relative to the repository root
     cfg = load_config(path)
@@ -45,7 +47,7 @@ def test_shipped_configs_validate(path, monkeypatch):
     ("text", "message", "line"),
     [
         ("name: x\nfeeds:\n  - name: a\n    vendor: no_such_vendor\n    symbols: [A]\n",
-         "`feeds[0].vendor` must be one of cme, databento, ibkr, replay, sim; was no_such_vendor", 4),
+         "`feeds[0].vendor` must be one of alpaca, cme, databento, ibkr, replay, sim; was no_such_vendor", 4),
         ("name: x\nfeeds:\n  - name: a\n    vendor: sim\n",
          "`feeds[0].symbols` is required for vendor sim", 3),
         ("name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\ncalculators:\n  bars: {time: [0s]}\n",

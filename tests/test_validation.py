@@ -35,6 +35,10 @@ def reference(rec, allow_non_positive: bool) -> bool:
             size_ok(rec["size"], False) and size_ok(rec["size2"], False)
     if kind == Kind.BOOK:
         return rec["side"] != 0 and price_ok(rec["price"], allow_non_positive) and size_ok(rec["size"], False)
+    if kind == Kind.CANCEL:  # the voided trade, as it was
+        return price_ok(rec["price"], allow_non_positive) and size_ok(rec["size"], True)
+    if kind == Kind.CORRECTION:  # the corrected trade, and the original size; price2 is an id
+        return price_ok(rec["price"], allow_non_positive) and size_ok(rec["size"], True) and size_ok(rec["size2"], True)
     return kind == Kind.RESET
 
 
@@ -42,7 +46,7 @@ PRICES = st.sampled_from([10**9, 5_528_500_000_000, 0, -10**9, UNDEF_PRICE, INT6
                           INT64_MIN + 2, 1]) | st.integers(INT64_MIN, UNDEF_PRICE)
 SIZES = st.sampled_from([1.0, 0.0, -5.0, 0.001, math.nan, math.inf, -math.inf, 1e300])
 TIMES = st.sampled_from([NOW, -1, 0, EARLIEST_NS, EARLIEST_NS - 1, LATEST_NS, LATEST_NS - 1, 2**63 - 1])
-RECORD = st.tuples(TIMES, TIMES, PRICES, PRICES, SIZES, SIZES, st.integers(0, 5), st.integers(0, 3),
+RECORD = st.tuples(TIMES, TIMES, PRICES, PRICES, SIZES, SIZES, st.integers(0, 7), st.integers(0, 3),
                    st.sampled_from([0, 0, 0, 1]))
 
 

@@ -66,5 +66,5 @@ def test_venue_commands_come_from_the_registry():
 
 
 def test_unknown_vendor_is_refused_by_name():
-    with pytest.raises(ValueError, match="`vendor` must be one of cme, databento, ibkr, replay, sim; was nope"):
+    with pytest.raises(ValueError, match="`vendor` must be one of alpaca, cme, databento, ibkr, replay, sim; was nope"):
         vendor_spec("nope")

@@ -96,11 +96,13 @@ def _apply(bar_int, bar_float, s, k, price, size, notional, ev, recv):
 
 @numba.njit(cache=True, error_model="numpy")
 def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int, spec_float, emit_empty,
-                max_empty, bar_int, bar_float, out_int, out_float, late_by_spec, counts):
+                max_empty, bar_int, bar_float, out_int, out_float, late_by_spec, counts, late_mask):
     """Apply `n_trades` trades (row indices `trades`) to every bar spec; return rows written.
 
     ``counts``: [late trades, empty bars emitted, empty bars skipped over the cap].
     `out_int`/`out_float` must have room for ``2 * n_trades * n_specs`` rows.
+    ``late_mask[j]`` gets bit k set when trade j is late for time spec k (not in that bar), so a
+    correction can rebuild a bar from exactly the trades it holds (`revisions`).
     """
     nspec = spec_kind.shape[0]
     row = 0
@@ -115,6 +117,7 @@ def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int
         recv = rows_int[i, TS_RECV]
         notional = (price / 1e9) * size
         late = False
+        mask = 0
         for k in range(nspec):
             kind = spec_kind[k]
             if kind == TIME:
@@ -127,6 +130,7 @@ def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int
                     start = ev - ev % width
                     if start < open_start:
                         late = True
+                        mask |= 1 << k
                         late_by_spec[k] += 1
                         continue
                     _emit(bar_int, bar_float, out_int, out_float, row, s, k, open_start + width)
@@ -134,6 +138,7 @@ def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int
                     bar_int[s, k, B_WM] = open_start + width
                 elif ev < bar_int[s, k, B_WM]:
                     late = True
+                    mask |= 1 << k
                     late_by_spec[k] += 1
                     continue
                 else:
@@ -164,6 +169,7 @@ def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int
                 if done:
                     _emit(bar_int, bar_float, out_int, out_float, row, s, k, ev)
                     row += 1
+        late_mask[j] = mask
         if late:
             counts[0] += 1
     return row

@@ -85,6 +85,8 @@ class BarCalc:
         self.late_by_spec = np.zeros(n, dtype=np.int64)
         self.counts = np.zeros(3, dtype=np.int64)
         """[late trades, empty bars emitted, empty bars skipped over the cap]"""
+        self.late_mask = np.zeros(0, dtype=np.int64)
+        """After `update`: per trade of the batch, bit k set when it was late for time spec k."""
 
     def __bool__(self) -> bool:
         return bool(self.specs)
@@ -111,10 +113,12 @@ class BarCalc:
         if not self.specs or n_trades == 0:
             return
         out_int, out_float = self._room(2 * n_trades * len(self.specs))
+        if len(self.late_mask) < n_trades:
+            self.late_mask = np.zeros(max(n_trades, 2 * len(self.late_mask)), dtype=np.int64)
         rows = bar_kernels.update_bars(
             rows_int, rows_float, sym, trades, n_trades, self._spec_kind, self._spec_int, self._spec_float,
             self._emit_empty, self._max_empty, self.state["bar_int"], self.state["bar_float"],
-            out_int, out_float, self.late_by_spec, self.counts)
+            out_int, out_float, self.late_by_spec, self.counts, self.late_mask)
         self._payloads(rows, out)
 
     def close_due(self, clock: np.ndarray, out: list) -> None:
@@ -136,6 +140,21 @@ class BarCalc:
         rows = bar_kernels.flush_bars(nsym, self._spec_kind, self._spec_int, self.state["bar_int"],
                                       self.state["bar_float"], out_int, out_float)
         self._payloads(rows, out)
+
+    @property
+    def widths(self) -> np.ndarray:
+        """Per spec: the width in ns (time bars) or the count (tick bars)."""
+        return self._spec_int
+
+    @property
+    def spec_kinds(self) -> np.ndarray:
+        return self._spec_kind
+
+    def topic(self, s: int, k: int) -> str:
+        return self._topics[k][s]
+
+    def symbol(self, s: int) -> str:
+        return self._symbols[s]
 
     def _payloads(self, rows: int, out: list) -> None:
         if rows == 0:

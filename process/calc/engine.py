@@ -39,7 +39,9 @@ from streamctl.process.calc.batch import (
 )
 from streamctl.process.calc.book import BookCalc
 from streamctl.process.calc.indicators import TradeCalc
+from streamctl.process.calc.revisions import Revisions
 from streamctl.process.calc.settings import CalculatorsConfig
+from streamctl.shm.records import Kind
 
 __all__ = ["CalculatorSet", "warm_up"]
 
@@ -69,7 +71,8 @@ class CalculatorSet:
     ``counters`` holds every count of what was seen and dropped: ``trades``, ``quotes``,
     ``book_updates``, ``resets``, ``late`` (trades late for at least one time-bar interval) and
     ``late.<interval>``, ``bad_trades``, ``bad_records``, ``bad_book``, ``book_missing_level``,
-    ``empty_bars``, ``empty_skipped``, ``zscore_disabled``.
+    ``empty_bars``, ``empty_skipped``, ``zscore_disabled``, ``corrections`` (vendor corrections and
+    cancels applied to time bars, `revisions`) and ``corrections_unmatched``.
     """
 
     def __init__(self, config: CalculatorsConfig, *, src: str, live: bool):
@@ -80,6 +83,7 @@ class CalculatorSet:
         self._symbols: list[str] = []
         self._index: dict[str, int] = {}
         self._bars = BarCalc(config.bars, self._capacity)
+        self._revisions = Revisions(self._bars, config.bars.correction_window)
         self._trades = TradeCalc(config, self._capacity)
         self._book = BookCalc(config.book, self._capacity) if config.book is not None else None
         self._check_quotes = bool(config.anomalies is not None and config.anomalies.crossed_quotes)
@@ -89,6 +93,7 @@ class CalculatorSet:
         self._quote_rows = np.zeros(0, dtype=np.int64)
         self._warned: set[str] = set()
         self._bind_counters()
+        self.counters.update(self._revisions.counts)
 
     def _bind_counters(self) -> None:
         """One int64 array holds every counter; each calculator's kernels add into a view of it,
@@ -137,6 +142,12 @@ class CalculatorSet:
     def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Output:
         """Run every calculator over one batch; return ``(topic, payload)`` pairs (see module doc)."""
         rows_int, rows_float = columns(records)
+        voids: tuple[np.ndarray, np.ndarray] | None = None
+        if len(records) and int(records["kind"].max()) >= Kind.CORRECTION:  # rare: a vendor voided trades
+            if len(sym_idx) != len(records):
+                raise ValueError(f"`sym_idx` must have one entry per record ({len(records)}); was {len(sym_idx)}")
+            records, sym_idx, voids = _split_voids(records, np.asarray(sym_idx))
+            rows_int, rows_float = columns(records)
         sym = np.ascontiguousarray(sym_idx, dtype=np.int32)
         if not sym.flags.writeable:
             sym = sym.copy()
@@ -145,6 +156,7 @@ class CalculatorSet:
             raise ValueError(f"`sym_idx` must have one entry per record ({n}); was {len(sym)}")
         out: Output = []
         if n == 0:
+            self._revise(voids, out)
             return out
         if len(self._trade_rows) < n:
             self._trade_rows = np.zeros(max(n, 2 * len(self._trade_rows)), dtype=np.int64)
@@ -156,6 +168,8 @@ class CalculatorSet:
         trades = self._trade_rows
         if n_trades:
             self._bars.update(rows_int, rows_float, sym, trades, n_trades, out)
+            if self._revisions:
+                self._revisions.record(rows_int, rows_float, sym, trades[:n_trades], self._bars.late_mask[:n_trades])
             flagged = self._trades.update(rows_int, rows_float, sym, trades, n_trades, tmin, tmax)
             if len(flagged[0]) or n_quotes:
                 self._anomalies.build(*flagged, rows_int, sym, self._quote_rows[:n_quotes], out)
@@ -171,7 +185,31 @@ class CalculatorSet:
         self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
         if n_bad:
             self._warn_bad(rows_int, rows_float, sym)
+        self._revise(voids, out)
         return out
+
+    def _revise(self, voids: tuple[np.ndarray, np.ndarray] | None, out: Output) -> None:
+        """Apply a batch's CORRECTION and CANCEL records after its trades; revised bars go last."""
+        if voids is None:
+            return
+        records, sym = voids
+        rows_int, rows_float = columns(records)
+        kinds = records["kind"].tolist()
+        for i, s in enumerate(sym.tolist()):
+            if not 0 <= s < len(self._symbols):
+                self._counts[_BAD_RECORDS] += 1
+                self.counters["bad_records"] = int(self._counts[_BAD_RECORDS])
+                continue
+            if not self._revisions.apply(kinds[i], s, rows_int[i], rows_float[i], out):
+                self._warn_once("corrections_unmatched", "%s: a correction or cancel for `%s` names a trade this "
+                                "worker no longer holds (counted in counters['corrections_unmatched'])",
+                                self._symbols[s])
+        self.counters.update(self._revisions.counts)
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, self.src, *args)
 
     def on_clock(self, clock_ns: int | np.ndarray) -> Output:
         """Live only: close the time bars whose end + ``close_delay`` <= their symbol's clock.
@@ -216,6 +254,13 @@ class CalculatorSet:
                         name, what)
 
 
+def _split_voids(records: np.ndarray, sym: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(the other records, their symbols, (the CORRECTION/CANCEL records, their symbols))."""
+    kind = records["kind"]
+    void = (kind == Kind.CORRECTION) | (kind == Kind.CANCEL)
+    return records[~void], sym[~void], (records[void], sym[void])
+
+
 def warm_up() -> float:
     """Compile every kernel (or load it from numba's on-disk cache) before real work; returns
     the seconds it took. A first compile takes ~10 s; loading from the cache well under 1 s.
@@ -223,7 +268,7 @@ def warm_up() -> float:
     import time
 
     from streamctl.process.calc.settings import AnomalyConfig, BarsConfig, BookConfig, VwapConfig
-    from streamctl.shm.records import RECORD_DTYPE, Kind, Side
+    from streamctl.shm.records import RECORD_DTYPE, Side
 
     start = time.perf_counter()
     config = CalculatorsConfig(

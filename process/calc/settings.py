@@ -45,6 +45,9 @@ class BarsConfig(_Settings, frozen=True):
     clock_max_jump: Annotated[float, Meta(gt=0)] = 600.0
     """Live: a record more than this many seconds past its feed's clock moves the clock only once
     a second record confirms it (one wild ``ts_event`` must not close every open bar)."""
+    correction_window: Annotated[int, Meta(ge=0, le=1 << 24)] = 65536
+    """Trades a worker keeps (all its symbols) so a vendor's correction or cancel can rebuild
+    the time bars holding the trade (``revision`` > 0 if already published); 0 turns it off."""
 
 
 class VwapConfig(_Settings, frozen=True):

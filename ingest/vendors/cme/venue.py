@@ -29,7 +29,7 @@ from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
 from streamctl.ingest.vendors.cme.pcap import Datagram, read_pcap
 from streamctl.ingest.vendors.cme.schema import BUNDLED_SCHEMA, Schema, load_schema
 from streamctl.ingest.vendors.cme.synthetic import FEEDS, generate
-from streamctl.ingest.venue_speed import parse_speed
+from streamctl.ingest.venue_cli import parse_speed, serve_until_signal
 
 __all__ = ["CmeVenue", "command"]
 
@@ -190,13 +190,8 @@ def command(pcaps: tuple[str, ...], speed: str, drop_a: int, drop_both: int, int
     datagrams = [d for p in pcaps for d in read_pcap(p)] if pcaps else generate(sbe, packets=packets).datagrams
     venue = CmeVenue(datagrams, sbe, interface=interface, speed=pace, drop_a=drop_a, drop_both=drop_both,
                      recovery=tuple(_group(r) for r in recovery), hold=hold)
-    done = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGUSR1, lambda *_: venue.release())
     venue.start()
     print(f"serving {len(venue.incrementals)} incremental and {len(venue.definitions)} definition packets on "
           f"{interface}; dropping {len(venue.dropped_a)} on A and {len(venue.dropped_both)} on both", flush=True)
-    while not done.wait(0.2):
-        pass
-    venue.stop()
+    serve_until_signal(venue.stop)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from typing import Any
 
 import click
 
 from streamctl.ingest.vendors.databento.venue.server import DatabentoVenue
-from streamctl.ingest.venue_speed import parse_speed
+from streamctl.ingest.venue_cli import parse_speed, serve_until_signal
 
 __all__ = ["command", "main_serve"]
 
@@ -26,19 +24,7 @@ def main_serve(files: list[str], **settings: Any) -> None:
     venue.start()
     summary = ", ".join(f"{d.dataset} v{d.version}: {len(d.frames)} records" for d in venue.datasets.values())
     print(f"listening on {venue.host}:{venue.port} ({summary})", flush=True)
-    done = threading.Event()
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        done.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not done.wait(0.2):
-            pass
-    finally:
-        venue.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_signal(venue.stop)
 
 
 @click.command("databento")
@@ -55,6 +41,5 @@ def command(host: str, port: int, data: tuple[str, ...], speed: str, key: str | 
             heartbeat: float, loop: bool, close_at_end: bool) -> None:
     """Serve DBN FILES over Databento's live gateway protocol (CRAM, subscriptions, DBN stream)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"),
-               speed=parse_speed(speed),
+    main_serve(list(data), host=host, port=port, api_key=key or os.environ.get("DATABENTO_API_KEY"), speed=parse_speed(speed),
                heartbeat_interval=heartbeat, loop=loop, close_at_end=close_at_end)

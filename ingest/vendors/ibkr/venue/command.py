@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from typing import Literal
 
 import click
 
 from streamctl.ingest.vendors.ibkr import protocol as api
 from streamctl.ingest.vendors.ibkr.venue.connection import Failure
 from streamctl.ingest.vendors.ibkr.venue.server import IbkrVenue
+from streamctl.ingest.venue_cli import parse_speed, serve_until_signal
 
 __all__ = ["command"]
 
@@ -42,14 +40,7 @@ def command(host: str, port: int, data: tuple[str, ...], speed: str, loop: bool,
             not_subscribed: tuple[str, ...]) -> None:
     """Serve recorded FILES over the TWS / IB Gateway API protocol (contracts, tick-by-tick, depth)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    pace: Literal["max"] | float = "max"
-    if speed != "max":
-        try:
-            pace = float(speed)
-        except ValueError:
-            pace = 0.0
-        if not pace > 0:
-            raise click.BadParameter(f"must be `max` or a number > 0; was {speed}", param_hint="--speed")
+    pace = parse_speed(speed)
     failure = Failure(fail, after=after, connections=fail_connections, outage=outage) if fail else None  # type: ignore[arg-type]
     try:
         venue = IbkrVenue(list(data), host=host, port=port, speed=pace, loop=loop, server_version=server_version,
@@ -61,16 +52,4 @@ def command(host: str, port: int, data: tuple[str, ...], speed: str, loop: bool,
                        for c in venue.tape.contracts.values())
     print(f"listening on {venue.host}:{venue.port} (API {api.MIN_VERSION}..{server_version}; "
           f"{len(venue.tape.records)} records; {listed})", flush=True)
-    done = threading.Event()
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        done.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not done.wait(0.2):
-            pass
-    finally:
-        venue.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    serve_until_signal(venue.stop)

@@ -1,0 +1,164 @@
+"""Bar revisions: a vendor corrected or cancelled a trade, so the time bars holding it change.
+
+The worker keeps its last `correction_window` valid trades (all symbols, in arrival order) in
+a ring of numpy columns, with each trade's vendor id (``sequence``) and which time specs it was
+late for. A CORRECTION or CANCEL record (docs/records.md) finds its trade by (symbol, id),
+changes or voids it there, and rebuilds each time bar holding it from the ring, in arrival
+order, with the same arithmetic as the bar kernels (so a bar rebuilt without a trade equals the
+bar a file without that trade gives):
+
+- a bar still open is patched in place: it is published once, corrected, when it closes;
+- a bar already published is published again with ``revision`` = 1, 2, ...
+
+Tick, volume and dollar bars, VWAPs and indicators are not revised (a voided trade would move
+every later boundary of a tick bar). A correction whose trade is not in the ring, or whose bar
+has lost trades to the ring's wrap, is counted in ``corrections_unmatched`` and logged once.
+Corrections are rare: this path is plain numpy, run per correction record.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from streamctl.bus.wire import Bar
+from streamctl.process.calc import bar_kernels as bk
+from streamctl.process.calc.bars import BarCalc
+from streamctl.process.calc.batch import PRICE, PRICE2, SEQUENCE, SIZE, TS_EVENT, TS_RECV
+from streamctl.shm.records import Kind
+
+__all__ = ["Revisions"]
+
+
+class Revisions:
+    """The trade ring and the revision numbers of one worker's time bars."""
+
+    def __init__(self, bars: BarCalc, capacity: int):
+        self._bars = bars
+        self._cap = capacity
+        self._next = 0  # trades appended so far
+        self.sym = np.zeros(capacity, np.int32)
+        self.tid = np.zeros(capacity, np.uint64)
+        self.ts = np.zeros(capacity, np.int64)
+        self.recv = np.zeros(capacity, np.int64)
+        self.price = np.zeros(capacity, np.int64)
+        self.size = np.zeros(capacity, np.float64)
+        self.late = np.zeros(capacity, np.int64)
+        self._evicted = np.full(16, np.iinfo(np.int64).min, np.int64)
+        """Per symbol: the latest event time of a trade the ring has dropped."""
+        self._revision: dict[tuple[int, int, int], int] = {}
+        self.counts = {"corrections": 0, "corrections_unmatched": 0}
+
+    def __bool__(self) -> bool:
+        return self._cap > 0 and any(k == bk.TIME for k in self._bars.spec_kinds.tolist())
+
+    def record(self, rows_int: np.ndarray, rows_float: np.ndarray, sym: np.ndarray, trades: np.ndarray,
+               late_mask: np.ndarray) -> None:
+        """Remember a batch's valid trades (row indices `trades`) and their late bits."""
+        n = len(trades)
+        if not n or not self:
+            return
+        if n > self._cap:  # only the newest fit
+            lost = trades[: n - self._cap]
+            self._evict(sym[lost], rows_int[lost, TS_EVENT])
+            trades, late_mask, n = trades[n - self._cap:], late_mask[n - self._cap:], self._cap
+        at = (self._next + np.arange(n)) % self._cap
+        if self._next + n > self._cap:
+            old = at[: min(n, self._next + n - self._cap)]
+            self._evict(self.sym[old], self.ts[old])
+        self.sym[at] = sym[trades]
+        self.tid[at] = rows_int[trades, SEQUENCE].view(np.uint64)
+        self.ts[at] = rows_int[trades, TS_EVENT]
+        self.recv[at] = rows_int[trades, TS_RECV]
+        self.price[at] = rows_int[trades, PRICE]
+        self.size[at] = rows_float[trades, SIZE]
+        self.late[at] = late_mask
+        self._next += n
+
+    def apply(self, kind: int, s: int, row_int: np.ndarray, row_float: np.ndarray, out: list) -> bool:
+        """One CORRECTION or CANCEL of symbol `s`; appends revised bars to `out`. False if unmatched."""
+        held = min(self._next, self._cap)
+        order = (self._next - held + np.arange(held)) % self._cap  # oldest first
+        match = order[(self.sym[order] == s) & (self.tid[order] == np.uint64(row_int[SEQUENCE]))]
+        if not len(match):
+            self.counts["corrections_unmatched"] += 1
+            return False
+        j = int(match[-1])
+        ts = int(self.ts[j])
+        if kind == Kind.CANCEL:
+            self.size[j] = 0.0  # void: a size-0 trade is never a valid trade, so never rebuilt into a bar
+        else:
+            self.price[j] = row_int[PRICE]
+            self.size[j] = row_float[SIZE]
+            self.tid[j] = np.uint64(row_int[PRICE2])  # the corrected trade's new id
+        widths, kinds = self._bars.widths, self._bars.spec_kinds
+        state_i, state_f = self._bars.state["bar_int"], self._bars.state["bar_float"]
+        for k in range(len(widths)):
+            if kinds[k] != bk.TIME or (int(self.late[j]) >> k) & 1:
+                continue
+            width = int(widths[k])
+            start = ts - ts % width
+            if s < len(self._evicted) and self._evicted[s] >= start:
+                self.counts["corrections_unmatched"] += 1
+                continue
+            bar = self._rebuild(order, s, k, start, start + width)
+            is_open = state_i[s, k, bk.B_TRADES] > 0 and state_i[s, k, bk.B_START] == start
+            if is_open:
+                self._patch(state_i[s, k], state_f[s, k], bar)
+            elif start + width <= state_i[s, k, bk.B_WM]:
+                key = (s, k, start)
+                self._revision[key] = self._revision.get(key, 0) + 1
+                out.append((self._bars.topic(s, k), self._payload(s, k, start, start + width, bar,
+                                                                  self._revision[key])))
+        self.counts["corrections"] += 1
+        return True
+
+    def resize(self, symbols: int) -> None:
+        if symbols > len(self._evicted):
+            grown = np.full(symbols, np.iinfo(np.int64).min, np.int64)
+            grown[: len(self._evicted)] = self._evicted
+            self._evicted = grown
+
+    # ---- internals
+    def _evict(self, sym: np.ndarray, ts: np.ndarray) -> None:
+        if len(sym):
+            self.resize(int(sym.max()) + 1)
+            np.maximum.at(self._evicted, sym, ts)
+
+    def _rebuild(self, order: np.ndarray, s: int, k: int, start: int, end: int) -> dict:
+        """The bar of (s, k) over [start, end) from the ring's trades, in arrival order."""
+        rows = order[(self.sym[order] == s) & (self.ts[order] >= start) & (self.ts[order] < end)
+                     & (self.size[order] > 0) & (((self.late[order] >> k) & 1) == 0)]
+        if not len(rows):
+            return {"trades": 0}
+        price, size = self.price[rows], self.size[rows]
+        volume = notional = 0.0
+        for p, q in zip(price.tolist(), size.tolist(), strict=True):  # the kernels' sequential sums
+            volume += q
+            notional += (p / 1e9) * q
+        return {"open": int(price[0]), "high": int(price.max()), "low": int(price.min()), "close": int(price[-1]),
+                "trades": len(rows), "volume": volume, "notional": notional, "ev": int(self.ts[rows[-1]]),
+                "recv": int(self.recv[rows[-1]])}
+
+    @staticmethod
+    def _patch(state_i: np.ndarray, state_f: np.ndarray, bar: dict) -> None:
+        """Overwrite an open bar's state with the rebuilt one (no trades left: the bar is no longer open)."""
+        state_i[bk.B_TRADES] = bar["trades"]
+        if not bar["trades"]:
+            return
+        state_i[bk.B_OPEN], state_i[bk.B_HIGH], state_i[bk.B_LOW], state_i[bk.B_CLOSE] = (
+            bar["open"], bar["high"], bar["low"], bar["close"])
+        state_i[bk.B_LAST_EV], state_i[bk.B_LAST_RECV] = bar["ev"], bar["recv"]
+        state_f[bk.B_VOL], state_f[bk.B_NOTIONAL] = bar["volume"], bar["notional"]
+
+    def _payload(self, s: int, k: int, start: int, end: int, bar: dict, revision: int) -> Bar:
+        symbol, label = self._bars.symbol(s), self._bars.labels[k]
+        if not bar["trades"]:  # every trade of the bar was voided
+            nan = math.nan
+            return Bar(symbol=symbol, interval=label, ts_start=start, ts_end=end, open=nan, high=nan, low=nan,
+                       close=nan, volume=0.0, trades=0, vwap=nan, ts_event=start, ts_recv=0, revision=revision)
+        return Bar(symbol=symbol, interval=label, ts_start=start, ts_end=end, open=bar["open"] / 1e9,
+                   high=bar["high"] / 1e9, low=bar["low"] / 1e9, close=bar["close"] / 1e9, volume=bar["volume"],
+                   trades=bar["trades"], vwap=bar["notional"] / bar["volume"], ts_event=bar["ev"],
+                   ts_recv=bar["recv"], revision=revision)
