@@ -80,6 +80,13 @@ def families(status: dict[str, Any]) -> list[Metric]:
     reconnects = counter("feed_reconnects", "Times a feed reconnected to its vendor.", ["plant", "feed"])
     errors = counter("feed_errors", "Vendor errors a feed saw (error messages, refused sessions, bad files).",
                      ["plant", "feed"])
+    sink_rows = counter("sink_rows_written", "Rows a sink wrote to its store (new rows; those it already held are not counted).",
+                        ["plant", "sink"])
+    sink_backlog = gauge("sink_backlog_rows", "Rows a sink received and has not yet written to its store.", ["plant", "sink"])
+    sink_lag = gauge("sink_store_lag_seconds", "Wall clock minus ts_recv of the newest row the sink has stored.",
+                     ["plant", "sink"])
+    sink_errors = counter("sink_store_errors", "Times a sink's store failed (refused, dropped or timed out).",
+                          ["plant", "sink"])
     latency = HistogramMetricFamily("streamctl_worker_latency_seconds",
                                     "Per record: ts_recv (ingest) to handed to the publisher, in the worker.",
                                     labels=["plant", "process"])
@@ -102,6 +109,12 @@ def families(status: dict[str, Any]) -> list[Metric]:
         if p["role"] == "ingest":
             reconnects.add_metric([plant, p["name"]], p["reconnects"])
             errors.add_metric([plant, p["name"]], p["errors"])
+        if p["role"] == "sink":
+            sink_rows.add_metric([plant, p["name"]], p["records_out"])
+            sink_backlog.add_metric([plant, p["name"]], p["consumer_lag"])
+            sink_errors.add_metric([plant, p["name"]], p["errors"])
+            if p.get("store_lag_s") is not None:
+                sink_lag.add_metric([plant, p["name"]], p["store_lag_s"])
         hist = p.get("latency")
         if hist is not None:
             buckets, total = [], 0
@@ -109,7 +122,8 @@ def families(status: dict[str, Any]) -> list[Metric]:
                 total += n
                 buckets.append(("+Inf" if bound is None else repr(bound / 1e9), total))
             latency.add_metric([plant, p["name"]], buckets, hist["sum_s"])
-    return [rin, rout, drops, restarts, state, up, fill, lag, rss, uss, pss, cpu, reconnects, errors, latency]
+    return [rin, rout, drops, restarts, state, up, fill, lag, rss, uss, pss, cpu, reconnects, errors,
+            sink_rows, sink_backlog, sink_lag, sink_errors, latency]
 
 
 class MetricsServer:

@@ -97,6 +97,30 @@ def test_scraped_counters_agree_with_status_and_move(plant):
         _scrape(port)
 
 
+def test_a_sinks_rows_backlog_and_lag_are_scraped_as_status_shows_them(plant, tmp_path):
+    name, port = f"msk{os.getpid() % 100000}", free_port()
+    sink = (f"sinks:\n  - {{name: cache, kind: sqlite, path: \"{tmp_path / 'cache.db'}\", "
+            f"topics: [\"bar.1s.\", \"trade.\"], batch_seconds: 0.1}}\n")
+    config = plant.write_config(name, demo_config(name, free_port(), rate=200,
+                                                  extra=f"metrics: {{listen: '127.0.0.1:{port}'}}\n{sink}"))
+    plant.run("up", str(config), "--detach", check=True)
+    wait_until(lambda: plant.process(name, "sink-cache")["records_out"] > 0, 60, "the sink to store rows")
+
+    before = plant.process(name, "sink-cache")
+    sample = _scrape(port)
+    after = plant.process(name, "sink-cache")
+    sink = dict(plant=name, sink="sink-cache")
+    assert before["records_out"] <= _value(sample, "streamctl_sink_rows_written_total", **sink) <= after["records_out"]
+    assert _value(sample, "streamctl_sink_store_errors_total", **sink) == before["errors"] == 0
+    assert _value(sample, "streamctl_sink_backlog_rows", **sink) >= 0
+    assert 0 <= _value(sample, "streamctl_sink_store_lag_seconds", **sink) < 60
+    assert _value(sample, "streamctl_process_state", plant=name, process="sink-cache", role="sink", state="ready") == 1
+    written = _value(sample, "streamctl_sink_rows_written_total", **sink)
+    wait_until(lambda: _value(_scrape(port), "streamctl_sink_rows_written_total", **sink) > written, 30,
+               "the sink's rows written to grow")
+    plant.run("down", "--name", name, check=True)
+
+
 def test_metrics_port_taken_is_refused_naming_the_field(plant):
     import socket
 
@@ -124,7 +148,10 @@ def test_docs_and_dashboard_name_exactly_the_exported_metrics():
         "name": "worker-0", "role": "worker", "records_in": 1, "records_out": 1, "drops": {"late": 0}, "restarts": 0,
         "state": "ready", "alive": True, "ring_fill": 0.0, "consumer_lag": 0, "rss": 1, "uss": 1, "pss": 1,
         "cpu_seconds": 0.1, "reconnects": 0, "errors": 0,
-        "latency": {"bounds_ns": [1000], "counts": [1, 0], "sum_s": 5e-7}}]}
+        "latency": {"bounds_ns": [1000], "counts": [1, 0], "sum_s": 5e-7}},
+        {"name": "sink-db", "role": "sink", "records_in": 1, "records_out": 1, "drops": {"gaps": 0}, "restarts": 0,
+         "state": "ready", "alive": True, "ring_fill": 0.0, "consumer_lag": 0, "rss": 1, "uss": 1, "pss": 1,
+         "cpu_seconds": 0.1, "reconnects": 0, "errors": 0, "store_lag_s": 0.2}]}
     exported = {f.name + ("_total" if f.type == "counter" else "") for f in families(status)}
     documented = set(re.findall(r"^\| `(streamctl_[a-z_]+)`", (docs / "metrics.md").read_text(), re.M))
     assert documented == exported
