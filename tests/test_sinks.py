@@ -4,8 +4,9 @@ with each store's own client.
 
 The stream a test plays is what a plant's worker publishes (trade arrays and 1 s bars). What
 a plain subscriber saw is the reference: the store must hold exactly those rows, none twice.
-Where a test plays the stream a second time, it stands for the plant's history (the journal)
-redelivering, with the original seq and src, what the sink may have missed.
+The test proxy runs no recovery service. Where a test plays the stream a second time (with the
+original seq and src), it proves each store's writes idempotent across a restart;
+tests/test_sink_plant.py has sinks refilled from a real plant's history.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def test_a_sink_killed_mid_stream_resumes_with_no_row_missing_or_twice(kind, req
     bars, trades = list(seen.bars), list(seen.trades)  # the stream, once
     assert not case.holds_rows(bars, trades)
     sink.start()
-    # The plant's history redelivers, with the original seq and src: here, the whole stream again.
+    # Everything again, with the original seq and src: rows the dead sink wrote are not doubled.
     with Publisher(pub.endpoint, src="worker-0") as history:
         history.wait_subscribed(10)
         play(history, stream)
