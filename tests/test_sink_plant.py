@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import time
 import uuid
 from collections import Counter
 
@@ -130,7 +131,8 @@ def test_a_sink_killed_in_a_running_plant_is_restarted_and_fills_its_store_from_
         watch.until(lambda: plant.process(name, "sink-cache")["records_out"] >= 16, 60, "the sink to store bars")
         before = plant.process(name, "sink-cache")
         os.kill(before["pid"], signal.SIGSTOP)  # frozen: what it receives now stays unwritten
-        watch.more_bars(16)
+        frozen_ns = time.time_ns()  # the sim's bars are on the wall clock: these started after the freeze
+        watch.until(lambda: sum(bar[2] >= frozen_ns for bar in watch.bars) >= 8, 60, "bars the sink cannot have")
         os.kill(before["pid"], signal.SIGKILL)  # and dies with it; the plant goes on publishing
         watch.until(lambda: (p := plant.process(name, "sink-cache"))["pid"] != before["pid"] and p["state"] == "ready",
                     60, "the supervisor to restart the sink")
