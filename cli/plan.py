@@ -106,10 +106,12 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
         sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve,
         recovery=recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint) if recovery else None,
         recovery_bytes=config.publish.recovery.topic_bytes))]
+    public_recovery = subscriber_endpoint(recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint)) \
+        if recovery else None
     for sink in config.sinks:  # not pinned: a sink waits on its store, it does not spin
         spec = SinkSpec(plant=layout.plant, slot=len(plans), stats=layout.stats, sink=sink,
                         endpoint=subscriber_endpoint(config.publish.endpoint), events_endpoint=layout.internal,
-                        plant_partitions=n_parts, curve=client)
+                        plant_partitions=n_parts, curve=client, recovery=public_recovery)
         plans.append(ProcessPlan(spec.name, Role.SINK, spec.slot, sink_main, spec))
     feed_cores = [f.cpu if f.cpu is not None else next(next_core) for f in feeds]
     for i, p in enumerate(owned):

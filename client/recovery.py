@@ -77,6 +77,25 @@ class History:
             return [], False
         return [_stored(m) for m in reply["messages"]], bool(reply["complete"])
 
+    def after(self, topic: str, seq: int, through: int | None = None) -> tuple[list[Stored], bool]:
+        """The messages of `topic` holding a seq after `seq` (up to `through`, when given), page
+        by page, and whether the service still held seq+1."""
+        found: list[Stored] = []
+        want = seq + 1
+        complete: bool | None = None  # what the first reply says
+        while through is None or want <= through:
+            reply = self._ask({"op": "history", "topic": topic, "from_seq": want})
+            if reply is None:
+                return found, False
+            if complete is None:
+                complete = bool(reply["complete"])
+            page = [m for m in map(_stored, reply["messages"]) if m[2] >= want and (through is None or m[1] <= through)]
+            found += page
+            if not reply["more"] or not page:
+                break
+            want = page[-1][2] + 1
+        return found, complete is not False
+
     def last(self, pattern: str) -> list[Stored]:
         """The last message of every topic matching `pattern`."""
         reply = self._ask({"op": "last", "pattern": pattern})

@@ -330,6 +330,28 @@ class Subscriber:
         """
         return self._last.get(topic)
 
+    def history_after(self, topic: str, seq: int, through: int | None = None) -> tuple[list[Any], bool]:
+        """`topic`'s messages holding a seq after `seq` (and not past `through`, when given), from
+        the plant's recovery service, decoded as live ones (a trade/quote message as its list),
+        oldest first; and whether the service still held seq+1 (False also when there is no
+        service). Nothing is dispatched and the seq tracking is left alone: this is for a caller
+        that writes idempotently (a sink refilling what it dropped), so overlap with live
+        messages is its to ignore.
+        """
+        if self._history is None:
+            return [], False
+        stored, complete = self._history.after(topic, seq, through)
+        kind = wire.parse_topic(topic).kind
+        decode = self._decoders[kind].decode
+        out: list[Any] = []
+        for _, _, _, payload in stored:
+            try:
+                out.append(decode(payload))
+            except msgspec.DecodeError as exc:
+                self._bad(topic, str(exc))
+                complete = False
+        return out, complete
+
     # -- receiving ----------------------------------------------------------------------
 
     def poll(self, timeout: float | None = 1.0, *, max_messages: int = 10_000) -> int:

@@ -56,6 +56,9 @@ class SinkSpec(msgspec.Struct, kw_only=True, frozen=True):
     cpu: int | None = None
     curve: CurveClient | None = None
     """The plant's keys for its internal endpoint."""
+    recovery: str | None = None
+    """The plant's public recovery endpoint, where the sink asks for what it did not store;
+    None: the plant runs no recovery service (what is lost is counted and reported)."""
 
     @property
     def name(self) -> str:
@@ -84,14 +87,15 @@ def sink_main(spec: SinkSpec) -> None:
 
 def run_sink(spec: SinkSpec, child: ChildSlot, stop) -> None:
     with Publisher(spec.events_endpoint, src=spec.name, curve=spec.curve) as publisher, \
-            Subscriber(spec.endpoint) as sub:
+            Subscriber(spec.endpoint, recovery=spec.recovery or False) as sub:
         own = topic("event", spec.name)
 
         def event(kind: str, message: str) -> None:
             (log.warning if kind in _WARNINGS else log.info)("%s", message)
             publisher.publish(own, Event(source=spec.name, kind=kind, message=message, ts=time.time_ns()))
 
-        sink = Sink(spec.sink, open_store(spec.sink, plant_partitions=spec.plant_partitions), Counters(child), event)
+        sink = Sink(spec.sink, open_store(spec.sink, plant_partitions=spec.plant_partitions), Counters(child), event,
+                    history=sub.history_after)
         sink.attach(sub)
         _handshake(sub, publisher, own, stop)
         sink.step()  # opens the store: READY, or RECONNECTING while it is down

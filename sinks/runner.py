@@ -4,10 +4,14 @@ A sink is a subscriber like any application. Rows wait in a bounded backlog and 
 store in batches (`batch_rows` rows, or after `batch_seconds`), at most one batch between
 two reads of the socket, so a slow store never leaves the subscription unread. A store that is
 down (at start or later) is retried with the plant's one reconnect policy while the backlog
-fills; rows beyond `backlog_rows` are counted as ``overflow``; a sequence gap is asked back
-from the plant's history (`streamctl.sinks.recovery`) and, when it cannot be, counted in
-``gaps`` and reported as an event. After `max_failures` failed attempts in a row the sink
-gives up (`SinkFailed`).
+fills; rows beyond `backlog_rows` are counted as ``overflow``. What the sink did not store is
+asked back from the plant's history (`HistoryFn`, the subscriber's `history_after`): the rows
+it dropped, once a write has succeeded again (asking while the backlog is still full would drop
+them again); a sequence gap the subscriber could not fill; and at start, what came after the
+last seq the store holds per topic. The stores write idempotently on natural keys, so overlap
+with live rows costs nothing. What the history no longer holds is counted in ``gaps`` and
+reported as one ``gap`` event per topic and seq range. After `max_failures` failed attempts
+in a row the sink gives up (`SinkFailed`).
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ from typing import Any
 from streamctl.bus.lifecycle import ChildSlot
 from streamctl.bus.wire import BATCHED_KINDS, EventKind
 from streamctl.client import SequenceGap, Subscriber
-from streamctl.sinks import recovery
 from streamctl.sinks.rows import TABLE_OF_KIND, TABLES, Row, Table
 from streamctl.sinks.settings import SinkConfig
 from streamctl.sinks.stores import Store, StoreDown
 
-__all__ = ["Sink", "SinkFailed", "Counters", "EventFn"]
+__all__ = ["Sink", "SinkFailed", "Counters", "EventFn", "HistoryFn"]
 
 log = logging.getLogger("streamctl.sink")
 
 EventFn = Callable[[str, str], None]
 """Receives (event kind, message); the process publishes it as ``event.sink-<name>``."""
+
+HistoryFn = Callable[[str, int, int | None], tuple[list[Any], bool]]
+"""(topic, after seq, through seq or None) -> (payloads, complete): `Subscriber.history_after`."""
 
 
 class Counters:
@@ -64,7 +70,7 @@ class Sink:
     """One sink's loop around a `Store` (see the module docstring)."""
 
     def __init__(self, config: SinkConfig, store: Store, counters: Counters, on_event: EventFn, *,
-                 clock: Callable[[], float] = time.monotonic):
+                 history: HistoryFn | None = None, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.store = store
         self._counters = counters
@@ -79,6 +85,11 @@ class Sink:
         self._attempt = 0
         self._retry_at = 0.0
         self._overflowing = False
+        self._history = history
+        self._dropped: dict[str, tuple[Table, int, int]] = {}
+        """Per topic, its table and the first and last seq dropped from a full backlog, asked
+        back from the history after the next successful write."""
+        self._resumed = False
 
     # ------------------------------------------------------------------ in
     def attach(self, sub: Subscriber) -> None:
@@ -92,15 +103,15 @@ class Sink:
         table = TABLE_OF_KIND.get(kind)
         if table is None:  # a prefix such as "" also brings status and events: not stored
             return
-        self.take(table, payload if kind in BATCHED_KINDS else [payload])
+        self.take(topic, table, payload if kind in BATCHED_KINDS else [payload])
 
-    def take(self, table: Table, payloads: list[Any]) -> None:
-        """Queue the rows of `payloads` (one topic's message) for `table`."""
+    def take(self, topic: str, table: Table, payloads: list[Any]) -> None:
+        """Queue the rows of `payloads` (one message of `topic`) for `table`."""
         n = len(payloads)
         self._counters.add("records_in", n)
         room = self.config.backlog_rows - self.pending
         if room < n:
-            self._overflow(table, payloads[max(room, 0):])
+            self._overflow(topic, table, payloads, max(room, 0))
             payloads = payloads[:max(room, 0)]
         if not payloads:
             return
@@ -111,35 +122,41 @@ class Sink:
             self._oldest = self._clock()
         self._counters.set("backlog", self.pending)
 
-    def _overflow(self, table: Table, lost: list[Any]) -> None:
-        self._counters.add("overflow", len(lost))
-        first = lost[0]
-        topic = table.topic(self._row_of[table](first))
-        if self._recover(topic, first.seq - 1):
-            return
+    def _overflow(self, topic: str, table: Table, payloads: list[Any], kept: int) -> None:
+        """Count the rows of `payloads` past `kept` as dropped and remember their seqs (from the
+        message's first: the history hands back whole messages)."""
+        self._counters.add("overflow", len(payloads) - kept)
+        first, last = payloads[0].seq, payloads[-1].seq
+        _, was_first, _ = self._dropped.get(topic, (table, first, last))
+        self._dropped[topic] = (table, min(first, was_first), last)
         if not self._overflowing:
             self._overflowing = True
-            self._event(EventKind.GAP, f"backlog full ({self.config.backlog_rows} rows) while the store is "
-                                       f"{'slow' if self.connected else 'down'}: dropping rows from {topic} "
-                                       f"seq {first.seq} on (further drops only counted)")
+            self._event(EventKind.ERROR, f"backlog full ({self.config.backlog_rows} rows) while the store is "
+                                         f"{'slow' if self.connected else 'down'}: dropping rows from {topic} "
+                                         f"seq {payloads[kept].seq} on, to be asked back from the plant's history")
 
     def _on_error(self, err: Exception) -> None:
         if isinstance(err, SequenceGap):
-            if self._recover(err.topic, err.expected - 1):
-                return
-            self._counters.add("gaps", err.missing)
-            self._event(EventKind.GAP, f"{err}: {err.missing} messages not in the store (no history to ask)")
+            if err.topic.partition(".")[0] in TABLE_OF_KIND:  # a prefix such as "" also brings events
+                self._recover(err.topic, err.expected - 1, err.got - 1)
         else:
             self._counters.add("malformed")
 
-    def _recover(self, topic: str, seq: int) -> bool:
-        """Ask the plant's history for `topic` after `seq`; True when it answered."""
-        messages = recovery.fetch_since(topic, seq)
-        if messages is None:
-            return False
+    def _recover(self, topic: str, after: int, through: int | None) -> None:
+        """Queue `topic`'s rows after seq `after` (through `through`) from the plant's history;
+        count and report the seqs it no longer holds (all of them, with no history to ask)."""
+        messages, _ = self._history(topic, after, through) if self._history is not None else ([], False)
+        table = TABLE_OF_KIND[topic.partition(".")[0]]
+        batched = table.kind in BATCHED_KINDS
+        held = [p.seq for m in messages for p in (m if batched else [m])]
+        end = through if through is not None else (min(held) - 1 if held else after)
+        missing = len(set(range(after + 1, end + 1)) - set(held))
+        if missing:
+            self._counters.add("gaps", missing)
+            self._event(EventKind.GAP, f"`{topic}` seq {after + 1}..{end}: {missing} messages not in the store "
+                                       "and not in the plant's history")
         for message in messages:
-            self._on_message(topic, message)
-        return True
+            self.take(topic, table, message if batched else [message])
 
     # ------------------------------------------------------------------ out
     def step(self, *, force: bool = False) -> bool:
@@ -188,8 +205,10 @@ class Sink:
             self._event(EventKind.CONNECTED, f"store open; it holds {len(held)} topic/publisher pairs")
         self._attempt = 0
         self._counters.ready()
-        for topic, _src, seq in held:  # resume: what the history has after what the store holds
-            self._recover(topic, seq)
+        if not self._resumed:  # resume: what the history has after what the store holds
+            self._resumed = True
+            for topic, _src, seq in held:
+                self._recover(topic, seq, None)
 
     def _write(self) -> None:
         batch: dict[Table, list[Row]] = {}
@@ -214,6 +233,20 @@ class Sink:
         newest = max((rows[-1][table.index("ts_recv")] for table, rows in batch.items()), default=None)
         if newest is not None:
             self._counters.set("lag_ns", time.time_ns() - int(newest))
+        self._refill()
+
+    def _refill(self) -> None:
+        """Ask the history for dropped rows, as many per topic as the backlog has room for; the
+        rest stays remembered for the next write."""
+        for topic in list(self._dropped):
+            room = self.config.backlog_rows - self.pending
+            if room <= 0:
+                return
+            table, first, last = self._dropped.pop(topic)
+            through = min(last, first + room - 1)
+            if through < last:
+                self._dropped[topic] = (table, through + 1, last)
+            self._recover(topic, first - 1, through)
 
     def _store_failed(self, exc: StoreDown, *, connecting: bool) -> None:
         self.connected = False

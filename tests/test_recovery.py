@@ -170,3 +170,28 @@ def test_a_taken_recovery_port_costs_the_history_not_the_plant(plant):
             sub.on_bar(bars.append)
             sub.subscribe("bar.1s.")
             wait_until(lambda: bars, 60, "a bar from the plant", lambda: sub.poll(0.05))
+
+
+def test_history_after_hands_back_decoded_messages_without_dispatching_them(sim_plant):
+    """What a sink refills with: `topic` after a seq (up to `through`), as live payloads, while the
+    subscriber's own dispatch and seq tracking go on untouched."""
+    plant, name, port, recovery, _ = sim_plant
+    with Subscriber(f"tcp://127.0.0.1:{port}", recovery=f"tcp://127.0.0.1:{recovery}") as sub:
+        truth = _Record(sub)
+        sub.subscribe("bar.1s.AAPL", "trade.AAPL")
+        wait_until(lambda: len(truth.seqs("bar.1s.AAPL")) >= 4 and len(truth.seqs("trade.AAPL")) >= 40, 60,
+                   "bars and trades", step=lambda: sub.poll(0.1))
+        bars, trades = truth.seqs("bar.1s.AAPL"), truth.seqs("trade.AAPL")
+        dispatched = sub.messages_in
+        got, complete = sub.history_after("bar.1s.AAPL", bars[0], through=bars[2])
+        assert complete and [b.seq for b in got] == bars[1:3]
+        assert [to_row("bar.1s.AAPL", b) for b in got] == [row for _, row in truth.by_topic["bar.1s.AAPL"][1:3]]
+        arrays, complete = sub.history_after("trade.AAPL", trades[9])
+        held = [t.seq for array in arrays for t in array]  # whole arrays: the first may start before
+        assert complete and held[0] <= trades[10] and set(trades[10:]) <= set(held)
+        assert sub.messages_in == dispatched
+        more = len(truth.seqs("bar.1s.AAPL")) + 2
+        wait_until(lambda: len(truth.seqs("bar.1s.AAPL")) >= more, 60, "live bars", step=lambda: sub.poll(0.1))
+    assert _consecutive(truth, "bar.1s.AAPL") and _consecutive(truth, "trade.AAPL") and not truth.errors
+    with Subscriber(f"tcp://127.0.0.1:{port}", recovery=False) as without:  # no service: nothing, incomplete
+        assert without.history_after("bar.1s.AAPL", 0) == ([], False)
