@@ -26,8 +26,8 @@ from _databento import ESU4_MBP1, KEY
 from _replayref import by_topic, replay_rows
 
 from streamctl.cli.tailing import to_row
-from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file
 from streamctl.client import Subscriber
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, read_file
 
 pytestmark = pytest.mark.timeout(300)
 
