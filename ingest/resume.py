@@ -3,12 +3,14 @@
 A vendor that can replay from an event time (Databento's intraday replay, ``start``) is asked
 for everything from the latest ``ts_event`` the feed's rings hold. The replay repeats the
 records at that very time that were already delivered, so `ResumePoint` also counts them per
-instrument and `AlreadyDelivered` drops exactly those: the plant sees no gap and no duplicate.
+instrument and record kind, and `AlreadyDelivered` drops exactly those: the plant sees no gap and
+no duplicate, whether the gateway replays its schemas interleaved by time or one after another.
 The rings are the truth because they survive a SIGKILL of the feed between two batches.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,10 +24,10 @@ __all__ = ["ResumePoint", "resume_point", "AlreadyDelivered"]
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """The latest event time delivered, and how many records of each instrument carry it."""
+    """The latest event time delivered, and how many records of each (instrument, kind) carry it."""
 
     ts_event: int
-    delivered_at_ts: dict[int, int] = field(default_factory=dict)
+    delivered_at_ts: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def resume_point(rings: Sequence[Ring]) -> ResumePoint | None:
@@ -40,20 +42,22 @@ def resume_point(rings: Sequence[Ring]) -> ResumePoint | None:
     if not len(records):
         return None
     last = int(records["ts_event"].max())
-    ids, counts = np.unique(records["instrument_id"][records["ts_event"] == last], return_counts=True)
-    return ResumePoint(last, dict(zip(ids.tolist(), counts.tolist(), strict=True)))
+    at = records[records["ts_event"] == last]
+    counts = Counter(zip(at["instrument_id"].tolist(), at["kind"].tolist(), strict=True))
+    return ResumePoint(last, dict(counts))
 
 
 class AlreadyDelivered:
-    """Drops, from a stream replayed from `point.ts_event`, the records the rings already hold.
-
-    Records before the point, and the first ``delivered_at_ts[i]`` records of instrument ``i``
-    at the point, were delivered; everything from the first record after the point is new.
+    """Drops, from a stream replayed from `point.ts_event`, the records the rings already hold:
+    records before the point, and the first ``delivered_at_ts[(i, k)]`` records of instrument
+    ``i`` and kind ``k`` at the point. It is done (passes everything) once those are all dropped
+    and a record after the point has come.
     """
 
     def __init__(self, point: ResumePoint):
         self.point = point
-        self._left = dict(point.delivered_at_ts)
+        self._left = {key: n for key, n in point.delivered_at_ts.items() if n}
+        self._later = False
         self.dropped = 0
         self.done = False
 
@@ -63,19 +67,20 @@ class AlreadyDelivered:
             return records
         ts = records["ts_event"]
         at = self.point.ts_event
-        later = np.flatnonzero(ts > at)
-        end = int(later[0]) if len(later) else len(records)
-        keep = np.zeros(end, np.bool_)
-        ids = records["instrument_id"][:end].tolist()
-        for i in np.flatnonzero(ts[:end] == at).tolist():
-            left = self._left.get(ids[i], 0)
-            if left:
-                self._left[ids[i]] = left - 1
-            else:
-                keep[i] = True
-        if len(later):
-            self.done = True
-        self.dropped += end - int(np.count_nonzero(keep))
-        if end == len(records):
-            return records[keep]
-        return np.concatenate([records[:end][keep], records[end:]])
+        keep = ts > at
+        same = np.flatnonzero(ts == at)
+        if len(same):
+            keys = zip(records["instrument_id"][same].tolist(), records["kind"][same].tolist(), strict=True)
+            for i, key in zip(same.tolist(), keys, strict=True):
+                left = self._left.get(key, 0)
+                if left > 1:
+                    self._left[key] = left - 1
+                elif left:
+                    del self._left[key]
+                else:
+                    keep[i] = True
+        self._later = self._later or bool((ts > at).any())
+        self.done = self._later and not self._left
+        kept = int(np.count_nonzero(keep))
+        self.dropped += len(records) - kept
+        return records if kept == len(records) else records[keep]

@@ -17,9 +17,12 @@ from streamctl.shm.segments import segment_name
 COMPARED = ["ts_event", "price", "price2", "size", "size2", "sequence", "kind", "side", "flags", "instrument_id"]
 
 
-def records(ts: list[int], ids: list[int]) -> np.ndarray:
+T, Q = int(Kind.TRADE), int(Kind.QUOTE)
+
+
+def records(ts: list[int], ids: list[int], kinds: list[int] | None = None) -> np.ndarray:
     out = np.zeros(len(ts), RECORD_DTYPE)
-    out["ts_event"], out["instrument_id"], out["kind"] = ts, ids, Kind.TRADE
+    out["ts_event"], out["instrument_id"], out["kind"] = ts, ids, kinds or Kind.TRADE
     out["sequence"] = np.arange(len(ts))  # tells the records apart
     return out
 
@@ -35,7 +38,7 @@ def test_resume_point_from_the_rings_ignores_resets():
             reset = records([10**18], [7])
             reset["kind"] = Kind.RESET  # the feed's own, stamped with the wall clock
             rings[0].publish(reset)
-            assert resume_point(rings) == ResumePoint(3, {7: 2, 8: 2})
+            assert resume_point(rings) == ResumePoint(3, {(7, T): 2, (8, T): 2})
         finally:
             for ring in rings:
                 ring.close()
@@ -47,11 +50,22 @@ def test_already_delivered_drops_exactly_what_was_delivered_however_the_replay_i
     # Delivered up to and including the first record of instrument 7 at ts 3; the replay from
     # ts 3 repeats it, then brings what was never delivered, in whatever batches the socket makes.
     replay = records([3, 3, 3, 4, 3, 5], [8, 7, 7, 7, 7, 8])
-    point = ResumePoint(3, {7: 1, 8: 1})
+    point = ResumePoint(3, {(7, T): 1, (8, T): 1})
     drop = AlreadyDelivered(point)
     got = np.concatenate([drop.apply(replay[:cut]), drop.apply(replay[cut:])])
     assert got["sequence"].tolist() == [2, 3, 4, 5]  # ts 3 of 7 (second), then everything from the first later record
     assert drop.dropped == 2 and drop.done
+
+
+@pytest.mark.parametrize("cut", range(1, 6))
+def test_already_delivered_when_the_gateway_replays_one_schema_after_the_other(cut):
+    # Delivered: a trade and a quote of 7 at ts 3. Replayed: the trades schema up to now, then
+    # the quotes schema from ts 3 again (time goes back between the two).
+    replay = records([3, 4, 3, 4, 5], [7, 7, 7, 7, 7], [T, T, Q, Q, T])
+    drop = AlreadyDelivered(ResumePoint(3, {(7, T): 1, (7, Q): 1}))
+    got = np.concatenate([drop.apply(replay[:cut]), drop.apply(replay[cut:])])
+    assert got["sequence"].tolist() == [1, 3, 4]
+    assert drop.dropped == 2 and drop.done  # both dropped, and a later record has come
 
 
 @pytest.mark.parametrize("resume", [True, False])
@@ -68,7 +82,9 @@ def test_a_session_resumes_after_what_the_rings_hold(venues, resume):
     at = int(ts[k - 1])
     ctx = Ctx()
     ctx.ids = dict(full_ctx.ids)
-    ctx.resume_at = ResumePoint(at, {full_ctx.ids["ESU4"]: int(np.count_nonzero(ts[:k] == at))})
+    delivered = full[:k][ts[:k] == at]
+    kinds, counts = np.unique(delivered["kind"], return_counts=True)
+    ctx.resume_at = ResumePoint(at, {(full_ctx.ids["ESU4"], int(kind)): int(n) for kind, n in zip(kinds, counts, strict=True)})
     session, _ = open_session(venue.port, "ESU4", ctx=ctx, schemas=["trades", "mbp-1"], resume=resume)
     expected = full[k:] if resume else full
     try:
