@@ -17,6 +17,7 @@ from streamctl.bus.curve import CurveClient
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.partitioning import partition_of
 from streamctl.bus.wire import Event, EventKind, topic
+from streamctl.ingest.resume import ResumePoint, resume_point
 from streamctl.ingest.validation import Refusal, describe, refusals
 from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
 from streamctl.ingest.vendors import vendor_spec
@@ -129,6 +130,10 @@ class FeedRuntime:
 
     def heartbeat(self) -> None:
         self._slot.heartbeat()
+
+    def resume_point(self) -> ResumePoint | None:
+        """Where a vendor able to replay from an event time resumes (`streamctl.ingest.resume`)."""
+        return resume_point(self._rings)
 
     def attempt_in_progress(self) -> int:
         """The reconnect attempt an earlier process of this feed left in the slot (0 = none)."""

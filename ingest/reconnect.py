@@ -182,7 +182,8 @@ class ReconnectingSession:
             n, of = self._attempt, self._policy.max_failures
             self._ctx.event(EventKind.RECONNECT, f"reconnected on attempt {n} of {of}")
             self._set_attempt(n, f"reconnected on attempt {n} of {of}; waiting for the first record")
-            self._pending_reset = True
+            # A session that resumed where the last one stopped lost nothing: books stay valid.
+            self._pending_reset = not getattr(session, "resumed", False)
         return True
 
     def _lost(self, exc: SessionError) -> None:

@@ -10,7 +10,7 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
 import numpy as np
@@ -18,6 +18,9 @@ from msgspec import Meta
 
 from streamctl.bus.wire import EventKind
 from streamctl.shm.stats import CounterName
+
+if TYPE_CHECKING:
+    from streamctl.ingest.resume import ResumePoint
 
 __all__ = [
     "FeedContext",
@@ -105,6 +108,10 @@ class FeedContext(Protocol):
 
     def progress(self, done: float, total: float) -> None:
         """Report input progress (bytes or records) for `status` (replay)."""
+
+    def resume_point(self) -> ResumePoint | None:
+        """The latest event time the feed's rings hold and the records at it (None: nothing
+        delivered yet), for a vendor that can replay from an event time."""
 
     def heartbeat(self) -> None:
         """Tell the supervisor the feed is alive. A session that blocks for more than a moment

@@ -291,6 +291,29 @@ class Ring(SegmentView):
             h[_W_READ] = read + n  # release the slots: one aligned 8-byte store, last
         return result
 
+    def tail(self, max_records: int) -> np.ndarray:
+        """A copy of the last `max_records` records written (fewer if fewer are still held).
+
+        For a producer restarting after a crash: what it wrote last tells it where to resume.
+        A slot is overwritten only a full capacity later, so the last `capacity` records written
+        are intact whether or not they have been consumed.
+        """
+        write = self._h[_W_WRITE]
+        n = min(max_records, write, self._capacity)
+        out = np.empty(n, dtype=RECORD_DTYPE)
+        if n <= 0:
+            return out
+        dst = out.view(np.uint8).data
+        slot = (write - n) & self._mask
+        first = self._capacity - slot
+        if n <= first:
+            dst[:] = self._data[slot * RECORD_SIZE : (slot + n) * RECORD_SIZE]
+        else:
+            cut = first * RECORD_SIZE
+            dst[:cut] = self._data[slot * RECORD_SIZE :]
+            dst[cut:] = self._data[: (n - first) * RECORD_SIZE]
+        return out
+
     def release_to(self, position: int) -> None:
         """Move the read position on to `position` (records read with ``release=False``)."""
         h = self._h

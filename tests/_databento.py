@@ -36,6 +36,7 @@ class Ctx:
         self.counts: Counter[str] = Counter()
         self.events: list[tuple[str, str, int | None]] = []
         self.heartbeats = 0
+        self.resume_at = None  # what `resume_point` answers: where the "rings" stop
 
     def instrument_id(self, symbol: str) -> int:
         return self.ids.setdefault(symbol, len(self.ids))
@@ -51,6 +52,9 @@ class Ctx:
 
     def heartbeat(self) -> None:
         self.heartbeats += 1
+
+    def resume_point(self):
+        return self.resume_at
 
     def kinds(self) -> list[str]:
         return [k for k, _, _ in self.events]

@@ -142,6 +142,10 @@ def test_options():
     assert options(1, liveness_timeout_s=5, heartbeat_interval_s=10).check()[0] == "liveness_timeout_s"
     with pytest.raises(msgspec.ValidationError, match="schemas"):
         options(1, schemas=["ohlcv-1s"])
+    assert opt.resume and not options(1, resume=False).resume
+    with pytest.raises(msgspec.ValidationError, match=r"Expected `bool`, got `str` - at `\$.resume`"):
+        msgspec.convert({"dataset": "GLBX.MDP3", "schemas": ["trades"], "key": KEY, "resume": "often"}, Options,
+                        strict=False)  # as the feed converts its options
     with pytest.raises(msgspec.ValidationError, match="unknown field `bogus`"):
         msgspec.convert({"dataset": "GLBX.MDP3", "schemas": ["trades"], "key": KEY, "bogus": 1}, Options)
 

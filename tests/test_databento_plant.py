@@ -44,7 +44,10 @@ def test_databento_feed_through_the_plant_with_gateway_restart_and_give_up(plant
     config = plant.write_config(name, plant_yaml(name, gw_port, pub_port, ticks="[100]", options="""\
       heartbeat_interval_s: 1
       liveness_timeout_s: 3
+      resume: false
       reconnect: {delays: [0.2, 0.4], max_delay: 0.5, jitter: 0.0, max_failures: 12}"""))
+    # `resume: false`: the restarted gateway serves its file again to a session from "now", and
+    # the plant takes it as new data (resuming is test_databento_resume_plant.py).
     # The plant starts while the gateway is still down: the feed retries on its schedule.
     plant.run("up", str(config), "--detach", check=True)
     sub = Subscriber(f"tcp://127.0.0.1:{pub_port}")

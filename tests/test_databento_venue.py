@@ -450,3 +450,67 @@ def test_subscription_during_the_session(venues):
         client.block_for_close(timeout=10)
     acks = [r.msg for r in got if isinstance(r, dbn.SystemMsg) and not r.is_heartbeat()]
     assert len(acks) == 2 and "mbp-1" in acks[1]
+
+
+# ---------------------------------------------------------------------------------------------- intraday replay
+
+
+def test_official_client_with_start_gets_the_records_from_then_on_and_a_replay_completed(venues):
+    trades, mbp1 = sample(ESU4_TRADES), sample(ESU4_MBP1)
+    expected_trades, expected_mbp1 = file_records(trades), file_records(mbp1)
+    start_trades = expected_trades[50].ts_event
+    start_mbp1 = expected_mbp1[8].ts_event  # records 7 and 8 share this ts_event: both are served
+    assert expected_mbp1[7].ts_event == start_mbp1
+    venue = venues.start([trades, mbp1], heartbeat_interval=0.05)
+    client = db.Live(key=KEY, gateway="127.0.0.1", port=venue.port)
+    client.subscribe(dataset="GLBX.MDP3", schema="trades", symbols="ESU4", start=start_trades)
+    client.subscribe(dataset="GLBX.MDP3", schema="mbp-1", symbols="ESU4", start=start_mbp1)
+    got: list = []
+    client.add_callback(got.append)
+    client.start()
+    want_trades = [bytes(r) for r in expected_trades if r.ts_event >= start_trades]
+    want_mbp1 = [bytes(r) for r in expected_mbp1 if r.ts_event >= start_mbp1]
+    try:
+        wait_until(lambda: len(data_only(list(got))) >= len(want_trades) + len(want_mbp1), what="the replayed records")
+        wait_until(lambda: any(isinstance(r, dbn.SystemMsg) and r.is_heartbeat() for r in list(got)),
+                   what="a heartbeat after the data")  # nothing more comes: no record before `start`
+    finally:
+        client.stop()
+        client.block_for_close(timeout=10)
+    received = data_only(got)
+    assert [bytes(r) for r in received if isinstance(r, dbn.TradeMsg)] == want_trades
+    assert [bytes(r) for r in received if isinstance(r, dbn.MBP1Msg)] == want_mbp1
+    assert len(want_mbp1) == len(expected_mbp1) - 7 and len(want_trades) == len(expected_trades) - 50
+    codes = [(r.code, r.msg) for r in got if isinstance(r, dbn.SystemMsg) and not r.is_heartbeat()]
+    replayed = [msg for code, msg in codes if code == dbn.SystemCode.REPLAY_COMPLETED]
+    assert replayed == ["Finished trades replay", "Finished mbp-1 replay"], codes
+
+
+def test_start_after_start_session_is_not_replayed(venues):
+    path = sample(ESU4_TRADES)
+    expected = file_records(path)
+    venue = venues.start([path, sample(ESU4_MBP1)], loop=True, heartbeat_interval=0.05)
+    client, got = started(venue.port, "GLBX.MDP3", [("mbp-1", "ESU4")])
+    try:
+        wait_until(lambda: sum(isinstance(r, dbn.MBP1Msg) for r in list(got)) >= 2288, what="the mbp-1 records")
+        # As the real gateway: a subscription added to a started session gets no intraday replay;
+        # honoured, this `start` (the last trade's time) would leave one trade per pass of the data.
+        client.subscribe(dataset="GLBX.MDP3", schema="trades", symbols="ESU4", start=expected[-1].ts_event)
+        wait_until(lambda: sum(isinstance(r, dbn.TradeMsg) for r in list(got)) >= 121, what="trades of every time")
+    finally:
+        client.stop()
+        client.block_for_close(timeout=10)
+    assert sum(isinstance(r, dbn.TradeMsg) and r.ts_event < expected[-1].ts_event for r in got) >= 119
+    assert not any(isinstance(r, dbn.SystemMsg) and r.code == dbn.SystemCode.REPLAY_COMPLETED for r in got)
+
+
+def test_drop_sessions_cuts_every_client(venues):
+    venue = venues.start([sample(ESU4_TRADES)], speed=1.0)
+    session, _ = open_session(venue.port, "ESU4")
+    try:
+        wait_until(lambda: venue.active_sessions == 1, what="the session")
+        assert venue.drop_sessions() == 1
+        with pytest.raises(SessionError, match="closed the connection|connection failed"):
+            collect(session, lambda r: False, timeout=10)
+    finally:
+        session.close()

@@ -344,3 +344,16 @@ def test_producer_process_blocks_until_consumer_catches_up(make_ring):
         if proc.is_alive():
             proc.kill()
             proc.join(5)
+
+
+def test_tail_is_the_last_records_written_consumed_or_not_across_the_wrap(make_ring):
+    ring = make_ring(8)
+    assert len(ring.tail(8)) == 0
+    ring.publish(pattern(np.arange(5)))
+    assert check_pattern(ring.tail(3)).tolist() == [2, 3, 4]
+    assert check_pattern(ring.tail(100)).tolist() == [0, 1, 2, 3, 4]  # only what was written
+    ring.consume(5)
+    ring.publish(pattern(np.arange(5, 11)))  # wraps: slots 0-2 now hold 8, 9, 10
+    assert check_pattern(ring.tail(8)).tolist() == list(range(3, 11))  # at most a capacity
+    assert check_pattern(ring.tail(4)).tolist() == [7, 8, 9, 10]
+    assert ring.consumed == 5  # reading the tail moves nothing

@@ -33,6 +33,10 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     connect_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
     """Bound on connecting and on the whole control phase (auth and subscriptions)."""
     reconnect: ReconnectPolicy = ReconnectPolicy()
+    resume: bool = True
+    """After a lost connection or a feed restart, subscribe with ``start`` = the last delivered
+    ``ts_event`` (intraday replay) and drop what was already delivered: no gap, no duplicate.
+    False: subscribe from now, as a fresh session (what the gap held is lost)."""
 
     def check(self) -> tuple[str, str, object] | None:
         if len(self.key.strip()) < lsg.BUCKET_LENGTH:

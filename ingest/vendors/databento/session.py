@@ -22,6 +22,7 @@ import numpy as np
 from streamctl.bus.wire import EventKind
 from streamctl.ingest.formats.dbn.constants import ErrorCode, SystemCode
 from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError, DecodedBatch, InstrumentMap
+from streamctl.ingest.resume import AlreadyDelivered
 from streamctl.ingest.vendor_api import FeedContext, Liveness, SessionError
 from streamctl.ingest.vendors.databento import protocol as lsg
 from streamctl.ingest.vendors.databento.options import Options
@@ -56,6 +57,7 @@ class Session:
         self._liveness = Liveness(options.liveness)
         self._deferred: SessionError | None = None
         self._warned: set[str] = set()
+        self._replayed: AlreadyDelivered | None = None
         self.session_id: str | None = None
         self.heartbeats = 0
         self.skipped: dict[str, int] = {}
@@ -82,7 +84,8 @@ class Session:
         self._liveness.heard()
         if rest:
             self._decoder.write(rest)
-        self._ctx.event(EventKind.CONNECTED, f"session {self.session_id} on {where}: {', '.join(opt.schemas)}")
+        resumed = "" if self._replayed is None else f", replaying from ts_event {self._replayed.point.ts_event}"
+        self._ctx.event(EventKind.CONNECTED, f"session {self.session_id} on {where}: {', '.join(opt.schemas)}{resumed}")
 
     def poll(self, timeout: float) -> np.ndarray | None:
         """The records that arrived within `timeout` s (our ids), or None.
@@ -137,6 +140,11 @@ class Session:
         """Our instrument ids this session has returned records for."""
         return sorted(self._produced)
 
+    @property
+    def resumed(self) -> bool:
+        """Whether this session replays from where the feed's rings stop (nothing lost)."""
+        return self._replayed is not None
+
     # ---- control phase
     def _connect(self, deadline: float, where: str) -> socket.socket:
         """Connect within `deadline`, heartbeating the feed at least every `_BLOCK_SLICE` s."""
@@ -175,9 +183,13 @@ class Session:
                 code=int(ErrorCode.AUTH_FAILED),
             )
         self.session_id = reply.session_id
+        point = self._ctx.resume_point() if opt.resume else None
+        self._replayed = AlreadyDelivered(point) if point is not None else None
+        start = point.ts_event if point is not None else None
         out = bytearray()
         for sub_id, schema in enumerate(opt.schemas):
-            for line in lsg.subscription_requests(schema, self._symbols, stype_in=opt.stype_in, sub_id=sub_id):
+            for line in lsg.subscription_requests(schema, self._symbols, stype_in=opt.stype_in, start=start,
+                                                  sub_id=sub_id):
                 out += lsg.encode_line(line)
         out += lsg.encode_line(lsg.SessionStart())
         sock.sendall(out)
@@ -243,6 +255,8 @@ class Session:
             ctx.count(CounterName.MALFORMED, n_unknown)
             self._warn_once("unmapped", f"{n_unknown} record(s) for instruments without a symbol mapping skipped")
             records = records[~unknown]
+        if self._replayed is not None and not self._replayed.done:
+            records = self._replayed.apply(records)
         if len(records):
             self._produced.update(np.unique(records["instrument_id"]).tolist())
         return records

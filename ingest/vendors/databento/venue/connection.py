@@ -54,6 +54,10 @@ class Serving:
         return lsg.check_cram(challenge, auth, self.api_key)
 
 
+_Key = tuple[str, str, int | None, int | None]
+"""One subscription's lines: (schema, stype_in, id, start)."""
+
+
 class _ConnectionClosed(Exception):
     pass
 
@@ -70,8 +74,9 @@ class VenueConnection:
         self._aborted = threading.Event()
         self._data: DatasetData | None = None
         self._subs: Subscriptions | None = None
-        self._pending: dict[tuple[str, str, int | None], list[str]] = {}
-        self._queued: list[tuple[tuple[str, str, int | None], list[str]]] = []
+        self._pending: dict[_Key, list[str]] = {}
+        self._queued: list[tuple[_Key, list[str]]] = []
+        self._started = False
         self._ts_out = False
         self._heartbeat = serving.heartbeat_interval
         self._last_write = time.monotonic()
@@ -168,7 +173,8 @@ class VenueConnection:
 
     def _pending_request(self, request: lsg.SubscriptionRequest) -> None:
         """Collect the batches of one subscription until its ``is_last`` line."""
-        key = (request.schema, request.stype_in, request.id)
+        # `start` counts only before `start_session`: later subscriptions get no intraday replay.
+        key = (request.schema, request.stype_in, request.id, None if self._started else request.start)
         self._pending.setdefault(key, []).extend(s for s in request.symbols.split(",") if s)
         if request.is_last:
             self._queued.append((key, self._pending.pop(key)))
@@ -178,6 +184,7 @@ class VenueConnection:
         data = self._data
         assert data is not None
         now = time.time_ns()
+        self._started = True
         self._send(encode_metadata(version=data.version, dataset=data.dataset, start=now, ts_out=self._ts_out))
         self._take_lines()
         while True:
@@ -204,7 +211,9 @@ class VenueConnection:
         high = None
         for n, frame in enumerate(data.frames):
             if paced:
-                if high is None:
+                if high is None:  # pacing starts at the first record served (a replay `start` skips ahead)
+                    if not subs.wanted(frame):
+                        continue
                     high = frame.ts_event
                 elif frame.ts_event > high:
                     elapsed += min((frame.ts_event - high) / 1e9, self.serving.max_gap)
@@ -259,8 +268,8 @@ class VenueConnection:
     def _subscribe_queued(self) -> None:
         assert self._subs is not None
         queued, self._queued = self._queued, []
-        for (schema, stype_in, sub_id), symbols in queued:
-            for record in self._subs.subscribe(schema, stype_in, sub_id, symbols, time.time_ns()):
+        for (schema, stype_in, sub_id, start), symbols in queued:
+            for record in self._subs.subscribe(schema, stype_in, sub_id, symbols, time.time_ns(), start):
                 self._record(record)
         self._flush()
 

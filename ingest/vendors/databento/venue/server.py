@@ -135,6 +135,15 @@ class DatabentoVenue:
         with self._lock:
             return sum(c.records_sent for c in self._connections.values()) + self._records_done
 
+    def drop_sessions(self) -> int:
+        """Failure injection: cut every client connection now (the listener stays open).
+        Returns how many were cut."""
+        with self._lock:
+            connections = list(self._connections.values())
+        for connection in connections:
+            connection.abort()
+        return len(connections)
+
     # ---- internals
     def _accept_loop(self) -> None:
         assert self._listener is not None
