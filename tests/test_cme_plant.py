@@ -137,6 +137,8 @@ def test_trades_bars_and_books_through_the_plant(plant, drops, book):
 
         feed = plant.process(name, "cme")
         assert feed["drops"]["malformed"] == 0
+        if not drops:  # every B copy, in `streamctl status`
+            wait_until(lambda: plant.process(name, "cme")["duplicates"] == PACKETS, 30, "every B copy counted")
         if drops and drops[0] == "--drop-both":
             assert any(e.kind == "gap" and "lost on both feeds" in e.message for e in events)
             assert feed["drops"]["gaps"] == 6

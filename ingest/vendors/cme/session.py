@@ -161,6 +161,7 @@ class Session:
     def _arbitrate(self, packets: list[bytes]) -> None:
         dec = self._decoder.decode(packets)
         self._count_bad(dec.bad)
+        before = self.duplicates
         for i in np.flatnonzero(dec.bad == 0).tolist():
             seq = int(dec.seq[i])
             if self.expected is None:
@@ -171,6 +172,8 @@ class Session:
                 self.duplicates += 1
             else:
                 self.pending[seq] = packets[i]
+        if self.duplicates > before:
+            self._ctx.count(CounterName.DUPLICATES, self.duplicates - before)
 
     def _advance(self) -> None:
         """Apply every packet that is next in sequence; declare a gap if one stays missing."""
