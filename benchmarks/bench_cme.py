@@ -1,12 +1,13 @@
 """CME MDP 3.0 decoding: our schema-driven decoder against sbedecoder on the same packets.
 
 Run: ``python benchmarks/bench_cme.py [--quick] [--pcap FILE...]``. Input: feed A of the synthetic
-channel (``synthetic.generate``; templates 4, 30, 37, 46, 47, 48, plus definitions), or the
+channel (``synthetic.generate``; templates 4, 30, 37, 46 with order entries, 47, 48, plus definitions), or the
 given captures. Rows, each the best of a few runs on one core, in packets per second:
 
 - ours, decode: every packet framed and every root block and group entry of every template
   gathered into the schema's dtypes (all fields of all messages decoded);
-- ours, feed path: decode plus the channel (books at EndOfEvent, RptSeq, trades) into records;
+- ours, feed path: decode plus the channel (books at EndOfEvent, RptSeq, trades) into records,
+  with books from the MBP levels (``book: mbp``) and from the orders (``book: mbo``);
 - sbedecoder (the anchor): ``SBEParser.parse`` of every packet with every field value read.
 
 Target: a busy CME channel's peak packet rate. We take 100,000 packets/s on one channel as a
@@ -50,8 +51,8 @@ def _decode_all(decoder: Decoder, packets: list[bytes]) -> int:
     return len(dec.msg_tid)
 
 
-def _feed_path(decoder: Decoder, packets: list[bytes]) -> int:
-    channel = Channel(decoder.schema, lambda sid: sid)
+def _feed_path(decoder: Decoder, packets: list[bytes], mbo: bool) -> int:
+    channel = Channel(decoder.schema, lambda sid: sid, mbo=mbo)
     channel.apply(decoder.decode(packets), np.arange(len(packets)))
     out = channel.take(0)
     return 0 if out is None else len(out)
@@ -92,7 +93,8 @@ def run(quick: bool = False, pcap: list[str] | None = None) -> list[dict]:
     messages = _decode_all(decoder, packets)  # compiles / loads the kernels
     repeat = 3 if quick else 5
     ours = _best(lambda: _decode_all(decoder, packets), repeat)
-    feed = _best(lambda: _feed_path(decoder, packets), repeat)
+    feed = _best(lambda: _feed_path(decoder, packets, False), repeat)
+    feed_mbo = _best(lambda: _feed_path(decoder, packets, True), repeat)
     anchor_packets = packets[: 2_000 if quick else 10_000]
     _sbedecoder(anchor_packets)
     theirs = len(anchor_packets) / _sbedecoder.seconds  # type: ignore[attr-defined]
@@ -102,7 +104,9 @@ def run(quick: bool = False, pcap: list[str] | None = None) -> list[dict]:
         {"benchmark": "cme decode, ours", "value": n / ours, "unit": "packets/s",
          "note": f"{messages / ours:,.0f} messages/s; {note}"},
         {"benchmark": "cme decode + channel -> records, ours", "value": n / feed, "unit": "packets/s",
-         "note": f"target {TARGET:,} packets/s (a busy channel's peak, assumed)"},
+         "note": f"book: mbp; target {TARGET:,} packets/s (a busy channel's peak, assumed)"},
+        {"benchmark": "cme decode + channel (MBO) -> records, ours", "value": n / feed_mbo, "unit": "packets/s",
+         "note": f"book: mbo (orders of 47 and 46); target {TARGET:,} packets/s"},
         {"benchmark": "cme decode, sbedecoder (anchor)", "value": theirs, "unit": "packets/s",
          "note": f"every field read; {len(anchor_packets):,} of the same packets"},
     ]

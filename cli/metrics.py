@@ -78,6 +78,8 @@ def families(status: dict[str, Any]) -> list[Metric]:
     pss = gauge("process_proportional_memory_bytes", "Proportional set size: shared pages split among users.")
     cpu = counter("process_cpu_seconds", "User and system CPU time of the process (its current incarnation).")
     reconnects = counter("feed_reconnects", "Times a feed reconnected to its vendor.", ["plant", "feed"])
+    duplicates = counter("feed_duplicates", "Copies of input a feed had already received (A/B arbitration), not drops.",
+                         ["plant", "feed"])
     errors = counter("feed_errors", "Vendor errors a feed saw (error messages, refused sessions, bad files).",
                      ["plant", "feed"])
     sink_rows = counter("sink_rows_written", "Rows a sink wrote to its store (new rows; those it already held are not counted).",
@@ -109,6 +111,7 @@ def families(status: dict[str, Any]) -> list[Metric]:
         if p["role"] == "ingest":
             reconnects.add_metric([plant, p["name"]], p["reconnects"])
             errors.add_metric([plant, p["name"]], p["errors"])
+            duplicates.add_metric([plant, p["name"]], p["duplicates"])
         if p["role"] == "sink":
             sink_rows.add_metric([plant, p["name"]], p["records_out"])
             sink_backlog.add_metric([plant, p["name"]], p["consumer_lag"])
@@ -122,7 +125,7 @@ def families(status: dict[str, Any]) -> list[Metric]:
                 total += n
                 buckets.append(("+Inf" if bound is None else repr(bound / 1e9), total))
             latency.add_metric([plant, p["name"]], buckets, hist["sum_s"])
-    return [rin, rout, drops, restarts, state, up, fill, lag, rss, uss, pss, cpu, reconnects, errors,
+    return [rin, rout, drops, restarts, state, up, fill, lag, rss, uss, pss, cpu, reconnects, errors, duplicates,
             sink_rows, sink_backlog, sink_lag, sink_errors, latency]
 
 

@@ -82,6 +82,7 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
                 "drops": {cause: int(row[cause]) for cause in _DROP_CAUSES},
                 "errors": int(row["errors"]),
                 "reconnects": int(row["reconnects"]),
+                "duplicates": int(row["duplicates"]),
                 "ring_fill": round(fill, 4),
                 "consumer_lag": lag,
                 "store_lag_s": round(int(row["lag_ns"]) / 1e9, 3) if role == Role.SINK else None,
@@ -140,7 +141,7 @@ def render_table(status: dict[str, Any]) -> str:
             f"endpoint {status.get('endpoint')}  recovery {status.get('recovery') or 'off'}  "
             f"journal {status.get('journal') or 'off'}")
     cols = f"{'name':<16}{'role':<8}{'pid':>8}{'core':>5} {'state':<13}{'restarts':>8}{'in/s':>9}{'out/s':>9}" \
-           f"{'in total':>10}{'fill':>7}{'lag':>8}{'overflow':>9}{'malformed':>10}{'late':>7}{'gaps':>6}{'errors':>7}" \
+           f"{'in total':>10}{'fill':>7}{'lag':>8}{'overflow':>9}{'malformed':>10}{'late':>7}{'gaps':>6}{'dups':>8}{'errors':>7}" \
            f"{'rss':>8}{'uss':>8}{'cpu%':>6}  detail"
     lines = [head, cols]
     for p in status["processes"]:
@@ -152,6 +153,6 @@ def render_table(status: dict[str, Any]) -> str:
             f"{p['state']:<13}{p['restarts']:>8}{_human(p['rate_in']):>9}{_human(p['rate_out']):>9}"
             f"{_human(p['records_in']):>10}{p['ring_fill'] * 100:>6.1f}%{_human(p['consumer_lag']):>8}"
             f"{p['drops']['overflow']:>9}{p['drops']['malformed']:>10}{p['drops']['late']:>7}"
-            f"{p['drops']['gaps']:>6}{p['errors']:>7}{_human(p['rss']):>8}{_human(p['uss']):>8}{p['cpu_pct']:>6.0f}  {p['detail']}{tail}"
+            f"{p['drops']['gaps']:>6}{_human(p['duplicates']):>8}{p['errors']:>7}{_human(p['rss']):>8}{_human(p['uss']):>8}{p['cpu_pct']:>6.0f}  {p['detail']}{tail}"
         )
     return "\n".join(lines)

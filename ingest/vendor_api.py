@@ -44,6 +44,7 @@ FEED_COUNTERS = frozenset({
     CounterName.LATE,
     CounterName.OVERFLOW,
     CounterName.RECONNECTS,
+    CounterName.DUPLICATES,
 })
 """The counters a feed adds to through `FeedContext.count` (the loop owns records_in/out)."""
 

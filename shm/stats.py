@@ -85,7 +85,8 @@ _FIELDS = [
     ("reconnect_attempt", "<u8"),  # 224 live feeds: reconnect attempt in progress (0 = none); survives restarts
     ("backlog", "<u8"),  # 232 sinks: rows received and not yet in the store
     ("lag_ns", "<i8"),  # 240 sinks: wall clock minus the receive time of the newest row stored
-    ("detail", "S136"),  # 248 free text (why FAILED ...), ends at 384
+    ("detail", "S128"),  # 248 free text (why FAILED ...)
+    ("duplicates", "<u8"),  # 376 feeds: copies of packets already received (the other feed of an A/B pair)
     ("pss", "<u8"),  # 384 supervisor: proportional set size (shared pages split among their users), bytes
     ("cpu_seconds", "<f8"),  # 392 supervisor: user + system CPU time
     ("latency_sum_s", "<f8"),  # 400 workers: sum of ts_recv -> publish (seconds) over the records counted below
@@ -133,6 +134,8 @@ class CounterName(enum.StrEnum):
     ERRORS = "errors"
     RECONNECTS = "reconnects"
     RESTARTS = "restarts"
+    DUPLICATES = "duplicates"
+    """Copies of input already received (CME's feed B of each packet feed A delivered): not drops."""
 
 
 COUNTERS = tuple(CounterName)

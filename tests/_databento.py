@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 from _common import wait_until
 
+from streamctl.ingest.vendor_api import FEED_COUNTERS
 from streamctl.ingest.vendors.databento.options import Options
 from streamctl.ingest.vendors.databento.session import Session
 from streamctl.ingest.vendors.databento.venue import DatabentoVenue
@@ -42,6 +43,8 @@ class Ctx:
         return self.ids.setdefault(symbol, len(self.ids))
 
     def count(self, cause: str, n: int = 1) -> None:
+        if cause not in FEED_COUNTERS:  # as the real context: a vendor may only name a feed counter
+            raise ValueError(f"`cause` must be one of {sorted(FEED_COUNTERS)}; was {cause!r}")
         self.counts[cause] += n
 
     def event(self, kind: str, message: str, *, code: int | None = None) -> None:

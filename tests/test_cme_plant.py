@@ -29,7 +29,7 @@ PACKETS = 3000
 _BAR_FIELDS = ("ts_start", "ts_end", "open", "high", "low", "close", "volume", "trades", "vwap")
 
 
-def _config(name: str, feeds: dict, pub_port: int) -> str:
+def _config(name: str, feeds: dict, pub_port: int, book: str) -> str:
     def g(key: str) -> str:
         return f"{{group: {feeds[key][0]}, port: {feeds[key][1]}}}"
 
@@ -45,6 +45,7 @@ feeds:
       definition: {g("definition_a")}
       recovery_a: {g("recovery_a")}
       recovery_b: {g("recovery_b")}
+      book: {book}
 partitions: {{count: 1}}
 calculators:
   bars: {{time: [60s]}}
@@ -77,8 +78,19 @@ def _reference_bars(syn) -> dict[str, list[dict]]:
     return bars
 
 
-@pytest.mark.parametrize("drops", [(), ("--drop-a", "40"), ("--drop-both", "6")], ids=["clean", "drop-a", "drop-both"])
-def test_trades_bars_and_books_through_the_plant(plant, drops):
+def _order_levels(orders: dict, side: int) -> list[tuple[float, float]]:
+    """The top 5 levels of one side summed from the generator's resting orders (plain dicts)."""
+    totals: dict[int, int] = {}
+    for s, price, qty in orders.values():
+        if s == side:
+            totals[price] = totals.get(price, 0) + qty
+    return [(p / 1e9, float(q)) for p, q in sorted(totals.items(), reverse=side == Side.BID)[:5]]
+
+
+@pytest.mark.parametrize("drops,book", [((), "mbp"), (("--drop-a", "40"), "mbp"), (("--drop-both", "6"), "mbp"),
+                                        (("--drop-both", "6"), "mbo")],
+                         ids=["clean", "drop-a", "drop-both", "mbo-drop-both"])
+def test_trades_bars_and_books_through_the_plant(plant, drops, book):
     schema = load_schema()
     feeds = channel_feeds()
     syn = generate(schema, packets=PACKETS, feeds=feeds)
@@ -100,7 +112,7 @@ def test_trades_bars_and_books_through_the_plant(plant, drops):
         wait_until(lambda: sub.poll(0.1) >= 0 and condition(), timeout, what, interval=0)
 
     try:
-        plant.run("up", str(plant.write_config(name, _config(name, feeds, pub_port))), "--detach", check=True)
+        plant.run("up", str(plant.write_config(name, _config(name, feeds, pub_port, book))), "--detach", check=True)
         wait_until(lambda: plant.process(name, "cme")["state"] == "ready", 60, "the feed to join its groups")
         pump_until(lambda: status, 30, "a status message (our subscriptions are in place)")
         venue.send_signal(signal.SIGUSR1)
@@ -125,6 +137,8 @@ def test_trades_bars_and_books_through_the_plant(plant, drops):
 
         feed = plant.process(name, "cme")
         assert feed["drops"]["malformed"] == 0
+        if not drops:  # every B copy, in `streamctl status`
+            wait_until(lambda: plant.process(name, "cme")["duplicates"] == PACKETS, 30, "every B copy counted")
         if drops and drops[0] == "--drop-both":
             assert any(e.kind == "gap" and "lost on both feeds" in e.message for e in events)
             assert feed["drops"]["gaps"] == 6
@@ -140,16 +154,21 @@ def test_trades_bars_and_books_through_the_plant(plant, drops):
                 assert [{k: getattr(b, k) for k in _BAR_FIELDS} for b in have[:len(want) - 1]] == \
                        [{k: w[k] for k in _BAR_FIELDS} for w in want[:len(want) - 1]]
 
-        # the last published book of each symbol equals the generator's final book (top 5)
+        # the last published book of each symbol equals the generator's final book (top 5): its
+        # MBP levels, or with `book: mbo` the levels of its resting orders
         def final_book_matches() -> bool:
             for symbol in INSTRUMENTS:
-                book = books.get(symbol)
-                if book is None:
+                have = books.get(symbol)
+                if have is None:
                     return False
-                want = syn.books[symbol]
-                bids = [(p / 1e9, float(s)) for p, s in want.levels[(Side.BID, False)][:5]]
-                asks = [(p / 1e9, float(s)) for p, s in want.levels[(Side.ASK, False)][:5]]
-                if [tuple(x) for x in book.bids] != bids or [tuple(x) for x in book.asks] != asks:
+                if book == "mbo":
+                    bids = _order_levels(syn.orders[symbol], Side.BID)
+                    asks = _order_levels(syn.orders[symbol], Side.ASK)
+                else:
+                    want = syn.books[symbol]
+                    bids = [(p / 1e9, float(s)) for p, s in want.levels[(Side.BID, False)][:5]]
+                    asks = [(p / 1e9, float(s)) for p, s in want.levels[(Side.ASK, False)][:5]]
+                if [tuple(x) for x in have.bids] != bids or [tuple(x) for x in have.asks] != asks:
                     return False
             return True
 

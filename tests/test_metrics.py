@@ -63,6 +63,7 @@ def test_scraped_counters_agree_with_status_and_move(plant):
     sim = dict(plant=name, process="sim", role="ingest")
     assert _value(first, "streamctl_feed_reconnects_total", plant=name, feed="sim") == before["sim"]["reconnects"]
     assert _value(first, "streamctl_feed_errors_total", plant=name, feed="sim") == before["sim"]["errors"]
+    assert _value(first, "streamctl_feed_duplicates_total", plant=name, feed="sim") == before["sim"]["duplicates"] == 0
     assert 0.0 <= _value(first, "streamctl_process_ring_fill_ratio", **sim) <= 1.0
 
     # The supervisor samples memory and CPU once a second: wait for a sample of every process.

@@ -88,7 +88,7 @@ def test_an_unknown_role_is_refused(table, role):
 def test_detail_is_cut_to_fit_on_a_character_boundary(table):
     slot = table.slot(1)
     slot.set("detail", "é" * 100)  # 200 bytes, one word: cut where it must be, and marked
-    assert slot.get("detail") == "é" * 66 + "…"  # 132 + 3 bytes of the 136
+    assert slot.get("detail") == "é" * 62 + "…"  # 124 + 3 bytes of the 128
 
 
 def test_detail_is_cut_at_a_word_with_an_ellipsis(table):
@@ -96,9 +96,9 @@ def test_detail_is_cut_at_a_word_with_an_ellipsis(table):
     words = " ".join(f"word{i:03d}" for i in range(40))  # 319 bytes
     slot.set("detail", words)
     detail = slot.get("detail")
-    assert detail.endswith("…") and len(detail.encode()) <= 136
+    assert detail.endswith("…") and len(detail.encode()) <= 128
     kept = detail.removesuffix("…")
-    assert words.startswith(kept + " ") and kept.split()[-1] == "word015"  # whole words only
+    assert words.startswith(kept + " ") and kept.split()[-1] == "word014"  # whole words only
     slot.set("detail", "short enough")
     assert slot.get("detail") == "short enough"  # text that fits is left alone
 

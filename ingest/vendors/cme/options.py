@@ -51,6 +51,9 @@ class Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     implied: Literal["separate", "merge"] = "separate"
     """``separate``: implied levels are tracked but not published; ``merge``: a price's size is
     outright plus implied."""
+    book: Literal["mbp", "mbo"] = "mbp"
+    """Where published books come from: ``mbp`` the price levels (46), ``mbo`` the orders (47 and
+    46's order entries), recovered from SnapshotFullRefreshOrderBook53."""
     gap_timeout_ms: Annotated[float, Meta(gt=0)] = 50.0
     """How long a missing packet may stay missing on both feeds before it is a gap."""
     max_pending: Annotated[int, Meta(ge=1)] = 1024

@@ -10,7 +10,9 @@
   queued; the Market Recovery loop is joined; when one loop has delivered every instrument's
   SnapshotFullRefresh52 (``TotNumReports`` of them) each book is rebuilt, queued packets newer
   than the loop's ``LastMsgSeqNumProcessed`` are applied (entries at or below an instrument's
-  snapshot RptSeq are skipped), and the recovery feed is left.
+  snapshot RptSeq are skipped), and the recovery feed is left. With ``book: mbo`` the books are
+  rebuilt from SnapshotFullRefreshOrderBook53 instead (every chunk of every instrument), and the
+  order updates of queued packets up to its ``LastMsgSeqNumProcessed`` are skipped.
 - Malformed packets are counted (``malformed``) and skipped before arbitration, so the other
   feed's copy can still fill the sequence.
 """
@@ -56,7 +58,8 @@ class Session:
         """Configured symbol -> SecurityID, from the definition loop."""
         """SecurityID -> our instrument id, for the configured symbols."""
         self.channel = Channel(schema, lambda sid: self._ids.get(sid, 0), depth=options.depth,
-                               merge_implied=options.implied == "merge", on_instrument_gap=self._instrument_gap)
+                               merge_implied=options.implied == "merge", mbo=options.book == "mbo",
+                               on_instrument_gap=self._instrument_gap)
         self._incremental: list[socket.socket] = []
         self._recovery: list[socket.socket] = []
         self.expected: int | None = None
@@ -66,6 +69,9 @@ class Session:
         self._missing_since: float | None = None
         self.recovering = False
         self._snapshots: dict[int, tuple[int, int, np.ndarray, int]] = {}
+        """Per SecurityID, a complete snapshot: (LastMsgSeqNumProcessed, RptSeq, entries, TransactTime)."""
+        self._chunks: dict[int, dict[int, np.ndarray]] = {}
+        """Per SecurityID, the 53 chunks received so far (by CurrentChunk)."""
         self.duplicates = 0
         self.recoveries = 0
 
@@ -155,6 +161,7 @@ class Session:
     def _arbitrate(self, packets: list[bytes]) -> None:
         dec = self._decoder.decode(packets)
         self._count_bad(dec.bad)
+        before = self.duplicates
         for i in np.flatnonzero(dec.bad == 0).tolist():
             seq = int(dec.seq[i])
             if self.expected is None:
@@ -165,6 +172,8 @@ class Session:
                 self.duplicates += 1
             else:
                 self.pending[seq] = packets[i]
+        if self.duplicates > before:
+            self._ctx.count(CounterName.DUPLICATES, self.duplicates - before)
 
     def _advance(self) -> None:
         """Apply every packet that is next in sequence; declare a gap if one stays missing."""
@@ -196,6 +205,7 @@ class Session:
         self.recovering = True
         self._missing_since = None
         self._snapshots.clear()
+        self._chunks.clear()
         self.channel.invalidate(list(self.channel.books) or list(self._ids), time.time_ns())
         opt = self._opt
         if not self._recovery:
@@ -211,7 +221,11 @@ class Session:
     def _on_snapshots(self, packets: list[bytes]) -> None:
         dec = self._decoder.decode(packets)
         self._count_bad(dec.bad)
-        if not self.recovering or 52 not in set(dec.msg_tid.tolist()):
+        tid = 53 if self.channel.mbo else 52
+        if not self.recovering or tid not in set(dec.msg_tid.tolist()):
+            return
+        if tid == 53:
+            self._on_order_snapshots(dec)
             return
         idx, roots = dec.root(52)
         ent_msg, entries = dec.group(52, "NoMDEntries")
@@ -224,15 +238,36 @@ class Session:
         if total and len(self._snapshots) >= total:
             self._finish_recovery()
 
+    def _on_order_snapshots(self, dec) -> None:
+        """Collect 53s; an instrument is complete once its `NoChunks` chunks have arrived."""
+        idx, roots = dec.root(53)
+        ent_msg, entries = dec.group(53, "NoMDEntries")
+        total = 0
+        for m, r in zip(idx.tolist(), roots, strict=True):
+            sid, chunks = int(r["SecurityID"]), int(r["NoChunks"])
+            have = self._chunks.setdefault(sid, {})
+            have[int(r["CurrentChunk"])] = entries[ent_msg == m].copy()
+            if len(have) >= chunks:
+                parts = [have[c] for c in sorted(have)]
+                self._snapshots[sid] = (int(r["LastMsgSeqNumProcessed"]), 0, np.concatenate(parts),
+                                        int(r["TransactTime"]))
+                del self._chunks[sid]
+            total = int(r["TotNumReports"])
+        if total and len(self._snapshots) >= total:
+            self._finish_recovery()
+
     def _finish_recovery(self) -> None:
         last = min(s[0] for s in self._snapshots.values())
         first = min(self.pending) if self.pending else last + 1
         if first > last + 1:
             self._snapshots.clear()  # this loop predates our queue: wait for the next one
             return
-        exponent = self.channel.exponent[52]
-        for sid, (_, rpt, entries, ts) in self._snapshots.items():
-            self.channel.rebuild(sid, rpt, entries, exponent, ts)
+        exponent = self.channel.exponent.get(52)
+        for sid, (seq, rpt, entries, ts) in self._snapshots.items():
+            if self.channel.mbo:
+                self.channel.rebuild_orders(sid, seq, entries, ts)
+            else:
+                self.channel.rebuild(sid, rpt, entries, exponent, ts)
         # Every queued packet is applied: book entries a snapshot already holds (RptSeq at or
         # below its RptSeq) are skipped, trades are kept (the snapshot loop carries none).
         self.expected = first

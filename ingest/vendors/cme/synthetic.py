@@ -4,7 +4,10 @@ repository ships instead of CME's captures (which carry no licence).
 One channel, feeds A and B carrying identical packets, an instrument definition loop (54 for
 each future, plus one 55 option and one 56 spread), a ChannelReset4 first, then seeded random
 events: MBP book updates (46) kept consistent with a level book, trade summaries (48) with
-aggressor and order fills, volume (37), a security status (30) and MBO order updates (47).
+aggressor and order fills, volume (37), a security status (30), and MBO order updates (47, and
+order entries in 46 adding an order at the price of the MD entry they reference). The orders
+come from a second random stream, so the MBP events are the same with or without them, and
+they are their own market: their levels are not the MBP levels.
 The generator also returns what it sent, so tests compare the plant with an answer that does
 not come from our decoder.
 """
@@ -52,6 +55,8 @@ class Synthetic:
     trades: list[Trade]
     books: dict[str, LevelBook]
     """Each instrument's book after the last event."""
+    orders: dict[str, dict[int, tuple[int, int, int]]]
+    """Each instrument's resting orders after the last event: OrderID -> (side, price, quantity)."""
     last_seq: int
     definitions: dict[str, int] = field(default_factory=dict)
 
@@ -115,10 +120,40 @@ def _book_event(rng: random.Random, book: LevelBook, mid: int, tick: int, sid: i
             "MDPriceLevel": level, "MDUpdateAction": action, "MDEntryType": b"0" if side == Side.BID else b"1"}
 
 
+def _order_event(rng: random.Random, orders: dict[int, tuple[int, int, int]], mid: int, tick: int, sid: int,
+                 next_id: int) -> dict:
+    """One valid order update for `orders` (and applies it): a New while the book is thin, else a
+    New (up to 40 orders), a Change (quantity, sometimes price) or a Delete of a resting order."""
+    choice = rng.random()
+    if len(orders) < 6 or (choice < 0.4 and len(orders) < 40):
+        side: int = rng.choice((Side.BID, Side.ASK))
+        price = mid + (-1 if side == Side.BID else 1) * tick * rng.randint(1, 8)
+        order_id, action, qty = next_id, NEW, rng.randint(1, 50)
+    else:
+        order_id = rng.choice(sorted(orders))
+        side, price, qty = orders[order_id]
+        if choice < 0.7:
+            action, qty = CHANGE, rng.randint(1, 50)
+            moved = price + tick * rng.choice((-1, 1))
+            if rng.random() < 0.3 and (moved < mid if side == Side.BID else moved > mid):  # never crossing
+                price = moved
+        else:
+            action = DELETE
+    if action == DELETE:
+        del orders[order_id]
+    else:
+        orders[order_id] = (side, price, qty)
+    return {"OrderID": order_id, "MDOrderPriority": next_id, "MDEntryPx": price, "MDDisplayQty": qty,
+            "SecurityID": sid, "MDUpdateAction": action, "MDEntryType": b"0" if side == Side.BID else b"1"}
+
+
 def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms: int = 90,
              first_seq: int = 1, feeds: dict[str, tuple[str, int]] = FEEDS) -> Synthetic:
     """A deterministic capture of `packets` incremental packets (each on A and B), sent to `feeds`."""
     rng = random.Random(seed)
+    orng = random.Random(seed + 1)  # the orders' own stream: the MBP events do not depend on them
+    orders: dict[str, dict[int, tuple[int, int, int]]] = {s: {} for s in INSTRUMENTS}
+    next_order = 1
     books = {s: LevelBook(10) for s in INSTRUMENTS}
     rpt = dict.fromkeys(INSTRUMENTS, 0)
     volume = dict.fromkeys(INSTRUMENTS, 0)
@@ -165,14 +200,26 @@ def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms:
                 rpt[symbol] += 1
                 entries.append(entry)
         if entries:
+            order_entries = []
+            if orng.random() < 0.3:  # an order added at the first MD entry's price (MBO inside MBP)
+                side = Side.BID if entries[0]["MDEntryType"] == b"0" else Side.ASK
+                qty = orng.randint(1, 50)
+                orders[symbol][next_order] = (side, entries[0]["MDEntryPx"], qty)
+                order_entries.append({"OrderID": next_order, "MDOrderPriority": next_order, "MDDisplayQty": qty,
+                                      "ReferenceID": 1, "OrderUpdateAction": NEW})
+                next_order += 1
             msgs.append(encode_message(schema, 46, {"TransactTime": ts, "MatchEventIndicator": _LAST_QUOTE | _EOE},
-                                       {"NoMDEntries": entries}))
+                                       {"NoMDEntries": entries, "NoOrderIDEntries": order_entries}))
         elif msgs:
             msgs[-1] = msgs[-1][:18] + bytes([msgs[-1][18] | _EOE]) + msgs[-1][19:]
-        if n % 97 == 50:  # MBO order updates and a status message (decoded, not converted: docs/cme.md)
-            msgs.append(encode_message(schema, 47, {"TransactTime": ts, "MatchEventIndicator": _EOE}, {
-                "NoMDEntries": [{"OrderID": order_id, "MDOrderPriority": seq, "MDEntryPx": mids[symbol],
-                                 "MDDisplayQty": 5, "SecurityID": sid, "MDUpdateAction": 0, "MDEntryType": b"0"}]}))
+        if orng.random() < 0.6:
+            updates = []
+            for _ in range(orng.randint(1, 3)):
+                updates.append(_order_event(orng, orders[symbol], mids[symbol], tick, sid, next_order))
+                next_order += 1
+            msgs.append(encode_message(schema, 47, {"TransactTime": ts, "MatchEventIndicator": _EOE},
+                                       {"NoMDEntries": updates}))
+        if n % 97 == 50:  # a status message (decoded, not converted: docs/cme.md)
             msgs.append(encode_message(schema, 30, {
                 "TransactTime": ts, "SecurityGroup": symbol[:2].encode(), "Asset": symbol[:2].encode(),
                 "SecurityID": sid, "TradeDate": 20_420, "MatchEventIndicator": _EOE, "SecurityTradingStatus": 17,
@@ -182,5 +229,5 @@ def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms:
         payload = encode_packet(seq, ts, msgs)
         out.append(Datagram(ts, *feeds["incremental_a"], payload))
         out.append(Datagram(ts + 1000, *feeds["incremental_b"], payload))
-    return Synthetic(out, trades, books, first_seq + packets - 1,
+    return Synthetic(out, trades, books, orders, first_seq + packets - 1,
                      {s: v[0] for s, v in INSTRUMENTS.items()})

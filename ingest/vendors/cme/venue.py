@@ -2,8 +2,8 @@
 
 Incremental packets go to the groups they were captured on (feed A and B), paced by capture
 time at ``speed`` x real time or as fast as possible; the definition packets (54/55/56) loop
-on their group; a Market Recovery loop (SnapshotFullRefresh52, one per instrument, packet
-MsgSeqNum restarting at 1 each loop) is built from the book state of what has been sent so far.
+on their group; a Market Recovery loop (SnapshotFullRefresh52 and SnapshotFullRefreshOrderBook53,
+one of each per instrument, packet MsgSeqNum restarting at 1 each loop) is built from the book state of what has been sent so far.
 ``--drop-a N`` withholds N consecutive packets from feed A only (from the middle of the
 capture), ``--drop-both N`` withholds N from both feeds (from two thirds in), so arbitration
 and recovery can be exercised. Destinations in 224.0.32.0/24 are feed B (CME's convention).
@@ -72,7 +72,7 @@ class CmeVenue:
             self._go.set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._channel = Channel(schema, lambda sid: sid)
+        self._channel = Channel(schema, lambda sid: sid, keep_both=True)
         self._last_seq = 0
         self._applied: set[int] = set()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
@@ -160,6 +160,22 @@ class CmeVenue:
                     "RptSeq": rpt.get(sid, 0), "TransactTime": now, "LastUpdateTime": now, "TradeDate": 65535,
                     "MDSecurityTradingStatus": 17}, {"NoMDEntries": entries})
                 packets.append(encode_packet(n + 1, now, [msg]))
+            packets += self._order_snapshots(last, now)
+        return packets
+
+    def _order_snapshots(self, last: int, now: int) -> list[bytes]:
+        """A SnapshotFullRefreshOrderBook53 per instrument with a book or orders, one chunk each,
+        MsgSeqNum from 1 (CME sends them on a loop of their own; here they share the groups)."""
+        by_sid: dict[int, list[dict]] = {sid: [] for sid in self._channel.books}
+        for order_id, (sid, side, price, qty) in self._channel.orders.orders.items():
+            by_sid.setdefault(sid, []).append({"OrderID": order_id, "MDOrderPriority": order_id, "MDEntryPx": price,
+                                               "MDDisplayQty": qty, "MDEntryType": _ENTRY_TYPE[(side, False)]})
+        packets = []
+        for n, (sid, entries) in enumerate(sorted(by_sid.items())):
+            msg = encode_message(self.schema, 53, {
+                "LastMsgSeqNumProcessed": last, "TotNumReports": len(by_sid), "SecurityID": sid, "NoChunks": 1,
+                "CurrentChunk": 1, "TransactTime": now}, {"NoMDEntries": entries})
+            packets.append(encode_packet(n + 1, now, [msg]))
         return packets
 
 
