@@ -204,7 +204,8 @@ class Supervision:
     # ------------------------------------------------------------------ stop
     def stop_role(self, role: Role, timeout: float) -> None:
         """SIGTERM every running child of `role`; kill those still running after `timeout` s."""
-        group = [c for c in self.of_role(role) if c.process is not None]
+        # A child whose start a signal interrupted has a process object but no process (pid None).
+        group = [c for c in self.of_role(role) if c.process is not None and c.process.pid is not None]
         for child in group:
             if child.process.exitcode is None:
                 child.process.terminate()

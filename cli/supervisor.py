@@ -154,15 +154,17 @@ class Supervisor:
             return
         self._stopped = True
         self._provision.set_state("stopping")
-        if self._supervision is not None:
-            for role in reversed(START_ORDER):
-                if role == Role.HUB and before_hub is not None:
-                    try:
-                        before_hub()
-                    except Exception:
-                        log.exception("before_hub")
-                self._supervision.stop_role(role, timeout)
-        self._reporter.close()
-        if self._metrics is not None:
-            self._metrics.close()  # before the segments it reads are unmapped
-        self._provision.release()
+        try:
+            if self._supervision is not None:
+                for role in reversed(START_ORDER):
+                    if role == Role.HUB and before_hub is not None:
+                        try:
+                            before_hub()
+                        except Exception:
+                            log.exception("before_hub")
+                    self._supervision.stop_role(role, timeout)
+        finally:  # whatever stopping the children raised, the segments and sockets go
+            self._reporter.close()
+            if self._metrics is not None:
+                self._metrics.close()  # before the segments it reads are unmapped
+            self._provision.release()
