@@ -71,8 +71,10 @@ def test_web_view_shows_live_candles_every_process_and_a_restart(plant, tmp_path
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: _rows(driver).get("worker-0", {}).get("restarts") == "1", 60,
                        "worker-0 shown restarted")
-            row = _rows(driver)["worker-0"]
-            assert row["marked"] and "SIGKILL" in row["text"], row
+            # The reason stays on the row after the new worker writes its own detail (its journal restore).
+            row = wait_until(lambda: (r := _rows(driver)["worker-0"]) and "last restart: killed by SIGKILL" in r["text"]
+                             and r, 30, "worker-0's row to say why it restarted")
+            assert row["marked"], row
             wait_until(lambda: "worker-0 killed by SIGKILL" in driver.find_element("id", "events").text, 30,
                        "the restart event")
             # Candles keep coming from the restarted plant.

@@ -8,6 +8,7 @@
   const view = StreamctlCandles.create($("chart"));
   const state = { symbol: null, interval: null, seconds: 0, lastBar: null, forming: null, ws: null };
   const restartsSeen = {};
+  const lastRestart = {}; // process -> why the supervisor last restarted it (from its `restart` events)
 
   function intervalSeconds(interval) {
     const m = /^(\d+)s$/.exec(interval); // time bars only; tick, volume and dollar bars have no clock
@@ -47,7 +48,10 @@
       cell(tr, p.name, "text"); cell(tr, p.role, "text"); cell(tr, p.pid); cell(tr, p.state, "state text");
       cell(tr, p.restarts, "restarts"); cell(tr, fmt(p.rate_in)); cell(tr, fmt(p.rate_out));
       cell(tr, fmt(p.records_in)); cell(tr, drops); cell(tr, p.cpu_pct.toFixed(0)); cell(tr, fmt(p.rss));
-      cell(tr, p.detail || "", "text detail");
+      // A restarted process writes its own detail (a worker: what it restored from its journal),
+      // so the reason of its last restart comes from the supervisor's event.
+      const why = p.restarts > 0 && lastRestart[p.name] ? "last restart: " + lastRestart[p.name] : "";
+      cell(tr, [why, p.detail || ""].filter(Boolean).join(" | "), "text detail");
       body.appendChild(tr);
     }
   }
@@ -55,6 +59,10 @@
   function addEvents(events) {
     const list = $("events");
     for (const e of events) {
+      if (e.kind === "restart" || e.kind === "failed") {
+        const space = e.message.indexOf(" ");
+        if (space > 0) lastRestart[e.message.slice(0, space)] = e.message.slice(space + 1).split(";")[0];
+      }
       const li = document.createElement("li");
       li.textContent = new Date(e.ts / 1e6).toISOString().slice(11, 19) + " " + e.source + " " + e.kind + ": " + e.message;
       list.prepend(li);
