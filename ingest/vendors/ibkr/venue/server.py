@@ -10,6 +10,7 @@ from typing import Literal
 from streamctl.ingest.vendors.ibkr import protocol as api
 from streamctl.ingest.vendors.ibkr.venue.connection import TICK, Failure, Serving, VenueConnection
 from streamctl.ingest.vendors.ibkr.venue.tape import Tape, load_tape
+from streamctl.ingest.venue_listener import listen_tcp
 
 __all__ = ["IbkrVenue"]
 
@@ -74,15 +75,7 @@ class IbkrVenue:
         """Bind and serve in a background thread; `port` holds the bound port afterwards."""
         if self._listener is not None:
             raise RuntimeError("venue already started")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((self.host, self.port))
-            listener.listen(16)
-        except OSError:
-            listener.close()
-            raise
-        listener.settimeout(TICK)
+        listener = listen_tcp(self.host, self.port, accept_timeout=TICK)
         self._listener = listener
         self.port = listener.getsockname()[1]
         thread = threading.Thread(target=self._accept_loop, name=f"ibkr-accept:{self.port}", daemon=True)
