@@ -3,16 +3,19 @@
 Workload: `bench_worker`'s synthetic trades (100 symbols) and its full calculator set (time bars
 1s/60s/300s, 100-tick bars, session and rolling VWAP, EMA(20), z-score). One batch goes
 through what the worker does with it: published into a real shared-memory ring, consumed in
-4,096-record batches, (journal on) appended to the journal with one ``writev`` and released,
-then run through the calculators. Off and on alternate batch by batch, so both see the same
-machine; the headline is records per second of the median batch time. Also: the journal's raw
-append rate (`sync: none` and `batch`), and recovery: a journal of N records read back and
-replayed through the calculators, as a restarted worker does.
+batches of 1,024 and of 4,096 records, (journal on) appended to the journal (a copy into pages
+its thread faulted in ahead) and released, then run through the calculators. Off and on
+alternate batch by batch, so both see the same machine; the headline is records per second of
+the median batch time. The anchor beside the journal: the same batches handed to ``writev`` on
+a file opened for appending, the way the journal wrote before. Also: the journal's raw append
+rate (`sync: none` and `batch`), and recovery: a journal of N records read back and replayed
+through the calculators, as a restarted worker does.
 Run: ``python benchmarks/bench_journal.py [--quick]``.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -23,7 +26,7 @@ from _table import bench_main
 from bench_worker import FULL_CONFIG, make_ticks
 
 from streamctl.process.calc.engine import CalculatorSet
-from streamctl.process.journal.files import RECORDS, read_entries, run_files
+from streamctl.process.journal.files import RECORDS, entry_header, read_entries, run_files
 from streamctl.process.journal.settings import JournalConfig
 from streamctl.process.journal.writer import JournalWriter
 from streamctl.shm.ring import Ring
@@ -43,48 +46,53 @@ def _calc() -> CalculatorSet:
 
 
 def _step(chunk: np.ndarray, sym: np.ndarray, ring: Ring, calc: CalculatorSet,
-          journal: JournalWriter | None) -> float:
-    """One batch through ring (+ journal) + calculators, as the worker does; seconds."""
+          journal: JournalWriter | int | None) -> float:
+    """One batch through ring (+ journal, or + ``writev`` to the fd `journal`) + calculators,
+    as the worker does; seconds."""
     ring.publish(chunk)
     began = time.perf_counter()
-    got = ring.consume(BATCH, release=journal is None)
+    got = ring.consume(len(chunk), release=journal is None)
     if journal is not None:
         position = ring.consumed
-        journal.append_records(0, position, got, 0)
+        if isinstance(journal, JournalWriter):
+            journal.append_records(0, position, got, 0)
+        else:
+            os.writev(journal, [entry_header(RECORDS, 0, len(got), len(got) * 64, position, 0, 0),
+                                np.ascontiguousarray(got).view(np.uint8).data])
         ring.release_to(position + len(got))
     calc.on_batch(got, sym)
     return time.perf_counter() - began
 
 
-def _rate(times: list[float]) -> float:
-    return BATCH / statistics.median(times)
-
-
-def _worker_rows(records: np.ndarray, sym: np.ndarray, passes: int, tmp: Path) -> list[dict]:
-    """Off and on take turns batch by batch (each with its own calculators), so a machine
-    shared with other work slows both alike."""
+def _worker_rows(records: np.ndarray, sym: np.ndarray, passes: int, batch: int, tmp: Path) -> list[dict]:
+    """Off, the journal and ``writev`` take turns batch by batch (each with its own
+    calculators), so a machine shared with other work slows them alike."""
     name = segment_name("bench", "ring", "journal", f"p{time.time_ns() % 1_000_000}")
     ring = Ring.create(name, 1 << 14)
-    off: list[float] = []
-    on: list[float] = []
+    times: dict[str, list[float]] = {"off": [], "journal": [], "writev": []}
     try:
         for i in range(passes):
-            calc_off, calc_on = _calc(), _calc()
-            writer = JournalWriter(tmp / f"pass{i}", partition=0, run=RUN, config=JournalConfig(sync="none"))
-            for start in range(0, len(records), BATCH):
-                chunk, chunk_sym = records[start:start + BATCH], sym[start:start + BATCH]
-                off.append(_step(chunk, chunk_sym, ring, calc_off, None))
-                on.append(_step(chunk, chunk_sym, ring, calc_on, writer))
+            calcs = {mode: _calc() for mode in times}
+            writer = JournalWriter(tmp / f"b{batch}-pass{i}", partition=0, run=RUN, config=JournalConfig(sync="none"))
+            fd = os.open(tmp / f"b{batch}-pass{i}.writev", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            sinks: dict[str, JournalWriter | int | None] = {"off": None, "journal": writer, "writev": fd}
+            for start in range(0, len(records), batch):
+                chunk, chunk_sym = records[start:start + batch], sym[start:start + batch]
+                for mode, sink in sinks.items():
+                    times[mode].append(_step(chunk, chunk_sym, ring, calcs[mode], sink))
             writer.close()
+            os.close(fd)
     finally:
         ring.close()
         ring.unlink()
-    rate_off, rate_on = _rate(off), _rate(on)
+    rate = {mode: batch / statistics.median(t) for mode, t in times.items()}
     note = f"{len(records):,} records x {passes} passes, median batch; full calculator set"
     return [
-        {"benchmark": "worker batch path, journal off (anchor)", "value": rate_off, "unit": "records/s", "note": note},
-        {"benchmark": "worker batch path, journal on (sync none)", "value": rate_on, "unit": "records/s",
-         "note": f"{(rate_on / rate_off - 1) * 100:+.1f} % against off in the same run"},
+        {"benchmark": f"worker, batch {batch}: journal off", "value": rate["off"], "unit": "records/s", "note": note},
+        {"benchmark": f"worker, batch {batch}: journal on (sync none)", "value": rate["journal"], "unit": "records/s",
+         "note": f"{(rate['journal'] / rate['off'] - 1) * 100:+.1f} % against off in the same run"},
+        {"benchmark": f"worker, batch {batch}: writev instead (anchor)", "value": rate["writev"], "unit": "records/s",
+         "note": f"{(rate['writev'] / rate['off'] - 1) * 100:+.1f} % against off in the same run"},
     ]
 
 
@@ -126,7 +134,8 @@ of one CME future's top of book); here synthetic trades, the dearer kind to repl
 def run(quick: bool = False) -> list[dict]:
     records, sym = make_ticks(200_000 if quick else 2_000_000)
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
-        rows = _worker_rows(records, sym, 2 if quick else 3, Path(tmp))
+        rows = [row for batch in (1024, BATCH)
+                for row in _worker_rows(records, sym, 2 if quick else 3, batch, Path(tmp))]
         day, day_sym = make_ticks(200_000 if quick else DAY)
         rows += _append_rows(day, Path(tmp))
         rows += _recovery_rows(day, day_sym, Path(tmp))

@@ -1,7 +1,7 @@
 """Imported once by the supervisor's forkserver, before any child is forked from it.
 
 Everything a plant child needs is imported here, and every numba kernel (calculators and each
-registered vendor's decoders) is compiled or loaded from numba's on-disk cache here (and the
+registered vendor's decoders, the journal's page-faulting loop) is compiled or loaded from numba's on-disk cache here (and the
 rings' doorbell fence compiled), so a
 forked child inherits ready machine code: a restarted worker or feed is serving again in a
 fraction of a second instead of paying the kernel load (or a first compile of ~10 s) itself.
@@ -21,6 +21,7 @@ from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendor_api import resolve
 from streamctl.ingest.vendors import VENDORS
 from streamctl.process.calc.engine import warm_up as warm_up_calculators
+from streamctl.process.journal.mapped import warm_up as warm_up_journal
 from streamctl.process.latency import warm_up as warm_up_latency
 from streamctl.shm.doorbell import fence
 from streamctl.shm.records import empty
@@ -32,6 +33,7 @@ def _warm_all() -> float:
     start = time.perf_counter()
     warm_up_calculators()
     warm_up_latency()
+    warm_up_journal()
     fence()  # the rings' doorbell compiles its memory fence on first use
     refusals(empty(1))
     for reference in dict.fromkeys(spec.warm_up for spec in VENDORS.values() if spec.warm_up):
