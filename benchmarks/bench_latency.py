@@ -62,9 +62,10 @@ def _subscriber(endpoint: str, seconds: float, results) -> None:
     sub.run(timeout=_WARM_UP)
     latencies.clear()
     missing[0] = 0
+    recovered = sub.recovered
     results.put("measuring")
     sub.run(timeout=seconds)
-    results.put((latencies, missing[0]))
+    results.put((latencies, missing[0], sub.recovered - recovered))
     sub.close()
 
 
@@ -129,9 +130,10 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
         if app.is_alive():
             app.kill()
         sup.stop()
-    latencies, missing = got
+    latencies, missing, recovered = got
     cpu = {name: 100 * (after[name] - before[name]) / elapsed for name in procs}
-    return {**_percentiles(latencies), "cpu": cpu, "dropped": dropped, "missing": missing, "max_fill": max_fill}
+    return {**_percentiles(latencies), "cpu": cpu, "dropped": dropped, "missing": missing, "recovered": recovered,
+            "max_fill": max_fill}
 
 
 # --------------------------------------------------------------------------- the anchor
@@ -210,7 +212,8 @@ def run(quick: bool = False, rate: float | None = None, partitions: int | None =
         label = f"plant {r / 1e3:.0f} k trades/s, {parts} partition{'s' if parts > 1 else ''}"
         note = (f"{result['count']} trades, {_SYMBOLS} symbols, TCP loopback to a subscriber process; "
                 f"ring drops {result['dropped']}, most records waiting in a ring {result['max_fill']}, "
-                f"subscriber gaps {result['missing']}")
+                f"subscriber gaps {result['missing']} (and {result['recovered']} messages refetched from "
+                f"the recovery service to fill gaps)")
         rows += [{"benchmark": f"{label}: ts_recv -> on_trade {q}", "value": round(result[q], 1), "unit": "us",
                   "note": note} for q in ("p50", "p99", "p99.9")]
         cpu = result["cpu"]
