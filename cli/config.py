@@ -387,6 +387,10 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
                        "(null: the public endpoint's port + 1)", where)
         if where == endpoint:
             raise fail("publish.recovery.endpoint", "must differ from publish.endpoint", where)
+    history = recovery.history
+    if history.max_bytes < 2 * history.file_bytes:
+        raise fail("publish.recovery.history.max_bytes",
+                   f"must be at least 2 x `file_bytes` ({2 * history.file_bytes})", history.max_bytes)
     journal_dir = config.journal.dir
     if journal_dir is not None:
         if not journal_dir.strip():

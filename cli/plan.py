@@ -96,6 +96,8 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
     journal = config.journal if live and config.journal.enabled else None
     recovery = live and config.publish.recovery.enabled  # `streamctl replay` records everything itself
     journal_root = data_dir(config) / "journal"
+    history = config.publish.recovery.history
+    keep_history = recovery and (history.enabled if history.enabled is not None else config.journal.enabled)
     n_parts, feeds, owned = config.partitions.count, config.feeds, owned_partitions(config)
     next_core = iter(list(range(os.cpu_count() or 1)) * (len(owned) + len(feeds) + 1))
     server, client = keys
@@ -105,7 +107,9 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
         plant=layout.plant, slot=0, stats=layout.stats, internal=layout.internal, public=config.publish.endpoint,
         sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve,
         recovery=recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint) if recovery else None,
-        recovery_bytes=config.publish.recovery.topic_bytes))]
+        recovery_bytes=config.publish.recovery.topic_bytes, run=run,
+        history=history if keep_history else None,
+        history_dir=str(data_dir(config) / "history") if keep_history else None))]
     public_recovery = subscriber_endpoint(recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint)) \
         if recovery else None
     for sink in config.sinks:  # not pinned: a sink waits on its store, it does not spin
