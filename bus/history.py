@@ -323,6 +323,7 @@ class HistoryJournal:
         topic = self._topics.get(frame)
         if topic is None or topic.last_file == _NO_FILE:
             return [], False, False
+        from_seq = max(from_seq, 1)  # a publisher's first seq is 1: nothing before it is missing
         at = bisect_left(topic.seqs, from_seq + limit)
         newest = at >= len(topic.seqs)
         number, offset = (topic.last_file, topic.last_off) if newest else (topic.files[at], topic.offsets[at])

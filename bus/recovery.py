@@ -319,6 +319,7 @@ class RecoveryService:
         return [last[topic] for topic in sorted(last)]
 
     def _from_seq(self, topic: str, from_seq: int) -> dict[str, Any]:
+        from_seq = max(from_seq, 1)  # a publisher's first seq is 1: nothing before it is missing
         history = self._topics.get(topic)
         held = history is not None and bool(history.items) and history.items[0][0] <= from_seq
         if not held and self.disk is not None:
