@@ -6,7 +6,9 @@ in this process, once with the output journal off and once on, in the same run: 
 rate the subscriber sees, and how long after the last message the service holds everything
 (its capture and, when on, its disk writes). Then the reads: every message of a topic from
 seq 1 (memory holds 1 KiB, so all from disk) and every message since the start, page by page
-through the service's REQ/REP protocol, as a subscriber gets them.
+through the service's REQ/REP protocol, as a subscriber gets them. Last, the output journal
+alone: appends in the service thread's loop, and how long a restarted hub takes to scan and
+index what is on disk before it answers.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import multiprocessing as mp
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import zmq
 from _table import bench_main
 
 from streamctl.bus import wire
-from streamctl.bus.history import HistoryConfig
+from streamctl.bus.history import HistoryConfig, HistoryJournal
 from streamctl.bus.proxy import Proxy
 from streamctl.bus.publisher import Publisher
 from streamctl.bus.recovery import MAX_REPLY, RecoveryService, ask, service_binds
@@ -150,6 +153,27 @@ def _reads(recovery: str) -> dict[str, float]:
             "since_n": all_count}
 
 
+def _journal_alone(total: int) -> dict[str, float]:
+    """Append `total` 150-byte payloads over 100 topics, then open the directory again."""
+    tmp = Path(tempfile.mkdtemp(prefix="sch-", dir="/tmp"))
+    try:
+        journal = HistoryJournal(tmp, run=1, config=HistoryConfig())
+        frames = [wire.topic_frame(f"bar.60s.S{i}") for i in range(100)]
+        payload = b"x" * 150
+        ts = time.time_ns()
+        start = time.perf_counter()
+        for i in range(total):
+            journal.append(frames[i % 100], i // 100 + 1, i // 100 + 1, ts + i, payload)
+        journal.close()
+        append = time.perf_counter() - start
+        size = sum(p.stat().st_size for p in tmp.glob("*.hist"))
+        start = time.perf_counter()
+        HistoryJournal(tmp, run=1, config=HistoryConfig()).close()
+        return {"append": total / append, "open": time.perf_counter() - start, "mb": size / 1e6}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(quick: bool = False) -> list[dict]:
     total = 100_000 if quick else 500_000
     rounds = 1 if quick else 3
@@ -157,6 +181,8 @@ def run(quick: bool = False) -> list[dict]:
     for _ in range(rounds):  # interleaved, so a busy moment of the machine hits both alike; the best of each
         offs.append(_one(total, history=False, reads=False))
         ons.append(_one(total, history=True, reads=True))
+    alone_n = 100_000 if quick else 1_000_000
+    alone = _journal_alone(alone_n)
     off = max(offs, key=lambda r: r["forward"])
     on = max(ons, key=lambda r: r["forward"])
     note = f"{total:,} Bar maps over {len(_SYMBOLS)} topics, best of {rounds}; 1 KiB of memory per topic"
@@ -173,6 +199,10 @@ def run(quick: bool = False) -> list[dict]:
          "note": f"{on['by_seq_n']:,} messages of one topic from seq 1, pages of {MAX_REPLY:,} over REQ/REP"},
         {"benchmark": "history from disk since a time", "value": round(on["since"]), "unit": "msgs/s",
          "note": f"{on['since_n']:,} messages of every topic, pages of {MAX_REPLY:,} over REQ/REP"},
+        {"benchmark": "output journal append (service thread)", "value": round(alone["append"]), "unit": "msgs/s",
+         "note": f"{alone_n:,} messages of 150 bytes over 100 topics, {alone['mb']:.0f} MB"},
+        {"benchmark": "output journal opened by a restarted hub", "value": alone["open"], "unit": "s",
+         "note": f"scan, CRC check and index of those {alone_n:,} ({alone_n / alone['open']:,.0f} records/s)"},
     ]
 
 
