@@ -152,7 +152,8 @@ def test_a_hub_killed_and_restarted_leaves_its_history_readable(history_plant):
     assert since[:len(before)] == before  # everything the killed hub had forwarded is still there
     last = ask(rec, {"op": "last", "pattern": TOPIC}, timeout=5)["messages"]
     assert last and last[0][1] >= before[-1]
-    files = sorted(Path(os.environ["XDG_DATA_HOME"], "streamctl", name, "history").glob("*.hist"))
+    assert plant.status(name)["history"] == str(Path(os.environ["XDG_DATA_HOME"], "streamctl", name, "history"))
+    files = sorted(Path(plant.status(name)["history"]).glob("*.hist"))
     assert len(files) >= 2  # the restarted hub opened its own file
 
 
@@ -195,4 +196,5 @@ def test_without_the_output_journal_the_same_plant_forgets(plant):
                >= 500, 180, "500 VWAPs of AAPL")
     seqs, complete = _history(rec, TOPIC, 0)
     assert not complete and seqs[0] > 1
+    assert plant.status(name)["history"] is None
     assert not Path(os.environ["XDG_DATA_HOME"], "streamctl", name, "history").exists()
