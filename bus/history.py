@@ -11,6 +11,10 @@ Memory stays bounded whatever the disk holds: per topic of the current run, one 
 of its topic, so a `from_seq` read starts at the checkpoint past the page it wants and walks
 back (at most a page plus `INDEX_EVERY` records); a ``since`` read starts at the file checkpoint
 before that time and scans forward, at most `SCAN_BYTES` per call.
+
+A file closed by a roll or a clean stop gets a sidecar, ``<file>.idx``: its time checkpoints and
+the run's topic index as of its end. A restarted hub loads those and scans only the files that
+have none (the one a killed hub was writing), so its start does not grow with the history.
 """
 
 from __future__ import annotations
@@ -62,6 +66,19 @@ class HistoryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     """Files whose newest message reached the hub more than this many days ago are deleted."""
     max_bytes: Annotated[int, Meta(ge=1 << 17)] = 8 << 30
     """The oldest files are deleted while the history holds more than this; at least 2 x `file_bytes`."""
+
+
+class _Sidecar(msgspec.Struct, array_like=True):
+    """What a closed file's ``.idx`` holds (arrays as raw int64 bytes)."""
+
+    size: int
+    records: int
+    first_ts: int
+    last_ts: int
+    times: bytes
+    offsets: bytes
+    topics: dict[bytes, tuple[bytes, bytes, bytes, int, int, int, int]] | None
+    """The run's topic index when the file was closed; None when it was not the run's newest."""
 
 
 class Found(NamedTuple):
@@ -130,6 +147,19 @@ class _Topic:
         self.count += 1
         self.last_seq, self.last_file, self.last_off = last, number, offset
 
+    def dump(self) -> tuple[bytes, bytes, bytes, int, int, int, int]:
+        return (self.seqs.tobytes(), self.files.tobytes(), self.offsets.tobytes(), self.count, self.last_seq,
+                self.last_file, self.last_off)
+
+    @classmethod
+    def load(cls, dumped: tuple[bytes, bytes, bytes, int, int, int, int]) -> _Topic:
+        topic = cls()
+        seqs, files, offsets, topic.count, topic.last_seq, topic.last_file, topic.last_off = dumped
+        topic.seqs.frombytes(seqs)
+        topic.files.frombytes(files)
+        topic.offsets.frombytes(offsets)
+        return topic
+
     def forget_files_before(self, number: int) -> None:
         keep = bisect_left(self.files, number)
         del self.seqs[:keep], self.files[:keep], self.offsets[:keep]
@@ -189,9 +219,11 @@ class HistoryJournal:
         if magic != MAGIC or version != VERSION or file_run != run:
             log.warning("history: `%s` is not a version-%d history file of run %d; left alone", path, VERSION, run)
             return
+        current = run == self.run
+        if self._load_sidecar(path, run, number, len(data), current):
+            return
         info = _File(path, run, number)
         offset = _FILE.size
-        current = run == self.run
         while offset + _REC.size <= len(data):
             magic, crc, topic_len, _, size, first, last, ts, _, _ = _REC.unpack_from(data, offset)
             end = offset + _REC.size + topic_len + size
@@ -212,6 +244,38 @@ class HistoryJournal:
         self._files.append(info)
         if current:
             self._by_number[number] = info
+        self._write_sidecar(info, with_topics=current)
+
+    def _load_sidecar(self, path: Path, run: int, number: int, size: int, current: bool) -> bool:
+        """Take a closed file's index from its sidecar; False when it has none that fits."""
+        side = path.with_name(path.name + ".idx")
+        try:
+            meta = msgspec.msgpack.decode(side.read_bytes(), type=_Sidecar)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        if meta.size != size:
+            return False
+        info = _File(path, run, number, size=size, records=meta.records, first_ts=meta.first_ts,
+                     last_ts=meta.last_ts)
+        info.times.frombytes(meta.times)
+        info.offsets.frombytes(meta.offsets)
+        self.last_ts = max(self.last_ts, info.last_ts)
+        self._files.append(info)
+        if current:
+            self._by_number[number] = info
+            if meta.topics is not None:  # the state at this file's end replaces what earlier files built
+                self._topics = {frame: _Topic.load(dumped) for frame, dumped in meta.topics.items()}
+        return True
+
+    def _write_sidecar(self, info: _File, *, with_topics: bool) -> None:
+        """Write `info`'s sidecar (whole, then renamed into place: a half-written one never counts)."""
+        topics = {frame: topic.dump() for frame, topic in self._topics.items()} if with_topics else None
+        meta = _Sidecar(info.size, info.records, info.first_ts, info.last_ts, info.times.tobytes(),
+                        info.offsets.tobytes(), topics)
+        side = info.path.with_name(info.path.name + ".idx")
+        partial = side.with_name(side.name + ".part")
+        partial.write_bytes(msgspec.msgpack.encode(meta))
+        partial.replace(side)
 
     # ------------------------------------------------------------------ writing
 
@@ -257,6 +321,8 @@ class HistoryJournal:
         self.flush()
         if self._fd >= 0:
             os.close(self._fd)
+            if self._current is not None:
+                self._write_sidecar(self._current, with_topics=True)
         number = max(self._by_number, default=0) + 1
         path = self.directory / _file_name(ts, self.run, number)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
@@ -280,6 +346,7 @@ class HistoryJournal:
             self._files.pop(0)
             total -= oldest.size
             oldest.path.unlink(missing_ok=True)
+            oldest.path.with_name(oldest.path.name + ".idx").unlink(missing_ok=True)
             self.deleted.append(oldest.path)
             fd = self._fds.pop(oldest.path, None)
             if fd is not None:
@@ -293,6 +360,8 @@ class HistoryJournal:
     def close(self) -> None:
         try:
             self.flush()
+            if self._current is not None and self._fd >= 0:
+                self._write_sidecar(self._current, with_topics=True)
         finally:
             for fd in [self._fd, *self._fds.values()]:
                 if fd >= 0:

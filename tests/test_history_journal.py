@@ -87,6 +87,24 @@ def test_a_torn_tail_is_cut_at_the_next_opening_and_the_run_goes_on(tmp_path):
     reopened.close()
 
 
+def test_a_closed_file_s_sidecar_index_replaces_the_scan_and_a_stale_one_is_ignored(tmp_path):
+    journal = HistoryJournal(tmp_path, run=3, config=SMALL)
+    _write(journal, ["bar.1s.A", "vwap.A"], 2000)
+    journal.close()
+    files, sides = sorted(tmp_path.glob("*.hist")), sorted(tmp_path.glob("*.hist.idx"))
+    assert len(files) > 2 and [s.name for s in sides] == [f.name + ".idx" for f in files]
+    expected = journal.from_seq(wire.topic_frame("vwap.A"), 1, 5000)
+    again = HistoryJournal(tmp_path, run=3, config=SMALL)
+    assert again.from_seq(wire.topic_frame("vwap.A"), 1, 5000) == expected and again.index_size() == journal.index_size()
+    again.close()
+    with files[-1].open("ab") as fh:  # the file grew after its sidecar: the sidecar no longer fits
+        fh.write(b"\x00" * 10)
+    rescanned = HistoryJournal(tmp_path, run=3, config=SMALL)
+    assert rescanned.cut == [(files[-1], 10)]
+    assert rescanned.from_seq(wire.topic_frame("vwap.A"), 1, 5000) == expected
+    rescanned.close()
+
+
 def test_retention_deletes_the_oldest_files_by_size_and_age(tmp_path):
     journal = HistoryJournal(tmp_path, run=1, config=HistoryConfig(file_bytes=1 << 16, max_bytes=1 << 18))
     _write(journal, ["bar.1s.A"], 20_000)
@@ -100,7 +118,7 @@ def test_retention_deletes_the_oldest_files_by_size_and_age(tmp_path):
     old.close()
     assert len(list((tmp_path / "old").glob("*.hist"))) == 1
     fresh = HistoryJournal(tmp_path / "old", run=2, config=SMALL)  # retention_days 7
-    assert len(fresh.deleted) == 1 and not list((tmp_path / "old").glob("*.hist"))
+    assert len(fresh.deleted) == 1 and not list((tmp_path / "old").glob("*.hist*"))
     fresh.close()
 
 
