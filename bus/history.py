@@ -184,6 +184,9 @@ class HistoryJournal:
         self._files: list[_File] = []
         self._by_number: dict[int, _File] = {}
         """The current run's files by number."""
+        self._last_number = 0
+        """The highest file number the run ever used: a number is never reused, so a back link
+        into a deleted file can never land in a newer one."""
         self._topics: dict[bytes, _Topic] = {}
         self._fds: dict[Path, int] = {}
         """Read descriptors, closed when their file is deleted."""
@@ -220,6 +223,8 @@ class HistoryJournal:
             log.warning("history: `%s` is not a version-%d history file of run %d; left alone", path, VERSION, run)
             return
         current = run == self.run
+        if current:
+            self._last_number = max(self._last_number, number)
         if self._load_sidecar(path, run, number, len(data), current):
             return
         info = _File(path, run, number)
@@ -323,7 +328,7 @@ class HistoryJournal:
             os.close(self._fd)
             if self._current is not None:
                 self._write_sidecar(self._current, with_topics=True)
-        number = max(self._by_number, default=0) + 1
+        number = self._last_number = self._last_number + 1
         path = self.directory / _file_name(ts, self.run, number)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         os.write(self._fd, _FILE.pack(MAGIC, VERSION, 0, number, self.run, time.time_ns()))
