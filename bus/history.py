@@ -49,6 +49,9 @@ MAGIC = b"STCHIST\x00"
 VERSION = 1
 _FILE = struct.Struct("<8sHHIqq")
 _REC = struct.Struct("<IIHHIqqqiq")
+_REC_HEAD = struct.Struct("<II")
+_REC_TAIL = struct.Struct("<HHIqqqiq")
+"""A record header is the head (magic, CRC) and the tail the CRC covers, packed apart when written."""
 REC_MAGIC = 0x43455248  # b"HREC"
 _NO_FILE = -1
 _DAY_NS = 86_400 * 1_000_000_000
@@ -298,12 +301,12 @@ class HistoryJournal:
             topic = self._topics[frame] = _Topic()
         offset = current.size + len(self._pending)
         prev_file, prev_off = (topic.last_file, topic.last_off) if topic.last_file != _NO_FILE else (_NO_FILE, 0)
-        start = len(self._pending)
-        self._pending += _REC.pack(REC_MAGIC, 0, len(frame), 0, len(payload), first, last, ts, prev_file, prev_off)
-        self._pending += frame
-        self._pending += payload
-        with memoryview(self._pending) as written:
-            struct.pack_into("<I", self._pending, start + 4, zlib.crc32(written[start + 8:]))
+        tail = _REC_TAIL.pack(len(frame), 0, len(payload), first, last, ts, prev_file, prev_off)
+        pending = self._pending
+        pending += _REC_HEAD.pack(REC_MAGIC, zlib.crc32(payload, zlib.crc32(frame, zlib.crc32(tail))))
+        pending += tail
+        pending += frame
+        pending += payload
         current.note(ts, offset)
         topic.note(first, last, current.number, offset)
         self.last_ts = ts
