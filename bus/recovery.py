@@ -99,28 +99,29 @@ class _Seq(msgspec.Struct):
 
 
 class _History:
-    """One topic's recent messages: ``(first seq, last seq, arrival, wall ns, payload)``."""
+    """One topic's recent messages: ``(first seq, last seq, arrival ns, payload)``; arrival
+    times are the hub's wall clock made strictly increasing, so they order every topic's messages."""
 
     __slots__ = ("items", "bytes", "frame", "dropped_ns")
 
     def __init__(self, frame: bytes):
-        self.items: deque[tuple[int, int, int, int, bytes]] = deque()
+        self.items: deque[tuple[int, int, int, bytes]] = deque()
         self.bytes = 0
         self.frame = frame
         self.dropped_ns = 0
         """The arrival of the newest message let go: memory holds everything after it."""
 
-    def add(self, item: tuple[int, int, int, int, bytes], budget: int) -> None:
+    def add(self, item: tuple[int, int, int, bytes], budget: int) -> None:
         if self.items and item[0] != self.items[-1][1] + 1:
-            self.dropped_ns = self.items[-1][3]
+            self.dropped_ns = self.items[-1][2]
             self.items.clear()  # a gap or a new publisher session: what came before no longer joins up
             self.bytes = 0
         self.items.append(item)
-        self.bytes += len(item[4])
+        self.bytes += len(item[3])
         while self.bytes > budget and len(self.items) > 1:
             dropped = self.items.popleft()
-            self.bytes -= len(dropped[4])
-            self.dropped_ns = dropped[3]
+            self.bytes -= len(dropped[3])
+            self.dropped_ns = dropped[2]
 
 
 class RecoveryService:
@@ -140,7 +141,6 @@ class RecoveryService:
         self._topics: dict[str, _History] = {}
         self._last_seq: dict[str, dict[str, int]] = {}
         """src -> topic -> last seq the hub forwarded."""
-        self._arrivals = 0
         self._one = msgspec.msgpack.Decoder(_Seq)
         self._many = msgspec.msgpack.Decoder(list[_Seq])
         self._encode = msgspec.msgpack.Encoder().encode
@@ -265,9 +265,8 @@ class RecoveryService:
             history = self._topics.get(topic)
             if history is None:
                 history = self._topics[topic] = _History(frame)
-            self._arrivals += 1
             ts = self._last_ts = max(time.time_ns(), self._last_ts + 1)  # strictly increasing: a `since` cursor
-            history.add((first, last, self._arrivals, ts, payload), self._budget)
+            history.add((first, last, ts, payload), self._budget)
             self._last_seq.setdefault(src, {})[topic] = last
             if disk is not None:
                 try:
@@ -307,7 +306,7 @@ class RecoveryService:
     def _last(self, prefix: bytes) -> list[list[Any]]:
         """Each topic's last message: from memory, or from disk for a topic this hub has not
         seen yet (it restarted within the run)."""
-        last = {topic: [topic, *h.items[-1][:2], h.items[-1][4]] for topic, h in self._topics.items()
+        last = {topic: [topic, *h.items[-1][:2], h.items[-1][3]] for topic, h in self._topics.items()
                 if h.items and h.frame.startswith(prefix)}
         if self.disk is not None:
             for frame in self.disk.topics():
@@ -331,7 +330,7 @@ class RecoveryService:
         complete = history.items[0][0] <= from_seq
         more = len(items) > MAX_REPLY
         return {"ok": True, "complete": complete, "more": more,
-                "messages": [[topic, first, last, payload] for first, last, _, _, payload in items[:MAX_REPLY]]}
+                "messages": [[topic, first, last, payload] for first, last, _, payload in items[:MAX_REPLY]]}
 
     def _since(self, prefix: bytes, since_ns: int) -> dict[str, Any]:
         """A page of messages since `since_ns`: from memory when it holds everything since then,
@@ -344,10 +343,10 @@ class RecoveryService:
             if next_ns is not None:
                 reply["next_ns"] = next_ns
             return reply
-        held = sorted((item[3], topic, item) for topic, h in self._topics.items() if h.frame.startswith(prefix)
-                      for item in h.items if item[3] >= since_ns)
+        held = sorted((item[2], topic, item) for topic, h in self._topics.items() if h.frame.startswith(prefix)
+                      for item in h.items if item[2] >= since_ns)
         reply = {"ok": True, "complete": True, "more": len(held) > MAX_REPLY,
-                 "messages": [[topic, first, last, payload] for _, topic, (first, last, _, _, payload)
+                 "messages": [[topic, first, last, payload] for _, topic, (first, last, _, payload)
                               in held[:MAX_REPLY]]}
         if reply["more"]:
             reply["next_ns"] = held[MAX_REPLY][0]
