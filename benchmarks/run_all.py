@@ -22,6 +22,7 @@ ORDER = [
     "worker",
     "journal",
     "publish",
+    "history",
     "latency",
     "metrics",
     "idle",

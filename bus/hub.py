@@ -16,6 +16,7 @@ import msgspec
 import zmq
 
 from streamctl.bus.curve import CurveServer
+from streamctl.bus.history import HistoryConfig
 from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.shm.stats import CounterName
 
@@ -42,6 +43,12 @@ class HubSpec(msgspec.Struct, kw_only=True, frozen=True):
     """The public recovery endpoint (`streamctl.bus.recovery`); None: no recovery service."""
     recovery_bytes: int = 4 << 20
     """Per topic, payload bytes of recent messages the recovery service keeps."""
+    history: HistoryConfig | None = None
+    """The output journal's settings; None: history from memory only."""
+    history_dir: str | None = None
+    """Where the output journal's files go (``<data dir>/history``)."""
+    run: int = 0
+    """The plant run (the supervisor's start, ns): `from_seq` history is per run."""
 
 
 def run_hub(spec: HubSpec) -> int:
@@ -60,6 +67,7 @@ def run_hub(spec: HubSpec) -> int:
         proxy.start()
         if spec.recovery is not None and capture is not None and proxy.context is not None:
             service = RecoveryService(proxy.context, capture=capture, topic_bytes=spec.recovery_bytes,
+                                      history=spec.history, history_dir=spec.history_dir, run=spec.run,
                                       binds=service_binds(internal=spec.internal, public=spec.recovery,
                                                           internal_curve=spec.internal_curve,
                                                           public_curve=spec.public_curve))

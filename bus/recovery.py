@@ -9,9 +9,14 @@ recovery endpoint (with ``publish.curve``'s keys, as the public XPUB) and on an 
 (the plant's own keys, as the internal XSUB), where a restarted worker asks what the hub
 already has from it. `docs/wire.md` ("Recovery") is the protocol.
 
-Why memory only: history older than a topic's budget is not kept (a subscriber asking for it
-gets ``complete: false`` and its `on_error`); the input journal is the plant's record of the
-distant past (`docs/journal.md`).
+With an output journal (`streamctl.bus.history`, on by default in a live plant that journals),
+every captured message is also appended to disk, and what memory no longer holds is read from
+there: memory answers the recent past quickly, the disk reaches back as far as retention keeps.
+Disk writes and reads run in this thread, not the forwarding one: the proxy forwards in
+ZeroMQ's C thread and only hands this thread copies through a 500,000-message capture queue,
+so a slow disk delays history, never live messages. A read is bounded (one reply: at most
+`MAX_REPLY` messages, `SCAN_BYTES` of scanning), and captures are taken between replies.
+Without it, history older than a topic's budget is gone (``complete: false``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -28,6 +34,7 @@ from msgspec import Meta
 
 from streamctl.bus import wire
 from streamctl.bus.curve import INTERNAL_DOMAIN, PUBLIC_DOMAIN, CurveClient, CurveServer
+from streamctl.bus.history import Found, HistoryConfig, HistoryJournal
 from streamctl.bus.sockets import queued
 
 __all__ = ["RecoveryConfig", "RecoveryService", "recovery_endpoint", "internal_recovery_endpoint", "MAX_REPLY",
@@ -44,7 +51,9 @@ class RecoveryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     endpoint: str | None = None
     """Where subscribers ask; ``null``: the public endpoint's port + 1 (``ipc://P`` -> ``ipc://P.recovery``)."""
     topic_bytes: Annotated[int, Meta(ge=1024, le=1 << 30)] = 4 << 20
-    """Per topic, the most recent messages up to this many payload bytes are kept."""
+    """Per topic, the most recent messages up to this many payload bytes are kept in memory."""
+    history: HistoryConfig = HistoryConfig()
+    """The output journal: every message on disk, for history older than memory."""
 
 
 def recovery_endpoint(public: str, configured: str | None = None) -> str:
@@ -90,30 +99,37 @@ class _Seq(msgspec.Struct):
 
 
 class _History:
-    """One topic's recent messages: ``(first seq, last seq, arrival, wall ns, payload)``."""
+    """One topic's recent messages: ``(first seq, last seq, arrival ns, payload)``; arrival
+    times are the hub's wall clock made strictly increasing, so they order every topic's messages."""
 
-    __slots__ = ("items", "bytes", "frame")
+    __slots__ = ("items", "bytes", "frame", "dropped_ns")
 
     def __init__(self, frame: bytes):
-        self.items: deque[tuple[int, int, int, int, bytes]] = deque()
+        self.items: deque[tuple[int, int, int, bytes]] = deque()
         self.bytes = 0
         self.frame = frame
+        self.dropped_ns = 0
+        """The arrival of the newest message let go: memory holds everything after it."""
 
-    def add(self, item: tuple[int, int, int, int, bytes], budget: int) -> None:
+    def add(self, item: tuple[int, int, int, bytes], budget: int) -> None:
         if self.items and item[0] != self.items[-1][1] + 1:
+            self.dropped_ns = self.items[-1][2]
             self.items.clear()  # a gap or a new publisher session: what came before no longer joins up
             self.bytes = 0
         self.items.append(item)
-        self.bytes += len(item[4])
+        self.bytes += len(item[3])
         while self.bytes > budget and len(self.items) > 1:
-            self.bytes -= len(self.items.popleft()[4])
+            dropped = self.items.popleft()
+            self.bytes -= len(dropped[3])
+            self.dropped_ns = dropped[2]
 
 
 class RecoveryService:
     """The service thread. `start` after the proxy is bound (it connects to `capture`)."""
 
     def __init__(self, context: zmq.Context, *, capture: str, binds: list[tuple[str, CurveServer | None, str]],
-                 topic_bytes: int):
+                 topic_bytes: int, history: HistoryConfig | None = None, history_dir: str | None = None,
+                 run: int = 0):
         self._context = context
         self._capture = capture
         self._binds = binds
@@ -125,13 +141,19 @@ class RecoveryService:
         self._topics: dict[str, _History] = {}
         self._last_seq: dict[str, dict[str, int]] = {}
         """src -> topic -> last seq the hub forwarded."""
-        self._arrivals = 0
         self._one = msgspec.msgpack.Decoder(_Seq)
         self._many = msgspec.msgpack.Decoder(list[_Seq])
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode_request = msgspec.msgpack.Decoder(dict[str, Any]).decode
         self.requests = 0
         self.bad_requests = 0
+        self._history_config = history if history_dir is not None else None
+        self._history_dir = history_dir
+        self._run_id = run
+        self.disk: HistoryJournal | None = None
+        """The output journal, once the thread opened it (None: memory only)."""
+        self._last_ts = 0
+        self._started_ns = 0
 
     def start(self, timeout: float = 10.0) -> None:
         self._thread = threading.Thread(target=self._run, name="streamctl-recovery", daemon=True)
@@ -173,6 +195,8 @@ class RecoveryService:
             self._ready.set()
             return
         self._ready.set()
+        self._open_disk()
+        self._started_ns = self._last_ts = max(time.time_ns(), self._last_ts + 1)
         poller = zmq.Poller()
         for sock in sockets:
             poller.register(sock, zmq.POLLIN)
@@ -188,9 +212,40 @@ class RecoveryService:
         finally:
             for sock in sockets:
                 sock.close(0)
+            if self.disk is not None:
+                try:
+                    self.disk.close()
+                except OSError as exc:
+                    log.error("recovery: output journal at `%s` not closed cleanly: %s", self._history_dir, exc)
+
+    def _open_disk(self) -> None:
+        """Open the output journal (after `start` returned: a long history takes a while to index,
+        and captures queue meanwhile). A disk that fails costs the history, not the service."""
+        if self._history_config is None or self._history_dir is None:
+            return
+        try:
+            self.disk = HistoryJournal(Path(self._history_dir), run=self._run_id, config=self._history_config)
+        except OSError as exc:
+            log.error("recovery: output journal at `%s` not opened (%s); history from memory only",
+                      self._history_dir, exc)
+            return
+        self._last_ts = self.disk.last_ts
+
+    def _lose_disk(self, exc: OSError) -> None:
+        """A write failed (disk full, removed): go on from memory only, and say so once."""
+        log.error("recovery: output journal at `%s` failed (%s); history from memory only from now on",
+                  self._history_dir, exc)
+        disk, self.disk = self.disk, None
+        if disk is not None:
+            try:
+                disk.close()
+            except OSError:
+                pass  # the failure is already said
 
     def _take(self, capture: zmq.Socket) -> None:
-        """Store every captured message queued (subscription notices, one frame, are skipped)."""
+        """Store every captured message queued (subscription notices, one frame, are skipped),
+        in memory and in the output journal (one write for all of them)."""
+        disk = self.disk
         for frames in queued(capture.recv_multipart):
             if len(frames) != 2:
                 continue
@@ -210,9 +265,20 @@ class RecoveryService:
             history = self._topics.get(topic)
             if history is None:
                 history = self._topics[topic] = _History(frame)
-            self._arrivals += 1
-            history.add((first, last, self._arrivals, time.time_ns(), payload), self._budget)
+            ts = self._last_ts = max(time.time_ns(), self._last_ts + 1)  # strictly increasing: a `since` cursor
+            history.add((first, last, ts, payload), self._budget)
             self._last_seq.setdefault(src, {})[topic] = last
+            if disk is not None:
+                try:
+                    disk.append(frame, first, last, ts, payload)
+                except OSError as exc:
+                    self._lose_disk(exc)
+                    disk = None
+        if disk is not None:
+            try:
+                disk.flush()
+            except OSError as exc:
+                self._lose_disk(exc)
 
     def _answer(self, router: zmq.Socket) -> None:
         for frames in queued(router.recv_multipart):
@@ -228,10 +294,7 @@ class RecoveryService:
     def _reply(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
         if op == "last":
-            prefix = wire.subscription_prefix(str(request["pattern"]))
-            return {"ok": True, "messages": [[topic, *h.items[-1][:2], h.items[-1][4]]
-                                             for topic, h in sorted(self._topics.items())
-                                             if h.items and h.frame.startswith(prefix)]}
+            return {"ok": True, "messages": self._last(wire.subscription_prefix(str(request["pattern"])))}
         if op == "seqs":
             return {"ok": True, "seqs": dict(self._last_seq.get(str(request["src"]), {}))}
         if op == "history":
@@ -240,24 +303,58 @@ class RecoveryService:
             return self._since(wire.subscription_prefix(str(request["pattern"])), int(request["since_ns"]))
         raise ValueError(f"`op` must be one of history, last, seqs; was {op!r}")
 
+    def _last(self, prefix: bytes) -> list[list[Any]]:
+        """Each topic's last message: from memory, or from disk for a topic this hub has not
+        seen yet (it restarted within the run)."""
+        last = {topic: [topic, *h.items[-1][:2], h.items[-1][3]] for topic, h in self._topics.items()
+                if h.items and h.frame.startswith(prefix)}
+        if self.disk is not None:
+            for frame in self.disk.topics():
+                topic = frame[:-1].decode("ascii")
+                if topic not in last and frame.startswith(prefix):
+                    found = self.disk.newest(frame)
+                    if found is not None:
+                        last[topic] = _message(found)
+        return [last[topic] for topic in sorted(last)]
+
     def _from_seq(self, topic: str, from_seq: int) -> dict[str, Any]:
+        from_seq = max(from_seq, 1)  # a publisher's first seq is 1: nothing before it is missing
         history = self._topics.get(topic)
+        held = history is not None and bool(history.items) and history.items[0][0] <= from_seq
+        if not held and self.disk is not None:
+            found, complete, more = self.disk.from_seq(wire.topic_frame(topic), from_seq, MAX_REPLY)
+            return {"ok": True, "complete": complete, "more": more, "messages": [_message(m) for m in found]}
         if history is None or not history.items:
             return {"ok": True, "complete": False, "more": False, "messages": []}
         items = [item for item in history.items if item[1] >= from_seq]
         complete = history.items[0][0] <= from_seq
         more = len(items) > MAX_REPLY
         return {"ok": True, "complete": complete, "more": more,
-                "messages": [[topic, first, last, payload] for first, last, _, _, payload in items[:MAX_REPLY]]}
+                "messages": [[topic, first, last, payload] for first, last, _, payload in items[:MAX_REPLY]]}
 
     def _since(self, prefix: bytes, since_ns: int) -> dict[str, Any]:
-        found = [(item[2], topic, item) for topic, h in self._topics.items() if h.frame.startswith(prefix)
-                 for item in h.items if item[3] >= since_ns]
-        found.sort(key=lambda x: x[0])
-        more = len(found) > MAX_REPLY
-        return {"ok": True, "complete": True, "more": more,
-                "messages": [[topic, first, last, payload] for _, topic, (first, last, _, _, payload)
-                             in found[:MAX_REPLY]]}
+        """A page of messages since `since_ns`: from memory when it holds everything since then,
+        else from disk (which holds all memory does); `next_ns` is where the next page starts."""
+        floor = max([self._started_ns, *(h.dropped_ns + 1 for h in self._topics.values())])
+        if self.disk is not None and since_ns < floor:
+            found, next_ns = self.disk.since(prefix, since_ns, MAX_REPLY)
+            reply: dict[str, Any] = {"ok": True, "complete": True, "more": next_ns is not None,
+                                     "messages": [_message(m) for m in found]}
+            if next_ns is not None:
+                reply["next_ns"] = next_ns
+            return reply
+        held = sorted((item[2], topic, item) for topic, h in self._topics.items() if h.frame.startswith(prefix)
+                      for item in h.items if item[2] >= since_ns)
+        reply = {"ok": True, "complete": True, "more": len(held) > MAX_REPLY,
+                 "messages": [[topic, first, last, payload] for _, topic, (first, last, _, payload)
+                              in held[:MAX_REPLY]]}
+        if reply["more"]:
+            reply["next_ns"] = held[MAX_REPLY][0]
+        return reply
+
+
+def _message(found: Found) -> list[Any]:
+    return [found.frame[:-1].decode("ascii"), found.first, found.last, found.payload]
 
 
 def service_binds(*, internal: str, public: str, internal_curve: CurveServer | None,

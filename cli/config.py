@@ -41,6 +41,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "data_dir",
+    "history_dir",
 ]
 
 _NAME = FEED_NAME  # a plant name follows the feed-name rule: both name segments and processes
@@ -175,6 +176,14 @@ def data_dir(config: PlantConfig, environ: dict[str, str] | None = None) -> Path
     env = os.environ if environ is None else environ
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "streamctl" / config.name
+
+
+def history_dir(config: PlantConfig) -> Path | None:
+    """Where a live plant's hub keeps its output journal (``<data dir>/history``), or None when
+    it keeps none: no recovery service, or ``history.enabled`` (null: ``journal.enabled``) off."""
+    recovery = config.publish.recovery
+    enabled = recovery.history.enabled if recovery.history.enabled is not None else config.journal.enabled
+    return data_dir(config) / "history" if recovery.enabled and enabled else None
 
 
 # --------------------------------------------------------------------------- loading
@@ -387,6 +396,10 @@ def _check_semantics(config: PlantConfig, data: dict, fail) -> None:
                        "(null: the public endpoint's port + 1)", where)
         if where == endpoint:
             raise fail("publish.recovery.endpoint", "must differ from publish.endpoint", where)
+    history = recovery.history
+    if history.max_bytes < 2 * history.file_bytes:
+        raise fail("publish.recovery.history.max_bytes",
+                   f"must be at least 2 x `file_bytes` ({2 * history.file_bytes})", history.max_bytes)
     journal_dir = config.journal.dir
     if journal_dir is not None:
         if not journal_dir.strip():

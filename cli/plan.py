@@ -19,7 +19,7 @@ from typing import Any
 from streamctl.bus.curve import CurveClient, CurveServer, load_server
 from streamctl.bus.hub import HubSpec, hub_main
 from streamctl.bus.recovery import internal_recovery_endpoint, recovery_endpoint
-from streamctl.cli.config import FeedConfig, PlantConfig, data_dir
+from streamctl.cli.config import FeedConfig, PlantConfig, data_dir, history_dir
 from streamctl.cli.runtime import internal_endpoint
 from streamctl.ingest.feed import FeedSpec, feed_main
 from streamctl.ingest.vendors import vendor_spec
@@ -96,6 +96,7 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
     journal = config.journal if live and config.journal.enabled else None
     recovery = live and config.publish.recovery.enabled  # `streamctl replay` records everything itself
     journal_root = data_dir(config) / "journal"
+    history = history_dir(config) if recovery else None
     n_parts, feeds, owned = config.partitions.count, config.feeds, owned_partitions(config)
     next_core = iter(list(range(os.cpu_count() or 1)) * (len(owned) + len(feeds) + 1))
     server, client = keys
@@ -105,7 +106,9 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
         plant=layout.plant, slot=0, stats=layout.stats, internal=layout.internal, public=config.publish.endpoint,
         sndhwm=config.publish.sndhwm, internal_curve=server, public_curve=public_curve,
         recovery=recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint) if recovery else None,
-        recovery_bytes=config.publish.recovery.topic_bytes))]
+        recovery_bytes=config.publish.recovery.topic_bytes, run=run,
+        history=config.publish.recovery.history if history else None,
+        history_dir=str(history) if history else None))]
     public_recovery = subscriber_endpoint(recovery_endpoint(config.publish.endpoint, config.publish.recovery.endpoint)) \
         if recovery else None
     for sink in config.sinks:  # not pinned: a sink waits on its store, it does not spin

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from streamctl.bus.recovery import internal_recovery_endpoint, recovery_endpoint
-from streamctl.cli.config import PlantConfig, data_dir
+from streamctl.cli.config import PlantConfig, data_dir, history_dir
 from streamctl.cli.plan import Layout
 from streamctl.cli.runtime import read_manifest, remove_manifest, supervisor_alive, write_manifest
 from streamctl.shm import segments
@@ -75,6 +75,7 @@ class Provision:
             "recovery": recovery_endpoint(cfg.publish.endpoint, cfg.publish.recovery.endpoint)
             if cfg.publish.recovery.enabled and self.live else None,
             "journal": str(data_dir(cfg) / "journal") if cfg.journal.enabled and self.live else None,
+            "history": str(history_dir(cfg)) if history_dir(cfg) and self.live else None,
         }
         write_manifest(name, self.manifest)  # written first, so `clean` finds a half-built plant
         self.table = ProcessTable.create(self.layout.stats, self.slots, plant=name)

@@ -102,6 +102,7 @@ def collect_status(manifest: dict[str, Any], *, table=None, rings: dict[str, Any
             "endpoint": manifest.get("endpoint"),
             "recovery": manifest.get("recovery"),
             "journal": manifest.get("journal"),
+            "history": manifest.get("history"),
             "supervisor": {"pid": manifest["supervisor_pid"], "started": manifest.get("supervisor_started")},
             "processes": processes,
             "rings": list(ring_info.values()),
@@ -139,7 +140,7 @@ def render_table(status: dict[str, Any]) -> str:
     """The one-screen view: one row per process."""
     head = (f"plant {status['plant']} [{status.get('state')}]  supervisor pid {status['supervisor']['pid']}  "
             f"endpoint {status.get('endpoint')}  recovery {status.get('recovery') or 'off'}  "
-            f"journal {status.get('journal') or 'off'}")
+            f"journal {status.get('journal') or 'off'}  history {status.get('history') or 'off'}")
     cols = f"{'name':<16}{'role':<8}{'pid':>8}{'core':>5} {'state':<13}{'restarts':>8}{'in/s':>9}{'out/s':>9}" \
            f"{'in total':>10}{'fill':>7}{'lag':>8}{'overflow':>9}{'malformed':>10}{'late':>7}{'gaps':>6}{'dups':>8}{'errors':>7}" \
            f"{'rss':>8}{'uss':>8}{'cpu%':>6}  detail"

@@ -9,6 +9,7 @@ subscriber then reports gaps as it did without one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -64,18 +65,18 @@ class History:
                 break
         return found, want >= before
 
-    def since(self, pattern: str, since_ns: int) -> list[Stored]:
+    def since(self, pattern: str, since_ns: int) -> Iterator[list[Stored]]:
         """Every message held on topics matching `pattern` that reached the hub at or after
-        `since_ns` (wall ns), in the order the hub forwarded them."""
-        reply = self._ask({"op": "history", "pattern": pattern, "since_ns": since_ns})
-        return [] if reply is None else [_stored(m) for m in reply["messages"]]
-
-    def from_seq(self, topic: str, seq: int) -> tuple[list[Stored], bool]:
-        """`topic` from `seq` onward, and whether the service still held `seq`."""
-        reply = self._ask({"op": "history", "topic": topic, "from_seq": seq})
-        if reply is None:
-            return [], False
-        return [_stored(m) for m in reply["messages"]], bool(reply["complete"])
+        `since_ns` (wall ns), in the order the hub forwarded them, page by page (each page is
+        dispatched before the next is asked for, so a long history never sits in memory)."""
+        while True:
+            reply = self._ask({"op": "history", "pattern": pattern, "since_ns": since_ns})
+            if reply is None:
+                return
+            yield [_stored(m) for m in reply["messages"]]
+            if not reply["more"] or "next_ns" not in reply:
+                return
+            since_ns = int(reply["next_ns"])
 
     def after(self, topic: str, seq: int, through: int | None = None) -> tuple[list[Stored], bool]:
         """The messages of `topic` holding a seq after `seq` (up to `through`, when given), page

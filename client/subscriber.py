@@ -230,11 +230,14 @@ class Subscriber:
         assert self._history is not None
         since = self._since
         if isinstance(since, datetime):
-            stored = self._history.since(pattern, int(since.timestamp() * 1e9))
-        elif since is not None:
+            for page in self._history.since(pattern, int(since.timestamp() * 1e9)):
+                for message in page:
+                    self._replay(message, merged=True)
+            return
+        if since is not None:
             if pattern.endswith((".", "*")) or pattern == "":
                 raise ValueError(f"`since` as a seq needs exact topics; `{pattern}` is a prefix")
-            stored, complete = self._history.from_seq(pattern, since)
+            stored, complete = self._history.after(pattern, since - 1)
             if not complete and stored:
                 self._gap(pattern, "", since, stored[0][1])
         else:

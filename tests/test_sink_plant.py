@@ -185,9 +185,9 @@ def test_rows_a_full_backlog_dropped_while_the_store_was_down_come_back_from_the
 
 def test_rows_the_plants_history_no_longer_holds_are_counted_and_reported_once(plant, postgres_server):
     name, port, schema = f"sg{uuid.uuid4().hex[:6]}", free_port(), f"t{uuid.uuid4().hex[:10]}"
-    # 1 KiB of history per topic: about four bars, fewer than the sink drops per symbol
+    # 1 KiB of history per topic and no output journal: about four bars, fewer than the sink drops per symbol
     config = _config(name, port, sinks=_postgres_sink(postgres_server, schema, backlog_rows=8),
-                     recovery=", recovery: {topic_bytes: 1024}")
+                     recovery=", recovery: {topic_bytes: 1024, history: {enabled: false}}")
     plant.run("up", str(plant.write_config(name, config)), "--detach", check=True)
     watch = Watch(port, "sink-db")
     try:
