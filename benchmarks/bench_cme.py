@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 from _table import bench_main
 
 from streamctl.ingest.vendors.cme.channel import Channel
@@ -53,7 +52,7 @@ def _decode_all(decoder: Decoder, packets: list[bytes]) -> int:
 
 def _feed_path(decoder: Decoder, packets: list[bytes], mbo: bool) -> int:
     channel = Channel(decoder.schema, lambda sid: sid, mbo=mbo)
-    channel.apply(decoder.decode(packets), np.arange(len(packets)))
+    channel.apply(decoder.decode(packets))
     out = channel.take(0)
     return 0 if out is None else len(out)
 

@@ -84,7 +84,7 @@ def _published_books(ctx, out) -> dict:
 
 
 def _generated_books(syn) -> dict:
-    return {symbol: {side: {p: float(s) for p, s in book.levels[(side, False)]} for side in (1, 2)}
+    return {symbol: {side: {p: float(s) for p, s in book[(side, False)]} for side in (1, 2)}
             for symbol, book in syn.books.items()}
 
 
@@ -99,7 +99,7 @@ def _generated_order_books(syn) -> dict:
 
 
 def _final_books(session) -> dict:
-    return {sid: {k: [list(x) for x in v] for k, v in b.levels.items()} for sid, b in session.channel.books.items()}
+    return {sid: session.channel.levels(sid) for sid in session.channel.book_sids()}
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_definitions_map_symbols_and_every_trade_arrives(clean_run):
     assert session.duplicates == ctx.counts["duplicates"] == PACKETS  # every B copy, counted for `status`
     assert ctx.counts["gaps"] == 0 and ctx.counts["malformed"] == 0 and session.recoveries == 0
     for symbol, (sid, _, _) in INSTRUMENTS.items():
-        assert session.channel.books[sid].levels == syn.books[symbol].levels
+        assert session.channel.levels(sid) == syn.books[symbol]
     assert _published_books(ctx, out) == _generated_books(syn) and session.channel.rejected == 0
 
 
@@ -151,7 +151,7 @@ def test_losses_on_both_feeds_recover_from_the_snapshot_loop(clean_run):
     # the books flagged empty (RESET) at the gap, then rebuilt from snapshots, equal the no-drop run
     assert _final_books(session) == _final_books(session0)
     for symbol, (sid, _, _) in INSTRUMENTS.items():
-        assert session.channel.books[sid].levels == syn.books[symbol].levels
+        assert session.channel.levels(sid) == syn.books[symbol]
     assert _published_books(ctx, out) == _generated_books(syn)
     assert session.channel.rejected == 0  # every queued entry fitted the rebuilt book: none applied twice
     assert (out["kind"] == Kind.RESET).sum() >= 2
@@ -169,7 +169,7 @@ def test_a_late_joiner_starts_from_the_snapshot_loop():
     assert session.recoveries == 1 and any("after its start" in m for _, m, _ in ctx.events)
     assert session.channel.rejected == 0 and _published_books(ctx, out) == _generated_books(syn)
     for symbol, (sid, _, _) in INSTRUMENTS.items():
-        assert session.channel.books[sid].levels == syn.books[symbol].levels
+        assert session.channel.levels(sid) == syn.books[symbol]
 
 
 @pytest.mark.parametrize("drop_both", [0, 5], ids=["clean", "drop-both"])

@@ -197,8 +197,7 @@ class Session:
             self._start_recovery(f"packets {self.expected}..{first - 1} lost on both feeds", gap=True)
 
     def _apply(self, packets: list[bytes]) -> None:
-        dec = self._decoder.decode(packets)
-        self.channel.apply(dec, np.arange(len(packets)))
+        self.channel.apply(self._decoder.decode(packets))
 
     # ---- recovery
     def _start_recovery(self, why: str, *, gap: bool = False) -> None:
@@ -206,7 +205,7 @@ class Session:
         self._missing_since = None
         self._snapshots.clear()
         self._chunks.clear()
-        self.channel.invalidate(list(self.channel.books) or list(self._ids), time.time_ns())
+        self.channel.invalidate(self.channel.book_sids() or list(self._ids), time.time_ns())
         opt = self._opt
         if not self._recovery:
             try:
