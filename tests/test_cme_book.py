@@ -120,3 +120,13 @@ def test_legacy_prices_are_scaled_from_their_exponent():
                             {"NoMDEntries": [_entry(7, 1, 1, 40_275_000, 2)]}, version=6)
     out = _apply(channel, _packet(1, legacy))
     assert out["price"].tolist() == [4_027_500_000]  # PRICENULL (exponent -7) 4.0275 -> 1e-9 units
+
+
+def test_transact_time_going_back_is_counted_and_applied():
+    channel = Channel(SCHEMA, {7: 1}.get)
+    out = _apply(channel, _packet(1, _book46(10, 0x80, _entry(7, 1, 1, 100, 3))),
+                 _packet(2, _book46(8, 0x80, _entry(7, 2, 1, 101, 4, CHANGE))),
+                 _packet(3, _book46(9, 0x80, _entry(7, 3, 1, 102, 5, CHANGE))),
+                 _packet(4, _book46(11, 0x80, _entry(7, 4, 1, 103, 6, CHANGE))))
+    assert channel.ts_regressions == 2  # 8 and 9 come after 10
+    assert out["ts_event"].tolist() == [10, 8, 8, 9, 9, 11, 11]

@@ -240,6 +240,26 @@ class Channel:
         for sid, want, got in gaps[:n_gaps].tolist():
             self._on_gap(sid, want, got)
 
+    def contiguous(self, dec: Decoded) -> set[int]:
+        """SecurityIDs whose first MD entry in `dec` continues their RptSeq (last applied + 1):
+        nothing of theirs was lost before it."""
+        _, ent = self._entries(dec, [t for t in np.unique(dec.msg_tid).tolist() if t in dec.schema.templates])
+        if not ent:
+            return set()
+        sids, first = np.unique(ent["SecurityID"], return_index=True)
+        out = set()
+        for sid, rpt in zip(sids.tolist(), ent["RptSeq"][first].tolist(), strict=True):
+            slot = self._slots.get(sid)
+            if slot is not None and self._inst[slot, k.I_RPT] >= 0 and rpt == self._inst[slot, k.I_RPT] + 1:
+                out.add(sid)
+        return out
+
+    def expect_jumps(self, keep: set[int]) -> None:
+        """After packets lost on both feeds and no recovery: every instrument but `keep` may skip
+        RptSeq once without an instrument gap (the packet gap is already counted)."""
+        inst = self._inst[:len(self._slots)]
+        inst[:, k.I_RESYNCED] = ~np.isin(inst[:, k.I_SID], list(keep))
+
     # ---- recovery
     def invalidate(self, sids: list[int], ts: int) -> None:
         """Books about to be rebuilt: cleared and published as empty (a RESET), never as valid."""
