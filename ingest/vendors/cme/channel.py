@@ -29,7 +29,7 @@ import numpy as np
 
 from streamctl.ingest.vendors.cme import channel_kernels as k
 from streamctl.ingest.vendors.cme.decoder import Decoded
-from streamctl.ingest.vendors.cme.schema import Schema, Template
+from streamctl.ingest.vendors.cme.schema import Block, Schema, Template
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind, Side
 
 __all__ = ["Channel", "BOOK_TEMPLATES", "TRADE_TEMPLATES"]
@@ -42,8 +42,6 @@ ORDER_TEMPLATE = 47
 """MDIncrementalRefreshOrderBook."""
 RESET_TEMPLATE = 4
 """ChannelReset4."""
-_ENTRY_COLUMNS = ("RptSeq", "MDEntryPx", "MDEntrySize", "MDPriceLevel", "MDUpdateAction", "MDEntryType",
-                  "AggressorSide")
 _INT64_MIN = np.iinfo(np.int64).min
 _PRICE_NULL = 2**63 - 1
 
@@ -71,6 +69,46 @@ def _column(rows: np.ndarray, name: str) -> np.ndarray:
     return col.astype(np.int64)
 
 
+class Fields:
+    """Where `channel_kernels.gather` finds each column, per template, from the schema: the root's
+    TransactTime and MatchEventIndicator; the MD entries of templates whose NoMDEntries carry
+    SecurityID and RptSeq (their RptSeq is tracked); order entries (47's NoMDEntries, 46's
+    NoOrderIDEntries) only when ``orders``."""
+
+    def __init__(self, schema: Schema, *, orders: bool):
+        size = max(schema.templates) + 1
+        self.root = np.zeros((size, len(k.ROOT_COLUMNS), 6), np.int64)
+        self.md = np.zeros((size, len(k.MD_COLUMNS), 6), np.int64)
+        self.ord = np.zeros((size, len(k.ORDER_COLUMNS), 6), np.int64)
+        self.md_group = np.full(size, -1, np.int64)
+        self.ord_group = np.full(size, -1, np.int64)
+        self.ord_own = np.zeros(size, np.bool_)
+        for tid, t in schema.templates.items():
+            self._fill(self.root[tid], t.root, k.ROOT_COLUMNS)
+            for g, group in enumerate(t.groups):
+                names = {f.name for f in group.fields}
+                if group.name == "NoMDEntries" and {"SecurityID", "RptSeq"} <= names:
+                    self.md_group[tid] = g
+                    self._fill(self.md[tid], group, k.MD_COLUMNS)
+                own = tid == ORDER_TEMPLATE and group.name == "NoMDEntries"
+                if orders and (own or (tid in BOOK_TEMPLATES and group.name == "NoOrderIDEntries")):
+                    self.ord_group[tid], self.ord_own[tid] = g, own
+                    action = "MDUpdateAction" if own else "OrderUpdateAction"
+                    self._fill(self.ord[tid], group, tuple(action if c == "Action" else c for c in k.ORDER_COLUMNS))
+
+    @staticmethod
+    def _fill(table: np.ndarray, block: Block, columns: tuple[str, ...]) -> None:
+        fields = {f.name: f for f in block.fields}
+        for c, name in enumerate(columns):
+            f = fields.get(name)
+            if f is None:
+                continue
+            null = f.null if isinstance(f.null, int) else int.from_bytes(f.null or b"\0", "little")
+            if f.size == 8 and null >= 2**63:  # an unsigned 8-byte null, as its int64 bits
+                null -= 2**64
+            table[c] = (1, f.offset, f.size, np.dtype(f.dtype).kind == "i", f.since_version, null)
+
+
 class Channel:
     """Books, orders, RptSeq and symbols of one channel; `apply` consumes packets in MsgSeqNum order.
 
@@ -96,13 +134,8 @@ class Channel:
         self._scale = np.ones(size, np.int64)
         for tid, e in self.exponent.items():
             self._scale[tid] = _scale(e)
-        self._entry_templates = {tid for tid, t in schema.templates.items() for g in t.groups
-                                 if g.name == "NoMDEntries" and {"SecurityID", "RptSeq"} <= {f.name for f in g.fields}}
-        """Templates whose MD entries carry SecurityID and RptSeq (their RptSeq is tracked)."""
-        self._order_group = {ORDER_TEMPLATE: "NoMDEntries", **dict.fromkeys(BOOK_TEMPLATES, "NoOrderIDEntries")}
-        self._order_group = {tid: g for tid, g in self._order_group.items() if tid in schema.templates
-                             and any(grp.name == g for grp in schema.templates[tid].groups)}
-        self._slots: dict[int, int] = {}
+        self._fields = Fields(schema, orders=self._keep_mbo)
+        self._slots = k.new_slots()
         """SecurityID -> instrument slot (row of the state arrays)."""
         self._inst = np.zeros((0, k.I_COLS), np.int64)
         self._px = np.zeros((0, 4, depth), np.int64)
@@ -129,110 +162,52 @@ class Channel:
             setattr(self, name, grown)
 
     def _slot(self, sid: int) -> int:
-        slot = self._slots.get(sid)
-        if slot is None:
-            slot = len(self._slots)
-            if slot == len(self._inst):
-                self._grow(2 * slot)
-            self._slots[sid] = slot
-            self._inst[slot, k.I_SID] = sid
-            self._inst[slot, k.I_IID] = self._instrument_of(sid) or 0
-            self._inst[slot, k.I_RPT] = -1
-        return slot
+        if sid not in self._slots:
+            self._slots[sid] = len(self._slots)
+            self._new_slot(sid)
+        return int(self._slots[sid])
 
-    def _slots_of(self, sids: np.ndarray) -> np.ndarray:
-        if not len(sids):
-            return np.zeros(0, np.int64)
-        uniq, inverse = np.unique(sids, return_inverse=True)
-        return np.array([self._slot(s) for s in uniq.tolist()], np.int64)[inverse]
+    def _new_slot(self, sid: int) -> None:
+        """State for a SecurityID just given the next slot."""
+        slot = int(self._slots[sid])
+        if slot >= len(self._inst):
+            self._grow(2 * len(self._inst))
+        self._inst[slot, k.I_SID] = sid
+        self._inst[slot, k.I_IID] = self._instrument_of(sid) or 0
+        self._inst[slot, k.I_RPT] = -1
 
     # ---- incrementals
-    def _entries(self, dec: Decoded, tids: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(message per entry, columns) of every MD entry that carries SecurityID and RptSeq, in
-        message order (templates interleaved as their messages are)."""
-        parts = [dec.group(tid, "NoMDEntries") for tid in tids if tid in self._entry_templates]
-        if not parts:
-            return np.zeros(0, np.int64), {}
-        msg = np.concatenate([p[0] for p in parts])
-        cols = {name: np.concatenate([_column(p[1], name) for p in parts]) for name in ("SecurityID", *_ENTRY_COLUMNS)}
-        if len(parts) > 1:
-            order = np.argsort(msg, kind="stable")
-            msg, cols = msg[order], {name: c[order] for name, c in cols.items()}
-        return msg, cols
-
-    def _order_entries(self, dec: Decoded, tids: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(message per order entry, columns) of 47's entries and 46's order entries, in message order."""
-        msgs, parts = [], []
-        for tid in tids:
-            if tid not in self._order_group:
-                continue
-            msg, rows = dec.group(tid, self._order_group[tid])
-            own = tid == ORDER_TEMPLATE
-            msgs.append(msg)
-            parts.append({"OrderID": _column(rows, "OrderID"),
-                          "ReferenceID": np.full(len(rows), -1, np.int64) if own else _column(rows, "ReferenceID"),
-                          "SecurityID": _column(rows, "SecurityID"), "MDEntryType": _column(rows, "MDEntryType"),
-                          "MDEntryPx": _column(rows, "MDEntryPx"), "MDDisplayQty": _column(rows, "MDDisplayQty"),
-                          "Action": _column(rows, "MDUpdateAction" if own else "OrderUpdateAction")})
-        if not parts:
-            return np.zeros(0, np.int64), {}
-        msg = np.concatenate(msgs)
-        cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        if len(parts) > 1:
-            order = np.argsort(msg, kind="stable")
-            msg, cols = msg[order], {name: c[order] for name, c in cols.items()}
-        return msg, cols
+    def _gather(self, dec: Decoded) -> tuple[np.ndarray, ...]:
+        """`channel_kernels.gather` over a decoded batch; new SecurityIDs get their slots."""
+        msgs, ents = dec.framing()
+        f = self._fields
+        *cols, new_sids = k.gather(dec.buf, msgs, dec.msg_pkt, ents, dec.seq.astype(np.int64),
+                                   dec.sending_time.astype(np.int64), f.root, f.md_group, f.md, f.ord_group, f.ord_own,
+                                   f.ord, self._slots)
+        for sid in new_sids.tolist():
+            self._new_slot(sid)
+        return tuple(cols)
 
     def apply(self, dec: Decoded) -> None:
         """Apply every message of every framed packet of `dec`, in batch (MsgSeqNum) order."""
-        n_msg = len(dec.msg_tid)
-        if not n_msg:
+        if not len(dec.msg_tid):
             return
-        tid_col = np.minimum(dec.msg_tid, len(self._kind) - 1)
-        ts = dec.sending_time[dec.msg_pkt].astype(np.int64)
-        has_tt = np.zeros(n_msg, np.bool_)
-        mei = np.zeros(n_msg, np.int64)
-        tids = [t for t in np.unique(dec.msg_tid).tolist() if t in dec.schema.templates]
-        for tid in tids:
-            idx, roots = dec.root(tid)
-            names = roots.dtype.names or ()
-            if "TransactTime" in names:
-                ts[idx] = roots["TransactTime"].astype(np.int64)
-                has_tt[idx] = True
-            if "MatchEventIndicator" in names:
-                mei[idx] = roots["MatchEventIndicator"]
-        ent_msg, ent = self._entries(dec, tids)
-        ord_msg, ords = self._order_entries(dec, tids) if self._keep_mbo else (np.zeros(0, np.int64), {})
-        ranges = np.arange(n_msg + 1)
-        m_ent = np.searchsorted(ent_msg, ranges)
-        m_ord = np.searchsorted(ord_msg, ranges)
-        e_slot = self._slots_of(ent["SecurityID"]) if ent else np.zeros(0, np.int64)
-        own = ords["ReferenceID"] < 0 if ords else np.zeros(0, np.bool_)
-        o_slot = np.full(len(ord_msg), -1, np.int64)
-        o_slot[own] = self._slots_of(ords["SecurityID"][own]) if ords else o_slot[own]
-        empty = np.zeros(0, np.int64)
-        e = ent if ent else dict.fromkeys(_ENTRY_COLUMNS, empty)
-        o = ords if ords else dict.fromkeys(("ReferenceID", "OrderID", "MDEntryType", "MDEntryPx", "Action",
-                                             "MDDisplayQty"), empty)
-        n_slots = len(self._slots)
+        ts, has_tt, mei, seq, m_ent, m_ord, md, od = self._gather(dec)
+        tid = np.minimum(dec.msg_tid, len(self._kind) - 1)
+        kind = self._kind[tid]
         carried = len(self._event)
-        capacity = carried + len(ent_msg) * max(self._depth, 2) + 2 * len(ord_msg) \
-            + int((self._kind[tid_col] == k.T_RESET).sum()) * n_slots
+        capacity = carried + len(md) * max(self._depth, 2) + 2 * len(od) \
+            + int((kind == k.T_RESET).sum()) * len(self._slots)
         out = np.empty(capacity, RECORD_DTYPE)
         out[:carried] = self._event
         row_slot = np.empty(capacity, np.int64)
         row_slot[:carried] = self._event_slots
-        gaps = np.empty((len(ent_msg), 3), np.int64)
+        gaps = np.empty((len(md), 3), np.int64)
         n, done, n_gaps = k.apply_batch(
-            self._kind[tid_col], ts, has_tt, mei, dec.seq[dec.msg_pkt].astype(np.int64), self._scale[tid_col],
-            np.stack([m_ent[:-1], m_ent[1:]], axis=1), np.stack([m_ord[:-1], m_ord[1:]], axis=1),
-            e_slot, e["RptSeq"], e["MDEntryPx"], e["MDEntrySize"], e["MDPriceLevel"], e["MDUpdateAction"],
-            e["MDEntryType"], e["AggressorSide"],
-            o["ReferenceID"], o["OrderID"], o_slot, o["MDEntryType"], o["MDEntryPx"], o["Action"], o["MDDisplayQty"],
-            self._inst, n_slots, self._px, self._sz, self._cnt, self._orders, self._totals, self._depth, self._merge,
-            self._keep_mbp, self._keep_mbo, self.mbo,
-            out.view(np.int64).reshape(-1, 8), out.view(np.float64).reshape(-1, 8), row_slot, carried, self._mark,
-            self._stats, gaps)
+            kind, ts, has_tt, mei, seq, self._scale[tid], m_ent, m_ord, md, od, self._inst, len(self._slots),
+            self._px, self._sz, self._cnt, self._orders, self._totals, self._depth, self._merge, self._keep_mbp,
+            self._keep_mbo, self.mbo, out.view(np.int64).reshape(-1, 8), out.view(np.float64).reshape(-1, 8),
+            row_slot, carried, self._mark, self._stats, gaps)
         if done:
             self._done.append(out[:done])
         self._event = out[done:n].copy()
@@ -243,16 +218,11 @@ class Channel:
     def contiguous(self, dec: Decoded) -> set[int]:
         """SecurityIDs whose first MD entry in `dec` continues their RptSeq (last applied + 1):
         nothing of theirs was lost before it."""
-        _, ent = self._entries(dec, [t for t in np.unique(dec.msg_tid).tolist() if t in dec.schema.templates])
-        if not ent:
-            return set()
-        sids, first = np.unique(ent["SecurityID"], return_index=True)
-        out = set()
-        for sid, rpt in zip(sids.tolist(), ent["RptSeq"][first].tolist(), strict=True):
-            slot = self._slots.get(sid)
-            if slot is not None and self._inst[slot, k.I_RPT] >= 0 and rpt == self._inst[slot, k.I_RPT] + 1:
-                out.add(sid)
-        return out
+        md = self._gather(dec)[6]
+        slots, first = np.unique(md[:, k.MD_SLOT], return_index=True)
+        last = self._inst[slots, k.I_RPT]
+        ok = (last >= 0) & (md[first, k.MD_RPT] == last + 1)
+        return set(self._inst[slots[ok], k.I_SID].tolist())
 
     def expect_jumps(self, keep: set[int]) -> None:
         """After packets lost on both feeds and no recovery: every instrument but `keep` may skip

@@ -21,7 +21,8 @@ from numba.typed import Dict
 
 from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, DELETE_FROM, DELETE_THRU, NEW, OVERLAY
 
-__all__ = ["apply_batch", "make_book", "rebuild_levels", "book_published", "add_orders", "clear_instrument", "order_levels",
+__all__ = ["gather", "ROOT_COLUMNS", "MD_COLUMNS", "ORDER_COLUMNS", "F_PRESENT", "F_OFFSET", "F_WIDTH",
+           "F_SIGNED", "F_SINCE", "F_NULL", "new_slots", "apply_batch", "make_book", "rebuild_levels", "book_published", "add_orders", "clear_instrument", "order_levels",
            "order_rows", "new_orders", "new_totals",
            "I_SID", "I_IID", "I_RPT", "I_BOOK_RPT", "I_ORDER_SEQ", "I_ORDERS", "I_HAS_BOOK", "I_RESYNCED", "I_BORN",
            "I_COLS", "S_REJECTED", "S_TS_REGRESSIONS", "S_LAST_TS", "S_BOOKS", "S_COLS", "clear_orders",
@@ -63,6 +64,102 @@ def new_orders() -> Dict:
 def new_totals() -> Dict:
     """An empty level table: (slot, side, price) -> total visible quantity."""
     return Dict.empty(_LEVEL, types.int64)
+
+
+def new_slots() -> Dict:
+    """An empty instrument map: SecurityID -> slot."""
+    return Dict.empty(types.int64, types.int64)
+
+
+# Field tables of `gather` (built from the schema by `channel.Fields`): per template and column,
+# F_PRESENT (0: the template has no such field, read as 0), its offset in the block, width,
+# signedness, sinceVersion and null value (read when the sender's block or version lacks it).
+F_PRESENT, F_OFFSET, F_WIDTH, F_SIGNED, F_SINCE, F_NULL = range(6)
+ROOT_COLUMNS = ("TransactTime", "MatchEventIndicator")
+MD_COLUMNS = ("SecurityID", "RptSeq", "MDEntryPx", "MDEntrySize", "MDPriceLevel", "MDUpdateAction", "MDEntryType",
+              "AggressorSide")
+ORDER_COLUMNS = ("OrderID", "ReferenceID", "SecurityID", "MDEntryType", "MDEntryPx", "MDDisplayQty", "Action")
+"""``Action`` is 47's MDUpdateAction or 46's OrderUpdateAction."""
+MD_SLOT, MD_SID, MD_RPT, MD_PX, MD_SIZE, MD_LEVEL, MD_ACTION, MD_TYPE, MD_AGGR = range(9)
+OD_SLOT, OD_ID, OD_REF, OD_SID, OD_TYPE, OD_PX, OD_QTY, OD_ACTION = range(8)
+"""Columns of `gather`'s MD and order entry tables: the slot, then `MD_COLUMNS` / `ORDER_COLUMNS`."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _field(buf, base, block_length, version, spec):
+    """One field of the block at `base` as int64 (two's complement for 8-byte unsigned)."""
+    if not spec[F_PRESENT]:
+        return np.int64(0)
+    off, width = spec[F_OFFSET], spec[F_WIDTH]
+    if off + width > block_length or version < spec[F_SINCE]:
+        return spec[F_NULL]
+    v = np.int64(0)
+    for b in range(width):
+        v |= np.int64(buf[base + off + b]) << (8 * b)
+    if spec[F_SIGNED] and width < 8 and v >= (np.int64(1) << (8 * width - 1)):
+        v -= np.int64(1) << (8 * width)
+    return v
+
+
+@numba.njit(cache=True, nogil=True)
+def gather(buf, msgs, msg_pkt, ents, pkt_seq, pkt_time, root_f, md_group, md_f, ord_group, ord_own, ord_f, slot_of):
+    """The channel's columns of one decoded batch, read straight from the wire (``msgs``/``ents``
+    are the decoder's framing tables, in message order): per message (ts, TransactTime present,
+    MatchEventIndicator, MsgSeqNum, [first, end) of its MD entries and of its order entries),
+    per MD entry the `MD_COLUMNS` with the SecurityID's slot first, per order entry the
+    `ORDER_COLUMNS` with the slot of a 47's own SecurityID (-1 for 46's, which name an MD
+    entry), and the SecurityIDs seen for the first time (each given the next slot in ``slot_of``)."""
+    n_msg, n_ent = msgs.shape[0], ents.shape[0]
+    ts = np.empty(n_msg, np.int64)
+    has_tt = np.zeros(n_msg, np.bool_)
+    mei = np.zeros(n_msg, np.int64)
+    seq = np.empty(n_msg, np.int64)
+    m_ent = np.zeros((n_msg, 2), np.int64)
+    m_ord = np.zeros((n_msg, 2), np.int64)
+    md = np.empty((n_ent, len(MD_COLUMNS) + 1), np.int64)
+    od = np.empty((n_ent, len(ORDER_COLUMNS) + 1), np.int64)
+    new_sids = np.empty(n_ent, np.int64)
+    n_md, n_od, n_new = 0, 0, 0
+    e = 0
+    for m in range(n_msg):
+        tid, ver = msgs[m, 1], msgs[m, 2]
+        known = tid < md_group.shape[0]
+        seq[m] = pkt_seq[msg_pkt[m]]
+        ts[m] = pkt_time[msg_pkt[m]]
+        if known and root_f[tid, 0, F_PRESENT]:
+            ts[m] = _field(buf, msgs[m, 0], msgs[m, 3], ver, root_f[tid, 0])
+            has_tt[m] = True
+        if known:
+            mei[m] = _field(buf, msgs[m, 0], msgs[m, 3], ver, root_f[tid, 1])
+        m_ent[m, 0], m_ord[m, 0] = n_md, n_od
+        while e < n_ent and ents[e, 0] == m:
+            g, base, bl = ents[e, 1], ents[e, 2], ents[e, 3]
+            if known and g == md_group[tid]:
+                for c in range(len(MD_COLUMNS)):
+                    md[n_md, c + 1] = _field(buf, base, bl, ver, md_f[tid, c])
+                sid = md[n_md, 1]
+                if sid not in slot_of:
+                    slot_of[sid] = len(slot_of)
+                    new_sids[n_new] = sid
+                    n_new += 1
+                md[n_md, 0] = slot_of[sid]
+                n_md += 1
+            elif known and g == ord_group[tid]:
+                for c in range(len(ORDER_COLUMNS)):
+                    od[n_od, c + 1] = _field(buf, base, bl, ver, ord_f[tid, c])
+                od[n_od, 0] = -1
+                if ord_own[tid]:
+                    od[n_od, 2] = -1
+                    sid = od[n_od, 3]
+                    if sid not in slot_of:
+                        slot_of[sid] = len(slot_of)
+                        new_sids[n_new] = sid
+                        n_new += 1
+                    od[n_od, 0] = slot_of[sid]
+                n_od += 1
+            e += 1
+        m_ent[m, 1], m_ord[m, 1] = n_md, n_od
+    return ts, has_tt, mei, seq, m_ent, m_ord, md[:n_md], od[:n_od], new_sids[:n_new]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -279,17 +376,15 @@ def clear_orders(inst, orders, totals, slot):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord,
-                e_slot, e_rpt, e_px, e_size, e_level, e_action, e_type, e_aggr,
-                o_ref, o_id, o_slot, o_type, o_px, o_action, o_qty,
-                inst, n_slots, px, sz, cnt, orders, totals, depth, merge, keep_mbp, keep_mbo, mbo,
+def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord, md, od, inst, n_slots, px, sz, cnt, orders, totals, depth, merge, keep_mbp, keep_mbo, mbo,
                 out_w, out_f, row_slot, n, mark, stats, gaps):
     """Apply every message in order; records go to ``out`` from row `n` (rows before it are the
     previous call's unfinished event). Returns (rows written, rows of completed events, gaps).
 
-    ``m_ent[m]``/``m_ord[m]`` are message m's ranges of the entry and order tables; a 46 order
-    entry names its MD entry by ``o_ref`` (1-based in its message), a 47 has ``o_ref == -1``
-    and its own instrument, side and price. ``gaps[k] = (SecurityID, expected, received)``.
+    ``m_ent[m]``/``m_ord[m]`` are message m's ranges of the MD and order entry tables ``md`` and
+    ``od`` (`gather`'s); a 46 order entry names its MD entry by ReferenceID (1-based in its
+    message), a 47 has ReferenceID -1 and its own instrument, side and price.
+    ``gaps[k] = (SecurityID, expected, received)``.
     """
     touched = np.empty(depth + 1, np.int64)
     t_side = np.empty(2, np.int64)
@@ -319,8 +414,8 @@ def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord,
                 inst[s, I_ORDER_SEQ] = 0
         scale = m_scale[m]
         for k in range(m_ent[m, 0], m_ent[m, 1]):
-            s = e_slot[k]
-            rpt = e_rpt[k]
+            s = md[k, MD_SLOT]
+            rpt = md[k, MD_RPT]
             last = inst[s, I_RPT]
             if last >= 0 and rpt <= last:
                 continue  # already applied
@@ -338,19 +433,19 @@ def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord,
             if not iid:
                 continue
             if kind == T_TRADE:
-                aggr = e_aggr[k]
+                aggr = md[k, MD_AGGR]
                 side = _BID if aggr == 1 else (_ASK if aggr == 2 else 0)
-                n = _emit(out_w, out_f, row_slot, n, ts, e_px[k] * scale, float(e_size[k]), seq, iid, _TRADE_KIND,
+                n = _emit(out_w, out_f, row_slot, n, ts, md[k, MD_PX] * scale, float(md[k, MD_SIZE]), seq, iid, _TRADE_KIND,
                           side, 0, s)
             elif kind == T_BOOK and not covered and keep_mbp:
-                book = _entry_book(e_type[k])
+                book = _entry_book(md[k, MD_TYPE])
                 if book < 0:
                     continue
-                size = e_size[k]
+                size = md[k, MD_SIZE]
                 size = 0 if size == _INT32_NULL else size
-                price = 0 if e_px[k] == _PRICE_NULL else e_px[k] * scale
+                price = 0 if md[k, MD_PX] == _PRICE_NULL else md[k, MD_PX] * scale
                 make_book(inst, stats, s)
-                u = _apply_level(px, sz, cnt, depth, s, book, e_action[k], e_level[k], price, size, touched)
+                u = _apply_level(px, sz, cnt, depth, s, book, md[k, MD_ACTION], md[k, MD_LEVEL], price, size, touched)
                 if u < 0:
                     stats[S_REJECTED] += 1
                     continue
@@ -364,24 +459,24 @@ def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord,
         if keep_mbo:
             lo, hi = m_ent[m, 0], m_ent[m, 1]
             for k in range(m_ord[m, 0], m_ord[m, 1]):
-                ref = o_ref[k]
+                ref = od[k, OD_REF]
                 if ref < 0:  # 47: the order names its own instrument, side and price
-                    s, etype, p = o_slot[k], o_type[k], o_px[k]
+                    s, etype, p = od[k, OD_SLOT], od[k, OD_TYPE], od[k, OD_PX]
                 else:  # 46: from the MD entry ReferenceID names
                     if ref == _UINT8_NULL or ref < 1 or ref > hi - lo:
                         stats[S_REJECTED] += 1
                         continue
                     j = lo + ref - 1
-                    s, etype, p = e_slot[j], e_type[j], e_px[j]
-                action = o_action[k]
+                    s, etype, p = md[j, MD_SLOT], md[j, MD_TYPE], md[j, MD_PX]
+                action = od[k, OD_ACTION]
                 if seq <= inst[s, I_ORDER_SEQ]:
                     continue  # the instrument's order snapshot holds it
                 side = _BID if etype == _CHAR_BID else (_ASK if etype == _CHAR_ASK else 0)
                 if side == 0 or (p == _PRICE_NULL and action != DELETE):
                     stats[S_REJECTED] += 1
                     continue
-                qty = o_qty[k]
-                u = _apply_order(orders, totals, inst, action, o_id[k], s, side, 0 if p == _PRICE_NULL else p * scale,
+                qty = od[k, OD_QTY]
+                u = _apply_order(orders, totals, inst, action, od[k, OD_ID], s, side, 0 if p == _PRICE_NULL else p * scale,
                                  0 if qty == _INT32_NULL else qty, t_side, t_price)
                 if u < 0:
                     stats[S_REJECTED] += 1
