@@ -21,12 +21,15 @@ from numba.typed import Dict
 
 from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, DELETE_FROM, DELETE_THRU, NEW, OVERLAY
 
-__all__ = ["gather", "ROOT_COLUMNS", "MD_COLUMNS", "ORDER_COLUMNS", "F_PRESENT", "F_OFFSET", "F_WIDTH",
-           "F_SIGNED", "F_SINCE", "F_NULL", "new_slots", "apply_batch", "make_book", "rebuild_levels", "book_published", "add_orders", "clear_instrument", "order_levels",
-           "order_rows", "new_orders", "new_totals",
-           "I_SID", "I_IID", "I_RPT", "I_BOOK_RPT", "I_ORDER_SEQ", "I_ORDERS", "I_HAS_BOOK", "I_RESYNCED", "I_BORN",
-           "I_COLS", "S_REJECTED", "S_TS_REGRESSIONS", "S_LAST_TS", "S_BOOKS", "S_COLS", "clear_orders",
-           "T_OTHER", "T_TRADE", "T_BOOK", "T_RESET"]
+__all__ = [
+    "gather", "apply_batch", "rebuild_levels", "book_published", "add_orders", "clear_instrument", "clear_orders",
+    "order_levels", "order_rows", "new_orders", "new_totals", "new_slots",
+    "ROOT_COLUMNS", "MD_COLUMNS", "ORDER_COLUMNS", "F_PRESENT", "F_OFFSET", "F_WIDTH", "F_SIGNED", "F_SINCE", "F_NULL",
+    "MD_SLOT", "MD_SID", "MD_RPT", "MD_PX", "MD_SIZE", "MD_LEVEL", "MD_ACTION", "MD_TYPE", "MD_AGGR",
+    "OD_SLOT", "OD_ID", "OD_REF", "OD_SID", "OD_TYPE", "OD_PX", "OD_QTY", "OD_ACTION",
+    "I_SID", "I_IID", "I_RPT", "I_BOOK_RPT", "I_ORDER_SEQ", "I_ORDERS", "I_HAS_BOOK", "I_RESYNCED", "I_BORN", "I_COLS",
+    "S_REJECTED", "S_TS_REGRESSIONS", "S_LAST_TS", "S_BOOKS", "S_COLS", "T_OTHER", "T_TRADE", "T_BOOK", "T_RESET",
+]
 
 # inst columns
 I_SID, I_IID, I_RPT, I_BOOK_RPT, I_ORDER_SEQ, I_ORDERS, I_HAS_BOOK, I_RESYNCED, I_BORN = range(9)
@@ -46,7 +49,7 @@ T_OTHER, T_TRADE, T_BOOK, T_RESET = range(4)
 END_OF_EVENT = 0x80
 _BOOK_KIND, _TRADE_KIND, _RESET_KIND = 3, 1, 4
 _BID, _ASK = 1, 2
-_LAST, _SNAPSHOT = 0x80, 0x20
+_LAST = 0x80
 _INT32_NULL = 2**31 - 1
 _PRICE_NULL = 2**63 - 1
 _UINT8_NULL = 255
@@ -515,22 +518,22 @@ def rebuild_levels(inst, stats, px, sz, cnt, depth, slot, types_, levels, prices
 @numba.njit(cache=True, nogil=True)
 def book_published(px, sz, cnt, slot, merge):
     """Every published level of one instrument: (sides, prices, sizes), bids then asks."""
-    sides, prices, sizes = [], [], []
+    most = 4 * px.shape[2]
+    sides, prices, sizes = np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.int64)
+    n = 0
     for side in (_BID, _ASK):
+        first = n  # this side's prices start here
         outright = 2 * (side - 1)
-        seen = [np.int64(0) for _ in range(0)]
         for b in (outright, outright + 1):
             if b & 1 and not merge:
                 continue
             for i in range(cnt[slot, b]):
                 p = px[slot, b, i]
-                if p in seen:
+                if p in prices[first:n]:
                     continue
-                seen.append(p)
-                sides.append(side)
-                prices.append(p)
-                sizes.append(_size_at(px, sz, cnt, slot, b, p, merge))
-    return np.array(sides, np.int64), np.array(prices, np.int64), np.array(sizes, np.int64)
+                sides[n], prices[n], sizes[n] = side, p, _size_at(px, sz, cnt, slot, b, p, merge)
+                n += 1
+    return sides[:n], prices[:n], sizes[:n]
 
 
 @numba.njit(cache=True, nogil=True)
