@@ -1,7 +1,8 @@
 """The CME channel's compiled state machine against a plain-Python reference written here: random
 streams of book entries (every action, outright and implied, bad levels and types), trades,
 order updates (47 and 46's order entries), RptSeq repeats and jumps and ChannelReset4s, cut into
-packets and batches at random, must give the same records (LAST flags included), rejections and
+packets and batches at random, with books invalidated and rebuilt from 52 and 53 snapshots
+between batches, must give the same records (LAST and SNAPSHOT flags included), rejections and
 instrument gaps as the reference, which keeps books as lists and sums order levels afresh."""
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Reference:
         self.levels: dict[tuple[int, int, bool], list[list[int]]] = {}
         self.books: list[int] = []
         self.last: dict[int, int] = {}
+        self.book_rpt: dict[int, int] = {}
+        self.order_seq: dict[int, int] = {}
+        self.resynced: set[int] = set()
         self.orders: dict[int, tuple[int, int, int, int]] = {}
         self.event: list[list] = []
         self.rows: list[tuple] = []
@@ -77,14 +81,18 @@ class Reference:
         self.event = []
 
     def fresh(self, sid: int, rpt: int) -> tuple[bool, bool]:
-        """RptSeq: (not applied yet (a jump is recorded), not in the book yet (a book starts at 0))."""
+        """RptSeq: (not applied yet (a jump is recorded unless just rebuilt), not in the book yet
+        (a book starts at RptSeq 0, a rebuilt one at its snapshot's))."""
         last = self.last.get(sid)
         if last is not None and rpt <= last:
             return False, False
-        if last is not None and rpt != last + 1:
+        if last is not None and rpt != last + 1 and sid not in self.resynced:
             self.gaps.append((sid, last + 1, rpt))
+        self.resynced.discard(sid)
         self.last[sid] = rpt
-        return True, rpt > 0
+        covered = rpt <= self.book_rpt.get(sid, 0)
+        self.book_rpt[sid] = max(rpt, self.book_rpt.get(sid, 0))
+        return True, not covered
 
     def book_entry(self, ts, seq, sid, level, action, etype, price, size):
         if etype not in TYPES or self.mbo:
@@ -119,6 +127,8 @@ class Reference:
             self.row(ts, p, self.published(sid, side, p), seq, sid, Kind.BOOK, side)
 
     def order(self, ts, seq, order_id, sid, action, etype, price, qty):
+        if seq <= self.order_seq.get(sid, 0):
+            return  # its order snapshot holds it
         side = {b"0": 1, b"1": 2}.get(etype)
         if side is None or (price == PRICE_NULL and action != DELETE):
             self.rejected += 1
@@ -143,14 +153,68 @@ class Reference:
 
     def reset(self, ts, seq):
         for sid in sorted(set(self.books) | {o[0] for o in self.orders.values()}):
-            for key in [k for k in self.levels if k[0] == sid]:
-                self.levels[key] = []
-            self.orders = {i: o for i, o in self.orders.items() if o[0] != sid}
+            self.drop(sid)
             if sid not in self.books:
                 self.books.append(sid)
             if sid in IDS:
                 self.row(ts, 0, 0.0, seq, sid, Kind.RESET, 0, int(Flag.LAST))
         self.last.clear()
+        self.book_rpt.clear()
+        self.order_seq.clear()
+
+    def drop(self, sid: int) -> None:
+        for key in [k for k in self.levels if k[0] == sid]:
+            self.levels[key] = []
+        self.orders = {i: o for i, o in self.orders.items() if o[0] != sid}
+
+    def invalidate(self, sids, ts):
+        self.event = []
+        for sid in sids:
+            self.drop(sid)
+            if sid not in self.books:
+                self.books.append(sid)
+            if sid in IDS:
+                self.rows.append((ts, 0, 0.0, 0, IDS[sid], Kind.RESET, 0, int(Flag.LAST)))
+
+    def snapshot_rows(self, sid, ts, levels):
+        rows = [(ts, 0, 0.0, 0, IDS[sid], Kind.RESET, 0, int(Flag.SNAPSHOT))]
+        rows += [(ts, p, size, 0, IDS[sid], Kind.BOOK, side, int(Flag.SNAPSHOT)) for side, p, size in levels]
+        self.rows += rows[:-1] + [(*rows[-1][:7], int(Flag.SNAPSHOT | Flag.LAST))]
+
+    def rebuild(self, sid, rpt, entries, ts):
+        for key in [k for k in self.levels if k[0] == sid]:
+            self.levels[key] = []
+        if sid not in self.books:
+            self.books.append(sid)
+        self.book_rpt[sid] = rpt
+        self.resynced.add(sid)
+        for level, etype, price, size in entries:
+            if etype not in TYPES or level == 127 or price == PRICE_NULL:
+                continue
+            lv = self.levels.setdefault((sid, *TYPES[etype]), [])
+            if level - 1 == len(lv) < self.depth:
+                lv.append([price, size])
+        if sid in IDS and not self.mbo:
+            levels = []
+            for side in (1, 2):
+                prices = [p for implied in ((False, True) if self.merge else (False,))
+                          for p, _ in self.levels.get((sid, side, implied), [])]
+                levels += [(side, p, self.published(sid, side, p)) for p in dict.fromkeys(prices)]
+            self.snapshot_rows(sid, ts, levels)
+
+    def rebuild_orders(self, sid, last_seq, entries, ts):
+        self.orders = {i: o for i, o in self.orders.items() if o[0] != sid}
+        self.order_seq[sid] = last_seq
+        self.resynced.add(sid)
+        for order_id, etype, price, qty in entries:
+            side = {b"0": 1, b"1": 2}.get(etype)
+            if side is None or order_id in self.orders:
+                self.rejected += 1
+            else:
+                self.orders[order_id] = (sid, side, price, qty)
+        if sid in IDS and self.mbo:
+            keys = dict.fromkeys((o[1], o[2]) for o in self.orders.values() if o[0] == sid)
+            self.snapshot_rows(sid, ts, [(side, p, self.total(sid, side, p)) for side, p in keys])
 
 
 def _encode(messages, rpt: dict[int, int]) -> tuple[list[bytes], list[tuple]]:
@@ -192,8 +256,8 @@ def _encode(messages, rpt: dict[int, int]) -> tuple[list[bytes], list[tuple]]:
     return wire, plain
 
 
-def _reference(plain, seqs, *, depth, merge, mbo) -> Reference:
-    ref = Reference(depth=depth, merge=merge, mbo=mbo)
+def _apply_reference(ref: Reference, plain, seqs) -> None:
+    mbo = ref.mbo
     for msg, seq in zip(plain, seqs, strict=True):
         kind, ts = msg[0], msg[1]
         if kind == "reset":
@@ -219,34 +283,71 @@ def _reference(plain, seqs, *, depth, merge, mbo) -> Reference:
                 ref.order(ts, seq, order_id, sid, action, etype, price, qty)
         if kind == "reset" or msg[2]:
             ref.end_event()
-    return ref
+
+
+_snapshot_step = st.tuples(
+    st.lists(_sid, max_size=2, unique=True), _sid, st.integers(0, 12),
+    st.lists(st.tuples(st.sampled_from((1, 2, 3, 127)), st.sampled_from((*TYPES, b"J")), _price, st.integers(1, 9)),
+             max_size=6),
+    _sid, st.integers(0, 2),
+    st.lists(st.tuples(st.integers(1, 6), st.sampled_from((b"0", b"1", b"E")), st.sampled_from((100, 200, 300)),
+                       st.integers(0, 9)), max_size=4))
+"""Between two batches: books invalidated, one rebuilt from a 52, one's orders from a 53 (its
+LastMsgSeqNumProcessed near the last packet applied, so the next packets' updates may be in it)."""
+
+
+def _snapshot_entries(template: int, root: dict, entries: list[dict]) -> np.ndarray:
+    dec = DECODER.decode([encode_packet(1, 0, [encode_message(SCHEMA, template, root, {"NoMDEntries": entries})])])
+    return dec.group(template, "NoMDEntries")[1]
+
+
+def _snapshot(channel: Channel, ref: Reference, snap, applied: int) -> None:
+    invalid, sid, rpt, levels, order_sid, ahead, orders = snap
+    ts, last_seq = 1000 + applied, applied + ahead
+    channel.invalidate(invalid, ts)
+    ref.invalidate(invalid, ts)
+    entries = _snapshot_entries(52, {"SecurityID": sid, "RptSeq": rpt}, [
+        {"MDEntryPx": p, "MDEntrySize": s, "NumberOfOrders": 1, "MDPriceLevel": lvl, "MDEntryType": t}
+        for lvl, t, p, s in levels])
+    channel.rebuild(sid, rpt, entries, channel.exponent[52], ts)
+    ref.rebuild(sid, rpt, levels, ts)
+    entries = _snapshot_entries(53, {"SecurityID": order_sid}, [
+        {"OrderID": o, "MDOrderPriority": 1, "MDEntryPx": p, "MDDisplayQty": q, "MDEntryType": t}
+        for o, t, p, q in orders])
+    channel.rebuild_orders(order_sid, last_seq, entries, ts)
+    ref.rebuild_orders(order_sid, last_seq, orders, ts)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_message, min_size=1, max_size=40), st.lists(st.integers(1, 3), min_size=40, max_size=40),
-       st.lists(st.integers(1, 4), min_size=40, max_size=40), st.sampled_from((1, 2, 10)), st.booleans(),
-       st.booleans())
-def test_records_equal_the_reference(messages, per_packet, per_batch, depth, merge, mbo):
+       st.lists(st.tuples(st.integers(1, 4), st.one_of(st.none(), _snapshot_step)), min_size=40, max_size=40),
+       st.sampled_from((1, 2, 10)), st.booleans(), st.booleans())
+def test_records_equal_the_reference(messages, per_packet, batches, depth, merge, mbo):
     wire, plain = _encode(messages, {})
     packets, seqs, i = [], [], 0
-    for n in per_packet:  # messages cut into packets
+    for n in per_packet:  # messages cut into packets (of [i, i + n) messages)
         if i >= len(wire):
             break
-        packets.append(encode_packet(len(packets) + 1, 0, wire[i:i + n]))
+        packets.append((encode_packet(len(packets) + 1, 0, wire[i:i + n]), i, min(i + n, len(wire))))
         seqs += [len(packets)] * len(wire[i:i + n])
         i += n
     gaps: list = []
     channel = Channel(SCHEMA, lambda sid: IDS.get(sid, 0), depth=depth, merge_implied=merge, mbo=mbo,
                       on_instrument_gap=lambda *g: gaps.append(g))
+    ref = Reference(depth=depth, merge=merge, mbo=mbo)
     out, p = [], 0
-    for n in per_batch:  # packets cut into batches (an event may span two)
+    for n, snap in batches:  # packets cut into batches (an event may span two), snapshots between
         if p >= len(packets):
             break
-        channel.apply(DECODER.decode(packets[p:p + n]))
+        batch = packets[p:p + n]
+        channel.apply(DECODER.decode([b for b, _, _ in batch]))
+        lo, hi = batch[0][1], batch[-1][2]
+        _apply_reference(ref, plain[lo:hi], seqs[lo:hi])
         p += n
+        if snap is not None:
+            _snapshot(channel, ref, snap, p)
         if (got := channel.take(0)) is not None:
             out.append(got)
-    ref = _reference(plain, seqs, depth=depth, merge=merge, mbo=mbo)
     records = np.concatenate(out) if out else np.zeros(0, RECORD_DTYPE)
     fields = ["ts_event", "price", "size", "sequence", "instrument_id", "kind", "side", "flags"]
     assert records[fields].tolist() == ref.rows
