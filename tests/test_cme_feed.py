@@ -25,10 +25,15 @@ PACKETS = 600
 
 
 def _run(*, drop_a: int = 0, drop_both: int = 0, corrupt_a: int = 0, hold: bool = True, speed: float = 200.0,
-         book: str = "mbp", heartbeat_at: int = 0, **options):
+         book: str = "mbp", heartbeat_at: int = 0, rewind_at: int = 0, **options):
     feeds = channel_feeds()
     syn = generate(SCHEMA, packets=PACKETS, feeds=feeds)
     datagrams = syn.datagrams
+    if rewind_at:  # packet `rewind_at`'s first message says TransactTime 1 ns after the epoch (A and B)
+        datagrams = [d if int.from_bytes(d.payload[:4], "little") != rewind_at or (d.group, d.port) not in
+                     {feeds["incremental_a"], feeds["incremental_b"]}
+                     else Datagram(d.ts_ns, d.group, d.port, d.payload[:22] + (1).to_bytes(8, "little") + d.payload[30:])
+                     for d in datagrams]
     if heartbeat_at:  # a packet holding only a heartbeat inserted as MsgSeqNum `heartbeat_at`
         datagrams = _insert_heartbeat(datagrams, heartbeat_at, feeds)
         syn.last_seq += 1
@@ -255,3 +260,14 @@ def test_a_gap_that_lost_no_book_update(book):
     else:
         assert session.recoveries == 1 and (out["flags"] & Flag.SNAPSHOT).any()
         assert _published_books(ctx, out) == _generated_order_books(syn)
+
+
+def test_transact_time_going_back_is_reported_not_refused():
+    syn, session, ctx, out, _ = _run(rewind_at=300)
+    assert session.channel.ts_regressions == 1
+    assert [m for k, m, _ in ctx.events if "TransactTime went back" in m] == [
+        "TransactTime went back 1 time(s) on this channel so far (a message earlier than one before it in MsgSeqNum "
+        "order); applied as sent"]
+    assert ctx.counts["malformed"] == 0 and ctx.counts["gaps"] == 0
+    assert _published_books(ctx, out) == _generated_books(syn)  # every packet applied
+    assert 1 in out["ts_event"].tolist()
