@@ -6,15 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamctl.ingest.vendors.cme.book import (
-    CHANGE,
-    DELETE,
-    DELETE_FROM,
-    DELETE_THRU,
-    NEW,
-    OVERLAY,
-    LevelBook,
-)
+from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, DELETE_FROM, DELETE_THRU, NEW, OVERLAY
 from streamctl.ingest.vendors.cme.channel import Channel
 from streamctl.ingest.vendors.cme.decoder import Decoder
 from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
@@ -25,17 +17,25 @@ SCHEMA = load_schema()
 BID, ASK = int(Side.BID), int(Side.ASK)
 
 
-def _book(prices: list[int], *, depth: int = 10, merge: bool = False) -> LevelBook:
-    book = LevelBook(depth, merge_implied=merge)
-    for i, p in enumerate(prices):
-        book.apply(NEW, BID, False, i + 1, p, 10 + i)
-    return book
+def _changes(out) -> list[tuple]:
+    return [(int(r["side"]), int(r["price"]), float(r["size"])) for r in out]
+
+
+def _channel(prices: list[int], *, depth: int = 10, merge: bool = False) -> Channel:
+    """Instrument 7's bid side holding `prices` (sizes 10, 11, ...) at levels 1, 2, ..."""
+    channel = Channel(SCHEMA, {7: 1}.get, depth=depth, merge_implied=merge)
+    _apply(channel, _packet(1, _book46(1, 0x80, *(_entry(7, i + 1, i + 1, p, 10 + i) for i, p in enumerate(prices)))))
+    return channel
+
+
+def _one(channel: Channel, action: int, level: int, price: int, size: int, kind: bytes = b"0"):
+    return _apply(channel, _packet(2, _book46(2, 0x80, _entry(7, 99, level, price, size, action, kind))))
 
 
 def test_new_inserts_and_pushes_the_last_level_out_past_the_depth():
-    book = _book([100, 99, 98], depth=3)
-    assert book.apply(NEW, BID, False, 2, 995, 7) == [(BID, 995, 7.0), (BID, 98, 0.0)]
-    assert book.levels[(BID, False)] == [[100, 10], [995, 7], [99, 11]]
+    channel = _channel([100, 99, 98], depth=3)
+    assert _changes(_one(channel, NEW, 2, 995, 7)) == [(BID, 995, 7.0), (BID, 98, 0.0)]
+    assert channel.levels(7)[(BID, False)] == [[100, 10], [995, 7], [99, 11]]
 
 
 @pytest.mark.parametrize(("action", "level", "price", "size", "changes", "left"), [
@@ -46,22 +46,25 @@ def test_new_inserts_and_pushes_the_last_level_out_past_the_depth():
     (OVERLAY, 1, 101, 4, [(BID, 100, 0.0), (BID, 101, 4.0)], [[101, 4], [99, 11], [98, 12]]),
 ], ids=["change", "delete", "delete-thru", "delete-from", "overlay"])
 def test_level_actions_publish_the_prices_whose_size_changed(action, level, price, size, changes, left):
-    book = _book([100, 99, 98])
-    assert book.apply(action, BID, False, level, price, size) == changes
-    assert book.levels[(BID, False)] == left
+    channel = _channel([100, 99, 98])
+    assert _changes(_one(channel, action, level, price, size)) == changes
+    assert channel.levels(7)[(BID, False)] == left
 
 
 def test_an_entry_past_the_side_is_refused():
-    book = _book([100])
-    assert book.apply(CHANGE, BID, False, 3, 98, 1) is None
-    assert book.apply(NEW, BID, False, 3, 98, 1) is None  # would leave a hole at level 2
+    channel = _channel([100])
+    assert _one(channel, CHANGE, 3, 98, 1) is None
+    assert _apply(channel, _packet(3, _book46(3, 0x80, _entry(7, 100, 3, 98, 1)))) is None  # a hole at level 2
+    assert channel.rejected == 2 and channel.levels(7)[(BID, False)] == [[100, 10]]
 
 
 def test_implied_levels_are_kept_apart_or_merged():
-    apart, merged = _book([100, 99]), _book([100, 99], merge=True)
-    assert apart.apply(NEW, BID, True, 1, 100, 5) == []
-    assert merged.apply(NEW, BID, True, 1, 100, 5) == [(BID, 100, 15.0)]
-    assert merged.apply(DELETE, BID, False, 1, 100, 10) == [(BID, 100, 5.0)]  # the implied part stays
+    apart, merged = _channel([100, 99]), _channel([100, 99], merge=True)
+    assert _one(apart, NEW, 1, 100, 5, b"E") is None
+    assert apart.levels(7)[(BID, True)] == [[100, 5]]
+    assert _changes(_one(merged, NEW, 1, 100, 5, b"E")) == [(BID, 100, 15.0)]
+    out = _apply(merged, _packet(3, _book46(3, 0x80, _entry(7, 100, 1, 100, 10, DELETE))))
+    assert _changes(out) == [(BID, 100, 5.0)]  # the implied part stays
 
 
 def _packet(seq: int, *messages: bytes) -> bytes:
@@ -78,8 +81,7 @@ def _entry(sid: int, rpt: int, level: int, price: int, size: int, action: int = 
 
 
 def _apply(channel: Channel, *packets: bytes) -> np.ndarray | None:
-    dec = Decoder(SCHEMA).decode(list(packets))
-    channel.apply(dec, np.arange(len(packets)))
+    channel.apply(Decoder(SCHEMA).decode(list(packets)))
     return channel.take(0)
 
 
@@ -106,7 +108,7 @@ def test_channel_reset_clears_every_book():
     reset = encode_message(SCHEMA, 4, {"TransactTime": 9, "MatchEventIndicator": 0x80}, {"NoMDEntries": [{"ApplID": 310}]})
     out = _apply(channel, _packet(2, reset))
     assert out["kind"].tolist() == [Kind.RESET, Kind.RESET] and sorted(out["instrument_id"].tolist()) == [1, 2]
-    assert all(not levels for book in channel.books.values() for levels in book.levels.values())
+    assert not any(levels for sid in (7, 8) for levels in channel.levels(sid).values())
     # RptSeq starts over after a reset
     out = _apply(channel, _packet(3, _book46(10, 0x84, _entry(7, 1, 1, 300, 1))))
     assert out["price"].tolist() == [300]
@@ -118,3 +120,13 @@ def test_legacy_prices_are_scaled_from_their_exponent():
                             {"NoMDEntries": [_entry(7, 1, 1, 40_275_000, 2)]}, version=6)
     out = _apply(channel, _packet(1, legacy))
     assert out["price"].tolist() == [4_027_500_000]  # PRICENULL (exponent -7) 4.0275 -> 1e-9 units
+
+
+def test_transact_time_going_back_is_counted_and_applied():
+    channel = Channel(SCHEMA, {7: 1}.get)
+    out = _apply(channel, _packet(1, _book46(10, 0x80, _entry(7, 1, 1, 100, 3))),
+                 _packet(2, _book46(8, 0x80, _entry(7, 2, 1, 101, 4, CHANGE))),
+                 _packet(3, _book46(9, 0x80, _entry(7, 3, 1, 102, 5, CHANGE))),
+                 _packet(4, _book46(11, 0x80, _entry(7, 4, 1, 103, 6, CHANGE))))
+    assert channel.ts_regressions == 2  # 8 and 9 come after 10
+    assert out["ts_event"].tolist() == [10, 8, 8, 9, 9, 11, 11]

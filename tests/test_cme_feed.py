@@ -11,6 +11,9 @@ import pytest
 from _cme import CmeCtx, channel_feeds, options_for
 from _common import wait_until
 
+from streamctl.ingest.vendors.cme.decoder import Decoder
+from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
+from streamctl.ingest.vendors.cme.pcap import Datagram
 from streamctl.ingest.vendors.cme.schema import load_schema
 from streamctl.ingest.vendors.cme.session import Session
 from streamctl.ingest.vendors.cme.synthetic import INSTRUMENTS, generate
@@ -22,10 +25,18 @@ PACKETS = 600
 
 
 def _run(*, drop_a: int = 0, drop_both: int = 0, corrupt_a: int = 0, hold: bool = True, speed: float = 200.0,
-         book: str = "mbp"):
+         book: str = "mbp", heartbeat_at: int = 0, rewind_at: int = 0, **options):
     feeds = channel_feeds()
     syn = generate(SCHEMA, packets=PACKETS, feeds=feeds)
     datagrams = syn.datagrams
+    if rewind_at:  # packet `rewind_at`'s first message says TransactTime 1 ns after the epoch (A and B)
+        datagrams = [d if int.from_bytes(d.payload[:4], "little") != rewind_at or (d.group, d.port) not in
+                     {feeds["incremental_a"], feeds["incremental_b"]}
+                     else Datagram(d.ts_ns, d.group, d.port, d.payload[:22] + (1).to_bytes(8, "little") + d.payload[30:])
+                     for d in datagrams]
+    if heartbeat_at:  # a packet holding only a heartbeat inserted as MsgSeqNum `heartbeat_at`
+        datagrams = _insert_heartbeat(datagrams, heartbeat_at, feeds)
+        syn.last_seq += 1
     if corrupt_a:  # the A copy of packet `corrupt_a` truncated mid-message
         datagrams = [d if not (d.group == feeds["incremental_a"][0] and d.port == feeds["incremental_a"][1]
                                and int.from_bytes(d.payload[:4], "little") == corrupt_a)
@@ -33,7 +44,8 @@ def _run(*, drop_a: int = 0, drop_both: int = 0, corrupt_a: int = 0, hold: bool 
     venue = CmeVenue(datagrams, SCHEMA, speed=speed, drop_a=drop_a, drop_both=drop_both, hold=hold,
                      recovery=(feeds["recovery_a"], feeds["recovery_b"]), snapshot_interval=0.1)
     ctx = CmeCtx()
-    session = Session(options_for(feeds, definition_timeout_s=20.0, book=book), SimpleNamespace(symbols=list(INSTRUMENTS)), ctx)
+    session = Session(options_for(feeds, definition_timeout_s=20.0, book=book, **options),
+                      SimpleNamespace(symbols=list(INSTRUMENTS)), ctx)
     venue.start()
     batches = []
     try:
@@ -54,6 +66,36 @@ def _run(*, drop_a: int = 0, drop_both: int = 0, corrupt_a: int = 0, hold: bool 
         venue.stop()
     out = np.concatenate(batches) if batches else np.zeros(0)
     return syn, session, ctx, out, venue
+
+
+def _insert_heartbeat(datagrams: list[Datagram], seq: int, feeds: dict) -> list[Datagram]:
+    """The capture with a heartbeat-only packet as MsgSeqNum `seq` on A and B (later packets renumbered)."""
+    out: list[Datagram] = []
+    incremental = {feeds["incremental_a"], feeds["incremental_b"]}
+    for d in datagrams:
+        n = int.from_bytes(d.payload[:4], "little")
+        if (d.group, d.port) in incremental and n >= seq:
+            if n == seq:
+                out.append(Datagram(d.ts_ns, d.group, d.port, encode_packet(seq, d.ts_ns, [encode_message(SCHEMA, 12, {})])))
+            d = Datagram(d.ts_ns, d.group, d.port, (n + 1).to_bytes(4, "little") + d.payload[4:])
+        out.append(d)
+    return out
+
+
+def _sids_in(payload: bytes) -> set[int]:
+    """SecurityIDs of the MD entries (those that carry RptSeq) of one packet."""
+    dec = Decoder(SCHEMA).decode([payload])
+    return {sid for tid in (37, 46, 48) if tid in dec.msg_tid.tolist()
+            for sid in dec.group(tid, "NoMDEntries")[1]["SecurityID"].tolist()}
+
+
+def _resets(ctx, out) -> dict[str, tuple[int, int]]:
+    """Per symbol: (RESETs flagging the book empty, RESETs opening a snapshot)."""
+    names = {v: k for k, v in ctx.ids.items()}
+    resets = out[out["kind"] == Kind.RESET]
+    return {name: (int(((resets["instrument_id"] == iid) & ~(resets["flags"] & Flag.SNAPSHOT).astype(bool)).sum()),
+                   int(((resets["instrument_id"] == iid) & (resets["flags"] & Flag.SNAPSHOT).astype(bool)).sum()))
+            for iid, name in names.items()}
 
 
 def _trades(ctx, out) -> list[tuple]:
@@ -84,7 +126,7 @@ def _published_books(ctx, out) -> dict:
 
 
 def _generated_books(syn) -> dict:
-    return {symbol: {side: {p: float(s) for p, s in book.levels[(side, False)]} for side in (1, 2)}
+    return {symbol: {side: {p: float(s) for p, s in book[(side, False)]} for side in (1, 2)}
             for symbol, book in syn.books.items()}
 
 
@@ -99,7 +141,7 @@ def _generated_order_books(syn) -> dict:
 
 
 def _final_books(session) -> dict:
-    return {sid: {k: [list(x) for x in v] for k, v in b.levels.items()} for sid, b in session.channel.books.items()}
+    return {sid: session.channel.levels(sid) for sid in session.channel.book_sids()}
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +156,7 @@ def test_definitions_map_symbols_and_every_trade_arrives(clean_run):
     assert session.duplicates == ctx.counts["duplicates"] == PACKETS  # every B copy, counted for `status`
     assert ctx.counts["gaps"] == 0 and ctx.counts["malformed"] == 0 and session.recoveries == 0
     for symbol, (sid, _, _) in INSTRUMENTS.items():
-        assert session.channel.books[sid].levels == syn.books[symbol].levels
+        assert session.channel.levels(sid) == syn.books[symbol]
     assert _published_books(ctx, out) == _generated_books(syn) and session.channel.rejected == 0
 
 
@@ -151,7 +193,7 @@ def test_losses_on_both_feeds_recover_from_the_snapshot_loop(clean_run):
     # the books flagged empty (RESET) at the gap, then rebuilt from snapshots, equal the no-drop run
     assert _final_books(session) == _final_books(session0)
     for symbol, (sid, _, _) in INSTRUMENTS.items():
-        assert session.channel.books[sid].levels == syn.books[symbol].levels
+        assert session.channel.levels(sid) == syn.books[symbol]
     assert _published_books(ctx, out) == _generated_books(syn)
     assert session.channel.rejected == 0  # every queued entry fitted the rebuilt book: none applied twice
     assert (out["kind"] == Kind.RESET).sum() >= 2
@@ -169,7 +211,7 @@ def test_a_late_joiner_starts_from_the_snapshot_loop():
     assert session.recoveries == 1 and any("after its start" in m for _, m, _ in ctx.events)
     assert session.channel.rejected == 0 and _published_books(ctx, out) == _generated_books(syn)
     for symbol, (sid, _, _) in INSTRUMENTS.items():
-        assert session.channel.books[sid].levels == syn.books[symbol].levels
+        assert session.channel.levels(sid) == syn.books[symbol]
 
 
 @pytest.mark.parametrize("drop_both", [0, 5], ids=["clean", "drop-both"])
@@ -182,3 +224,50 @@ def test_mbo_books_equal_the_generators_orders(drop_both):
         assert session.recoveries >= 1 and (out["flags"] & Flag.SNAPSHOT).any()
     if not drop_both:
         assert _trades(ctx, out) == _expected_trades(syn)
+
+
+def test_a_gap_recovers_only_the_books_whose_rptseq_jumped():
+    # the gap is declared when 30 packets wait behind the lost one (whatever the time), so the
+    # packets the rule reads are the same on every run
+    syn, session, ctx, out, venue = _run(drop_both=1, gap_timeout_ms=60_000, max_pending=30)
+    (lost_seq,) = venue.dropped_both
+    payload = next(d.payload for d, seq in venue.incrementals if seq == lost_seq)
+    names = {sid: name for name, (sid, _, _) in INSTRUMENTS.items()}
+    (hit,) = {names[sid] for sid in _sids_in(payload)}  # one instrument per synthetic packet
+    (spared,) = set(INSTRUMENTS) - {hit}
+    assert ctx.counts["gaps"] == 1 and session.recoveries == 1
+    assert any("1 book(s) flagged empty, 1 kept (RptSeq continued)" in m for _, m, _ in ctx.events)
+    resets = _resets(ctx, out)
+    assert resets[hit][0] == 1 and resets[hit][1] >= 1  # flagged empty, then rebuilt from its snapshot
+    assert resets[spared] == (0, 0)  # never flagged, never rebuilt
+    assert _published_books(ctx, out) == _generated_books(syn) and session.channel.rejected == 0
+    for symbol, (sid, _, _) in INSTRUMENTS.items():
+        assert session.channel.levels(sid) == syn.books[symbol]
+
+
+@pytest.mark.parametrize("book", ["mbp", "mbo"])
+def test_a_gap_that_lost_no_book_update(book):
+    # the lost packet carries only a heartbeat: with MBP books every instrument's RptSeq goes on
+    # and nothing recovers; order updates carry no RptSeq, so MBO books cannot prove it and recover
+    at = 2 * (PACKETS + 1) // 3 + 1  # the packet the venue withholds (`--drop-both`, two thirds in)
+    syn, session, ctx, out, venue = _run(drop_both=1, heartbeat_at=at, book=book)
+    assert venue.dropped_both == {at} and ctx.counts["gaps"] == 1
+    if book == "mbp":
+        assert session.recoveries == 0 and not (out["kind"] == Kind.RESET).any()
+        assert any("none lost an update; no recovery needed" in m for _, m, _ in ctx.events)
+        assert _trades(ctx, out) == _expected_trades(syn)
+        assert _published_books(ctx, out) == _generated_books(syn)
+    else:
+        assert session.recoveries == 1 and (out["flags"] & Flag.SNAPSHOT).any()
+        assert _published_books(ctx, out) == _generated_order_books(syn)
+
+
+def test_transact_time_going_back_is_reported_not_refused():
+    syn, session, ctx, out, _ = _run(rewind_at=300)
+    assert session.channel.ts_regressions == 1
+    assert [m for k, m, _ in ctx.events if "TransactTime went back" in m] == [
+        "TransactTime went back 1 time(s) on this channel so far (a message earlier than one before it in MsgSeqNum "
+        "order); applied as sent"]
+    assert ctx.counts["malformed"] == 0 and ctx.counts["gaps"] == 0
+    assert _published_books(ctx, out) == _generated_books(syn)  # every packet applied
+    assert 1 in out["ts_event"].tolist()

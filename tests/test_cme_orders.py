@@ -1,56 +1,20 @@
-"""CME order updates (47, the order entries of 46, snapshots 53) turned into price-level records:
-the order state against a reference that sums the resting orders afresh, and the channel's
-rules on packets written by our schema-driven encoder."""
+"""CME order updates (47, the order entries of 46, snapshots 53) turned into price-level records,
+on packets written by our schema-driven encoder (random streams against a plain-Python
+reference: `test_cme_channel.py`)."""
 
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, NEW
 from streamctl.ingest.vendors.cme.channel import Channel
 from streamctl.ingest.vendors.cme.decoder import Decoder
 from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
-from streamctl.ingest.vendors.cme.orders import OrderBook
 from streamctl.ingest.vendors.cme.schema import load_schema
 from streamctl.shm.records import Flag, Kind, Side
 
 SCHEMA = load_schema()
 BID, ASK = int(Side.BID), int(Side.ASK)
-
-_update = st.tuples(st.sampled_from((NEW, CHANGE, DELETE, 9)), st.integers(1, 6), st.sampled_from((7, 8)),
-                    st.sampled_from((BID, ASK)), st.integers(1, 4), st.integers(1, 30))
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_update, max_size=60))
-def test_each_update_publishes_the_levels_whose_total_changed(updates):
-    book, orders = OrderBook(), {}  # the reference: resting orders in a plain dict, levels summed afresh
-    for action, order_id, sid, side, price, qty in updates:
-        before = _levels(orders)
-        fits = (action == NEW and order_id not in orders) or (action in (CHANGE, DELETE) and orders.get(order_id, (sid,))[0] == sid
-                                                                 and order_id in orders)
-        if fits and action == DELETE:
-            del orders[order_id]
-        elif fits:
-            orders[order_id] = (sid, side, price, qty)
-        after = _levels(orders)
-        changes = book.apply(action, order_id, sid, side, price, qty)
-        if not fits:
-            assert changes is None
-            continue
-        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-        assert {(sid, s, p) for s, p, _ in changes} >= changed  # a level re-stated unchanged is allowed
-        assert all(total == after.get((sid, s, p), 0) for s, p, total in changes)
-        assert book.totals == after and book.orders == orders
-
-
-def _levels(orders: dict) -> dict:
-    out: dict = {}
-    for sid, side, price, qty in orders.values():
-        out[(sid, side, price)] = out.get((sid, side, price), 0) + qty
-    return out
 
 
 def _packet(seq: int, *messages: bytes) -> bytes:
@@ -67,8 +31,7 @@ def _orders47(ts: int, mei: int, *orders: dict) -> bytes:
 
 
 def _apply(channel: Channel, *packets: bytes) -> np.ndarray | None:
-    dec = Decoder(SCHEMA).decode(list(packets))
-    channel.apply(dec, np.arange(len(packets)))
+    channel.apply(Decoder(SCHEMA).decode(list(packets)))
     return channel.take(0)
 
 
@@ -124,3 +87,11 @@ def test_an_order_snapshot_rebuilds_the_book_and_covers_the_updates_it_holds():
     out = _apply(channel, _packet(2, _orders47(6, 0x80, _order(12, 7, 105, 4))),
                  _packet(3, _orders47(8, 0x80, _order(12, 7, 0, 0, DELETE))))
     assert _rows(out) == [(1, Kind.BOOK, BID, 105, 0.0, Flag.LAST)] and channel.rejected == 0
+
+
+def test_a_zero_quantity_order_leaving_after_its_level_emptied_is_no_error():
+    channel = Channel(SCHEMA, {7: 1}.get, mbo=True)
+    _apply(channel, _packet(1, _orders47(5, 0x80, _order(11, 7, 100, 3), _order(12, 7, 100, 0))))
+    out = _apply(channel, _packet(2, _orders47(6, 0x80, _order(11, 7, 0, 0, DELETE), _order(12, 7, 0, 0, DELETE))))
+    assert _rows(out) == [(1, Kind.BOOK, BID, 100, 0.0, 0), (1, Kind.BOOK, BID, 100, 0.0, Flag.LAST)]
+    assert channel.rejected == 0 and channel.resting_orders() == []

@@ -166,8 +166,8 @@ def test_trades_bars_and_books_through_the_plant(plant, drops, book):
                     asks = _order_levels(syn.orders[symbol], Side.ASK)
                 else:
                     want = syn.books[symbol]
-                    bids = [(p / 1e9, float(s)) for p, s in want.levels[(Side.BID, False)][:5]]
-                    asks = [(p / 1e9, float(s)) for p, s in want.levels[(Side.ASK, False)][:5]]
+                    bids = [(p / 1e9, float(s)) for p, s in want[(Side.BID, False)][:5]]
+                    asks = [(p / 1e9, float(s)) for p, s in want[(Side.ASK, False)][:5]]
                 if [tuple(x) for x in have.bids] != bids or [tuple(x) for x in have.asks] != asks:
                     return False
             return True

@@ -9,12 +9,16 @@ A ChannelReset4 clears every book of the channel. Snapshots (SnapshotFullRefresh
 a book and set its RptSeq.
 
 Order updates (47, and the order entries of 46 which take price, side and instrument from the
-MD entry their ``ReferenceID`` names) keep every resting order (`OrderBook`). They carry no
-RptSeq: an instrument's orders rebuilt from SnapshotFullRefreshOrderBook53 skip the updates of
-packets up to its ``LastMsgSeqNumProcessed``. With ``mbo`` the published book comes from the
-orders, otherwise from the MBP levels; only that one is kept (the other is not rebuilt after a
-gap), unless ``keep_both`` (the venue, which snapshots both and never has gaps). The
-fills of 48's order entries change nothing, the order updates that follow them do.
+MD entry their ``ReferenceID`` names) keep every resting order. They carry no RptSeq: an
+instrument's orders rebuilt from SnapshotFullRefreshOrderBook53 skip the updates of packets up
+to its ``LastMsgSeqNumProcessed``. With ``mbo`` the published book comes from the orders,
+otherwise from the MBP levels; only that one is kept (the other is not rebuilt after a gap),
+unless ``keep_both`` (the venue, which snapshots both and never has gaps). The fills of 48's
+order entries change nothing, the order updates that follow them do.
+
+Python here only gathers each batch's messages, MD entries and order entries into flat columns
+(vectorized, per template); one compiled call (`channel_kernels.apply_batch`) then runs the
+state machine over the whole batch and writes the records.
 """
 
 from __future__ import annotations
@@ -23,31 +27,23 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streamctl.ingest.vendors.cme.book import DELETE, ENTRY_SIDES, LevelBook
+from streamctl.ingest.vendors.cme import channel_kernels as k
 from streamctl.ingest.vendors.cme.decoder import Decoded
-from streamctl.ingest.vendors.cme.orders import OrderBook
-from streamctl.ingest.vendors.cme.schema import Schema, Template
+from streamctl.ingest.vendors.cme.schema import Block, Schema, Template
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind, Side
 
-__all__ = ["Channel", "price9", "BOOK_TEMPLATES", "TRADE_TEMPLATES"]
+__all__ = ["Channel", "BOOK_TEMPLATES", "TRADE_TEMPLATES"]
 
-END_OF_EVENT = 0x80
 BOOK_TEMPLATES = (32, 46)
 """MDIncrementalRefreshBook (legacy 32, current 46)."""
 TRADE_TEMPLATES = (42, 48)
 """MDIncrementalRefreshTradeSummary (legacy 42, current 48)."""
 ORDER_TEMPLATE = 47
 """MDIncrementalRefreshOrderBook."""
-_ORDER_SIDES = {b"0": Side.BID, b"1": Side.ASK}
-_AGGRESSOR = {1: Side.BID, 2: Side.ASK}
-_ENTRY_FIELDS = ("SecurityID", "RptSeq", "MDEntryPx", "MDEntrySize", "MDPriceLevel", "MDUpdateAction", "MDEntryType",
-                 "AggressorSide")
-_ORDER_FIELDS = ("OrderID", "MDEntryPx", "MDDisplayQty", "SecurityID", "MDUpdateAction", "MDEntryType", "ReferenceID",
-                 "OrderUpdateAction")
-_INT32_NULL, _PRICE_NULL, _UINT8_NULL = 2**31 - 1, 2**63 - 1, 255
-_ROW = np.dtype([("ts_event", "<i8"), ("price", "<i8"), ("size", "<f8"), ("sequence", "<u8"),
-                 ("instrument_id", "<u4"), ("kind", "u1"), ("side", "u1"), ("flags", "u1")])
-"""The record fields a row tuple carries, in tuple order."""
+RESET_TEMPLATE = 4
+"""ChannelReset4."""
+_INT64_MIN = np.iinfo(np.int64).min
+_PRICE_NULL = 2**63 - 1
 
 
 def _px_exponent(template: Template) -> int | None:
@@ -58,251 +54,283 @@ def _px_exponent(template: Template) -> int | None:
     return None
 
 
-def price9(mantissa: int, exponent: int | None) -> int:
-    """A schema price mantissa in our 1e-9 fixed point."""
-    return int(mantissa) * 10 ** (9 + (exponent if exponent is not None else -9))
+def _scale(exponent: int | None) -> int:
+    """Multiplier of a schema price mantissa into our 1e-9 fixed point."""
+    return 10 ** (9 + (exponent if exponent is not None else -9))
+
+
+def _column(rows: np.ndarray, name: str) -> np.ndarray:
+    """A field as int64 (a one-byte char as its code), zeros where the template has no such field."""
+    if name not in (rows.dtype.names or ()):
+        return np.zeros(len(rows), np.int64)
+    col = rows[name]
+    if col.dtype.kind == "S":
+        col = col.view(np.uint8)
+    return col.astype(np.int64)
+
+
+class Fields:
+    """Where `channel_kernels.gather` finds each column, per template, from the schema: the root's
+    TransactTime and MatchEventIndicator; the MD entries of templates whose NoMDEntries carry
+    SecurityID and RptSeq (their RptSeq is tracked); order entries (47's NoMDEntries, 46's
+    NoOrderIDEntries) only when ``orders``."""
+
+    def __init__(self, schema: Schema, *, orders: bool):
+        size = max(schema.templates) + 1
+        self.root = np.zeros((size, len(k.ROOT_COLUMNS), 6), np.int64)
+        self.md = np.zeros((size, len(k.MD_COLUMNS), 6), np.int64)
+        self.ord = np.zeros((size, len(k.ORDER_COLUMNS), 6), np.int64)
+        self.md_group = np.full(size, -1, np.int64)
+        self.ord_group = np.full(size, -1, np.int64)
+        self.ord_own = np.zeros(size, np.bool_)
+        for tid, t in schema.templates.items():
+            self._fill(self.root[tid], t.root, k.ROOT_COLUMNS)
+            for g, group in enumerate(t.groups):
+                names = {f.name for f in group.fields}
+                if group.name == "NoMDEntries" and {"SecurityID", "RptSeq"} <= names:
+                    self.md_group[tid] = g
+                    self._fill(self.md[tid], group, k.MD_COLUMNS)
+                own = tid == ORDER_TEMPLATE and group.name == "NoMDEntries"
+                if orders and (own or (tid in BOOK_TEMPLATES and group.name == "NoOrderIDEntries")):
+                    self.ord_group[tid], self.ord_own[tid] = g, own
+                    action = "MDUpdateAction" if own else "OrderUpdateAction"
+                    self._fill(self.ord[tid], group, tuple(action if c == "Action" else c for c in k.ORDER_COLUMNS))
+
+    @staticmethod
+    def _fill(table: np.ndarray, block: Block, columns: tuple[str, ...]) -> None:
+        fields = {f.name: f for f in block.fields}
+        for c, name in enumerate(columns):
+            f = fields.get(name)
+            if f is None:
+                continue
+            null = f.null if isinstance(f.null, int) else int.from_bytes(f.null or b"\0", "little")
+            if f.size == 8 and null >= 2**63:  # an unsigned 8-byte null, as its int64 bits
+                null -= 2**64
+            table[c] = (1, f.offset, f.size, np.dtype(f.dtype).kind == "i", f.since_version, null)
 
 
 class Channel:
-    """Books, RptSeq and symbols of one channel; `apply` consumes packets in MsgSeqNum order."""
+    """Books, orders, RptSeq and symbols of one channel; `apply` consumes packets in MsgSeqNum order.
+
+    ``instrument_of`` maps a SecurityID to our instrument id (0: not subscribed); it is asked
+    once per SecurityID, the first time the channel sees it."""
 
     def __init__(self, schema: Schema, instrument_of: Callable[[int], int], *, depth: int = 10, merge_implied: bool = False,
                  mbo: bool = False, keep_both: bool = False, on_instrument_gap: Callable[[int, int, int], None] = lambda sid, want, got: None):
         self._instrument_of = instrument_of
         self.exponent = {tid: _px_exponent(t) for tid, t in schema.templates.items()}
         """Per template: the exponent of its entries' MDEntryPx (-7 legacy, -9 current)."""
-        """SecurityID -> our instrument id (0: not subscribed)."""
         self._depth = depth
         self._merge = merge_implied
         self._on_gap = on_instrument_gap
-        self.books: dict[int, LevelBook] = {}
-        self.rpt_seq: dict[int, int] = {}
-        """Per SecurityID: the last RptSeq applied from the incremental feed (trades count from it)."""
-        self.book_rpt_seq: dict[int, int] = {}
-        """Per SecurityID: the last RptSeq the book reflects (a snapshot's, after a rebuild)."""
-        self._resynced: set[int] = set()
-        """Rebuilt instruments whose next entry may jump RptSeq (lost packets, not a new gap)."""
         self.mbo = mbo
         """Publish the book from the orders (MBO) instead of the MBP levels."""
         self._keep_mbp, self._keep_mbo = keep_both or not mbo, keep_both or mbo
-        self.orders = OrderBook()
-        self.order_seq: dict[int, int] = {}
-        """Per SecurityID: the packet MsgSeqNum its orders were rebuilt at (updates up to it are skipped)."""
-        self.rejected = 0
-        """Book entries and order updates that did not fit the state (a level past its end, an unknown order)."""
-        self._rows: list[tuple] = []
-        self._event: list[tuple] = []
+        size = max(schema.templates) + 2  # the last row: any template the schema does not know
+        self._kind = np.full(size, k.T_OTHER, np.int64)
+        self._kind[list(TRADE_TEMPLATES)] = k.T_TRADE
+        self._kind[list(BOOK_TEMPLATES)] = k.T_BOOK
+        self._kind[RESET_TEMPLATE] = k.T_RESET
+        self._scale = np.ones(size, np.int64)
+        for tid, e in self.exponent.items():
+            self._scale[tid] = _scale(e)
+        self._fields = Fields(schema, orders=self._keep_mbo)
+        self._slots = k.new_slots()
+        """SecurityID -> instrument slot (row of the state arrays)."""
+        self._inst = np.zeros((0, k.I_COLS), np.int64)
+        self._px = np.zeros((0, 4, depth), np.int64)
+        self._sz = np.zeros((0, 4, depth), np.int64)
+        self._cnt = np.zeros((0, 4), np.int64)
+        self._mark = np.zeros(0, np.int64)
+        self._grow(16)
+        self._orders, self._totals = k.new_orders(), k.new_totals()
+        self._stats = np.zeros(k.S_COLS, np.int64)
+        self._stats[k.S_LAST_TS] = _INT64_MIN
+        self._done: list[np.ndarray] = []
+        """Records of completed events (and rebuilds), until `take`."""
+        self._event = np.zeros(0, RECORD_DTYPE)
+        self._event_slots = np.zeros(0, np.int64)
+        """The records of an event not ended yet (and the slot of each)."""
 
-    def book(self, sid: int) -> LevelBook:
-        if sid not in self.books:
-            self.books[sid] = LevelBook(self._depth, merge_implied=self._merge)
-        return self.books[sid]
+    # ---- instrument slots
+    def _grow(self, capacity: int) -> None:
+        old = len(self._inst)
+        for name in ("_inst", "_px", "_sz", "_cnt", "_mark"):
+            arr = getattr(self, name)
+            grown = np.zeros((capacity, *arr.shape[1:]), arr.dtype)
+            grown[:old] = arr
+            setattr(self, name, grown)
+
+    def _slot(self, sid: int) -> int:
+        if sid not in self._slots:
+            self._slots[sid] = len(self._slots)
+            self._new_slot(sid)
+        return int(self._slots[sid])
+
+    def _new_slot(self, sid: int) -> None:
+        """State for a SecurityID just given the next slot."""
+        slot = int(self._slots[sid])
+        if slot >= len(self._inst):
+            self._grow(2 * len(self._inst))
+        self._inst[slot, k.I_SID] = sid
+        self._inst[slot, k.I_IID] = self._instrument_of(sid) or 0
+        self._inst[slot, k.I_RPT] = -1
 
     # ---- incrementals
-    def apply(self, dec: Decoded, packets: np.ndarray) -> None:
-        """Apply the messages of packets `packets` (indices into `dec`, in MsgSeqNum order).
+    def _gather(self, dec: Decoded) -> tuple[np.ndarray, ...]:
+        """`channel_kernels.gather` over a decoded batch; new SecurityIDs get their slots."""
+        msgs, ents = dec.framing()
+        f = self._fields
+        *cols, new_sids = k.gather(dec.buf, msgs, dec.msg_pkt, ents, dec.seq.astype(np.int64),
+                                   dec.sending_time.astype(np.int64), f.root, f.md_group, f.md, f.ord_group, f.ord_own,
+                                   f.ord, self._slots)
+        for sid in new_sids.tolist():
+            self._new_slot(sid)
+        return tuple(cols)
 
-        Columns are turned into Python lists once per template, so the per-entry loop (the book
-        is a state machine) reads no numpy scalars."""
-        keep = np.isin(dec.msg_pkt, packets)
-        order = np.argsort(np.searchsorted(packets, dec.msg_pkt[keep]), kind="stable")
-        msgs = np.flatnonzero(keep)[order]
-        ts = dec.sending_time[dec.msg_pkt].astype(np.int64)
-        mei = np.zeros(len(dec.msg_tid), np.int64)
-        entries: dict[int, tuple[np.ndarray, dict[str, list]]] = {}
-        orders: dict[int, tuple[np.ndarray, dict[str, list]]] = {}
-        for tid in set(dec.msg_tid[msgs].tolist()):
-            if tid not in dec.schema.templates:
-                continue
-            idx, roots = dec.root(tid)
-            names = roots.dtype.names or ()
-            if "TransactTime" in names:
-                ts[idx] = roots["TransactTime"].astype(np.int64)
-            if "MatchEventIndicator" in names:
-                mei[idx] = roots["MatchEventIndicator"]
-            if any(g.name == "NoMDEntries" for g in dec.schema.template(tid).groups):
-                ent_msg, rows = dec.group(tid, "NoMDEntries")
-                cols = {n: rows[n].tolist() for n in _ENTRY_FIELDS if n in (rows.dtype.names or ())}
-                if "SecurityID" in cols and "RptSeq" in cols:
-                    entries[tid] = (np.searchsorted(ent_msg, np.arange(len(dec.msg_tid) + 1)), cols)
-            order_group = {ORDER_TEMPLATE: "NoMDEntries", **dict.fromkeys(BOOK_TEMPLATES, "NoOrderIDEntries")}.get(tid)
-            if self._keep_mbo and order_group and any(g.name == order_group for g in dec.schema.template(tid).groups):
-                ord_msg, rows = dec.group(tid, order_group)
-                cols = {n: rows[n].tolist() for n in _ORDER_FIELDS if n in (rows.dtype.names or ())}
-                orders[tid] = (np.searchsorted(ord_msg, np.arange(len(dec.msg_tid) + 1)), cols)
-        seqs = dec.seq[dec.msg_pkt].tolist()
-        tids, ts_list, mei_list = dec.msg_tid.tolist(), ts.tolist(), mei.tolist()
-        for m in msgs.tolist():
-            tid = tids[m]
-            if tid == 4:
-                self._reset_all(ts_list[m], seqs[m])
-            if tid in entries:
-                start, cols = entries[tid]
-                self._entries(tid, cols, int(start[m]), int(start[m + 1]), ts_list[m], seqs[m])
-            if tid in orders:
-                start, cols = orders[tid]
-                md = entries[tid] if tid in entries else None
-                self._orders(tid, cols, int(start[m]), int(start[m + 1]), md, m, ts_list[m], seqs[m])
-            if mei_list[m] & END_OF_EVENT:
-                self._end_event()
+    def apply(self, dec: Decoded) -> None:
+        """Apply every message of every framed packet of `dec`, in batch (MsgSeqNum) order."""
+        if not len(dec.msg_tid):
+            return
+        ts, has_tt, mei, seq, m_ent, m_ord, md, od = self._gather(dec)
+        tid = np.minimum(dec.msg_tid, len(self._kind) - 1)
+        kind = self._kind[tid]
+        carried = len(self._event)
+        capacity = carried + len(md) * max(self._depth, 2) + 2 * len(od) \
+            + int((kind == k.T_RESET).sum()) * len(self._slots)
+        out = np.empty(capacity, RECORD_DTYPE)
+        out[:carried] = self._event
+        row_slot = np.empty(capacity, np.int64)
+        row_slot[:carried] = self._event_slots
+        gaps = np.empty((len(md), 3), np.int64)
+        n, done, n_gaps = k.apply_batch(
+            kind, ts, has_tt, mei, seq, self._scale[tid], m_ent, m_ord, md, od, self._inst, len(self._slots),
+            self._px, self._sz, self._cnt, self._orders, self._totals, self._depth, self._merge, self._keep_mbp,
+            self._keep_mbo, self.mbo, out.view(np.int64).reshape(-1, 8), out.view(np.float64).reshape(-1, 8),
+            row_slot, carried, self._mark, self._stats, gaps)
+        if done:
+            self._done.append(out[:done])
+        self._event = out[done:n].copy()
+        self._event_slots = row_slot[done:n].copy()
+        for sid, want, got in gaps[:n_gaps].tolist():
+            self._on_gap(sid, want, got)
 
-    def _entries(self, tid: int, cols: dict[str, list], lo: int, hi: int, ts: int, seq: int) -> None:
-        px_exp = self.exponent[tid]
-        scale = 10 ** (9 + (px_exp if px_exp is not None else -9))
-        sids, rpts = cols["SecurityID"], cols["RptSeq"]
-        trade, book = tid in TRADE_TEMPLATES, tid in BOOK_TEMPLATES
-        for k in range(lo, hi):
-            sid, rpt = sids[k], rpts[k]
-            last = self.rpt_seq.get(sid)
-            if last is not None and rpt <= last:
-                continue  # already applied
-            if last is not None and rpt != last + 1 and sid not in self._resynced:
-                self._on_gap(sid, last + 1, rpt)
-            self._resynced.discard(sid)
-            self.rpt_seq[sid] = rpt
-            covered = rpt <= self.book_rpt_seq.get(sid, 0)  # a snapshot holds its effect on the book
-            self.book_rpt_seq[sid] = max(rpt, self.book_rpt_seq.get(sid, 0))
-            iid = self._instrument_of(sid)
-            if not iid:
-                continue
-            if trade:
-                side = int(_AGGRESSOR.get(cols["AggressorSide"][k], Side.NONE))
-                self._event.append((ts, cols["MDEntryPx"][k] * scale, float(cols["MDEntrySize"][k]), seq, iid,
-                                    Kind.TRADE, side, 0))
-            elif book and not covered and self._keep_mbp:
-                kind = ENTRY_SIDES.get(cols["MDEntryType"][k])
-                if kind is None:
-                    continue
-                size = cols["MDEntrySize"][k]
-                size = 0 if size == _INT32_NULL else size
-                px = cols["MDEntryPx"][k]
-                price = 0 if px == _PRICE_NULL else px * scale
-                changes = self.book(sid).apply(cols["MDUpdateAction"][k], kind[0], kind[1], cols["MDPriceLevel"][k],
-                                               price, size)
-                if changes is None:
-                    self.rejected += 1
-                    continue
-                if self.mbo:
-                    continue
-                for side, p, sz in changes:
-                    self._event.append((ts, p, sz, seq, iid, Kind.BOOK, side, 0))
+    def contiguous(self, dec: Decoded) -> set[int]:
+        """SecurityIDs whose first MD entry in `dec` continues their RptSeq (last applied + 1):
+        nothing of theirs was lost before it."""
+        md = self._gather(dec)[6]
+        slots, first = np.unique(md[:, k.MD_SLOT], return_index=True)
+        last = self._inst[slots, k.I_RPT]
+        ok = (last >= 0) & (md[first, k.MD_RPT] == last + 1)
+        return set(self._inst[slots[ok], k.I_SID].tolist())
 
-    def _orders(self, tid: int, cols: dict[str, list], lo: int, hi: int,
-                md: tuple[np.ndarray, dict[str, list]] | None, m: int, ts: int, seq: int) -> None:
-        """Order updates [lo, hi) of message `m`; 46's take price, side and SecurityID from the MD
-        entry their ReferenceID names (`md`), 47's carry their own."""
-        scale = 10 ** (9 + (e if (e := self.exponent[tid]) is not None else -9))
-        for k in range(lo, hi):
-            if tid == ORDER_TEMPLATE:
-                src, j, action, qty = cols, k, cols["MDUpdateAction"][k], cols["MDDisplayQty"][k]
-            else:
-                ref = cols["ReferenceID"][k]
-                if md is None or ref == _UINT8_NULL or not 1 <= ref <= int(md[0][m + 1] - md[0][m]):
-                    self.rejected += 1
-                    continue
-                src, j, action, qty = md[1], int(md[0][m]) + ref - 1, cols["OrderUpdateAction"][k], cols["MDDisplayQty"][k]
-            sid = src["SecurityID"][j]
-            if seq <= self.order_seq.get(sid, 0):
-                continue  # the instrument's order snapshot holds it
-            side = _ORDER_SIDES.get(src["MDEntryType"][j])
-            px = src["MDEntryPx"][j]
-            if side is None or (px == _PRICE_NULL and action != DELETE):
-                self.rejected += 1
-                continue
-            changes = self.orders.apply(action, cols["OrderID"][k], sid, int(side), 0 if px == _PRICE_NULL else px * scale,
-                                        0 if qty == _INT32_NULL else qty)
-            if changes is None:
-                self.rejected += 1
-                continue
-            iid = self._instrument_of(sid)
-            if iid and self.mbo:
-                self._event.extend((ts, p, sz, seq, iid, Kind.BOOK, s, 0) for s, p, sz in changes)
-
-    def _end_event(self) -> None:
-        seen: set[int] = set()
-        for i in range(len(self._event) - 1, -1, -1):
-            row = self._event[i]
-            if row[4] not in seen:
-                seen.add(row[4])
-                self._event[i] = (*row[:7], int(Flag.LAST))
-        self._rows.extend(self._event)
-        self._event.clear()
-
-    def _reset_all(self, ts: int, seq: int) -> None:
-        for sid in self._instruments():
-            self.book(sid).clear()
-            self.orders.clear(sid)
-            iid = self._instrument_of(sid)
-            if iid:
-                self._event.append((ts, 0, 0.0, seq, iid, Kind.RESET, Side.NONE, int(Flag.LAST)))
-        self.rpt_seq.clear()
-        self.book_rpt_seq.clear()
-        self.order_seq.clear()
-
-    def _instruments(self) -> list[int]:
-        """Every SecurityID with a book or an order, in a stable order."""
-        return sorted(set(self.books) | {order[0] for order in self.orders.orders.values()})
+    def expect_jumps(self, keep: set[int]) -> None:
+        """After packets lost on both feeds and no recovery: every instrument but `keep` may skip
+        RptSeq once without an instrument gap (the packet gap is already counted)."""
+        inst = self._inst[:len(self._slots)]
+        inst[:, k.I_RESYNCED] = ~np.isin(inst[:, k.I_SID], list(keep))
 
     # ---- recovery
     def invalidate(self, sids: list[int], ts: int) -> None:
         """Books about to be rebuilt: cleared and published as empty (a RESET), never as valid."""
-        self._event.clear()
+        self._event = self._event[:0]
+        self._event_slots = self._event_slots[:0]
         for sid in sids:
-            self.book(sid).clear()
-            self.orders.clear(sid)
-            iid = self._instrument_of(sid)
+            slot = self._slot(sid)
+            k.clear_instrument(self._inst, self._stats, self._cnt, self._orders, self._totals, slot)
+            iid = int(self._inst[slot, k.I_IID])
             if iid:
-                self._rows.append((ts, 0, 0.0, 0, iid, Kind.RESET, Side.NONE, int(Flag.LAST)))
+                self._publish(iid, ts, Kind.RESET, Flag.LAST)
 
     def rebuild(self, sid: int, rpt_seq: int, entries: np.ndarray, exponent: int | None, ts: int) -> None:
         """Replace one instrument's book with a snapshot's levels (records flagged SNAPSHOT)."""
-        book = self.book(sid)
-        book.clear()
-        self.book_rpt_seq[sid] = rpt_seq
-        self._resynced.add(sid)
-        for e in entries:
-            kind = ENTRY_SIDES.get(bytes(e["MDEntryType"]))
-            level = int(e["MDPriceLevel"])
-            if kind is None or level == 127 or int(e["MDEntryPx"]) == 2**63 - 1:
-                continue
-            levels = book.levels[kind]
-            if level - 1 == len(levels) < book.depth:
-                levels.append([price9(e["MDEntryPx"], exponent), int(e["MDEntrySize"])])
-        iid = self._instrument_of(sid)
+        slot = self._slot(sid)
+        self._inst[slot, k.I_BOOK_RPT] = rpt_seq
+        self._inst[slot, k.I_RESYNCED] = 1
+        raw = _column(entries, "MDEntryPx")
+        prices = np.where(raw == _PRICE_NULL, raw, raw * _scale(exponent))
+        k.rebuild_levels(self._inst, self._stats, self._px, self._sz, self._cnt, self._depth, slot,
+                         _column(entries, "MDEntryType"), _column(entries, "MDPriceLevel"), prices,
+                         _column(entries, "MDEntrySize"))
+        iid = int(self._inst[slot, k.I_IID])
         if iid and not self.mbo:
-            rows: list[tuple] = [(ts, 0, 0.0, 0, iid, Kind.RESET, Side.NONE, int(Flag.SNAPSHOT))]
-            rows += [(ts, p, s, 0, iid, Kind.BOOK, side, int(Flag.SNAPSHOT)) for side, p, s in book.published()]
-            rows[-1] = (*rows[-1][:7], int(Flag.SNAPSHOT | Flag.LAST))
-            self._rows.extend(rows)
+            self._publish_snapshot(iid, ts, *k.book_published(self._px, self._sz, self._cnt, slot, self._merge))
 
     def rebuild_orders(self, sid: int, last_seq: int, entries: np.ndarray, ts: int) -> None:
         """Replace one instrument's orders with a SnapshotFullRefreshOrderBook53's (all its chunks);
         order updates of packets up to `last_seq` are then skipped."""
-        self.orders.clear(sid)
-        self.order_seq[sid] = last_seq
-        self._resynced.add(sid)
-        scale = 10 ** (9 + (e if (e := self.exponent.get(53)) is not None else -9))
-        for e in entries:
-            side = _ORDER_SIDES.get(bytes(e["MDEntryType"]))
-            if side is None or self.orders.apply(0, int(e["OrderID"]), sid, int(side), int(e["MDEntryPx"]) * scale,
-                                                 int(e["MDDisplayQty"])) is None:
-                self.rejected += 1
-        iid = self._instrument_of(sid)
+        slot = self._slot(sid)
+        k.clear_orders(self._inst, self._orders, self._totals, slot)
+        self._inst[slot, k.I_ORDER_SEQ] = last_seq
+        self._inst[slot, k.I_RESYNCED] = 1
+        self._stats[k.S_REJECTED] += k.add_orders(
+            self._orders, self._totals, self._inst, slot, _column(entries, "OrderID"), _column(entries, "MDEntryType"),
+            _column(entries, "MDEntryPx") * _scale(self.exponent.get(53)), _column(entries, "MDDisplayQty"))
+        iid = int(self._inst[slot, k.I_IID])
         if iid and self.mbo:
-            rows: list[tuple] = [(ts, 0, 0.0, 0, iid, Kind.RESET, Side.NONE, int(Flag.SNAPSHOT))]
-            rows += [(ts, p, s, 0, iid, Kind.BOOK, side, int(Flag.SNAPSHOT)) for side, p, s in self.orders.published(sid)]
-            rows[-1] = (*rows[-1][:7], int(Flag.SNAPSHOT | Flag.LAST))
-            self._rows.extend(rows)
+            self._publish_snapshot(iid, ts, *k.order_levels(self._totals, slot))
+
+    def _publish(self, iid: int, ts: int, kind: Kind, flags: Flag, sides: np.ndarray | None = None,
+                 prices: np.ndarray | None = None, sizes: np.ndarray | None = None) -> None:
+        rows = np.zeros(1 if sides is None else len(sides), RECORD_DTYPE)
+        rows["ts_event"], rows["instrument_id"], rows["kind"], rows["flags"] = ts, iid, kind, flags
+        if sides is not None:
+            rows["side"], rows["price"], rows["size"] = sides, prices, sizes
+        self._done.append(rows)
+
+    def _publish_snapshot(self, iid: int, ts: int, sides: np.ndarray, prices: np.ndarray, sizes: np.ndarray) -> None:
+        """A rebuilt book: a RESET, then its levels, all flagged SNAPSHOT, the last also LAST."""
+        self._publish(iid, ts, Kind.RESET, Flag.SNAPSHOT)
+        self._publish(iid, ts, Kind.BOOK, Flag.SNAPSHOT, sides, prices, sizes)
+        last = self._done[-1] if len(sides) else self._done[-2]
+        last["flags"][-1] = Flag.SNAPSHOT | Flag.LAST
+
+    # ---- state, for the venue's snapshots, the session and tests
+    def book_sids(self) -> list[int]:
+        """Every SecurityID with a book, in the order the books were made."""
+        inst = self._inst[:len(self._slots)]
+        have = inst[inst[:, k.I_HAS_BOOK] == 1]
+        return have[np.argsort(have[:, k.I_BORN]), k.I_SID].tolist()
+
+    def levels(self, sid: int) -> dict[tuple[int, bool], list[list[int]]]:
+        """One instrument's level books: (side, implied) -> [[price, size], ...], best first."""
+        slot = self._slots.get(sid)
+        out: dict[tuple[int, bool], list[list[int]]] = {}
+        for side in (Side.BID, Side.ASK):
+            for implied in (False, True):
+                b = 2 * (side - 1) + implied
+                n = 0 if slot is None else int(self._cnt[slot, b])
+                out[(int(side), implied)] = [] if slot is None else \
+                    np.stack([self._px[slot, b, :n], self._sz[slot, b, :n]], axis=1).tolist()
+        return out
+
+    def resting_orders(self) -> list[tuple[int, int, int, int, int]]:
+        """Every resting order (OrderID, SecurityID, side, price, quantity), in arrival order."""
+        rows = k.order_rows(self._orders)
+        sids = self._inst[rows[:, 1], k.I_SID]
+        return [(o, s, side, p, q) for (o, _, side, p, q), s in zip(rows.tolist(), sids.tolist(), strict=True)]
+
+    def rpt_seq(self, sid: int) -> int:
+        """The last RptSeq applied for `sid` (0: none since the start or the last ChannelReset4)."""
+        slot = self._slots.get(sid)
+        return 0 if slot is None else max(0, int(self._inst[slot, k.I_RPT]))
+
+    @property
+    def rejected(self) -> int:
+        """Book entries and order updates that did not fit the state (a level past its end, an unknown order)."""
+        return int(self._stats[k.S_REJECTED])
+
+    @property
+    def ts_regressions(self) -> int:
+        """Messages whose TransactTime is before an earlier message's on this channel."""
+        return int(self._stats[k.S_TS_REGRESSIONS])
 
     # ---- output
     def take(self, recv_ns: int) -> np.ndarray | None:
         """The records of every completed event since the last call."""
-        if not self._rows:
+        if not self._done:
             return None
-        rows = np.array(self._rows, _ROW)
-        out = np.zeros(len(rows), RECORD_DTYPE)
-        for name in _ROW.names or ():
-            out[name] = rows[name]
+        out = np.concatenate(self._done)
         out["ts_recv"] = recv_ns
-        self._rows.clear()
+        self._done.clear()
         return out

@@ -90,9 +90,11 @@ class Decoded:
             self._cache[key] = (msg, self._rows(template.groups[g], ents[:, 2], ents[:, 3], self.msg_ver[msg]))
         return self._cache[key]
 
-    def entry_groups(self) -> np.ndarray:
-        """(message index, group index) of every entry, in wire order (for walking a message)."""
-        return self._ents[:, :2]
+    def framing(self) -> tuple[np.ndarray, np.ndarray]:
+        """The framing tables, for kernels that read fields themselves: messages (rows: root
+        offset, template, version, root blockLength) and entries (rows: message, group index,
+        offset, group blockLength), both in wire order."""
+        return self._msgs, self._ents
 
     def _rows(self, block: Block, offsets: np.ndarray, lengths: np.ndarray, versions: np.ndarray) -> np.ndarray:
         if not block.block_length:

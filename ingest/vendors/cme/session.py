@@ -5,14 +5,21 @@
 - Arbitration: packets are taken in ``MsgSeqNum`` order, the first copy wins, later copies are
   counted as duplicates. A packet missing on both feeds for ``gap_timeout_ms`` (or with
   ``max_pending`` packets waiting behind it) is a gap.
-- Recovery: on a gap (or on joining after the first packet of the session) the channel is out
-  of sync: every book is published empty (a RESET) and an event says so; incrementals are
-  queued; the Market Recovery loop is joined; when one loop has delivered every instrument's
-  SnapshotFullRefresh52 (``TotNumReports`` of them) each book is rebuilt, queued packets newer
+- A gap keeps the books that provably lost nothing: an instrument whose first MD entry among
+  the packets received past the hole continues its RptSeq (last + 1). If every book is kept,
+  nothing recovers: the hole is skipped. With ``book: mbo`` nothing is provable (order updates
+  carry no RptSeq).
+- Recovery: on a gap that some book cannot survive (or on joining after the first packet of the
+  session) the channel is out of sync: those books (all, on a late join) are published empty (a
+  RESET) and an event says so; incrementals are queued (kept books' updates too, applied in
+  order after the loop); the Market Recovery loop is joined; when one loop has delivered every instrument's
+  SnapshotFullRefresh52 (``TotNumReports`` of them) each book not kept is rebuilt, queued packets newer
   than the loop's ``LastMsgSeqNumProcessed`` are applied (entries at or below an instrument's
   snapshot RptSeq are skipped), and the recovery feed is left. With ``book: mbo`` the books are
   rebuilt from SnapshotFullRefreshOrderBook53 instead (every chunk of every instrument), and the
   order updates of queued packets up to its ``LastMsgSeqNumProcessed`` are skipped.
+- TransactTime going backwards between messages in MsgSeqNum order is counted
+  (`Channel.ts_regressions`) and reported in an event at the 1st, 2nd, 4th, 8th... time.
 - Malformed packets are counted (``malformed``) and skipped before arbitration, so the other
   feed's copy can still fill the sequence.
 """
@@ -72,8 +79,11 @@ class Session:
         """Per SecurityID, a complete snapshot: (LastMsgSeqNumProcessed, RptSeq, entries, TransactTime)."""
         self._chunks: dict[int, dict[int, np.ndarray]] = {}
         """Per SecurityID, the 53 chunks received so far (by CurrentChunk)."""
+        self._rebuilding: set[int] = set()
+        """SecurityIDs whose books the current recovery rebuilds (the others were kept)."""
         self.duplicates = 0
         self.recoveries = 0
+        self._next_regression_report = 1
 
     # ---- FeedSession face
     def open(self) -> None:
@@ -100,6 +110,7 @@ class Session:
             self._on_snapshots(snapshots)
         if not self.recovering:
             self._advance()
+        self._report_regressions()
         return self.channel.take(time.time_ns())
 
     @staticmethod
@@ -178,35 +189,59 @@ class Session:
     def _advance(self) -> None:
         """Apply every packet that is next in sequence; declare a gap if one stays missing."""
         assert self.expected is not None or not self.pending
-        run: list[bytes] = []
-        while self.expected in self.pending:
-            run.append(self.pending.pop(self.expected))
-            self.expected += 1  # type: ignore[operator]
-        if run:
-            self._apply(run)
-        if not self.pending:
-            self._missing_since = None
-            return
-        now = time.monotonic()
-        if self._missing_since is None:
-            self._missing_since = now
-        if (now - self._missing_since) * 1000 >= self._opt.gap_timeout_ms or len(self.pending) > self._opt.max_pending:
+        while not self.recovering:
+            run: list[bytes] = []
+            while self.expected in self.pending:
+                run.append(self.pending.pop(self.expected))
+                self.expected += 1  # type: ignore[operator]
+            if run:
+                self.channel.apply(self._decoder.decode(run))
+            if not self.pending:
+                self._missing_since = None
+                return
+            now = time.monotonic()
+            if self._missing_since is None:
+                self._missing_since = now
+            if (now - self._missing_since) * 1000 < self._opt.gap_timeout_ms and len(self.pending) <= self._opt.max_pending:
+                return
             first = min(self.pending)
             lost = first - int(self.expected)  # type: ignore[arg-type]
             self._ctx.count(CounterName.GAPS, lost)
-            self._start_recovery(f"packets {self.expected}..{first - 1} lost on both feeds", gap=True)
+            self._gap(f"packets {self.expected}..{first - 1} lost on both feeds")
 
-    def _apply(self, packets: list[bytes]) -> None:
-        dec = self._decoder.decode(packets)
-        self.channel.apply(dec, np.arange(len(packets)))
+    def _gap(self, why: str) -> None:
+        """Packets lost on both feeds: books that provably lost nothing stay, the rest recover.
+
+        A book provably lost nothing when its instrument's first MD entry among the packets
+        received past the hole continues its RptSeq (every MD entry of an instrument takes the
+        next RptSeq, so none of its entries was in the lost packets). Order updates carry no
+        RptSeq, so with ``book: mbo`` nothing is provable and every book recovers."""
+        books = self.channel.book_sids() or list(self._ids.keys())
+        kept: set[int] = set()
+        if not self.channel.mbo:
+            queued = [self.pending[seq] for seq in sorted(self.pending)]
+            kept = self.channel.contiguous(self._decoder.decode(queued)) & set(books)
+        lost = [sid for sid in books if sid not in kept]
+        if lost:
+            self._start_recovery(why, gap=True, sids=lost)
+            return
+        self.expected = min(self.pending)
+        self._missing_since = None
+        self.channel.expect_jumps(kept)
+        self._ctx.event(EventKind.GAP, f"{why}: every book continued its RptSeq after it, none lost an update; "
+                        f"no recovery needed")
 
     # ---- recovery
-    def _start_recovery(self, why: str, *, gap: bool = False) -> None:
+    def _start_recovery(self, why: str, *, gap: bool = False, sids: list[int] | None = None) -> None:
+        """Out of sync: the books of `sids` (default: all) are flagged empty and rebuilt from the
+        snapshot loop; incrementals are queued meanwhile."""
         self.recovering = True
         self._missing_since = None
         self._snapshots.clear()
         self._chunks.clear()
-        self.channel.invalidate(list(self.channel.books) or list(self._ids), time.time_ns())
+        everything = self.channel.book_sids() or list(self._ids.keys())
+        self._rebuilding = set(everything if sids is None else sids)
+        self.channel.invalidate([sid for sid in everything if sid in self._rebuilding], time.time_ns())
         opt = self._opt
         if not self._recovery:
             try:
@@ -214,8 +249,10 @@ class Session:
                                   for g in (opt.recovery_a, opt.recovery_b) if g is not None]
             except OSError as exc:
                 raise SessionError(f"cannot join the recovery feed {self._where(opt.recovery_a)}: {exc}") from None
+        kept = len(everything) - len(self._rebuilding & set(everything))
+        books = f"{len(self._rebuilding)} book(s) flagged empty" + (f", {kept} kept (RptSeq continued)" if kept else "")
         self._ctx.event(EventKind.GAP if gap else EventKind.SYSTEM,
-                        f"{why}: channel out of sync, books flagged empty, recovering from the snapshot loop "
+                        f"{why}: channel out of sync, {books}, recovering from the snapshot loop "
                         f"{self._where(opt.recovery_a)}")
 
     def _on_snapshots(self, packets: list[bytes]) -> None:
@@ -257,13 +294,17 @@ class Session:
             self._finish_recovery()
 
     def _finish_recovery(self) -> None:
-        last = min(s[0] for s in self._snapshots.values())
+        # Books kept across the gap ignore their snapshots; an instrument new to us (a late
+        # join) is rebuilt whenever the loop has it.
+        kept = set(self.channel.book_sids()) - self._rebuilding
+        used = {sid: snap for sid, snap in self._snapshots.items() if sid not in kept}
+        last = min((s[0] for s in used.values()), default=self.expected - 1)  # type: ignore[operator]
         first = min(self.pending) if self.pending else last + 1
         if first > last + 1:
             self._snapshots.clear()  # this loop predates our queue: wait for the next one
             return
         exponent = self.channel.exponent.get(52)
-        for sid, (seq, rpt, entries, ts) in self._snapshots.items():
+        for sid, (seq, rpt, entries, ts) in used.items():
             if self.channel.mbo:
                 self.channel.rebuild_orders(sid, seq, entries, ts)
             else:
@@ -289,6 +330,14 @@ class Session:
         if len(refused):
             self._ctx.count(CounterName.MALFORMED, len(refused))
             self._ctx.event(EventKind.MALFORMED, f"{len(refused)} packet(s) refused: {BAD_REASONS[int(refused[0])]}")
+
+    def _report_regressions(self) -> None:
+        """An event when TransactTime went backwards for the 1st, 2nd, 4th, 8th... time (bounded noise)."""
+        n = self.channel.ts_regressions
+        if n >= self._next_regression_report:
+            self._next_regression_report = 2 * n
+            self._ctx.event(EventKind.SYSTEM, f"TransactTime went back {n} time(s) on this channel so far (a message "
+                            f"earlier than one before it in MsgSeqNum order); applied as sent")
 
     def _instrument_gap(self, sid: int, want: int, got: int) -> None:
         self._ctx.count(CounterName.GAPS)

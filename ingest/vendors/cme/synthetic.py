@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, NEW, LevelBook
+from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, NEW
 from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
 from streamctl.ingest.vendors.cme.pcap import Datagram
 from streamctl.ingest.vendors.cme.schema import Schema
@@ -53,8 +53,9 @@ class Synthetic:
     datagrams: list[Datagram]
     """Capture order: definitions first, then each incremental packet on A then B."""
     trades: list[Trade]
-    books: dict[str, LevelBook]
-    """Each instrument's book after the last event."""
+    books: dict[str, dict[tuple[int, bool], list[list[int]]]]
+    """Each instrument's book after the last event: (side, implied) -> [[price, size], ...], best
+    first (as `Channel.levels` gives it; the generator sends no implied levels)."""
     orders: dict[str, dict[int, tuple[int, int, int]]]
     """Each instrument's resting orders after the last event: OrderID -> (side, price, quantity)."""
     last_seq: int
@@ -91,10 +92,11 @@ def _definitions(schema: Schema, ts: int) -> list[bytes]:
     return msgs
 
 
-def _book_event(rng: random.Random, book: LevelBook, mid: int, tick: int, sid: int, rpt: int) -> dict | None:
-    """One valid MBP entry for `book` (and applies it), or None."""
+def _book_event(rng: random.Random, book: dict[tuple[int, bool], list[list[int]]], mid: int, tick: int, sid: int,
+                rpt: int) -> dict | None:
+    """One valid MBP entry for `book` (and applies it to its list of levels), or None."""
     side = rng.choice((Side.BID, Side.ASK))
-    levels = book.levels[(side, False)]
+    levels = book[(side, False)]
     sign = -1 if side == Side.BID else 1
     choice = rng.random()
     if len(levels) < 5 or (choice < 0.35 and len(levels) < 10):
@@ -115,7 +117,12 @@ def _book_event(rng: random.Random, book: LevelBook, mid: int, tick: int, sid: i
     else:
         level = rng.randint(1, len(levels))
         action, price, size = DELETE, levels[level - 1][0], levels[level - 1][1]
-    book.apply(action, side, False, level, price, size)
+    if action == NEW:
+        levels.insert(level - 1, [price, size])
+    elif action == CHANGE:
+        levels[level - 1] = [price, size]
+    else:
+        del levels[level - 1]
     return {"MDEntryPx": price, "MDEntrySize": size, "SecurityID": sid, "RptSeq": rpt, "NumberOfOrders": 1,
             "MDPriceLevel": level, "MDUpdateAction": action, "MDEntryType": b"0" if side == Side.BID else b"1"}
 
@@ -154,7 +161,8 @@ def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms:
     orng = random.Random(seed + 1)  # the orders' own stream: the MBP events do not depend on them
     orders: dict[str, dict[int, tuple[int, int, int]]] = {s: {} for s in INSTRUMENTS}
     next_order = 1
-    books = {s: LevelBook(10) for s in INSTRUMENTS}
+    books: dict[str, dict[tuple[int, bool], list[list[int]]]] = {
+        s: {(int(side), implied): [] for side in (Side.BID, Side.ASK) for implied in (False, True)} for s in INSTRUMENTS}
     rpt = dict.fromkeys(INSTRUMENTS, 0)
     volume = dict.fromkeys(INSTRUMENTS, 0)
     mids = {s: v[1] for s, v in INSTRUMENTS.items()}
@@ -177,7 +185,7 @@ def generate(schema: Schema, *, packets: int = 2000, seed: int = 7, interval_ms:
         if n % 7 == 3:  # a trade: summary with aggressor and order fills, then volume, then the book
             side = rng.choice((1, 2))
             opposite = Side.ASK if side == 1 else Side.BID
-            top = books[symbol].levels[(opposite, False)]
+            top = books[symbol][(opposite, False)]
             price = top[0][0] if top else mids[symbol]
             size = rng.randint(1, 20)
             rpt[symbol] += 1

@@ -124,7 +124,7 @@ class CmeVenue:
             return
         self._applied.add(seq)
         with self._lock:
-            self._channel.apply(dec, np.arange(1))
+            self._channel.apply(dec)
             self._channel.take(0)
             self._last_seq = max(self._last_seq, seq)
 
@@ -144,20 +144,19 @@ class CmeVenue:
     def snapshot_packets(self) -> list[bytes]:
         """One loop: a SnapshotFullRefresh52 per instrument with a book, MsgSeqNum from 1."""
         with self._lock:
-            books = dict(self._channel.books)
-            rpt = dict(self._channel.rpt_seq)
+            books = sorted(self._channel.book_sids())
             last = self._last_seq
             packets = []
             now = time.time_ns()
-            for n, (sid, book) in enumerate(sorted(books.items())):
+            for n, sid in enumerate(books):
                 entries = []
-                for (side, implied), levels in book.levels.items():
+                for (side, implied), levels in self._channel.levels(sid).items():
                     kind = _ENTRY_TYPE[(side, implied)]
                     entries += [{"MDEntryPx": p, "MDEntrySize": s, "NumberOfOrders": 1, "MDPriceLevel": i + 1,
                                  "MDEntryType": kind} for i, (p, s) in enumerate(levels)]
                 msg = encode_message(self.schema, 52, {
                     "LastMsgSeqNumProcessed": last, "TotNumReports": len(books), "SecurityID": sid,
-                    "RptSeq": rpt.get(sid, 0), "TransactTime": now, "LastUpdateTime": now, "TradeDate": 65535,
+                    "RptSeq": self._channel.rpt_seq(sid), "TransactTime": now, "LastUpdateTime": now, "TradeDate": 65535,
                     "MDSecurityTradingStatus": 17}, {"NoMDEntries": entries})
                 packets.append(encode_packet(n + 1, now, [msg]))
             packets += self._order_snapshots(last, now)
@@ -166,8 +165,8 @@ class CmeVenue:
     def _order_snapshots(self, last: int, now: int) -> list[bytes]:
         """A SnapshotFullRefreshOrderBook53 per instrument with a book or orders, one chunk each,
         MsgSeqNum from 1 (CME sends them on a loop of their own; here they share the groups)."""
-        by_sid: dict[int, list[dict]] = {sid: [] for sid in self._channel.books}
-        for order_id, (sid, side, price, qty) in self._channel.orders.orders.items():
+        by_sid: dict[int, list[dict]] = {sid: [] for sid in self._channel.book_sids()}
+        for order_id, sid, side, price, qty in self._channel.resting_orders():
             by_sid.setdefault(sid, []).append({"OrderID": order_id, "MDOrderPriority": order_id, "MDEntryPx": price,
                                                "MDDisplayQty": qty, "MDEntryType": _ENTRY_TYPE[(side, False)]})
         packets = []
