@@ -107,20 +107,19 @@ def _decoder(text: str) -> msgspec.msgpack.Decoder:
 class MessageWriter:
     """Collects one batch of messages of producer `src`, numbered in `topics`.
 
-    Compiled writers take ``data, size, ends, tids, seqs, count`` and return the new
-    ``(size, count)``; call `reserve` first with an upper bound of what they add.
+    Compiled writers take ``data, size, index, count`` (``index`` row ``i``: message ``i``'s
+    end, topic id and seq) and return the new ``(size, count)``; call `reserve` first with an
+    upper bound of what they add.
     """
 
-    __slots__ = ("topics", "src", "data", "size", "ends", "tids", "seqs", "count", "_encode")
+    __slots__ = ("topics", "src", "data", "size", "index", "count", "_encode")
 
     def __init__(self, topics: Topics, src: str, *, nbytes: int = 4096, messages: int = 64):
         self.topics = topics
         self.src = src
         self.data = np.empty(nbytes, dtype=np.uint8)
         self.size = 0
-        self.ends = np.empty(messages, dtype=np.int64)
-        self.tids = np.empty(messages, dtype=np.int64)
-        self.seqs = np.empty(messages, dtype=np.int64)
+        self.index = np.empty((messages, 3), dtype=np.int64)
         self.count = 0
         self._encode = msgspec.msgpack.encode
 
@@ -130,12 +129,10 @@ class MessageWriter:
             grown = np.empty(max(self.size + nbytes, 2 * len(self.data)), dtype=np.uint8)
             grown[:self.size] = self.data[:self.size]
             self.data = grown
-        if self.count + messages > len(self.ends):
-            n = max(self.count + messages, 2 * len(self.ends))
-            for name in ("ends", "tids", "seqs"):
-                grown = np.empty(n, dtype=np.int64)
-                grown[:self.count] = getattr(self, name)[:self.count]
-                setattr(self, name, grown)
+        if self.count + messages > len(self.index):
+            index = np.empty((max(self.count + messages, 2 * len(self.index)), 3), dtype=np.int64)
+            index[:self.count] = self.index[:self.count]
+            self.index = index
 
     def add(self, topic: str, payload: msgspec.Struct) -> None:
         """Number `payload` on `topic`, stamp ``src`` and append it (encoded by msgspec)."""
@@ -150,12 +147,10 @@ class MessageWriter:
         end = self.size + len(encoded)
         self.data[self.size:end] = np.frombuffer(encoded, dtype=np.uint8)
         self.size = end
-        self.ends[self.count] = end
-        self.tids[self.count] = tid
-        self.seqs[self.count] = seq
+        self.index[self.count] = (end, tid, seq)
         self.count += 1
 
     def finish(self) -> Messages:
         """The batch written so far (the writer must not be used after)."""
-        n = self.count
-        return Messages(self.topics, self.src, self.data[:self.size], self.ends[:n], self.tids[:n], self.seqs[:n])
+        index = self.index[:self.count]
+        return Messages(self.topics, self.src, self.data[:self.size], index[:, 0], index[:, 1], index[:, 2])

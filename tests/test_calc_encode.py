@@ -120,11 +120,9 @@ def test_vwap_and_indicator_maps_are_what_msgspec_encodes(src, symbols, vwap, sm
     keys = [(kind, s, k) for s in range(len(symbols)) for kind, k in
             [("vwap", 0)] * vwap + [("sma", k) for k in range(len(sma))] + [("ema", k) for k in range(len(ema))]]
     ids, seqs = _numbered(producer, keys, first_seq)
-    vwap_tid = np.full((len(symbols), int(vwap)), -1, dtype=np.int64)
-    sma_tid = np.full((len(symbols), len(sma)), -1, dtype=np.int64)
-    ema_tid = np.full((len(symbols), len(ema)), -1, dtype=np.int64)
+    tid_of = np.full((len(symbols), vwap + len(sma) + len(ema)), -1, dtype=np.int64)  # Vwap, SMAs, EMAs
     for (kind, s, k), i in ids.items():
-        {"vwap": vwap_tid, "sma": sma_tid, "ema": ema_tid}[kind][s, k] = i
+        tid_of[s, {"vwap": 0, "sma": vwap + k, "ema": vwap + len(sma) + k}[kind]] = i
     values_int = np.zeros((n, 5), dtype=np.int64)
     values_float = np.zeros((n, 3 + len(sma) + len(ema)), dtype=np.float64)
     for j, (ints, floats) in enumerate(rows[:n]):
@@ -154,8 +152,8 @@ def test_vwap_and_indicator_maps_are_what_msgspec_encodes(src, symbols, vwap, sm
                                                       ts_event=int(values_int[j, 1]),
                                                       ts_recv=int(values_int[j, 2])))
     writer = producer.writer()
-    write_series(writer, producer, values_int, values_float, n, vwap_tid, window, sma_tid,
-                 np.array(sma, dtype=np.int64), ema_tid, np.array(ema, dtype=np.int64))
+    write_series(writer, producer, values_int, values_float, n, tid_of, vwap, window,
+                 np.array([*sma, *ema], dtype=np.int64), len(sma))
     assert _messages(writer) == [msgspec.msgpack.encode(p) for p in expected]
 
 

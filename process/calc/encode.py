@@ -120,6 +120,11 @@ def _keys(struct: type, fields: tuple[str, ...]) -> Strings:
 _BAR_KEYS = _keys(wire.Bar, BAR_FIELDS)
 _VWAP_KEYS = _keys(wire.Vwap, VWAP_FIELDS)
 _INDICATOR_KEYS = _keys(wire.Indicator, INDICATOR_FIELDS)
+# Constants of the compiled code (numba freezes global arrays): the field tuples above, in
+# this file, fix them, so the on-disk cache cannot hold stale ones.
+_BAR_KEY_DATA, _BAR_KEY_ENDS = _BAR_KEYS.data, _BAR_KEYS.ends
+_VWAP_KEY_DATA, _VWAP_KEY_ENDS = _VWAP_KEYS.data, _VWAP_KEYS.ends
+_IND_KEY_DATA, _IND_KEY_ENDS = _INDICATOR_KEYS.data, _INDICATOR_KEYS.ends
 _NAMES = Strings([msgspec.msgpack.encode("sma"), msgspec.msgpack.encode("ema")])
 _NAME_DATA = _NAMES.data
 _NAME_ENDS = _NAMES.ends
@@ -207,10 +212,10 @@ def _begin(data, pos, keys, key_ends, seqs, tid, src):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _end(ends, tids, mseqs, count, pos, tid, seq):
-    ends[count] = pos
-    tids[count] = tid
-    mseqs[count] = seq
+def _end(index, count, pos, tid, seq):
+    index[count, 0] = pos
+    index[count, 1] = tid
+    index[count, 2] = seq
     return count + 1
 
 
@@ -250,10 +255,11 @@ def _bar(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, label
 
 
 @numba.njit(cache=True, nogil=True)
-def pack_bars(data, size, ends, tids, mseqs, count, seqs, out_int, out_float, rows, bar_tid, widths, src, sym_data,
-              sym_ends, label_data, label_ends, keys, key_ends):
+def pack_bars(data, size, index, count, seqs, out_int, out_float, rows, bar_tid, widths, src, sym_data, sym_ends,
+              label_data, label_ends):
     """Append `Bar` maps for output rows ``0..rows`` of `bar_kernels` (a run of empty bars
     expanded to one map each: flat at the previous close, volume 0, no trades)."""
+    keys, key_ends = _BAR_KEY_DATA, _BAR_KEY_ENDS
     sf = np.zeros(1, dtype=np.float64)
     su = sf.view(np.int64)
     pos = size
@@ -270,7 +276,7 @@ def pack_bars(data, size, ends, tids, mseqs, count, seqs, out_int, out_float, ro
                             label_ends, k, start, out_int[r, O_END], out_int[r, O_OPEN] / 1e9,
                             out_int[r, O_HIGH] / 1e9, out_int[r, O_LOW] / 1e9, out_int[r, O_CLOSE] / 1e9,
                             out_float[r, OF_VOL], out_int[r, O_TRADES], out_float[r, OF_VWAP], ev, recv, sf, su)
-            count = _end(ends, tids, mseqs, count, pos, tid, seq)
+            count = _end(index, count, pos, tid, seq)
             continue
         width = widths[k]
         price = out_int[r, O_CLOSE] / 1e9
@@ -279,7 +285,7 @@ def pack_bars(data, size, ends, tids, mseqs, count, seqs, out_int, out_float, ro
             pos, seq = _bar(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, label_data,
                             label_ends, k, begin, begin + width, price, price, price, price, 0.0, 0, price, ev,
                             recv, sf, su)
-            count = _end(ends, tids, mseqs, count, pos, tid, seq)
+            count = _end(index, count, pos, tid, seq)
     return pos, count
 
 
@@ -303,20 +309,22 @@ def _indicator(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s,
 
 
 @numba.njit(cache=True, nogil=True)
-def pack_series(data, size, ends, tids, mseqs, count, seqs, values_int, values_float, n, vwap_tid, window, sma_tid,
-                sma_n, ema_tid, ema_span, src, sym_data, sym_ends, vwap_keys, vwap_key_ends, ind_keys,
-                ind_key_ends):
-    """Append the `Vwap` maps (when `vwap_tid` has columns), then per SMA window the
-    `Indicator` of each symbol whose window is full, then per EMA span every symbol's, for rows
-    ``0..n`` of `trade_kernels.collect`'s output."""
+def pack_series(data, size, index, count, seqs, values_int, values_float, n, tid_of, vwap, window, spans, nsma,
+                src, sym_data, sym_ends):
+    """Append the `Vwap` maps (when `vwap`), then per SMA window the `Indicator` of each symbol
+    whose window is full, then per EMA span every symbol's, for rows ``0..n`` of
+    `trade_kernels.collect`'s output. ``tid_of[s]``: symbol ``s``'s topic ids, its Vwap's (when
+    `vwap`), then per entry of `spans` (SMA windows, then `nsma` on, EMA spans) its Indicator's."""
+    vwap_keys, vwap_key_ends = _VWAP_KEY_DATA, _VWAP_KEY_ENDS
+    ind_keys, ind_key_ends = _IND_KEY_DATA, _IND_KEY_ENDS
     sf = np.zeros(1, dtype=np.float64)
     su = sf.view(np.int64)
     pos = size
-    nsma = sma_n.shape[0]
-    if vwap_tid.shape[1]:
+    first = 1 if vwap else 0
+    if vwap:
         for j in range(n):
             s = values_int[j, 0]
-            tid = vwap_tid[s, 0]
+            tid = tid_of[s, 0]
             pos, seq = _begin(data, pos, vwap_keys, vwap_key_ends, seqs, tid, src)
             pos = _copy(data, pos, vwap_keys, vwap_key_ends, 2)
             pos = _copy(data, pos, sym_data, sym_ends, s)
@@ -328,24 +336,17 @@ def pack_series(data, size, ends, tids, mseqs, count, seqs, values_int, values_f
                 pos = _float(data, pos, values_float[j, c], sf, su)
             pos = _copy(data, pos, vwap_keys, vwap_key_ends, 9)
             pos = _int(data, pos, window)
-            count = _end(ends, tids, mseqs, count, pos, tid, seq)
-    for k in range(nsma):
+            count = _end(index, count, pos, tid, seq)
+    for k in range(spans.shape[0]):
+        name = 0 if k < nsma else 1
         for j in range(n):
             s = values_int[j, 0]
-            if values_int[j, 4] < sma_n[k]:
+            if k < nsma and values_int[j, 4] < spans[k]:  # the SMA window is not full yet
                 continue
-            tid = sma_tid[s, k]
-            pos, seq = _indicator(data, pos, ind_keys, ind_key_ends, seqs, tid, src, sym_data, sym_ends, s, 0,
-                                  sma_n[k], values_float[j, 3 + k], values_int[j, 1], values_int[j, 2], sf, su)
-            count = _end(ends, tids, mseqs, count, pos, tid, seq)
-    for k in range(ema_span.shape[0]):
-        for j in range(n):
-            s = values_int[j, 0]
-            tid = ema_tid[s, k]
-            pos, seq = _indicator(data, pos, ind_keys, ind_key_ends, seqs, tid, src, sym_data, sym_ends, s, 1,
-                                  ema_span[k], values_float[j, 3 + nsma + k], values_int[j, 1], values_int[j, 2],
-                                  sf, su)
-            count = _end(ends, tids, mseqs, count, pos, tid, seq)
+            tid = tid_of[s, first + k]
+            pos, seq = _indicator(data, pos, ind_keys, ind_key_ends, seqs, tid, src, sym_data, sym_ends, s, name,
+                                  spans[k], values_float[j, 3 + k], values_int[j, 1], values_int[j, 2], sf, su)
+            count = _end(index, count, pos, tid, seq)
     return pos, count
 
 
@@ -362,24 +363,22 @@ def write_bars(writer: MessageWriter, producer: Producer, labels: Strings, out_i
     messages = rows + empty
     writer.reserve(messages * _bound(_BAR_KEYS, len(src) + symbols.longest + labels.longest, 12), messages)
     writer.size, writer.count = pack_bars(
-        writer.data, writer.size, writer.ends, writer.tids, writer.seqs, writer.count, writer.topics.seqs,
-        out_int, out_float, rows, bar_tid, widths, src, symbols.data, symbols.ends, labels.data, labels.ends,
-        _BAR_KEYS.data, _BAR_KEYS.ends)
+        writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, out_int, out_float, rows, bar_tid,
+        widths, src, symbols.data, symbols.ends, labels.data, labels.ends)
 
 
 def write_series(writer: MessageWriter, producer: Producer, values_int: np.ndarray, values_float: np.ndarray,
-                 n: int, vwap_tid: np.ndarray, window: int, sma_tid: np.ndarray, sma_n: np.ndarray,
-                 ema_tid: np.ndarray, ema_span: np.ndarray) -> None:
-    """Append the `Vwap` and `Indicator` maps of `trade_kernels.collect` rows ``0..n`` to `writer`."""
+                 n: int, tid_of: np.ndarray, vwap: bool, window: int, spans: np.ndarray, nsma: int) -> None:
+    """Append the `Vwap` and `Indicator` maps of `trade_kernels.collect` rows ``0..n`` to `writer`
+    (`tid_of`, `spans`, `nsma`: see `pack_series`)."""
     if n == 0:
         return
     src, symbols = producer.src, producer.symbols
     strings = len(src) + symbols.longest
-    vwaps = n if vwap_tid.shape[1] else 0
-    indicators = n * (len(sma_n) + len(ema_span))
+    vwaps = n if vwap else 0
+    indicators = n * len(spans)
     writer.reserve(vwaps * _bound(_VWAP_KEYS, strings, 7) + indicators * _bound(_INDICATOR_KEYS, strings + 4, 5),
                    vwaps + indicators)
     writer.size, writer.count = pack_series(
-        writer.data, writer.size, writer.ends, writer.tids, writer.seqs, writer.count, writer.topics.seqs,
-        values_int, values_float, n, vwap_tid, window, sma_tid, sma_n, ema_tid, ema_span, src, symbols.data,
-        symbols.ends, _VWAP_KEYS.data, _VWAP_KEYS.ends, _INDICATOR_KEYS.data, _INDICATOR_KEYS.ends)
+        writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, values_int, values_float, n, tid_of,
+        vwap, window, spans, nsma, src, symbols.data, symbols.ends)

@@ -71,11 +71,9 @@ class TradeCalc:
         st.add("ema", (len(self.ema_spans),), np.float64, 0.0)
         st.add("iqr_sorted", (iqr.window if iqr else 0,), np.int64, 0)
         # Topic ids in the producer's topic table, per symbol: its Vwap (no column without
-        # VWAP), each SMA window's and each EMA span's Indicator.
-        st.add("vwap_tid", (1 if vwap is not None else 0,), np.int64, -1)
-        st.add("sma_tid", (len(self.sma_windows),), np.int64, -1)
-        st.add("ema_tid", (len(self.ema_spans),), np.int64, -1)
-        self._ema_span = np.array(self.ema_spans, dtype=np.int64)
+        # VWAP), then each SMA window's and each EMA span's Indicator (`encode.pack_series`).
+        self._spans = np.array([*self.sma_windows, *self.ema_spans], dtype=np.int64)
+        st.add("tid", ((vwap is not None) + len(self._spans),), np.int64, -1)
         self._init_rows(0)
         self._stamp = 0
         self._n_touched = 0
@@ -112,13 +110,9 @@ class TradeCalc:
     def add_symbol(self, symbol: str) -> None:
         s = self._n_symbols
         self._n_symbols += 1
-        st, topics = self.state, self._producer.topics
-        if st["vwap_tid"].shape[1]:
-            st["vwap_tid"][s, 0] = topics.id(topic("vwap", symbol))
-        for k, n in enumerate(self.sma_windows):
-            st["sma_tid"][s, k] = topics.id(topic("sma", symbol, n))
-        for k, n in enumerate(self.ema_spans):
-            st["ema_tid"][s, k] = topics.id(topic("ema", symbol, n))
+        names = [topic("vwap", symbol)] if self.clock is not None else []
+        names += [topic("sma", symbol, n) for n in self.sma_windows] + [topic("ema", symbol, n) for n in self.ema_spans]
+        self.state["tid"][s] = [self._producer.topics.id(name) for name in names]
 
     def update(self, rows_int, rows_float, sym, trades, n_trades: int, tmin: int,
                tmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +145,5 @@ class TradeCalc:
         if not n:
             return
         self._n_touched = 0
-        st = self.state
-        write_series(out, self._producer, self._values_int, self._values_float, n, st["vwap_tid"], self.vwap_window,
-                     st["sma_tid"], self._sma_n, st["ema_tid"], self._ema_span)
+        write_series(out, self._producer, self._values_int, self._values_float, n, self.state["tid"],
+                     self.clock is not None, self.vwap_window, self._spans, len(self.sma_windows))
