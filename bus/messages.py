@@ -145,9 +145,12 @@ class MessageWriter:
         encoded = self._encode(payload)
         self.reserve(len(encoded), 1)
         end = self.size + len(encoded)
-        self.data[self.size:end] = np.frombuffer(encoded, dtype=np.uint8)
+        self.data.data[self.size:end] = encoded  # through a memoryview: no array is built
         self.size = end
-        self.index[self.count] = (end, tid, seq)
+        row = self.index[self.count]
+        row[0] = end
+        row[1] = tid
+        row[2] = seq
         self.count += 1
 
     def finish(self) -> Messages:
