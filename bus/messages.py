@@ -93,6 +93,7 @@ class Messages:
         return [(text, _decoder(text).decode(payload)) for text, payload in self]
 
 
+_encode = msgspec.msgpack.encode
 _DECODERS: dict[str, msgspec.msgpack.Decoder] = {}
 
 
@@ -112,7 +113,7 @@ class MessageWriter:
     upper bound of what they add.
     """
 
-    __slots__ = ("topics", "src", "data", "size", "index", "count", "_encode")
+    __slots__ = ("topics", "src", "data", "size", "index", "count")
 
     def __init__(self, topics: Topics, src: str, *, nbytes: int = 4096, messages: int = 64):
         self.topics = topics
@@ -121,7 +122,6 @@ class MessageWriter:
         self.size = 0
         self.index = np.empty((messages, 3), dtype=np.int64)
         self.count = 0
-        self._encode = msgspec.msgpack.encode
 
     def reserve(self, nbytes: int, messages: int) -> None:
         """Make room for `messages` more messages of `nbytes` bytes in all."""
@@ -142,7 +142,7 @@ class MessageWriter:
         topics.seqs[tid] = seq
         payload.seq = seq  # type: ignore[attr-defined]
         payload.src = self.src  # type: ignore[attr-defined]
-        encoded = self._encode(payload)
+        encoded = _encode(payload)
         self.reserve(len(encoded), 1)
         end = self.size + len(encoded)
         self.data.data[self.size:end] = encoded  # through a memoryview: no array is built

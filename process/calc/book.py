@@ -43,7 +43,7 @@ _INITIAL_LEVELS = 64
 BAD_BOOK, MISSING_LEVEL = 0, 1
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def apply_book(rows_int, rows_float, sym, nsym, start, keys, sizes, count, changed, mid_event, last, counts):
     """Apply BOOK/RESET records from row `start`; return the row it stopped at.
 

@@ -36,6 +36,7 @@ from streamctl.process.calc.batch import (
     SIZE,
     TS_EVENT,
     columns,
+    max_kind,
     select,
 )
 from streamctl.process.calc.book import BookCalc
@@ -152,7 +153,7 @@ class CalculatorSet:
         """Run every calculator over one batch; return its messages (see module doc)."""
         rows_int, rows_float = columns(records)
         voids: tuple[np.ndarray, np.ndarray] | None = None
-        if len(records) and int(records["kind"].max()) >= Kind.CORRECTION:  # rare: a vendor voided trades
+        if len(records) and max_kind(rows_int) >= Kind.CORRECTION:  # rare: a vendor voided trades
             if len(sym_idx) != len(records):
                 raise ValueError(f"`sym_idx` must have one entry per record ({len(records)}); was {len(sym_idx)}")
             records, sym_idx, voids = _split_voids(records, np.asarray(sym_idx))
