@@ -199,6 +199,18 @@ def _float(data, pos, value, scratch_f, scratch_i):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _key_int(data, pos, keys, key_ends, field, value):
+    """Key `field` of the map, then its int `value`."""
+    return _int(data, _copy(data, pos, keys, key_ends, field), value)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _key_float(data, pos, keys, key_ends, field, value, scratch_f, scratch_i):
+    """Key `field` of the map, then its float `value`."""
+    return _float(data, _copy(data, pos, keys, key_ends, field), value, scratch_f, scratch_i)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _begin(data, pos, keys, key_ends, seqs, tid, src):
     """Map header, ``seq`` (the topic's next) and ``src``; returns (pos, seq)."""
     seq = seqs[tid] + 1
@@ -212,6 +224,17 @@ def _begin(data, pos, keys, key_ends, seqs, tid, src):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _opening(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, strings, string_ends, item):
+    """Fields 0-3 of a Bar or an Indicator: ``seq``, ``src``, ``symbol``, then a string (the
+    interval, the indicator's name): item `item` of `strings`. Returns (pos, seq)."""
+    pos, seq = _begin(data, pos, keys, key_ends, seqs, tid, src)
+    pos = _copy(data, pos, keys, key_ends, 2)
+    pos = _copy(data, pos, sym_data, sym_ends, s)
+    pos = _copy(data, pos, keys, key_ends, 3)
+    return _copy(data, pos, strings, string_ends, item), seq
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _end(index, count, pos, tid, seq):
     index[count, 0] = pos
     index[count, 1] = tid
@@ -222,33 +245,15 @@ def _end(index, count, pos, tid, seq):
 @numba.njit(cache=True, nogil=True)
 def _bar(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, label_data, label_ends, k, start, end,
          open_, high, low, close, volume, trades, vwap, ev, recv, sf, su):
-    pos, seq = _begin(data, pos, keys, key_ends, seqs, tid, src)
-    pos = _copy(data, pos, keys, key_ends, 2)
-    pos = _copy(data, pos, sym_data, sym_ends, s)
-    pos = _copy(data, pos, keys, key_ends, 3)
-    pos = _copy(data, pos, label_data, label_ends, k)
-    pos = _copy(data, pos, keys, key_ends, 4)
-    pos = _int(data, pos, start)
-    pos = _copy(data, pos, keys, key_ends, 5)
-    pos = _int(data, pos, end)
-    pos = _copy(data, pos, keys, key_ends, 6)
-    pos = _float(data, pos, open_, sf, su)
-    pos = _copy(data, pos, keys, key_ends, 7)
-    pos = _float(data, pos, high, sf, su)
-    pos = _copy(data, pos, keys, key_ends, 8)
-    pos = _float(data, pos, low, sf, su)
-    pos = _copy(data, pos, keys, key_ends, 9)
-    pos = _float(data, pos, close, sf, su)
-    pos = _copy(data, pos, keys, key_ends, 10)
-    pos = _float(data, pos, volume, sf, su)
-    pos = _copy(data, pos, keys, key_ends, 11)
-    pos = _int(data, pos, trades)
-    pos = _copy(data, pos, keys, key_ends, 12)
-    pos = _float(data, pos, vwap, sf, su)
-    pos = _copy(data, pos, keys, key_ends, 13)
-    pos = _int(data, pos, ev)
-    pos = _copy(data, pos, keys, key_ends, 14)
-    pos = _int(data, pos, recv)
+    pos, seq = _opening(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, label_data, label_ends, k)
+    pos = _key_int(data, pos, keys, key_ends, 4, start)
+    pos = _key_int(data, pos, keys, key_ends, 5, end)
+    for field, value in ((6, open_), (7, high), (8, low), (9, close), (10, volume)):
+        pos = _key_float(data, pos, keys, key_ends, field, value, sf, su)
+    pos = _key_int(data, pos, keys, key_ends, 11, trades)
+    pos = _key_float(data, pos, keys, key_ends, 12, vwap, sf, su)
+    pos = _key_int(data, pos, keys, key_ends, 13, ev)
+    pos = _key_int(data, pos, keys, key_ends, 14, recv)
     pos = _copy(data, pos, keys, key_ends, 15)
     data[pos] = 0  # revision: bars from the kernels are first publications
     return pos + 1, seq
@@ -292,19 +297,12 @@ def pack_bars(data, size, index, count, seqs, out_int, out_float, rows, bar_tid,
 @numba.njit(cache=True, nogil=True)
 def _indicator(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, name, window, value, ev, recv,
                sf, su):
-    pos, seq = _begin(data, pos, keys, key_ends, seqs, tid, src)
-    pos = _copy(data, pos, keys, key_ends, 2)
-    pos = _copy(data, pos, sym_data, sym_ends, s)
-    pos = _copy(data, pos, keys, key_ends, 3)
-    pos = _copy(data, pos, _NAME_DATA, _NAME_ENDS, name)
-    pos = _copy(data, pos, keys, key_ends, 4)
-    pos = _int(data, pos, window)
-    pos = _copy(data, pos, keys, key_ends, 5)
-    pos = _float(data, pos, value, sf, su)
-    pos = _copy(data, pos, keys, key_ends, 6)
-    pos = _int(data, pos, ev)
-    pos = _copy(data, pos, keys, key_ends, 7)
-    pos = _int(data, pos, recv)
+    pos, seq = _opening(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, _NAME_DATA, _NAME_ENDS,
+                        name)
+    pos = _key_int(data, pos, keys, key_ends, 4, window)
+    pos = _key_float(data, pos, keys, key_ends, 5, value, sf, su)
+    pos = _key_int(data, pos, keys, key_ends, 6, ev)
+    pos = _key_int(data, pos, keys, key_ends, 7, recv)
     return pos, seq
 
 
@@ -329,13 +327,10 @@ def pack_series(data, size, index, count, seqs, values_int, values_float, n, tid
             pos = _copy(data, pos, vwap_keys, vwap_key_ends, 2)
             pos = _copy(data, pos, sym_data, sym_ends, s)
             for c in range(3):  # ts_event, ts_recv, session_start
-                pos = _copy(data, pos, vwap_keys, vwap_key_ends, 3 + c)
-                pos = _int(data, pos, values_int[j, 1 + c])
+                pos = _key_int(data, pos, vwap_keys, vwap_key_ends, 3 + c, values_int[j, 1 + c])
             for c in range(3):  # session_vwap, session_volume, rolling_vwap
-                pos = _copy(data, pos, vwap_keys, vwap_key_ends, 6 + c)
-                pos = _float(data, pos, values_float[j, c], sf, su)
-            pos = _copy(data, pos, vwap_keys, vwap_key_ends, 9)
-            pos = _int(data, pos, window)
+                pos = _key_float(data, pos, vwap_keys, vwap_key_ends, 6 + c, values_float[j, c], sf, su)
+            pos = _key_int(data, pos, vwap_keys, vwap_key_ends, 9, window)
             count = _end(index, count, pos, tid, seq)
     for k in range(spans.shape[0]):
         name = 0 if k < nsma else 1
