@@ -5,7 +5,9 @@ trades/s of event time in total. Calculators: time bars 1s, 60s, 300s + 100-tick
 session and rolling VWAP + EMA(20) + rolling z-score anomaly (window 100) ("full"); the same
 plus the IQR rule (window 100, k 1.5); and bars only.
 
-The baseline (written here, for the ratio) is what one writes first: one `@dataclass` per
+`CalculatorSet.on_batch` returns its payloads encoded as MessagePack and numbered (a `Messages`
+batch the publisher sends as it is), so its rate includes the encoding; the baseline's Structs
+are not encoded. The baseline (written here, for the ratio) is what one writes first: one `@dataclass` per
 tick, a dict of per-symbol Python aggregator objects doing the bars, VWAPs and EMA, and a
 rolling z-score with numpy on every tick. It runs on fewer ticks.
 

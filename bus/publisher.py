@@ -21,6 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from streamctl.bus import rawpack, wire
 from streamctl.bus.curve import CurveClient
+from streamctl.bus.messages import Messages
 from streamctl.bus.sockets import close_socket, queued, stop_monitor
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
@@ -204,6 +205,34 @@ class Publisher:
         publish = self.publish
         for topic, payload in items:
             publish(topic, payload)
+
+    def publish_messages(self, messages: Messages) -> None:
+        """Send a batch of messages encoded and numbered by their producer (`bus.messages`).
+
+        Their ``src`` must be this publisher's; each topic's sequence goes on from their
+        ``seq`` (a later `publish` on the topic continues it).
+        """
+        if not messages:
+            return
+        if messages.src != self.src:
+            raise ValueError(f"messages stamped `src` {messages.src!r}; this publisher is {self.src!r}")
+        texts = messages.topics.texts
+        topics = self._topics
+        data = messages.data.data  # a memoryview: slices are not copied
+        sock = self._sock
+        start = 0
+        for tid, end, seq in zip(messages.tids.tolist(), messages.ends.tolist(), messages.seqs.tolist(),
+                                 strict=True):
+            text = texts[tid]
+            entry = topics.get(text)
+            if entry is None or entry.batched:
+                entry = self._entry(text, False)
+            entry.seq = seq
+            if self._sending(entry, seq):
+                sock.send(entry.frame, _SNDMORE)
+                sock.send(data[start:end])
+            start = end
+            self._sent()
 
     def publish_batch(self, topic: str, payloads: list[msgspec.Struct]) -> None:
         """Send `payloads` (oldest first) as one array message on a ``trade``/``quote`` topic.

@@ -60,9 +60,9 @@ def restore(worker: Worker) -> int:
             elif entry.kind == SYMBOL:
                 worker.maps[entry.ring].learn(entry.count, entry.symbol)
             elif entry.kind == CLOCK:
-                worker.publisher.publish_many(worker.calc.on_clock(entry.payload))
+                worker.publisher.publish_messages(worker.calc.on_clock(entry.payload))
             elif entry.kind == FLUSH:
-                worker.publisher.publish_many(worker.calc.flush())
+                worker.publisher.publish_messages(worker.calc.flush())
             entries += 1
             if entries % _HEARTBEAT_EVERY == 0:
                 worker.slot.heartbeat()

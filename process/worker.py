@@ -22,6 +22,7 @@ import numpy as np
 
 from streamctl.bus.curve import CurveClient
 from streamctl.bus.lifecycle import ChildSlot, setup_child
+from streamctl.bus.messages import Messages
 from streamctl.bus.wire import Event, topic
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.feed_clock import FeedClock, symbol_clocks
@@ -230,7 +231,7 @@ class Worker:
                                                quotes=spec.raw_quotes)
         outputs = self.calc.on_batch(batch, sym_idx)
         sent += len(outputs)
-        self.publisher.publish_many(outputs)
+        self.publisher.publish_messages(outputs)
         late = self.calc.counters.get("late", 0)
         if count:
             slot.add("records_out", sent)
@@ -320,9 +321,9 @@ class Worker:
                 self.journal.append_flush(self.publisher.messages_out)
             self._publish(self.calc.flush())
 
-    def _publish(self, outputs: list[tuple[str, msgspec.Struct]]) -> None:
+    def _publish(self, outputs: Messages) -> None:
         if outputs:
-            self.publisher.publish_many(outputs)
+            self.publisher.publish_messages(outputs)
             self.slot.add("records_out", len(outputs))
 
     def close(self, code: int) -> None:

@@ -62,12 +62,12 @@ def journal_rows(directory: Path, calculators: CalculatorsConfig, *, partition: 
             if entry.kind == RECORDS:
                 ids = entry.payload["instrument_id"].tolist()
                 idx = np.array([local.get((entry.ring, i), -1) for i in ids], dtype=np.int32)
-                outputs = calc.on_batch(entry.payload[idx >= 0], idx[idx >= 0])
+                outputs = calc.on_batch(entry.payload[idx >= 0], idx[idx >= 0]).decode()
             elif entry.kind == CLOCK:
-                outputs = calc.on_clock(entry.payload)
+                outputs = calc.on_clock(entry.payload).decode()
             else:
                 assert entry.kind == FLUSH
-                outputs = calc.flush()
+                outputs = calc.flush().decode()
             for topic, payload in outputs:
                 seqs[topic] += 1
                 payload.seq, payload.src = seqs[topic], src  # type: ignore[attr-defined]

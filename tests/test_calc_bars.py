@@ -107,20 +107,20 @@ BASE = 1_700_000_040 * SEC  # a multiple of 60 s
 
 def test_time_bars_are_aligned_in_event_time_and_a_late_tick_is_counted_not_applied():
     calc = bars_only_set(["60s"])
-    assert calc.on_batch(one_trade(BASE + 61 * SEC, 10.0), ZERO) == []  # first bar: [60s, 120s), partial
-    assert calc.on_batch(one_trade(BASE + 119 * SEC, 11.0), ZERO) == []
-    out = calc.on_batch(one_trade(BASE + 125 * SEC, 12.0), ZERO)
+    assert calc.on_batch(one_trade(BASE + 61 * SEC, 10.0), ZERO).decode() == []  # first bar: [60s, 120s), partial
+    assert calc.on_batch(one_trade(BASE + 119 * SEC, 11.0), ZERO).decode() == []
+    out = calc.on_batch(one_trade(BASE + 125 * SEC, 12.0), ZERO).decode()
     [(topic, bar)] = out
     assert topic == "bar.60s.AAPL"
     assert (bar.ts_start, bar.ts_end) == (BASE + 60 * SEC, BASE + 120 * SEC)
     assert (bar.open, bar.high, bar.low, bar.close, bar.trades, bar.volume) == (10.0, 11.0, 10.0, 11.0, 2, 2.0)
     assert bar.ts_event == BASE + 119 * SEC and bar.ts_recv == BASE + 119 * SEC + 5
-    assert calc.on_batch(one_trade(BASE + 100 * SEC, 99.0), ZERO) == []  # its interval is closed: late
+    assert calc.on_batch(one_trade(BASE + 100 * SEC, 99.0), ZERO).decode() == []  # its interval is closed: late
     assert calc.counters["late"] == 1 and calc.counters["late.60s"] == 1
-    [(_, flushed)] = calc.flush()
+    [(_, flushed)] = calc.flush().decode()
     assert (flushed.ts_start, flushed.ts_end, flushed.close, flushed.trades) == (BASE + 120 * SEC,
                                                                                    BASE + 180 * SEC, 12.0, 1)
-    assert calc.flush() == []
+    assert calc.flush().decode() == []
 
 
 ZERO = np.zeros(1, dtype=np.int32)
@@ -139,15 +139,15 @@ def test_live_clock_closes_bars_after_close_delay_and_replay_ignores_the_clock()
     replay = bars_only_set(["1s"], live=False, close_delay=0.25)
     for calc in (live, replay):
         calc.on_batch(one_trade(BASE + SEC // 2, 5.0), ZERO)
-    assert live.on_clock(BASE + SEC + 249_999_999) == []
-    [(_, bar)] = live.on_clock(BASE + SEC + 250_000_000)
+    assert live.on_clock(BASE + SEC + 249_999_999).decode() == []
+    [(_, bar)] = live.on_clock(BASE + SEC + 250_000_000).decode()
     assert (bar.ts_start, bar.ts_end, bar.close) == (BASE, BASE + SEC, 5.0)
-    assert live.on_clock(BASE + 5 * SEC) == []
-    assert replay.on_clock(BASE + 5 * SEC) == []
+    assert live.on_clock(BASE + 5 * SEC).decode() == []
+    assert replay.on_clock(BASE + 5 * SEC).decode() == []
     # After the clock closed it, a trade in that second is late; the same bar comes from replay.
     live.on_batch(one_trade(BASE + SEC - 1, 6.0), ZERO)
     assert live.counters["late"] == 1
-    [(_, replay_bar)] = replay.on_batch(one_trade(BASE + 2 * SEC, 7.0), ZERO)
+    [(_, replay_bar)] = replay.on_batch(one_trade(BASE + 2 * SEC, 7.0), ZERO).decode()
     assert replay_bar == bar
 
 
@@ -159,10 +159,10 @@ def test_each_symbol_closes_by_its_own_feeds_clock():
     calc.on_batch(one_trade(live_start + SEC // 2, 5.0), ZERO)
     calc.on_batch(one_trade(BASE + SEC // 2, 6.0), np.array([replayed], dtype=np.int32))
     delay = SEC // 4
-    assert calc.on_clock(np.array([live_start + SEC + delay - 1, BASE + SEC + delay - 1])) == []
-    [(topic, bar)] = calc.on_clock(np.array([live_start + SEC + delay, BASE + SEC + delay - 1]))
+    assert calc.on_clock(np.array([live_start + SEC + delay - 1, BASE + SEC + delay - 1])).decode() == []
+    [(topic, bar)] = calc.on_clock(np.array([live_start + SEC + delay, BASE + SEC + delay - 1])).decode()
     assert (topic, bar.ts_end) == ("bar.1s.AAPL", live_start + SEC)
-    [(topic, bar)] = calc.on_clock(np.array([live_start + SEC + delay, BASE + SEC + delay]))
+    [(topic, bar)] = calc.on_clock(np.array([live_start + SEC + delay, BASE + SEC + delay])).decode()
     assert (topic, bar.ts_end) == ("bar.1s.ESU4", BASE + SEC)
     with pytest.raises(ValueError, match=r"`clock_ns` must have one entry per symbol \(2\); was 1"):
         calc.on_clock(np.array([BASE]))
@@ -179,10 +179,10 @@ def test_volume_bar_takes_the_whole_trade_that_crosses_the_threshold():
     calc = CalculatorSet(bars_only(volume=[10.0]), src="t", live=False)
     calc.add_symbol("AAPL")
     batch = np.concatenate([one_trade(BASE + i, 1.0 + i / 100, size) for i, size in enumerate([4, 4, 5, 10, 1])])
-    out = calc.on_batch(batch, np.zeros(5, dtype=np.int32))
+    out = calc.on_batch(batch, np.zeros(5, dtype=np.int32)).decode()
     assert [(b.volume, b.trades, b.ts_start, b.ts_end) for _, b in out] == [(13.0, 3, BASE, BASE + 2),
                                                                             (10.0, 1, BASE + 3, BASE + 3)]
-    [(_, rest)] = calc.flush()
+    [(_, rest)] = calc.flush().decode()
     assert (rest.volume, rest.trades) == (1.0, 1)
 
 

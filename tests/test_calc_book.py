@@ -89,7 +89,7 @@ def test_reset_clears_only_its_symbol_and_publishes_an_empty_book():
     rec["size"] = [5, 6, 7, 0]
     rec["ts_event"] = [1, 2, 3, 4]
     rec["flags"] = Flag.LAST
-    out = calc.on_batch(rec, np.array([0, 0, 1, 0], dtype=np.int32))
+    out = calc.on_batch(rec, np.array([0, 0, 1, 0], dtype=np.int32)).decode()
     assert [(t, p.bids, p.asks, p.ts_event) for t, p in out] == [
         ("book.ESZ4", [], [], 4), ("book.NQZ4", [(98.0, 7.0)], [], 3)]
 
@@ -108,9 +108,9 @@ def test_a_book_is_published_only_when_its_event_is_complete():
     rec["flags"] = [Flag.LAST, 0, Flag.LAST, Flag.LAST, 0]
     rec["ts_event"] = [1, 2, 2, 3, 4]
     sym = np.array([0, 0, 0, 1, 0], dtype=np.int32)
-    first = calc.on_batch(rec[:2], sym[:2])  # ends inside event 2: ESZ4 is mid-event
+    first = calc.on_batch(rec[:2], sym[:2]).decode()  # ends inside event 2: ESZ4 is mid-event
     assert first == []
-    second = calc.on_batch(rec[2:4], sym[2:4])  # completes it; NQZ4's one-record event too
+    second = calc.on_batch(rec[2:4], sym[2:4]).decode()  # completes it; NQZ4's one-record event too
     assert [(t, p.asks, p.ts_event) for t, p in second] == [
         ("book.ESZ4", [(101.0, 6.0), (102.0, 4.0)], 2), ("book.NQZ4", [], 3)]
-    assert calc.on_batch(rec[4:], sym[4:]) == []  # an event left open is held back, not published
+    assert calc.on_batch(rec[4:], sym[4:]).decode() == []  # an event left open is held back, not published

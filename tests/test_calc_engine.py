@@ -64,7 +64,7 @@ def test_output_order_is_bars_anomalies_vwap_sma_ema_books():
         rec(Kind.QUOTE, BASE + SEC, 10.0, price2=9.0),                 # A: crossed
         rec(Kind.TRADE, BASE + SEC + 1, 10.0),                         # A: closes its 1s and 2t bars
     ])
-    out = calc.on_batch(batch, np.array([1, 1, 0, 0], dtype=np.int32))
+    out = calc.on_batch(batch, np.array([1, 1, 0, 0], dtype=np.int32)).decode()
     assert [t for t, _ in out] == [
         "bar.1s.B", "bar.2t.B", "bar.1s.A", "bar.2t.A",
         "anomaly.B", "anomaly.A",
@@ -86,7 +86,7 @@ def test_bad_records_are_counted_skipped_and_logged_once(caplog):
     sym = np.zeros(len(batch), dtype=np.int32)
     sym[-3] = 7  # unknown local symbol index: a bad record too
     with caplog.at_level(logging.WARNING, logger="streamctl.calc"):
-        out = calc.on_batch(batch, sym)
+        out = calc.on_batch(batch, sym).decode()
         calc.on_batch(batch, sym)
     [(topic, bar)] = out[:1]
     assert (topic, bar.open, bar.close, bar.trades) == ("bar.2t.A", 5.0, 6.0, 2)
@@ -109,8 +109,8 @@ def test_state_grows_with_symbols_added_mid_stream():
         for s in np.unique(sym[a:a + 250]):  # symbols appear as the worker meets them
             calc.add_symbol(names[s])
         local = np.array([calc.add_symbol(names[s]) for s in sym[a:a + 250]], dtype=np.int32)
-        outs += calc.on_batch(records[a:a + 250], local)
-    outs += calc.flush()
+        outs += calc.on_batch(records[a:a + 250], local).decode()
+    outs += calc.flush().decode()
     got = defaultdict(list)
     for (topic, _), d in zip(outs, asdicts(outs), strict=True):
         got[topic].append(d)
@@ -121,9 +121,9 @@ def test_state_grows_with_symbols_added_mid_stream():
 def test_batches_of_any_layout_and_size():
     calc = CalculatorSet(CalculatorsConfig(bars=BarsConfig(ticks=[2])), src="t", live=False)
     calc.add_symbol("A")
-    assert calc.on_batch(np.zeros(0, dtype=RECORD_DTYPE), np.zeros(0, dtype=np.int32)) == []
+    assert calc.on_batch(np.zeros(0, dtype=RECORD_DTYPE), np.zeros(0, dtype=np.int32)).decode() == []
     batch = np.concatenate([rec(Kind.TRADE, BASE + i, 1.0 + i) for i in range(8)])
-    out = calc.on_batch(batch[::2], np.zeros(4, dtype=np.int64))  # strided view, int64 indices
+    out = calc.on_batch(batch[::2], np.zeros(4, dtype=np.int64)).decode()  # strided view, int64 indices
     assert [b.close for t, b in out if parse_topic(t).kind == "bar"] == [3.0, 7.0]
     with pytest.raises(TypeError, match="`records` must be a numpy array of RECORD_DTYPE"):
         calc.on_batch(np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int32))
@@ -139,17 +139,20 @@ def test_payloads_encode_to_plain_msgpack_maps_of_their_topic_kind():
     calc.add_symbol("BRK.B")
     batch = np.concatenate([rec(Kind.TRADE, BASE + i, p) for i, p in enumerate([10.0, 10.5, 10.0, 11.0])]
                            + [rec(Kind.BOOK, BASE + 9, 10.5, 2.0, side=Side.ASK)])
-    out = calc.on_batch(batch, np.zeros(len(batch), dtype=np.int32))
+    messages = calc.on_batch(batch, np.zeros(len(batch), dtype=np.int32))
     kinds = set()
-    for topic, payload in out:
+    seqs: dict[str, int] = {}
+    for topic, data in messages:
         kind, _, name = parse_topic(topic)
         kinds.add(kind)
-        assert name == "BRK.B" and isinstance(payload, PAYLOAD_TYPES[kind])
-        decoded = msgpack.unpackb(msgspec.msgpack.encode(payload))
-        assert decoded["symbol"] == "BRK.B" and decoded["seq"] == 0
-        assert msgspec.msgpack.decode(msgspec.msgpack.encode(payload), type=type(payload)) == payload  # typed
+        decoded = msgpack.unpackb(data)  # a stock decoder
+        seqs[topic] = seqs.get(topic, 0) + 1
+        assert name == "BRK.B" and decoded["symbol"] == "BRK.B"
+        assert decoded["seq"] == seqs[topic] and decoded["src"] == "t"  # numbered per topic, stamped
+        payload = msgspec.msgpack.decode(data, type=PAYLOAD_TYPES[kind])  # typed
+        assert msgspec.msgpack.encode(payload) == data
     assert kinds == {"bar", "anomaly", "vwap", "sma", "ema", "book"}
-    assert {p.rule for t, p in out if parse_topic(t).kind == "anomaly"} == {"zscore", "jump", "iqr"}
+    assert {p.rule for t, p in messages.decode() if parse_topic(t).kind == "anomaly"} == {"zscore", "jump", "iqr"}
 
 
 U128 = st.integers(min_value=0, max_value=(1 << 127) - 1)
@@ -192,5 +195,5 @@ def test_warm_up_compiles_every_kernel_and_read_only_batches_work():
     sym = np.zeros(4, dtype=np.int32)
     batch.flags.writeable = False
     sym.flags.writeable = False
-    out = calc.on_batch(batch, sym)
+    out = calc.on_batch(batch, sym).decode()
     assert [b.close for t, b in out if parse_topic(t).kind == "bar"] == [2.0, 4.0]

@@ -50,7 +50,8 @@ def _void(trade: np.ndarray, kind: Kind, *, price: int = 0, size: float = 0.0, n
 
 
 def _bars(out, prefix: str = "bar.") -> list[dict]:
-    return [msgspec.structs.asdict(p) | {"topic": t} for t, p in out if t.startswith(prefix)]
+    """Bar fields by topic, numbering (``seq``, ``src``) aside: a revision is a later message."""
+    return [msgspec.structs.asdict(p) | {"topic": t, "seq": 0, "src": ""} for t, p in out if t.startswith(prefix)]
 
 
 def _key(bar: dict) -> tuple:
@@ -61,8 +62,8 @@ def _run(records: np.ndarray, sym: np.ndarray, cuts: list[int], **bars) -> tuple
     calc = _calc(**bars)
     out: list = []
     for a, b in zip([0, *cuts], [*cuts, len(records)], strict=True):
-        out += calc.on_batch(records[a:b], sym[a:b])
-    out += calc.flush()
+        out += calc.on_batch(records[a:b], sym[a:b]).decode()
+    out += calc.flush().decode()
     return calc, out
 
 

@@ -130,7 +130,7 @@ def test_crossed_and_locked_quotes_are_flagged_in_record_order():
     calc = CalculatorSet(config(), src="t", live=False)
     calc.add_symbol("AAPL")
     batch = np.concatenate([quote(1, 10.0, 10.01), quote(2, 10.02, 10.01), quote(3, 10.01, 10.01)])
-    out = calc.on_batch(batch, np.zeros(3, dtype=np.int32))
+    out = calc.on_batch(batch, np.zeros(3, dtype=np.int32)).decode()
     assert [(t, p.rule, p.value, p.price, p.ts_event) for t, p in out] == [
         ("anomaly.AAPL", "crossed", (10_020_000_000 - 10_010_000_000) / 1e9, 10.02, 2),
         ("anomaly.AAPL", "locked", 0.0, 10.01, 3)]
@@ -150,7 +150,7 @@ def test_zscore_is_exact_for_large_prices_and_stays_quiet_on_a_flat_window():
     batch["price"] = [round(p * 1e9) for p in prices]
     batch["size"] = 1.0
     batch["kind"] = Kind.TRADE
-    out = calc.on_batch(batch, np.zeros(len(prices), dtype=np.int32))
+    out = calc.on_batch(batch, np.zeros(len(prices), dtype=np.int32)).decode()
     got = [(p.ts_event, p.value) for _, p in out if isinstance(p, Anomaly)]
     df = frame(batch, np.zeros(len(prices), dtype=np.int32))
     assert got == [(int(batch["ts_event"][row]), z) for row, z in ref_zscore(df, 4, 1.0)]
@@ -174,7 +174,7 @@ def trades(prices: list[float]) -> np.ndarray:
 def test_zscore_checks_from_the_first_full_window(prices, flagged):
     calc = CalculatorSet(config(window=4, threshold=3.0, jump=None, sma=(), ema=()), src="t", live=False)
     calc.add_symbol("AAPL")
-    out = calc.on_batch(trades(prices), np.zeros(len(prices), dtype=np.int32))
+    out = calc.on_batch(trades(prices), np.zeros(len(prices), dtype=np.int32)).decode()
     assert [p.ts_event for _, p in out if isinstance(p, Anomaly)] == flagged
 
 
@@ -230,13 +230,13 @@ def test_iqr_fences_and_warm_up(window, prices, flagged):
     """k 2: after 10.00..10.03 (window 4), Q1 = 10.0075 and Q3 = 10.0225, so the fences are
     [9.9775, 10.0525]."""
     calc = iqr_calc(window, 2.0)
-    out = calc.on_batch(trades(prices), np.zeros(len(prices), dtype=np.int32))
+    out = calc.on_batch(trades(prices), np.zeros(len(prices), dtype=np.int32)).decode()
     assert [p.ts_event for _, p in out if isinstance(p, Anomaly)] == flagged
 
 
 def test_iqr_payload_names_the_fences():
     calc = iqr_calc(4, 1.5)
-    out = calc.on_batch(trades([10.0, 10.01, 10.02, 10.03, 11.0]), np.zeros(5, dtype=np.int32))
+    out = calc.on_batch(trades([10.0, 10.01, 10.02, 10.03, 11.0]), np.zeros(5, dtype=np.int32)).decode()
     (topic, anomaly), = [(t, p) for t, p in out if isinstance(p, Anomaly)]
     q1, q3 = np.quantile(np.array([10_000_000_000, 10_010_000_000, 10_020_000_000, 10_030_000_000]), [0.25, 0.75])
     assert (topic, anomaly.rule, anomaly.price, anomaly.threshold, anomaly.ts_event) == (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamctl.bus.messages import MessageWriter
 from streamctl.bus.wire import Anomaly, topic
 from streamctl.process.calc import trade_kernels
 from streamctl.process.calc.batch import PRICE, PRICE2, TS_EVENT, TS_RECV
@@ -58,7 +59,7 @@ class AnomalyBuilder:
             ts_event=ev, ts_recv=recv)
 
     def build(self, anomaly_int: np.ndarray, anomaly_float: np.ndarray, rows_int: np.ndarray, sym: np.ndarray,
-              quotes: np.ndarray, out: list) -> None:
+              quotes: np.ndarray, out: MessageWriter) -> None:
         """Append payloads for trade rows (`anomaly_int`/`anomaly_float`) and flagged quote rows
         (`quotes`), merged in record order."""
         items: list[tuple[int, int, tuple[str, Anomaly]]] = []
@@ -82,4 +83,5 @@ class AnomalyBuilder:
             # Record order; on one trade the rule numbers (z-score 0, jump 1, IQR 4) keep the
             # kernel's order.
             items.sort(key=lambda item: (item[0], item[1]))
-        out.extend(item[2] for item in items)
+        for _, _, (text, anomaly) in items:
+            out.add(text, anomaly)

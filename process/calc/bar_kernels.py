@@ -43,7 +43,7 @@ NO_WATERMARK = np.int64(np.iinfo(np.int64).min)
 """`B_WM` before any bar of the spec closed."""
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _write_row(out_int, out_float, row, s, k, start, end, open_, high, low, close, trades, ev, recv, n_empty,
                volume, vwap):
     """One output row: a closed bar of symbol `s`, spec `k` (or a run of `n_empty` empty bars)."""
@@ -63,7 +63,7 @@ def _write_row(out_int, out_float, row, s, k, start, end, open_, high, low, clos
     out_float[row, OF_VWAP] = vwap
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _emit(bar_int, bar_float, out_int, out_float, row, s, k, ts_end):
     """Write the open bar of (`s`, `k`) as output row `row`, ending at `ts_end`, and close it."""
     bar = bar_int[s, k]  # this (symbol, spec)'s state columns
@@ -73,7 +73,7 @@ def _emit(bar_int, bar_float, out_int, out_float, row, s, k, ts_end):
     bar[B_TRADES] = 0
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _apply(bar_int, bar_float, s, k, price, size, notional, ev, recv):
     if bar_int[s, k, B_TRADES] == 0:
         bar_int[s, k, B_OPEN] = price
@@ -94,7 +94,7 @@ def _apply(bar_int, bar_float, s, k, price, size, notional, ev, recv):
     bar_int[s, k, B_LAST_RECV] = recv
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int, spec_float, emit_empty,
                 max_empty, bar_int, bar_float, out_int, out_float, late_by_spec, counts, late_mask):
     """Apply `n_trades` trades (row indices `trades`) to every bar spec; return rows written.
@@ -175,7 +175,7 @@ def update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int
     return row
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def close_due(nsym, spec_kind, spec_int, delay, clock, bar_int, bar_float, out_int, out_float):
     """Live: close every open time bar whose ``end + delay <= clock[s]`` (its symbol's clock);
     rows by symbol, then spec."""
@@ -192,7 +192,7 @@ def close_due(nsym, spec_kind, spec_int, delay, clock, bar_int, bar_float, out_i
     return row
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def flush_bars(nsym, spec_kind, spec_int, bar_int, bar_float, out_int, out_float):
     """Close every open bar (clean stop); rows by symbol, then spec.
 

@@ -1,7 +1,7 @@
 """Bars of every kind (time, tick, volume, dollar) for all symbols: state, specs and payloads.
 
 The state machines are in `bar_kernels`; this module turns `BarsConfig` into specs, owns the
-per-symbol state arrays and the output buffer, and turns output rows into `Bar` payloads.
+per-symbol state arrays and the output buffer, and writes output rows as `Bar` payloads (`encode`).
 Spec order (also the order of bars closed by one trade): time intervals in config order,
 then tick, volume and dollar bars in config order.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from streamctl.bus.wire import Bar, topic
+from streamctl.bus.messages import MessageWriter
+from streamctl.bus.wire import topic
 from streamctl.process.calc import bar_kernels
+from streamctl.process.calc.encode import Producer, Strings, write_bars
 from streamctl.process.calc.settings import BarsConfig, parse_interval
 from streamctl.process.calc.state import SymbolArrays
 
@@ -62,9 +64,11 @@ def bar_specs(config: BarsConfig) -> list[BarSpec]:
 class BarCalc:
     """All bar series of all symbols. ``update`` per batch, ``close_due`` live, ``flush`` at stop."""
 
-    def __init__(self, config: BarsConfig, capacity: int):
+    def __init__(self, config: BarsConfig, capacity: int, producer: Producer):
         self.specs = bar_specs(config)
         self.labels = [spec.label for spec in self.specs]
+        self._producer = producer
+        self._label_strings = Strings([msgspec.msgpack.encode(label) for label in self.labels])
         self._spec_kind = np.array([s.kind for s in self.specs], dtype=np.int64)
         self._spec_int = np.array(  # time bars: the width in ns
             [int(s.param) * _NS if s.kind == bar_kernels.TIME else int(s.param) for s in self.specs],
@@ -78,6 +82,8 @@ class BarCalc:
         self.state.add("bar_int", (n, bar_kernels.NB_I), np.int64, 0)
         self.state["bar_int"][:, :, bar_kernels.B_WM] = bar_kernels.NO_WATERMARK
         self.state.add("bar_float", (n, bar_kernels.NB_F), np.float64, 0.0)
+        self.state.add("tid", (n,), np.int64, -1)
+        """Per (symbol, spec): the topic id in the producer's topic table."""
         self._topics: list[list[str]] = [[] for _ in self.specs]
         self._symbols: list[str] = []
         self._out_int = np.zeros((0, bar_kernels.NO_I), dtype=np.int64)
@@ -97,9 +103,11 @@ class BarCalc:
         self.state["bar_int"][old:, :, bar_kernels.B_WM] = bar_kernels.NO_WATERMARK
 
     def add_symbol(self, symbol: str) -> None:
+        s = len(self._symbols)
         self._symbols.append(symbol)
-        for topics, label in zip(self._topics, self.labels, strict=True):
+        for k, (topics, label) in enumerate(zip(self._topics, self.labels, strict=True)):
             topics.append(topic("bar", symbol, label))
+            self.state["tid"][s, k] = self._producer.topics.id(topics[-1])
 
     def _room(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self._out_int) < rows:
@@ -108,20 +116,21 @@ class BarCalc:
             self._out_float = np.zeros((size, bar_kernels.NO_F), dtype=np.float64)
         return self._out_int, self._out_float
 
-    def update(self, rows_int, rows_float, sym, trades: np.ndarray, n_trades: int, out: list) -> None:
-        """Apply a batch's valid trades; append closed bars to `out` as (topic, Bar)."""
+    def update(self, rows_int, rows_float, sym, trades: np.ndarray, n_trades: int, out: MessageWriter) -> None:
+        """Apply a batch's valid trades; write the bars it closed to `out`."""
         if not self.specs or n_trades == 0:
             return
         out_int, out_float = self._room(2 * n_trades * len(self.specs))
         if len(self.late_mask) < n_trades:
             self.late_mask = np.zeros(max(n_trades, 2 * len(self.late_mask)), dtype=np.int64)
+        empty_before = int(self.counts[1])
         rows = bar_kernels.update_bars(
             rows_int, rows_float, sym, trades, n_trades, self._spec_kind, self._spec_int, self._spec_float,
             self._emit_empty, self._max_empty, self.state["bar_int"], self.state["bar_float"],
             out_int, out_float, self.late_by_spec, self.counts, self.late_mask)
-        self._payloads(rows, out)
+        self._payloads(rows, out, int(self.counts[1]) - empty_before)
 
-    def close_due(self, clock: np.ndarray, out: list) -> None:
+    def close_due(self, clock: np.ndarray, out: MessageWriter) -> None:
         """Close the time bars whose end + close_delay their symbol's clock (`clock[s]`, ns) has passed."""
         nsym = len(self._symbols)
         if not self.specs or nsym == 0:
@@ -131,7 +140,7 @@ class BarCalc:
                                      self.state["bar_int"], self.state["bar_float"], out_int, out_float)
         self._payloads(rows, out)
 
-    def flush(self, out: list) -> None:
+    def flush(self, out: MessageWriter) -> None:
         """Close every open bar (partial bars: see `bar_kernels.flush_bars`)."""
         nsym = len(self._symbols)
         if not self.specs or nsym == 0:
@@ -156,24 +165,6 @@ class BarCalc:
     def symbol(self, s: int) -> str:
         return self._symbols[s]
 
-    def _payloads(self, rows: int, out: list) -> None:
-        if rows == 0:
-            return
-        symbols, labels, topics, widths = self._symbols, self.labels, self._topics, self._spec_int
-        floats = self._out_float[:rows].tolist()
-        for row, (volume, vwap) in zip(self._out_int[:rows].tolist(), floats, strict=True):
-            s, k, start, end, open_, high, low, close, trades, ev, recv, empty = row
-            if empty == 0:
-                out.append((topics[k][s], Bar(
-                    symbol=symbols[s], interval=labels[k], ts_start=start, ts_end=end,
-                    open=open_ / 1e9, high=high / 1e9, low=low / 1e9, close=close / 1e9,
-                    volume=volume, trades=trades, vwap=vwap, ts_event=ev, ts_recv=recv)))
-                continue
-            width = int(widths[k])
-            price = close / 1e9
-            for e in range(empty):
-                begin = start + e * width
-                out.append((topics[k][s], Bar(
-                    symbol=symbols[s], interval=labels[k], ts_start=begin, ts_end=begin + width,
-                    open=price, high=price, low=price, close=price,
-                    volume=0.0, trades=0, vwap=price, ts_event=ev, ts_recv=recv)))
+    def _payloads(self, rows: int, out: MessageWriter, empty: int = 0) -> None:
+        write_bars(out, self._producer, self._label_strings, self._out_int, self._out_float, rows,
+                   self.state["tid"], self._spec_int, empty)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from streamctl.bus.messages import MessageWriter
 from streamctl.bus.wire import Book, topic
 from streamctl.process.calc.batch import (
     FLAGS_SHIFT,
@@ -42,7 +43,7 @@ _INITIAL_LEVELS = 64
 BAD_BOOK, MISSING_LEVEL = 0, 1
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def apply_book(rows_int, rows_float, sym, nsym, start, keys, sizes, count, changed, mid_event, last, counts):
     """Apply BOOK/RESET records from row `start`; return the row it stopped at.
 
@@ -131,7 +132,7 @@ class BookCalc:
         """Current level capacity per side."""
         return self.state["keys"].shape[2]
 
-    def update(self, rows_int, rows_float, sym, out: list) -> None:
+    def update(self, rows_int, rows_float, sym, out: MessageWriter) -> None:
         """Apply the batch's BOOK/RESET records; append one Book per changed symbol whose event
         is complete to `out`."""
         st = self.state
@@ -155,5 +156,5 @@ class BookCalc:
                 prices = ((-keys if d == 0 else keys) / 1e9).tolist()
                 books.append(list(zip(prices, st["sizes"][s, d, :n].tolist(), strict=True)))
             ev, recv = st["last"][s].tolist()
-            out.append((self._topics[s], Book(symbol=self._symbols[s], depth=depth, bids=books[0], asks=books[1],
-                                              ts_event=ev, ts_recv=recv)))
+            out.add(self._topics[s], Book(symbol=self._symbols[s], depth=depth, bids=books[0], asks=books[1],
+                                          ts_event=ev, ts_recv=recv))

@@ -2,7 +2,8 @@
 
 The worker loop calls `on_batch` with a record batch and a dense local symbol index per
 record; the set runs numba kernels over the whole batch (per-symbol state in numpy arrays,
-no Python object per tick) and returns ``(topic, payload)`` pairs in this order:
+no Python object per tick) and returns its payloads as one `Messages` batch (encoded, numbered
+per topic and stamped with ``src``: `encode`, `streamctl.bus.messages`) in this order:
 
 1. bars, in the order they closed (by record, then spec order: time intervals, tick, volume,
    dollar bars, each in config order; a gap's empty bars right after the bar before them);
@@ -19,9 +20,9 @@ from __future__ import annotations
 
 import logging
 
-import msgspec
 import numpy as np
 
+from streamctl.bus.messages import Messages, MessageWriter, Topics
 from streamctl.process.calc import trade_kernels
 from streamctl.process.calc.anomalies import AnomalyBuilder
 from streamctl.process.calc.bar_kernels import TIME
@@ -35,9 +36,11 @@ from streamctl.process.calc.batch import (
     SIZE,
     TS_EVENT,
     columns,
+    max_kind,
     select,
 )
 from streamctl.process.calc.book import BookCalc
+from streamctl.process.calc.encode import Producer
 from streamctl.process.calc.indicators import TradeCalc
 from streamctl.process.calc.revisions import Revisions
 from streamctl.process.calc.settings import CalculatorsConfig
@@ -52,7 +55,6 @@ _BAD_TRADES = COUNT_NAMES.index("bad_trades")
 _BAD_RECORDS = COUNT_NAMES.index("bad_records")
 _NO_ROWS = (np.zeros((0, trade_kernels.NA_I), dtype=np.int64),
             np.zeros((0, trade_kernels.NA_F), dtype=np.float64))
-Output = list[tuple[str, msgspec.Struct]]
 
 
 class CalculatorSet:
@@ -63,7 +65,8 @@ class CalculatorSet:
     config
         The plant's `CalculatorsConfig`.
     src
-        The worker's name (for log messages; payloads' ``src`` is stamped by the publisher).
+        The worker's name: every payload's ``src`` (and in log messages). The set numbers its
+        messages per topic (``seq``, in `topics`), so a publisher sends them as they are.
     live
         Whether `on_clock` closes time bars by the feeds' clocks (replay: bars close on trades
         and at `flush` only).
@@ -82,9 +85,10 @@ class CalculatorSet:
         self._capacity = _INITIAL_SYMBOLS
         self._symbols: list[str] = []
         self._index: dict[str, int] = {}
-        self._bars = BarCalc(config.bars, self._capacity)
+        self._producer = Producer(src)
+        self._bars = BarCalc(config.bars, self._capacity, self._producer)
         self._revisions = Revisions(self._bars, config.bars.correction_window)
-        self._trades = TradeCalc(config, self._capacity)
+        self._trades = TradeCalc(config, self._capacity, self._producer)
         self._book = BookCalc(config.book, self._capacity) if config.book is not None else None
         self._check_quotes = bool(config.anomalies is not None and config.anomalies.crossed_quotes)
         self._anomalies = AnomalyBuilder(config.anomalies)
@@ -115,6 +119,11 @@ class CalculatorSet:
         self.counters: dict[str, int] = dict(zip(names, array.tolist(), strict=False))
 
     @property
+    def topics(self) -> Topics:
+        """The topic table numbering this set's messages (the last ``seq`` of each topic)."""
+        return self._producer.topics
+
+    @property
     def symbols(self) -> list[str]:
         """Symbols by local index."""
         return list(self._symbols)
@@ -132,6 +141,7 @@ class CalculatorSet:
             for calc in (self._bars, self._trades, self._book):
                 if calc is not None:
                     calc.resize(self._capacity)
+        self._producer.add_symbol(symbol)
         for part in (self._bars, self._trades, self._book, self._anomalies):
             if part is not None:
                 part.add_symbol(symbol)
@@ -139,11 +149,11 @@ class CalculatorSet:
         self._index[symbol] = index
         return index
 
-    def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Output:
-        """Run every calculator over one batch; return ``(topic, payload)`` pairs (see module doc)."""
+    def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Messages:
+        """Run every calculator over one batch; return its messages (see module doc)."""
         rows_int, rows_float = columns(records)
         voids: tuple[np.ndarray, np.ndarray] | None = None
-        if len(records) and int(records["kind"].max()) >= Kind.CORRECTION:  # rare: a vendor voided trades
+        if len(records) and max_kind(rows_int) >= Kind.CORRECTION:  # rare: a vendor voided trades
             if len(sym_idx) != len(records):
                 raise ValueError(f"`sym_idx` must have one entry per record ({len(records)}); was {len(sym_idx)}")
             records, sym_idx, voids = _split_voids(records, np.asarray(sym_idx))
@@ -154,10 +164,10 @@ class CalculatorSet:
         n = len(rows_int)
         if len(sym) != n:
             raise ValueError(f"`sym_idx` must have one entry per record ({n}); was {len(sym)}")
-        out: Output = []
+        out = self._producer.writer()
         if n == 0:
             self._revise(voids, out)
-            return out
+            return self._producer.finish(out)
         if len(self._trade_rows) < n:
             self._trade_rows = np.zeros(max(n, 2 * len(self._trade_rows)), dtype=np.int64)
             self._quote_rows = np.zeros(len(self._trade_rows), dtype=np.int64)
@@ -186,9 +196,9 @@ class CalculatorSet:
         if n_bad:
             self._warn_bad(rows_int, rows_float, sym)
         self._revise(voids, out)
-        return out
+        return self._producer.finish(out)
 
-    def _revise(self, voids: tuple[np.ndarray, np.ndarray] | None, out: Output) -> None:
+    def _revise(self, voids: tuple[np.ndarray, np.ndarray] | None, out: MessageWriter) -> None:
         """Apply a batch's CORRECTION and CANCEL records after its trades; revised bars go last."""
         if voids is None:
             return
@@ -211,15 +221,15 @@ class CalculatorSet:
             self._warned.add(key)
             log.warning(message, self.src, *args)
 
-    def on_clock(self, clock_ns: int | np.ndarray) -> Output:
+    def on_clock(self, clock_ns: int | np.ndarray) -> Messages:
         """Live only: close the time bars whose end + ``close_delay`` <= their symbol's clock.
 
         `clock_ns` is one time for every symbol, or one per local symbol index (the worker
         passes each symbol its feed's clock: ``docs/calculators.md``, "Bar timing").
         """
-        out: Output = []
+        out = self._producer.writer()
         if not self.live:
-            return out
+            return self._producer.finish(out)
         n = len(self._symbols)
         if np.ndim(clock_ns) == 0:
             clock = np.full(n, int(clock_ns), dtype=np.int64)
@@ -228,13 +238,13 @@ class CalculatorSet:
             if len(clock) != n:
                 raise ValueError(f"`clock_ns` must have one entry per symbol ({n}); was {len(clock)}")
         self._bars.close_due(clock, out)
-        return out
+        return self._producer.finish(out)
 
-    def flush(self) -> Output:
+    def flush(self) -> Messages:
         """Close every open bar (a clean stop); partial time bars end at their last trade + 1 ns."""
-        out: Output = []
+        out = self._producer.writer()
         self._bars.flush(out)
-        return out
+        return self._producer.finish(out)
 
     # ------------------------------------------------------------------ internals
 

@@ -1,8 +1,8 @@
 """Trade-driven series for all symbols: session and rolling VWAP, SMA, EMA, z-score, jump and IQR rules.
 
 The recurrences are in `trade_kernels`; this module owns their per-symbol state and parameters,
-and turns a batch's results into payloads, each the value after the symbol's last trade of the
-batch: one `Vwap` per symbol with trades in the batch (ascending local index), then for each
+and writes a batch's results as payloads (`encode`), each the value after the symbol's last
+trade of the batch: one `Vwap` per symbol with trades in the batch (ascending local index), then for each
 SMA window in config order one `Indicator` per such symbol whose window is full, then for each
 EMA span one `Indicator` per such symbol.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamctl.bus.wire import Indicator, Vwap, topic
+from streamctl.bus.messages import MessageWriter
+from streamctl.bus.wire import topic
 from streamctl.process.calc import trade_kernels
+from streamctl.process.calc.encode import Producer, write_series
 from streamctl.process.calc.session_clock import SessionClock
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.calc.state import SymbolArrays
@@ -28,7 +30,8 @@ def zscore_price_limit(window: int) -> int:
 class TradeCalc:
     """Trade-driven state of all symbols, updated per batch with `update`."""
 
-    def __init__(self, config: CalculatorsConfig, capacity: int):
+    def __init__(self, config: CalculatorsConfig, capacity: int, producer: Producer):
+        self._producer = producer
         vwap, anomalies = config.vwap, config.anomalies
         zscore = anomalies.zscore if anomalies is not None else None
         jump = anomalies.jump_pct if anomalies is not None else None
@@ -67,6 +70,10 @@ class TradeCalc:
         st.add("sma", (len(self.sma_windows),), np.int64, 0)
         st.add("ema", (len(self.ema_spans),), np.float64, 0.0)
         st.add("iqr_sorted", (iqr.window if iqr else 0,), np.int64, 0)
+        # Topic ids in the producer's topic table, per symbol: its Vwap (no column without
+        # VWAP), then each SMA window's and each EMA span's Indicator (`encode.pack_series`).
+        self._spans = np.array([*self.sma_windows, *self.ema_spans], dtype=np.int64)
+        st.add("tid", ((vwap is not None) + len(self._spans),), np.int64, -1)
         self._init_rows(0)
         self._stamp = 0
         self._n_touched = 0
@@ -79,10 +86,7 @@ class TradeCalc:
         self._anomaly_float = np.zeros((0, trade_kernels.NA_F), dtype=np.float64)
         self.counts = np.zeros(1, dtype=np.int64)
         """[symbols whose z-score was disabled]"""
-        self._symbols: list[str] = []
-        self._vwap_topics: list[str] = []
-        self._sma_topics: list[list[str]] = [[] for _ in self.sma_windows]
-        self._ema_topics: list[list[str]] = [[] for _ in self.ema_spans]
+        self._n_symbols = 0
 
     def _init_rows(self, first: int) -> None:
         state_int = self.state["state_int"]
@@ -104,12 +108,11 @@ class TradeCalc:
         self._values_float = np.zeros((capacity, columns), dtype=np.float64)
 
     def add_symbol(self, symbol: str) -> None:
-        self._symbols.append(symbol)
-        self._vwap_topics.append(topic("vwap", symbol))
-        for topics, n in zip(self._sma_topics, self.sma_windows, strict=True):
-            topics.append(topic("sma", symbol, n))
-        for topics, n in zip(self._ema_topics, self.ema_spans, strict=True):
-            topics.append(topic("ema", symbol, n))
+        s = self._n_symbols
+        self._n_symbols += 1
+        names = [topic("vwap", symbol)] if self.clock is not None else []
+        names += [topic("sma", symbol, n) for n in self.sma_windows] + [topic("ema", symbol, n) for n in self.ema_spans]
+        self.state["tid"][s] = [self._producer.topics.id(name) for name in names]
 
     def update(self, rows_int, rows_float, sym, trades, n_trades: int, tmin: int,
                tmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,30 +139,11 @@ class TradeCalc:
         self._n_touched = n_touch if self._publishes else 0
         return self._anomaly_int[:n_anomalies], self._anomaly_float[:n_anomalies]
 
-    def publish(self, out: list) -> None:
-        """Append the last batch's Vwap and Indicator payloads to `out` (see module doc)."""
+    def publish(self, out: MessageWriter) -> None:
+        """Write the last batch's Vwap and Indicator payloads to `out` (see module doc)."""
         n = self._n_touched
         if not n:
             return
         self._n_touched = 0
-        rows = self._values_int[:n].tolist()
-        values = self._values_float[:n].tolist()
-        names = self._symbols
-        if self.clock is not None:
-            topics = self._vwap_topics
-            window = self.vwap_window
-            out += [(topics[s], Vwap(symbol=names[s], ts_event=ev, ts_recv=recv, session_start=start,
-                                     session_vwap=v[0], session_volume=v[1], rolling_vwap=v[2], window=window))
-                    for (s, ev, recv, start, _), v in zip(rows, values, strict=True)]
-        for k, n in enumerate(self.sma_windows):
-            topics = self._sma_topics[k]
-            col = 3 + k
-            out += [(topics[s], Indicator(symbol=names[s], name="sma", window=n, value=v[col], ts_event=ev,
-                                          ts_recv=recv))
-                    for (s, ev, recv, _, count), v in zip(rows, values, strict=True) if count >= n]
-        for k, n in enumerate(self.ema_spans):
-            topics = self._ema_topics[k]
-            col = 3 + len(self.sma_windows) + k
-            out += [(topics[s], Indicator(symbol=names[s], name="ema", window=n, value=v[col], ts_event=ev,
-                                          ts_recv=recv))
-                    for (s, ev, recv, _, _), v in zip(rows, values, strict=True)]
+        write_series(out, self._producer, self._values_int, self._values_float, n, self.state["tid"],
+                     self.clock is not None, self.vwap_window, self._spans, len(self.sma_windows))

@@ -13,15 +13,18 @@ bar a file without that trade gives):
 Tick, volume and dollar bars, VWAPs and indicators are not revised (a voided trade would move
 every later boundary of a tick bar). A correction whose trade is not in the ring, or whose bar
 has lost trades to the ring's wrap, is counted in ``corrections_unmatched`` and logged once.
-Corrections are rare: this path is plain numpy, run per correction record.
+Corrections are rare: applying one is plain numpy, run per correction record. Remembering every
+trade is not: that is one compiled pass per batch (`_record`).
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
+from streamctl.bus.messages import MessageWriter
 from streamctl.bus.wire import Bar
 from streamctl.process.calc import bar_kernels as bk
 from streamctl.process.calc.bars import BarCalc
@@ -49,34 +52,24 @@ class Revisions:
         """Per symbol: the latest event time of a trade the ring has dropped."""
         self._revision: dict[tuple[int, int, int], int] = {}
         self.counts = {"corrections": 0, "corrections_unmatched": 0}
+        self._on = capacity > 0 and any(k == bk.TIME for k in bars.spec_kinds.tolist())
 
     def __bool__(self) -> bool:
-        return self._cap > 0 and any(k == bk.TIME for k in self._bars.spec_kinds.tolist())
+        return self._on
 
     def record(self, rows_int: np.ndarray, rows_float: np.ndarray, sym: np.ndarray, trades: np.ndarray,
                late_mask: np.ndarray) -> None:
         """Remember a batch's valid trades (row indices `trades`) and their late bits."""
         n = len(trades)
-        if not n or not self:
+        if not n or not self._on:
             return
-        if n > self._cap:  # only the newest fit
-            lost = trades[: n - self._cap]
-            self._evict(sym[lost], rows_int[lost, TS_EVENT])
-            trades, late_mask, n = trades[n - self._cap:], late_mask[n - self._cap:], self._cap
-        at = (self._next + np.arange(n)) % self._cap
-        if self._next + n > self._cap:
-            old = at[: min(n, self._next + n - self._cap)]
-            self._evict(self.sym[old], self.ts[old])
-        self.sym[at] = sym[trades]
-        self.tid[at] = rows_int[trades, SEQUENCE].view(np.uint64)
-        self.ts[at] = rows_int[trades, TS_EVENT]
-        self.recv[at] = rows_int[trades, TS_RECV]
-        self.price[at] = rows_int[trades, PRICE]
-        self.size[at] = rows_float[trades, SIZE]
-        self.late[at] = late_mask
+        if len(self._evicted) < self._bars.state.capacity:  # every symbol index of the batch fits
+            self.resize(self._bars.state.capacity)
+        _record(rows_int, rows_float, sym, trades, late_mask, self._next, self._cap, self.sym, self.tid, self.ts,
+                self.recv, self.price, self.size, self.late, self._evicted)
         self._next += n
 
-    def apply(self, kind: int, s: int, row_int: np.ndarray, row_float: np.ndarray, out: list) -> bool:
+    def apply(self, kind: int, s: int, row_int: np.ndarray, row_float: np.ndarray, out: MessageWriter) -> bool:
         """One CORRECTION or CANCEL of symbol `s`; appends revised bars to `out`. False if unmatched."""
         held = min(self._next, self._cap)
         order = (self._next - held + np.arange(held)) % self._cap  # oldest first
@@ -109,8 +102,7 @@ class Revisions:
             elif start + width <= state_i[s, k, bk.B_WM]:
                 key = (s, k, start)
                 self._revision[key] = self._revision.get(key, 0) + 1
-                out.append((self._bars.topic(s, k), self._payload(s, k, start, start + width, bar,
-                                                                  self._revision[key])))
+                out.add(self._bars.topic(s, k), self._payload(s, k, start, start + width, bar, self._revision[key]))
         self.counts["corrections"] += 1
         return True
 
@@ -121,11 +113,6 @@ class Revisions:
             self._evicted = grown
 
     # ---- internals
-    def _evict(self, sym: np.ndarray, ts: np.ndarray) -> None:
-        if len(sym):
-            self.resize(int(sym.max()) + 1)
-            np.maximum.at(self._evicted, sym, ts)
-
     def _rebuild(self, order: np.ndarray, s: int, k: int, start: int, end: int) -> dict:
         """The bar of (s, k) over [start, end) from the ring's trades, in arrival order."""
         rows = order[(self.sym[order] == s) & (self.ts[order] >= start) & (self.ts[order] < end)
@@ -162,3 +149,27 @@ class Revisions:
                    high=bar["high"] / 1e9, low=bar["low"] / 1e9, close=bar["close"] / 1e9, volume=bar["volume"],
                    trades=bar["trades"], vwap=bar["notional"] / bar["volume"], ts_event=bar["ev"],
                    ts_recv=bar["recv"], revision=revision)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _record(rows_int, rows_float, sym, trades, late_mask, first, cap, r_sym, r_tid, r_ts, r_recv, r_price, r_size,
+            r_late, evicted):
+    """Write trades ``trades[j]`` at ring positions ``first + j`` (mod `cap`); a trade pushed out of
+    the ring raises its symbol's ``evicted`` time (a bar holding it can no longer be rebuilt)."""
+    at = first % cap
+    for j in range(trades.shape[0]):
+        if first + j >= cap:
+            old = r_sym[at]
+            if r_ts[at] > evicted[old]:
+                evicted[old] = r_ts[at]
+        i = trades[j]
+        r_sym[at] = sym[i]
+        r_tid[at] = rows_int[i, SEQUENCE]
+        r_ts[at] = rows_int[i, TS_EVENT]
+        r_recv[at] = rows_int[i, TS_RECV]
+        r_price[at] = rows_int[i, PRICE]
+        r_size[at] = rows_float[i, SIZE]
+        r_late[at] = late_mask[j]
+        at += 1
+        if at == cap:
+            at = 0

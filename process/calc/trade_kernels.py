@@ -85,7 +85,7 @@ _SHIFTS = (np.uint64(32), np.uint64(16), np.uint64(8), np.uint64(4), np.uint64(2
 _POW2 = np.array([2.0**k for k in range(65)])  # exact powers of two
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def mul64(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
     """Full product of two uint64 as ``(hi, lo)``."""
     a_lo = a & _M32
@@ -102,7 +102,7 @@ def mul64(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
     return hi, lo
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def add128(ah: np.uint64, al: np.uint64, bh: np.uint64, bl: np.uint64) -> tuple[np.uint64, np.uint64]:
     """``a + b`` (no overflow past 128 bits)."""
     lo = al + bl
@@ -110,21 +110,21 @@ def add128(ah: np.uint64, al: np.uint64, bh: np.uint64, bl: np.uint64) -> tuple[
     return ah + bh + carry, lo
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def sub128(ah: np.uint64, al: np.uint64, bh: np.uint64, bl: np.uint64) -> tuple[np.uint64, np.uint64]:
     """``a - b`` for ``a >= b``."""
     borrow = _ONE if al < bl else _ZERO
     return ah - bh - borrow, al - bl
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def mul128_64(ah: np.uint64, al: np.uint64, w: np.uint64) -> tuple[np.uint64, np.uint64]:
     """``a * w`` (the product must fit in 128 bits)."""
     carry, lo = mul64(al, w)
     return ah * w + carry, lo
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _bit_length(x: np.uint64) -> np.uint64:
     n = _ZERO
     for shift in _SHIFTS:
@@ -134,7 +134,7 @@ def _bit_length(x: np.uint64) -> np.uint64:
     return n + x  # x is 0 or 1 here
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def to_float(hi: np.uint64, lo: np.uint64) -> float:
     """The float nearest to ``hi * 2**64 + lo`` (ties to even)."""
     if hi == _ZERO:
@@ -157,7 +157,7 @@ def to_float(hi: np.uint64, lo: np.uint64) -> float:
 # (Binary searches for both places plus a copy loop measured ~20% slower on price walks.)
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _sorted_insert(window, count, price):
     """Insert `price` into the sorted first `count` entries of `window` (room for one more)."""
     k = count
@@ -167,7 +167,7 @@ def _sorted_insert(window, count, price):
     window[k] = price
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _sorted_replace(window, old, price):
     """Replace an entry equal to `old` in the sorted `window` by `price`, keeping it sorted."""
     k = np.searchsorted(window, old)
@@ -180,7 +180,7 @@ def _sorted_replace(window, old, price):
     window[k] = price
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _quantile(window, index, t):
     """numpy's default (``method="linear"``) quantile of a sorted int64 window whose virtual
     index is ``index + t`` (``0 <= t < 1``), computed the way numpy computes it for int64 data."""
@@ -194,7 +194,7 @@ def _quantile(window, index, t):
 # --------------------------------------------------------------------------- the trade pass
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _anomaly(anomaly_int, anomaly_float, row, i, s, rule, price, ev, recv, value, aux1, aux2):
     anomaly_int[row, A_REC] = i
     anomaly_int[row, A_SYM] = s
@@ -207,7 +207,7 @@ def _anomaly(anomaly_int, anomaly_float, row, i, s, rule, price, ev, recv, value
     anomaly_float[row, AF_AUX2] = aux2
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def update_trades(rows_int, rows_float, sym, trades, n_trades, stamp, params_int, params_float, sma_n, ema_alpha,
                   ema_decay, bounds, ring_price, ring_pv_vol, state_int, state_float, z_sum_sq, sma, ema,
                   iqr_sorted, touched, anomaly_int, anomaly_float, counts):
@@ -342,7 +342,7 @@ def update_trades(rows_int, rows_float, sym, trades, n_trades, stamp, params_int
     return n_touch, n_anomalies
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _window_sums4(ring_pv_vol, syms, first, count, mask, j, values_float):
     """Rolling VWAP of symbols j..j+3 (same window length): four symbols' sequential sums
     advance together so their independent add chains overlap in the CPU."""
@@ -365,7 +365,7 @@ def _window_sums4(ring_pv_vol, syms, first, count, mask, j, values_float):
     values_float[j + 3, 2] = pd / vd
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def collect(touched, n_touched, ring_size, vwap_window, sma_n, ring_pv_vol, state_int, state_float, sma, ema,
             values_int, values_float):
     """Values to publish for the symbols of a batch, in ascending local index.
@@ -415,7 +415,7 @@ def collect(touched, n_touched, ring_size, vwap_window, sma_n, ring_pv_vol, stat
     return n_touched
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def update_and_collect(rows_int, rows_float, sym, trades, n_trades, stamp, params_int, params_float, sma_n,
                        ema_alpha, ema_decay, bounds, ring_price, ring_pv_vol, state_int, state_float, z_sum_sq,
                        sma, ema, iqr_sorted, touched, anomaly_int, anomaly_float, counts, vwap_window, publish,
