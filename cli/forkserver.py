@@ -19,6 +19,8 @@ from multiprocessing.context import ForkServerContext
 __all__ = ["start", "PRELOAD", "WARM_VENDORS"]
 
 PRELOAD = "streamctl.cli.preload"
+_EXIT = "streamctl.cli.forkserver_exit"
+"""Imported after the preload: the forkserver leaves without the interpreter's teardown."""
 WARM_VENDORS = "STREAMCTL_WARM_VENDORS"
 """Environment of the forkserver: the vendors (comma-separated) whose kernels the preload loads;
 every registered vendor's when unset."""
@@ -32,7 +34,7 @@ def start(*, vendors: Iterable[str] | None = None) -> ForkServerContext:
     kernels before it reports ready. No effect on a forkserver already running.
     """
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([PRELOAD])
+    ctx.set_forkserver_preload([PRELOAD, _EXIT])
     previous = os.environ.get(WARM_VENDORS)
     if vendors is not None:
         os.environ[WARM_VENDORS] = ",".join(vendors)
