@@ -48,6 +48,8 @@ _POLL_MS = 10
 """The recorder's longest wait for a message before it looks whether `close` was called."""
 _DONE_POLL = 0.01
 """Seconds between the replay's looks at whether the feed finished and the rings drained."""
+_PROBE_EVERY = 0.005
+"""Seconds between probes while the recorder's subscription propagates (a few ms on ipc)."""
 
 _FRAMES = struct.Struct("<II")
 """A received message in the spool: topic frame length, payload length, then the two frames."""
@@ -336,7 +338,7 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
             if time.monotonic() > deadline:
                 raise RuntimeError("recorder could not subscribe to the replay plant within 10 s")
             sup.publish_event("probe", "recorder sync")
-            recorder.synced.wait(0.05)
+            recorder.synced.wait(_PROBE_EVERY)
 
     previous = _raise_on_sigterm()
     try:
