@@ -198,13 +198,17 @@ class DbnSource:
     def _map(self, records: np.ndarray) -> np.ndarray:
         if not len(records):
             return records
-        # Register new vendor ids first, then remap once: assigning a structured sub-array
-        # back (records[unknown] = sub) copies field by field and cost more than the decode.
-        for vendor_id in np.unique(records["instrument_id"]).tolist():
-            if vendor_id not in self._imap:
+        # Register new vendor ids first, then remap the column once: assigning a structured
+        # sub-array back (records[unknown] = sub) copies field by field and cost more than the
+        # decode. Only a chunk with ids not seen before pays the `np.unique`.
+        ids = records["instrument_id"]
+        ours, unknown = self._imap.lookup(ids)
+        if unknown.any():
+            for vendor_id in np.unique(ids[unknown]).tolist():
                 self._imap.add(vendor_id, self._resolve(vendor_id))
-        self._imap.apply(records)
-        keep = records["instrument_id"] != 0
+            ours, unknown = self._imap.lookup(ids)
+        records["instrument_id"] = ours
+        keep = ours != 0
         return records if keep.all() else records[keep]
 
     def close(self) -> None:
