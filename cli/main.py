@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:  # imported where used: every command but `replay`'s start waits on this module's imports
+if TYPE_CHECKING:  # imported where used: `replay` launches its forkserver only once this module is loaded
     from streamctl.cli.config import FeedsMode, PlantConfig
 
 __all__ = ["main", "cli"]
