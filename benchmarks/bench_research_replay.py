@@ -18,9 +18,16 @@ everyone) under ``/usr/bin/time -v`` for its peak resident memory:
   resampled to 60 s OHLC and volume.
 
 Also ``start-up``: ``streamctl replay`` of the 2,288-record sample with the same config, run
-once before to load numba's cache: what a command costs before the data starts to matter.
-Every contender's bars are checked against ours (open, high, low, close, volume of every bar
-both closed), so the comparison is of the same result.
+once before to load numba's cache: what a command costs before the data starts to matter;
+and its parts, each in a fresh interpreter (best of 3): the interpreter alone, the command's
+own imports, and the forkserver's preload (imports, then numba's cached kernels). Every
+contender's bars are checked against ours (open, high, low, close, volume of every bar both
+closed), so the comparison is of the same result.
+
+Every contender runs as installed: pip compiled NautilusTrader's, databento's and pandas's
+bytecode at install time, and ours (a source checkout) is cached by the warm-up run, so
+``PYTHONDONTWRITEBYTECODE`` is removed from the contenders' environment (with it, every run of
+ours would compile its ~150 modules from source, twice: in the command and in the forkserver).
 
     python benchmarks/bench_research_replay.py [--quick] [--nautilus-venv DIR] [--repeat N]
 """
@@ -135,6 +142,41 @@ def _agreement(ours: list[list[float]], theirs: list[list[float]]) -> str:
     return f"{same:,} of {len(theirs):,} bars equal to ours"
 
 
+_PRELOAD_PARTS = """\
+import time
+start = time.perf_counter()
+import streamctl.cli.preload as preload
+print(time.perf_counter() - start, preload.SECONDS)
+"""
+
+
+def _startup_parts(env: dict[str, str]) -> list[dict]:
+    """Where the start-up goes, each part in a fresh interpreter, best of 3 (wall seconds)."""
+    from streamctl.cli.forkserver import WARM_VENDORS
+
+    def best(code: str, extra: dict[str, str] | None = None) -> list[float]:
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", code], env={**env, **(extra or {})}, capture_output=True,
+                                 text=True, check=True).stdout
+            runs.append([time.perf_counter() - started, *map(float, out.split())])
+        return min(runs)
+
+    interpreter = best("pass")[0]
+    command = best("import streamctl.cli.main, streamctl.cli.replaying")[0]
+    _, imports_and_kernels, kernels = best(_PRELOAD_PARTS, {WARM_VENDORS: "replay"})
+    return [
+        {"benchmark": "start-up: interpreter", "value": interpreter, "unit": "s", "note": "python -c pass"},
+        {"benchmark": "start-up: command imports", "value": command, "unit": "s",
+         "note": "interpreter + the replay command's own imports (no numba)"},
+        {"benchmark": "start-up: preload imports", "value": imports_and_kernels - kernels, "unit": "s",
+         "note": "the forkserver's imports (numba, numpy, zmq, the plant's modules), in-process"},
+        {"benchmark": "start-up: kernels", "value": kernels, "unit": "s",
+         "note": "the forkserver's numba kernels loaded from the cache (calculators, DBN, validation)"},
+    ]
+
+
 def run(quick: bool = False, nautilus_venv: str | None = None, repeat: int | None = None) -> list[dict]:
     records = 300_000 if quick else 4_600_000
     repeat = repeat or (1 if quick else 2)
@@ -148,10 +190,12 @@ def run(quick: bool = False, nautilus_venv: str | None = None, repeat: int | Non
         (folder / "nautilus.py").write_text(_NAUTILUS_SCRIPT)
         (folder / "pandas_bars.py").write_text(_PANDAS_SCRIPT)
         env = dict(os.environ, STREAMCTL_RUN_DIR=str(folder / "run"))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed (module docstring)
         ours_cmd = [sys.executable, "-m", "streamctl.cli", "replay", "--config", str(config)]
         _timed([*ours_cmd, str(MBP1), "--out", str(folder / "warm.jsonl")], env)  # numba's cache loaded once
         startup = min(_timed([*ours_cmd, str(MBP1), "--out", str(folder / "small.jsonl")], env)["wall"]
                       for _ in range(3))
+        parts = _startup_parts(env)
         python = nautilus_python(venv)
         best: dict[str, dict[str, float]] = {}
         contenders = {
@@ -180,6 +224,7 @@ def run(quick: bool = False, nautilus_venv: str | None = None, repeat: int | Non
                      f"peak RSS {best['pandas']['rss']:,.0f} MB; {agree['pandas']}"},
             {"benchmark": "start-up", "value": startup, "unit": "s",
              "note": "streamctl replay of the 2,288-record sample, kernels cached (best of 3)"},
+            *parts,
         ]
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from streamctl.cli.config import ConfigError, FeedsMode, PlantConfig, load_config
+if TYPE_CHECKING:  # imported where used: `replay` launches its forkserver only once this module is loaded
+    from streamctl.cli.config import FeedsMode, PlantConfig
 
 __all__ = ["main", "cli"]
 
@@ -28,14 +29,25 @@ _WEB_LISTEN = "127.0.0.1:8765"
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("streamctl")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "0+unknown"
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`--version`: the installed version, looked up only when asked for."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"streamctl, version {_version()}")
+        ctx.exit()
+
+
 def _load(path: str, feeds: FeedsMode = "check") -> PlantConfig:
     """Load a config or exit 2 with the one-line error (no traceback)."""
+    from streamctl.cli.config import ConfigError, load_config
+
     try:
         return load_config(path, feeds=feeds)
     except ConfigError as exc:
@@ -49,7 +61,8 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="streamctl")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """streamctl: a market-data plant. Vendor feeds -> shared-memory rings -> bar, VWAP, indicator,
     anomaly and book workers -> ZeroMQ topics."""
@@ -447,7 +460,7 @@ def replay(files: tuple[str, ...], config_path: str | None, out: str | None, sym
     """Run the plant's exact pipeline over recorded FILES (DBN, CSV, Parquet) and exit when done."""
     from streamctl.cli import forkserver
 
-    forkserver.start()  # preloads on the other core while this process gets ready
+    forkserver.start(vendors=["replay"])  # preloads on the other core while this process gets ready
     from streamctl.cli.progress import ReplayProgress
     from streamctl.cli.replaying import run_replay
 
@@ -472,22 +485,26 @@ def _bundled_demo() -> PlantConfig:
 
 
 # ---------------------------------------------------------------------------------------------- venue
-@cli.group()
+class _VenueGroup(click.Group):
+    """One ``streamctl venue <name>`` per registered vendor that has a local venue, imported only
+    when asked for: the venues' servers (and the kernels some of them load) cost every other
+    command a third of a second of imports."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from streamctl.ingest.vendors import VENDORS
+
+        return [spec.name for spec in VENDORS.values() if spec.venue is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from streamctl.ingest.vendors import VENDORS
+
+        spec = VENDORS.get(cmd_name)
+        return None if spec is None else spec.venue_command()
+
+
+@cli.group(cls=_VenueGroup)
 def venue() -> None:
     """Local vendor gateways for offline testing (loopback only)."""
-
-
-def _add_venues() -> None:
-    """One ``streamctl venue <name>`` per registered vendor that has a local venue."""
-    from streamctl.ingest.vendors import VENDORS
-
-    for spec in VENDORS.values():
-        command = spec.venue_command()
-        if command is not None:
-            venue.add_command(command, spec.name)
-
-
-_add_venues()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,14 +1,16 @@
 """Imported once by the supervisor's forkserver, before any child is forked from it.
 
-Everything a plant child needs is imported here, and every numba kernel (calculators and each
-registered vendor's decoders, the journal's page-faulting loop) is compiled or loaded from numba's on-disk cache here (and the
-rings' doorbell fence compiled), so a
-forked child inherits ready machine code: a restarted worker or feed is serving again in a
-fraction of a second instead of paying the kernel load (or a first compile of ~10 s) itself.
+Everything a plant child needs is imported here, and the numba kernels (calculators, the journal's
+page-faulting loop and the vendors' decoders: every registered vendor's, or those named in `forkserver.WARM_VENDORS`)
+are compiled or loaded from numba's on-disk cache here (and the rings' doorbell fence
+compiled), so a forked child inherits ready machine code: a restarted worker or feed is
+serving again in a fraction of a second instead of paying the kernel load (or a first
+compile of ~10 s) itself.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import streamctl.bus.hub  # noqa: F401  (imported for the children)
@@ -17,9 +19,10 @@ import streamctl.ingest.feed  # noqa: F401
 import streamctl.process.worker  # noqa: F401
 import streamctl.shm.registry  # noqa: F401
 import streamctl.shm.ring  # noqa: F401
+from streamctl.cli.forkserver import WARM_VENDORS
 from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendor_api import resolve
-from streamctl.ingest.vendors import VENDORS
+from streamctl.ingest.vendors import VENDORS, vendor_spec
 from streamctl.process.calc.engine import warm_up as warm_up_calculators
 from streamctl.process.journal.mapped import warm_up as warm_up_journal
 from streamctl.process.latency import warm_up as warm_up_latency
@@ -29,6 +32,13 @@ from streamctl.shm.records import empty
 __all__ = ["SECONDS"]
 
 
+def _vendor_warm_ups() -> list[str]:
+    """The warm-up references of the vendors to load (`WARM_VENDORS`, else all), each once."""
+    named = os.environ.get(WARM_VENDORS)
+    specs = VENDORS.values() if named is None else [vendor_spec(name) for name in named.split(",") if name]
+    return list(dict.fromkeys(spec.warm_up for spec in specs if spec.warm_up))
+
+
 def _warm_all() -> float:
     start = time.perf_counter()
     warm_up_calculators()
@@ -36,10 +46,10 @@ def _warm_all() -> float:
     warm_up_journal()
     fence()  # the rings' doorbell compiles its memory fence on first use
     refusals(empty(1))
-    for reference in dict.fromkeys(spec.warm_up for spec in VENDORS.values() if spec.warm_up):
+    for reference in _vendor_warm_ups():
         resolve(reference)()
     return time.perf_counter() - start
 
 
 SECONDS = _warm_all()
-"""How long compiling or loading every kernel took in this process."""
+"""How long compiling or loading the kernels took in this process."""

@@ -44,6 +44,13 @@ def _order(row: dict[str, Any]) -> tuple[int, str, int]:
     return int(row.get("ts_event", row.get("ts_end", 0))), row["topic"], int(row.get("seq", 0))
 
 
+_POLL_MS = 10
+"""The recorder's longest wait for a message before it looks whether `close` was called."""
+_DONE_POLL = 0.01
+"""Seconds between the replay's looks at whether the feed finished and the rings drained."""
+_PROBE_EVERY = 0.005
+"""Seconds between probes while the recorder's subscription propagates (a few ms on ipc)."""
+
 _FRAMES = struct.Struct("<II")
 """A received message in the spool: topic frame length, payload length, then the two frames."""
 
@@ -103,7 +110,7 @@ class Recorder:
         kinds: dict[bytes, str] = {}
         events = msgspec.msgpack.Decoder(wire.Event)
         while not self._quit.is_set():
-            if not sock.poll(50):
+            if not sock.poll(_POLL_MS):
                 continue
             while True:
                 try:
@@ -331,7 +338,7 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
             if time.monotonic() > deadline:
                 raise RuntimeError("recorder could not subscribe to the replay plant within 10 s")
             sup.publish_event("probe", "recorder sync")
-            recorder.synced.wait(0.05)
+            recorder.synced.wait(_PROBE_EVERY)
 
     previous = _raise_on_sigterm()
     try:
@@ -343,7 +350,7 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
                     feeds = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
                     progress.update(feeds[0]["progress"], feeds[0]["records_in"])
 
-            sup.run(stop_when_done=True, duration=timeout, on_tick=tick)
+            sup.run(stop_when_done=True, duration=timeout, on_tick=tick, period=_DONE_POLL)
             feed_status = [p for p in sup.status()["processes"] if p["role"] == "ingest"]
             if progress is not None:
                 progress.update(1.0 if feed_status[0]["state"] == "exited" else feed_status[0]["progress"],

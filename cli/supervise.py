@@ -32,6 +32,9 @@ log = logging.getLogger("streamctl.supervisor")
 _RUNNING = frozenset({State.READY, State.RECONNECTING})
 """Started and expected to heartbeat (a reconnecting feed heartbeats while it retries)."""
 
+_READY_POLL = 0.005
+"""Seconds between looks at the starting children's states (a child is ready in tens of ms)."""
+
 EventSink = Callable[[str, str], None]
 """Receives (event kind, message) for ``event.supervisor``."""
 
@@ -144,7 +147,7 @@ class Supervision:
                 raise PlantError(f"not ready after {self.policy.ready_timeout:.0f} s: {names}")
             if pending and on_wait is not None:
                 on_wait([c.name for c in pending])
-            time.sleep(0.02)
+            time.sleep(_READY_POLL)
 
     # ------------------------------------------------------------------ check
     def check(self) -> None:

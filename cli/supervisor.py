@@ -121,9 +121,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ run / stop
     def run(self, *, duration: float | None = None, on_tick: Callable[[], None] | None = None,
-            stop_when_done: bool = False) -> None:
+            stop_when_done: bool = False, period: float = 0.05) -> None:
         """Supervise until a signal, `duration` seconds, or (with `stop_when_done`) every feed finished
-        and every ring is drained."""
+        and every ring is drained; a pass every `period` seconds."""
         end = None if duration is None else time.monotonic() + duration
         next_tick = 0.0
         while not self.stop_requested:
@@ -136,7 +136,7 @@ class Supervisor:
                 break
             if stop_when_done and self.feeds_finished() and self.rings_drained():
                 break
-            time.sleep(0.05)
+            time.sleep(period)
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum, frame):  # noqa: ARG001

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -18,13 +19,22 @@ from streamctl.bus.lifecycle import ChildSlot, setup_child
 from streamctl.bus.partitioning import partition_of
 from streamctl.bus.wire import Event, EventKind, topic
 from streamctl.ingest.resume import ResumePoint, resume_point
-from streamctl.ingest.validation import Refusal, describe, refusals
-from streamctl.ingest.vendor_api import FEED_COUNTERS, EndOfInput, FeedConfig, FeedSession, SessionError
+from streamctl.ingest.vendor_api import (
+    FEED_COUNTERS,
+    EndOfInput,
+    FeedConfig,
+    FeedSession,
+    SessionError,
+    resolve,
+)
 from streamctl.ingest.vendors import vendor_spec
 from streamctl.shm.records import RECORD_DTYPE, Flag, Kind
 from streamctl.shm.registry import NO_INSTRUMENT, RegistryError, symbol_problem
 from streamctl.shm.stats import RECONNECT_ATTEMPT, CounterName, State
 from streamctl.shm.text import printable
+
+if TYPE_CHECKING:
+    from streamctl.ingest.validation import Refusal
 
 __all__ = ["FeedSpec", "run_feed", "feed_main", "FeedRuntime", "EXIT_DONE", "EXIT_FAILED"]
 
@@ -196,6 +206,7 @@ class FeedRuntime:
     def _refuse_impossible(self, batch: np.ndarray) -> np.ndarray:
         """Count and drop records no vendor could mean (`streamctl.ingest.validation`); the first
         record of each kind of refusal is described in an event, the rest only counted."""
+        from streamctl.ingest.validation import Refusal, describe, refusals  # numba: in the feed, not the CLI
         codes, bad = refusals(batch, allow_non_positive_prices=self.spec.feed.allow_non_positive_prices)
         if not bad:
             return batch
@@ -270,6 +281,9 @@ def run_feed(spec: FeedSpec) -> int:
         return bool(stop)
 
     try:
+        warm_up = vendor_spec(spec.feed.vendor).warm_up
+        if warm_up:  # a forkserver that preloaded only other vendors' kernels: load ours before READY
+            resolve(warm_up)()
         session = _build_session(spec, runtime)
         session.open()
         runtime.resume(session)

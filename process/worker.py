@@ -27,7 +27,7 @@ from streamctl.bus.wire import Event, topic
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.feed_clock import FeedClock, symbol_clocks
 from streamctl.process.journal.settings import JournalConfig
-from streamctl.process.latency import observe_latency
+from streamctl.shm.records import join
 
 __all__ = ["WorkerSpec", "RingSource", "Worker", "run_worker", "worker_main"]
 
@@ -139,6 +139,7 @@ class Worker:
     def __init__(self, spec: WorkerSpec):
         from streamctl.bus.publisher import Publisher
         from streamctl.process.calc.engine import CalculatorSet
+        from streamctl.process.latency import observe_latency
         from streamctl.shm.registry import SymbolRegistry
         from streamctl.shm.ring import Ring, wait_for_records
 
@@ -156,6 +157,7 @@ class Worker:
         for ring in self.rings:
             ring.consumer_attached()
         self._wait_for_records = wait_for_records
+        self._observe_latency = observe_latency
         max_jump = int(spec.calculators.bars.clock_max_jump * 1e9)
         self.clocks = [FeedClock(wall_clocked=s.wall_clock, max_jump=max_jump) for s in spec.sources]
         self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
@@ -236,7 +238,7 @@ class Worker:
         if count:
             slot.add("records_out", sent)
             if spec.live:  # a replay's ts_recv is the recording's: its "latency" would be years
-                observe_latency(slot, batch["ts_recv"], time.time_ns())
+                self._observe_latency(slot, batch["ts_recv"], time.time_ns())
             if late != self._late_seen:
                 slot.add("late", late - self._late_seen)
         self._late_seen = late
@@ -271,12 +273,12 @@ class Worker:
             # where a consume happened to stop, so per-batch outputs (VWAP, indicators, books)
             # are the same in every run.
             room = _MAX_BATCH - ring.consumed % _MAX_BATCH
-            batch = ring.consume(room)
+            batch = ring.consume(room)  # a private copy: the ring may reuse its slots at once
             if len(batch):
                 worked = True
-                self.pending[i].append(batch.copy())
+                self.pending[i].append(batch)
                 if len(batch) == room:
-                    self.consume(i, np.concatenate(self.pending[i]))
+                    self.consume(i, join(self.pending[i]))
                     self.pending[i].clear()
         return worked
 
@@ -314,7 +316,7 @@ class Worker:
             self.slot.heartbeat()
         for i, parts in enumerate(self.pending):
             if parts:
-                self.consume(i, np.concatenate(parts))
+                self.consume(i, join(parts))
                 parts.clear()
         if self.spec.calculators.bars.flush_on_stop:
             if self.journal is not None:

@@ -25,6 +25,7 @@ __all__ = [
     "Side",
     "Flag",
     "empty",
+    "join",
     "price_to_float",
     "float_to_price",
 ]
@@ -98,6 +99,15 @@ assert RECORD_SIZE == 64, RECORD_SIZE
 def empty(n: int) -> np.ndarray:
     """A zeroed batch of `n` records."""
     return np.zeros(n, dtype=RECORD_DTYPE)
+
+
+def join(parts: list[np.ndarray]) -> np.ndarray:
+    """`parts` (record batches) as one batch: the first itself when it is the only one, else one
+    copy made as raw bytes (numpy copies a structured array field by field, about 15x slower)."""
+    if len(parts) == 1:
+        return parts[0]
+    words = [np.ascontiguousarray(part).view(np.uint64) for part in parts]
+    return np.concatenate(words).view(RECORD_DTYPE)
 
 
 def price_to_float(price: np.ndarray | int) -> np.ndarray | float:

@@ -367,7 +367,7 @@ def _cut_inside_a_frame(data: bytes) -> bool:
 def test_zstd_frame_walk_agrees_with_zstandard_at_every_cut(tmp_path):
     """The header walk that finds a cut frame says what zstandard's decompressor says, at
     every length of a file of several frames (a cut between frames is a shorter valid file)."""
-    from streamctl.ingest.vendors.replay.sources import _frames_end_inside
+    from streamctl.ingest.vendors.replay.zstd_frames import frames_end_inside
 
     data = open(TRADES, "rb").read()
     path = tmp_path / "cut.dbn.zst"
@@ -375,7 +375,7 @@ def test_zstd_frame_walk_agrees_with_zstandard_at_every_cut(tmp_path):
     for end in range(len(data) + 1):
         path.write_bytes(data[:end])
         with open(path, "rb") as fh:
-            assert _frames_end_inside(fh) == _cut_inside_a_frame(data[:end]), end
+            assert frames_end_inside(fh) == _cut_inside_a_frame(data[:end]), end
             assert fh.tell() == 0  # the walk leaves the file where it was
         cut.append(_cut_inside_a_frame(data[:end]))
     assert 0 < cut.count(False) < 10  # the frame boundaries: few, and not every cut

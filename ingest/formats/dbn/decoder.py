@@ -455,17 +455,21 @@ class InstrumentMap:
     def apply(self, records: np.ndarray) -> np.ndarray:
         """Rewrite ``instrument_id`` in place; returns a bool mask of records whose vendor id
         is unknown (left unchanged)."""
+        ours, unknown = self.lookup(records["instrument_id"])
+        records["instrument_id"] = ours
+        return unknown
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Our ids for the vendor `ids` (an unknown one left as it is) and a bool mask of the unknown."""
         if self._dirty:
             keys = np.fromiter(self._map.keys(), np.uint32, len(self._map))
             order = np.argsort(keys)
             self._keys = keys[order]
             self._vals = np.fromiter(self._map.values(), np.uint32, len(self._map))[order]
             self._dirty = False
-        ids = records["instrument_id"]
         if not len(self._keys):
-            return np.ones(len(ids), np.bool_)
+            return np.asarray(ids, np.uint32), np.ones(len(ids), np.bool_)
         pos = np.searchsorted(self._keys, ids)
         pos[pos == len(self._keys)] = 0
         found = self._keys[pos] == ids
-        records["instrument_id"] = np.where(found, self._vals[pos], ids)
-        return ~found
+        return np.where(found, self._vals[pos], ids), ~found

@@ -28,13 +28,12 @@ from streamctl.ingest.formats.dbn.decoder import (
 from streamctl.ingest.formats.dbn.mbo_book import MboBook
 from streamctl.ingest.formats.tabular import TabularError, iter_tabular
 from streamctl.ingest.vendor_api import FeedContext, SessionError
+from streamctl.ingest.vendors.replay.zstd_frames import ZstdFrames
 from streamctl.shm.stats import CounterName
 
 __all__ = ["ReplayState", "DbnSource", "TabularSource"]
 
 _CHUNK_BYTES = 1 << 20
-_ZSTD_INPUT_BYTES = 1 << 17
-"""Compressed bytes read from a ``.zst`` file at a time."""
 _KEEP_PLAIN_BYTES = 256 << 20
 """Decompressed bytes of files a looping replay keeps to read again."""
 
@@ -42,7 +41,7 @@ _KEEP_PLAIN_BYTES = 256 << 20
 class _Reader(Protocol):
     """A file, a zstd stream reader or cached plain bytes: what `DbnSource` reads from."""
 
-    def read(self, size: int = -1, /) -> bytes: ...
+    def read(self, size: int, /) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -94,7 +93,7 @@ class DbnSource:
         if path in state.plain:
             self._reader = io.BytesIO(state.plain[path])
         elif head == ZSTD_MAGIC:
-            self._reader = _ZstdFrames(self._fh)
+            self._reader = ZstdFrames(self._fh, chunk=_CHUNK_BYTES)
         previous = state.books.get(path)
         self._decoder = DbnDecoder(ts_recv="record", book=previous.sized_like() if previous is not None else None)
         state.books[path] = self._decoder.book
@@ -110,7 +109,8 @@ class DbnSource:
     def fraction(self) -> float:
         if isinstance(self._reader, io.BytesIO):
             return 1.0 if self._eof else self._reader.tell() / max(len(self._reader.getbuffer()), 1)
-        return 1.0 if self._eof or not self._size else min(self._fh.tell() / self._size, 1.0)
+        read = self._reader.position if isinstance(self._reader, ZstdFrames) else self._fh.tell()
+        return 1.0 if self._eof or not self._size else min(read / self._size, 1.0)
 
     def read(self) -> np.ndarray | None:
         """The next decoded records (possibly empty), None at the end of the file.
@@ -159,7 +159,7 @@ class DbnSource:
     def _end_problem(self, last: DecodedBatch) -> SessionError | None:
         """What is wrong with how the file ended, if anything (a corrupt zstd stream was
         already reported as an error event; this is about input that simply stops)."""
-        if isinstance(self._reader, _ZstdFrames) and self._reader.cut_short:
+        if isinstance(self._reader, ZstdFrames) and self._reader.cut_short:
             return self._cut_short("truncated: zstd frame cut short")
         if last.truncated:
             return self._cut_short(f"truncated: last DBN record cut short ({last.truncated} bytes)")
@@ -198,104 +198,23 @@ class DbnSource:
     def _map(self, records: np.ndarray) -> np.ndarray:
         if not len(records):
             return records
-        # Register new vendor ids first, then remap once: assigning a structured sub-array
-        # back (records[unknown] = sub) copies field by field and cost more than the decode.
-        for vendor_id in np.unique(records["instrument_id"]).tolist():
-            if vendor_id not in self._imap:
+        # Register new vendor ids first, then remap the column once: assigning a structured
+        # sub-array back (records[unknown] = sub) copies field by field and cost more than the
+        # decode. Only a chunk with ids not seen before pays the `np.unique`.
+        ids = records["instrument_id"]
+        ours, unknown = self._imap.lookup(ids)
+        if unknown.any():
+            for vendor_id in np.unique(ids[unknown]).tolist():
                 self._imap.add(vendor_id, self._resolve(vendor_id))
-        self._imap.apply(records)
-        keep = records["instrument_id"] != 0
+            ours, unknown = self._imap.lookup(ids)
+        records["instrument_id"] = ours
+        keep = ours != 0
         return records if keep.all() else records[keep]
 
     def close(self) -> None:
         if self._reader is not self._fh:
             self._reader.close()
         self._fh.close()
-
-
-class _ZstdFrames:
-    """A zstd stream read `size` decompressed bytes at a time, that tells input ending inside
-    a frame (`cut_short`) from a complete one.
-
-    zstandard's stream reader bounds each read's output but returns input cut inside a frame
-    as a clean end; its ``decompressobj`` tells the two apart but has no ``max_length`` (128 KiB
-    of a looped sample file decompressed to 55 MB in one call). So the stream reader does the
-    reading, and at its end `_frames_end_inside` walks the file's frame and block headers.
-    """
-
-    def __init__(self, fh) -> None:
-        import zstandard
-
-        self._fh = fh
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
-            fh, read_size=_ZSTD_INPUT_BYTES, read_across_frames=True, closefd=False)
-        self.cut_short = False
-
-    def read(self, size: int = -1, /) -> bytes:
-        """Up to `size` decompressed bytes (all that is left with -1); b"" at the end."""
-        data = self._reader.read(size)
-        if not data or size < 0:
-            self.cut_short = _frames_end_inside(self._fh)
-        return data
-
-    def close(self) -> None:
-        self._reader.close()
-
-
-_ZSTD_FRAME = 0xFD2FB528
-_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
-
-
-def _frames_end_inside(fh) -> bool:
-    """Whether the zstd frames of `fh` stop inside a frame (RFC 8878 headers; contents skipped).
-
-    Anything that is not a frame is left to the decompressor, which reports it as corrupt.
-    """
-    end = os.fstat(fh.fileno()).st_size
-    back = fh.tell()
-    try:
-        return _walk(fh, end)
-    finally:
-        fh.seek(back)
-
-
-def _walk(fh, end: int) -> bool:
-    """`_frames_end_inside` from the start of `fh`, whose size is `end`."""
-    pos = 0
-
-    def take(n: int) -> bytes | None:
-        nonlocal pos
-        fh.seek(pos)
-        data = fh.read(n)
-        pos += n
-        return data if len(data) == n else None
-
-    while pos < end:
-        magic = take(4)
-        if magic is None:
-            return True
-        kind = int.from_bytes(magic, "little")
-        if kind in _SKIPPABLE:
-            size = take(4)
-            if size is None:
-                return True
-            pos += int.from_bytes(size, "little")
-            continue
-        if kind != _ZSTD_FRAME or (desc := take(1)) is None:
-            return kind == _ZSTD_FRAME
-        flags = desc[0]
-        single = flags >> 5 & 1
-        pos += (1 - single) + (0, 1, 2, 4)[flags & 3] + (single, 2, 4, 8)[flags >> 6]  # window, dictionary, size
-        last = 0
-        while not last:
-            head = take(3)
-            if head is None:
-                return True
-            value = int.from_bytes(head, "little")
-            last = value & 1
-            pos += 1 if (value >> 1 & 3) == 1 else value >> 3  # an RLE block holds one byte
-        pos += 4 * (flags >> 2 & 1)  # content checksum
-    return pos > end
 
 
 class TabularSource:

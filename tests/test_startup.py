@@ -1,0 +1,71 @@
+"""What a command pays before its data: the CLI's own imports, the forkserver's preload, its exit.
+
+Each check runs in a fresh interpreter (this one has imported everything already)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+def test_the_replay_command_process_loads_no_numba():
+    """numba (~0.3 s) belongs in the forkserver and its children, not in the command that starts them."""
+    proc = _python("import sys\n"
+                   "import streamctl.cli.main, streamctl.cli.replaying, streamctl.cli.supervisor\n"
+                   "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite'))[:3])")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_venue_commands_are_listed_without_importing_them():
+    from click.testing import CliRunner
+
+    proc = _python("import sys\n"
+                   "from click.testing import CliRunner\n"
+                   "from streamctl.cli.main import cli\n"
+                   "CliRunner().invoke(cli, ['--help'])\n"
+                   "print(sorted(m for m in sys.modules if '.venue' in m))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    from streamctl.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["venue", "databento", "--help"])
+    assert result.exit_code == 0 and "--port" in result.output
+    result = CliRunner().invoke(cli, ["venue", "nope"])
+    assert result.exit_code == 2 and "No such command 'nope'" in result.output
+
+
+@pytest.mark.parametrize(("vendors", "loaded", "not_loaded"), [
+    ("replay", "streamctl.ingest.formats.dbn.kernels", "streamctl.ingest.vendors.cme.kernels"),
+    (None, "streamctl.ingest.vendors.cme.kernels", None),
+])
+def test_the_preload_loads_the_named_vendors_kernels(vendors, loaded, not_loaded):
+    from streamctl.cli.forkserver import WARM_VENDORS
+
+    env = {} if vendors is None else {WARM_VENDORS: vendors}
+    code = "import os, sys\n" + ("" if vendors else f"os.environ.pop({WARM_VENDORS!r}, None)\n") + \
+        "import streamctl.cli.preload\nprint(' '.join(sorted(m for m in sys.modules if m.endswith('.kernels'))))"
+    proc = _python(code, **env)
+    assert proc.returncode == 0, proc.stderr
+    modules = proc.stdout.split()
+    assert loaded in modules
+    assert not_loaded is None or not_loaded not in modules
+
+
+def test_the_forkserver_exit_flushes_and_skips_the_teardown():
+    """Registered last, it runs first: the handlers registered before it (the interpreter's
+    teardown work) never run, and what was printed still comes out."""
+    proc = _python("import atexit\n"
+                   "atexit.register(print, 'teardown ran')\n"
+                   "print('flushed', end='')\n"
+                   "import streamctl.cli.forkserver_exit\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "flushed"
