@@ -3,8 +3,9 @@
 Workload: `bench_worker`'s synthetic trades (100 symbols) and its full calculator set (time bars
 1s/60s/300s, 100-tick bars, session and rolling VWAP, EMA(20), z-score). One batch goes
 through what the worker does with it: published into a real shared-memory ring, consumed in
-batches of 1,024 and of 4,096 records, (journal on) appended to the journal (a copy into pages
-its thread faulted in ahead) and released, then run through the calculators. Off and on
+batches of 1,024 and of 4,096 records (journal on: by the ring straight into the journal's
+mapping, in pages its thread faulted in ahead, then the entry's header written), released, then
+run through the calculators. Off and on
 alternate batch by batch, so both see the same machine; the headline is records per second of
 the median batch time. The anchor beside the journal: the same batches handed to ``writev`` on
 a file opened for appending, the way the journal wrote before. Also: the journal's raw append
@@ -27,6 +28,7 @@ from bench_worker import FULL_CONFIG, make_ticks
 
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.journal.files import RECORDS, entry_header, read_entries, run_files
+from streamctl.process.journal.mapped import warm_up
 from streamctl.process.journal.settings import JournalConfig
 from streamctl.process.journal.writer import JournalWriter
 from streamctl.shm.ring import Ring
@@ -51,11 +53,12 @@ def _step(chunk: np.ndarray, sym: np.ndarray, ring: Ring, calc: CalculatorSet,
     as the worker does; seconds."""
     ring.publish(chunk)
     began = time.perf_counter()
-    got = ring.consume(len(chunk), release=journal is None)
+    room = journal.reserve_records(len(chunk)) if isinstance(journal, JournalWriter) else None
+    got = ring.consume(len(chunk), out=room, release=journal is None)
     if journal is not None:
         position = ring.consumed
         if isinstance(journal, JournalWriter):
-            journal.append_records(0, position, got, 0)
+            got = journal.append_records(0, position, got, 0)
         else:
             os.writev(journal, [entry_header(RECORDS, 0, len(got), len(got) * 64, position, 0, 0),
                                 np.ascontiguousarray(got).view(np.uint8).data])
@@ -132,6 +135,7 @@ of one CME future's top of book); here synthetic trades, the dearer kind to repl
 
 
 def run(quick: bool = False) -> list[dict]:
+    warm_up()  # the journal thread's loop, loaded before the worker forks as `cli/preload` does
     records, sym = make_ticks(200_000 if quick else 2_000_000)
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
         rows = [row for batch in (1024, BATCH)

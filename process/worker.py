@@ -259,11 +259,12 @@ class Worker:
                 if journal is None:
                     batch = ring.consume(_MAX_BATCH)
                 else:  # on disk before the ring lets go of it and before the calculators see it
-                    batch = ring.consume(_MAX_BATCH, release=False)
+                    # The ring copies the batch straight into the journal's room for it.
+                    batch = ring.consume(_MAX_BATCH, out=journal.reserve_records(_MAX_BATCH), release=False)
                     if len(batch):
                         sym_idx = self.maps[i].indices(batch["instrument_id"])  # new symbols journaled first
                         position = ring.consumed
-                        journal.append_records(i, position, batch, self.publisher.messages_out)
+                        batch = journal.append_records(i, position, batch, self.publisher.messages_out)
                         ring.release_to(position + len(batch))
                 if len(batch):
                     worked = True

@@ -1,6 +1,7 @@
 """The journal's mapped appender: what is appended is the file, byte for byte, across extents and
 through the ``pwrite`` path; pages are faulted in ahead; a worker killed while appending leaves
-whole entries then zeros, which the reader cuts (issue 9, item 1: the journal's cost)."""
+whole entries then zeros, which the reader cuts; a batch the ring copied into the journal's own
+room journals exactly as a copied one (issue 9, item 1: the journal's cost)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from hypothesis import strategies as st
 
 from streamctl.process.journal.files import RECORDS, read_entries, run_files
 from streamctl.process.journal.mapped import AHEAD, MappedAppender
+from streamctl.process.journal.settings import JournalConfig
+from streamctl.process.journal.writer import JournalWriter
+from streamctl.shm.records import RECORD_DTYPE
 from tests._common import wait_until
 
 PAGE = 4096
@@ -97,3 +101,56 @@ def test_a_writer_killed_while_appending_leaves_whole_entries_then_zeros(tmp_pat
         assert np.array_equal(entry.payload["price"], np.arange(position, position + len(entry.payload)))
         position += len(entry.payload)
     assert path.stat().st_size == 64 + sum(64 + 64 * len(e.payload) for e in entries)
+
+
+def _entries_of(directory):
+    return [(e.kind, e.ring, e.position, e.messages_before, e.count, e.payload.tobytes())
+            for path in run_files(directory, RUN) for e in read_entries(path, partition=0, repair=False)]
+
+
+RUN = 7
+DAY_NS = 86_400 * 10**9
+
+
+def _day_batch(n: int, day: int, start: int) -> np.ndarray:
+    batch = np.zeros(n, dtype=RECORD_DTYPE)
+    batch["ts_event"] = day * DAY_NS + np.arange(start, start + n)
+    batch["price"] = np.arange(start, start + n)
+    batch["instrument_id"] = start % 7
+    return batch
+
+
+def test_a_batch_copied_into_the_reserved_room_journals_as_a_copied_one(tmp_path):
+    """The worker's way (the ring copies into `reserve_records`' room, then only the header is
+    written) gives the entries a plain append gives, including when symbol entries must go first
+    or the batch opens the next day's file (then the batch moves, and the returned array says
+    where it now is)."""
+    day = 19_905
+    plan = [(5, day, None), (4096, day, None), (3, day, "ESU4"), (10, day + 1, None), (1, day + 1, "NQU4"),
+            (200, day + 1, None)]
+    config = JournalConfig(sync="none")
+    plain = JournalWriter(tmp_path / "plain", partition=0, run=RUN, config=config)
+    inplace = JournalWriter(tmp_path / "inplace", partition=0, run=RUN, config=config)
+    position = 0
+    moved = 0
+    for n, batch_day, symbol in plan:
+        batch = _day_batch(n, batch_day, position)
+        room = inplace.reserve_records(4096)
+        if room is not None:
+            room[:n] = batch  # what Ring.consume(out=room) does
+            given = room[:n]
+        else:
+            given = batch.copy()
+        for writer in (plain, inplace):
+            if symbol is not None:
+                writer.append_symbol(0, position % 7, symbol, position)
+        assert np.array_equal(plain.append_records(0, position, batch, position), batch)
+        placed = inplace.append_records(0, position, given, position)
+        assert np.array_equal(placed, batch)
+        moved += room is not None and not np.may_share_memory(placed, room)
+        position += n
+    plain.close()
+    inplace.close()
+    assert moved == 3  # the two batches after a new symbol, and the one opening the next day
+    assert _entries_of(tmp_path / "inplace") == _entries_of(tmp_path / "plain")
+    assert [p.name.split(".")[0] for p in run_files(tmp_path / "inplace", RUN)] == ["20240701", "20240702"]

@@ -19,7 +19,6 @@ first entry's magic) last, so a kill inside it leaves no entry that looks whole.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import threading
@@ -54,13 +53,6 @@ _EINTR, _EAGAIN = 4, 11
 # `madvise` miss, which the appender's own page faults then cover)
 _WRITTEN, _EXTENT_ADDRESS, _EXTENT_OFFSET, _LIMIT, _STOP, _EVENT, _POPULATED, _FAILED = range(8)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_MAP_FAILED = ctypes.c_void_p(-1).value
-
-
 def _syscall4_typed(typingctx, number, a, b, c, d):
     """``syscall(number, a, b, c, d)`` inline; returns the raw result (``-errno`` on failure)."""
     sig = types.int64(number, a, b, c, d)
@@ -91,9 +83,12 @@ def _populate(control: np.ndarray) -> None:
         if control[_STOP]:
             return
         while not control[_STOP]:
-            offset, address = control[_EXTENT_OFFSET], control[_EXTENT_ADDRESS]
-            start = max(control[_POPULATED], control[_WRITTEN], offset)
-            end = min(control[_WRITTEN] + AHEAD, control[_LIMIT])
+            offset, address, written = control[_EXTENT_OFFSET], control[_EXTENT_ADDRESS], control[_WRITTEN]
+            start = control[_POPULATED]
+            if start < written:  # behind: skip the worker's next step, never fault the same pages at once
+                start = written + _STEP
+            start = max(start, offset)
+            end = min(written + AHEAD, control[_LIMIT])
             if start >= end:
                 break
             size = min(_STEP, end - start)
@@ -124,8 +119,8 @@ class MappedAppender:
         self.end = start
         """Bytes of the file that hold what was appended."""
         self._extent = -1
-        self._address = 0
         self._view: np.ndarray | None = None
+        """The current extent's mapping (the `mmap` is unmapped when the last view of it goes)."""
         self._control = np.zeros(8, np.int64)
         self._control[_WRITTEN] = start
         self._event = os.eventfd(0, os.EFD_CLOEXEC)
@@ -159,11 +154,31 @@ class MappedAppender:
                 view[at + skip:at + len(data)] = data[skip:]
                 at += len(data)
             view[offset:offset + 4] = np.frombuffer(parts[0], np.uint8)[:4]
-        self.end += size
-        self._control[_WRITTEN] = self.end
-        if self.end - self._nudged_at >= AHEAD // 2:
-            self._nudge()
+        self._advance(size)
         return size
+
+    def reserve(self, size: int) -> np.ndarray | None:
+        """`size` bytes at the end of the file to fill in place (the worker's ring copies a batch
+        straight into them), then `commit`; None if they do not fit one mapping. Valid until the
+        next call of any other method; nothing of it is in the file before `commit`."""
+        if self.end >= (self._extent + 1) * self._extent_size:
+            self._map_extent(self.end // self._extent_size)
+        offset = self.end - self._extent * self._extent_size
+        if offset + size > self._extent_size + self._slack:
+            return None
+        assert self._view is not None
+        return self._view[offset:offset + size]
+
+    def commit(self, head: bytes, size: int) -> None:
+        """Append the `size` bytes `reserve` lent, after storing `head` at their start, its first
+        four bytes last (so the entry looks whole only once it is)."""
+        offset = self.end - self._extent * self._extent_size
+        view = self._view
+        assert view is not None and len(head) >= 4 and offset + size <= len(view)
+        data = np.frombuffer(head, np.uint8)
+        view[offset + 4:offset + len(data)] = data[4:]
+        view[offset:offset + 4] = data[:4]
+        self._advance(size)
 
     @property
     def populated(self) -> int:
@@ -191,6 +206,12 @@ class MappedAppender:
 
     # ------------------------------------------------------------------ internals
 
+    def _advance(self, size: int) -> None:
+        self.end += size
+        self._control[_WRITTEN] = self.end
+        if self.end - self._nudged_at >= AHEAD // 2:
+            self._nudge()
+
     def _nudge(self) -> None:
         self._nudged_at = self.end
         os.eventfd_write(self._event, 1)
@@ -201,21 +222,18 @@ class MappedAppender:
         offset, length = extent * self._extent_size, self._extent_size + self._slack
         if os.fstat(self._fd).st_size < offset + length:
             os.ftruncate(self._fd, offset + length)
-        address = _libc.mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, self._fd, offset)
-        if address in (None, _MAP_FAILED):
-            code = ctypes.get_errno()
-            raise OSError(code, f"mapping `{self.path}` at {offset}: {os.strerror(code)}")
-        self._extent, self._address = extent, address
-        self._view = np.ctypeslib.as_array((ctypes.c_uint8 * length).from_address(address))
+        mapping = mmap.mmap(self._fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        self._extent, self._view = extent, np.frombuffer(mapping, np.uint8)
+        address = self._view.__array_interface__["data"][0]
         control = self._control
         control[_EXTENT_ADDRESS], control[_EXTENT_OFFSET], control[_LIMIT] = address, offset, offset + length
         self._nudge()
 
     def _unmap(self) -> None:
+        """Let go of the extent: unmapped now, or when the last batch still viewing it is gone."""
         if self._view is not None:
             self._view = None
             self._control[_LIMIT] = 0  # the thread stops populating this extent
-            _libc.munmap(self._address, self._extent_size + self._slack)
 
     def _pwrite_all(self, data: bytes, offset: int) -> None:
         view = memoryview(data)

@@ -31,6 +31,7 @@ from streamctl.process.journal.files import (
 )
 from streamctl.process.journal.mapped import MappedAppender
 from streamctl.process.journal.settings import JournalConfig
+from streamctl.shm.records import RECORD_DTYPE
 
 __all__ = ["JournalWriter", "PublishedMark"]
 
@@ -67,14 +68,41 @@ class JournalWriter:
         """Records appended by this writer."""
         self.bytes = 0
         """Bytes appended by this writer."""
+        self._room: np.ndarray | None = None
+        """The records `reserve_records` lent, until the next append."""
 
-    def append_records(self, ring: int, position: int, records: np.ndarray, messages_before: int) -> None:
-        """One batch of ring `ring`, whose first record was at read position `position`."""
+    def reserve_records(self, max_records: int) -> np.ndarray | None:
+        """Room for up to `max_records` records in the journal itself, for the ring to copy its
+        next batch into (``Ring.consume(out=...)``): then `append_records` of that batch only
+        writes its header, and the batch is never copied twice. None before the first batch
+        opened a file (its day names the file) or if the room does not fit the mapping."""
+        if self._file is None:
+            return None
+        room = self._file.reserve(LINE + max_records * LINE)
+        self._room = None if room is None else room[LINE:].view(RECORD_DTYPE)
+        return self._room
+
+    def append_records(self, ring: int, position: int, records: np.ndarray, messages_before: int) -> np.ndarray:
+        """One batch of ring `ring`, whose first record was at read position `position`; returns
+        the batch where it now lies. A batch the ring copied into `reserve_records`' room stays
+        there, unless symbol entries must go before it or it opens a new day's file: then it is
+        copied as any other batch (and the copy is returned: the room is gone)."""
         n = len(records)
-        self._roll(day_of(int(records["ts_event"][-1])))
-        self._write(entry_header(RECORDS, ring, n, n * LINE, position, messages_before, time.time_ns()),
-                    np.ascontiguousarray(records).view(np.uint8).data)
+        day = day_of(int(records["ts_event"][-1]))
+        room, self._room = self._room, None
+        header = entry_header(RECORDS, ring, n, n * LINE, position, messages_before, time.time_ns())
+        if room is not None and len(records) and np.may_share_memory(records, room):
+            if not self._symbols and not self._rolls(day):
+                assert self._file is not None
+                self._file.commit(header, LINE + n * LINE)
+                self._wrote(LINE + n * LINE)
+                self.records += n
+                return records
+            records = records.copy()
+        self._roll(day)
+        self._write(header, np.ascontiguousarray(records).view(np.uint8).data)
         self.records += n
+        return records
 
     def append_clock(self, clocks: np.ndarray, messages_before: int) -> None:
         """The per-symbol clocks of an `on_clock` call that closed bars."""
@@ -116,7 +144,11 @@ class JournalWriter:
         parts = [*self._symbols, header, body]
         self._symbols.clear()
         assert self._file is not None
-        self.bytes += self._file.append(parts)
+        self._room = None  # written over
+        self._wrote(self._file.append(parts))
+
+    def _wrote(self, size: int) -> None:
+        self.bytes += size
         self._dirty = True
         if self.config.sync == "batch":
             self._sync()
@@ -127,12 +159,16 @@ class JournalWriter:
         self._dirty = False
         self._last_sync = time.monotonic()
 
+    def _rolls(self, event_day: int | None) -> bool:
+        """Whether `_roll(event_day)` would open a file."""
+        return self._file is None or not (event_day is None or self.day is None or event_day <= self.day
+                                          or event_day > day_of(time.time_ns()) + 1)
+
     def _roll(self, event_day: int | None) -> None:
         """Open the file for `event_day` (None: stay on the current one) if it is a later day."""
-        wall_day = day_of(time.time_ns())
-        if self._file is not None and (event_day is None or self.day is None or event_day <= self.day
-                                       or event_day > wall_day + 1):
+        if not self._rolls(event_day):
             return
+        wall_day = day_of(time.time_ns())
         if event_day is None or event_day > wall_day + 1:
             event_day = wall_day if self.day is None else self.day
         self.close()
