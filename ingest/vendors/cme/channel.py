@@ -135,15 +135,16 @@ class Channel:
         for tid, e in self.exponent.items():
             self._scale[tid] = _scale(e)
         self._fields = Fields(schema, orders=self._keep_mbo)
-        self._slots = k.new_slots()
-        """SecurityID -> instrument slot (row of the state arrays)."""
+        self._orders, self._totals, self._slot_of = k.new_tables()
+        self._slots: dict[int, int] = {}
+        """SecurityID -> instrument slot (row of the state arrays): the kernels' map ``_slot_of``
+        mirrored, so Python never touches the typed dict."""
         self._inst = np.zeros((0, k.I_COLS), np.int64)
         self._px = np.zeros((0, 4, depth), np.int64)
         self._sz = np.zeros((0, 4, depth), np.int64)
         self._cnt = np.zeros((0, 4), np.int64)
         self._mark = np.zeros(0, np.int64)
         self._grow(16)
-        self._orders, self._totals = k.new_orders(), k.new_totals()
         self._stats = np.zeros(k.S_COLS, np.int64)
         self._stats[k.S_LAST_TS] = _INT64_MIN
         self._done: list[np.ndarray] = []
@@ -163,13 +164,13 @@ class Channel:
 
     def _slot(self, sid: int) -> int:
         if sid not in self._slots:
-            self._slots[sid] = len(self._slots)
+            k.add_slot(self._slot_of, sid)
             self._new_slot(sid)
-        return int(self._slots[sid])
+        return self._slots[sid]
 
     def _new_slot(self, sid: int) -> None:
-        """State for a SecurityID just given the next slot."""
-        slot = int(self._slots[sid])
+        """State for a SecurityID the kernels just gave the next slot."""
+        slot = self._slots[sid] = len(self._slots)
         if slot >= len(self._inst):
             self._grow(2 * len(self._inst))
         self._inst[slot, k.I_SID] = sid
@@ -183,7 +184,7 @@ class Channel:
         f = self._fields
         *cols, new_sids = k.gather(dec.buf, msgs, dec.msg_pkt, ents, dec.seq.astype(np.int64),
                                    dec.sending_time.astype(np.int64), f.root, f.md_group, f.md, f.ord_group, f.ord_own,
-                                   f.ord, self._slots)
+                                   f.ord, self._slot_of)
         for sid in new_sids.tolist():
             self._new_slot(sid)
         return tuple(cols)

@@ -23,7 +23,7 @@ from streamctl.ingest.vendors.cme.book import CHANGE, DELETE, DELETE_FROM, DELET
 
 __all__ = [
     "gather", "apply_batch", "rebuild_levels", "book_published", "add_orders", "clear_instrument", "clear_orders",
-    "order_levels", "order_rows", "new_orders", "new_totals", "new_slots",
+    "order_levels", "order_rows", "new_tables", "add_slot",
     "ROOT_COLUMNS", "MD_COLUMNS", "ORDER_COLUMNS", "F_PRESENT", "F_OFFSET", "F_WIDTH", "F_SIGNED", "F_SINCE", "F_NULL",
     "MD_SLOT", "MD_SID", "MD_RPT", "MD_PX", "MD_SIZE", "MD_LEVEL", "MD_ACTION", "MD_TYPE", "MD_AGGR",
     "OD_SLOT", "OD_ID", "OD_REF", "OD_SID", "OD_TYPE", "OD_PX", "OD_QTY", "OD_ACTION",
@@ -59,19 +59,21 @@ _ORDER = types.UniTuple(types.int64, 4)
 _LEVEL = types.UniTuple(types.int64, 3)
 
 
-def new_orders() -> Dict:
-    """An empty order table: OrderID -> (slot, side, price, quantity)."""
-    return Dict.empty(types.int64, _ORDER)
+@numba.njit(cache=True, nogil=True)
+def new_tables():
+    """Empty (orders, level totals, instrument map): OrderID -> (slot, side, price, quantity),
+    (slot, side, price) -> total visible quantity, SecurityID -> slot. Made in compiled code:
+    a typed dict made or touched from Python compiles its methods anew in every process (seconds),
+    one made here comes from the cache."""
+    return Dict.empty(types.int64, _ORDER), Dict.empty(_LEVEL, types.int64), Dict.empty(types.int64, types.int64)
 
 
-def new_totals() -> Dict:
-    """An empty level table: (slot, side, price) -> total visible quantity."""
-    return Dict.empty(_LEVEL, types.int64)
-
-
-def new_slots() -> Dict:
-    """An empty instrument map: SecurityID -> slot."""
-    return Dict.empty(types.int64, types.int64)
+@numba.njit(cache=True, nogil=True)
+def add_slot(slot_of, sid):
+    """Give SecurityID `sid` the next slot (it has none yet); returns it."""
+    slot = len(slot_of)
+    slot_of[sid] = slot
+    return slot
 
 
 # Field tables of `gather` (built from the schema by `channel.Fields`): per template and column,
