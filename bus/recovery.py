@@ -139,6 +139,8 @@ class RecoveryService:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._topics: dict[str, _History] = {}
+        self._frames: dict[bytes, tuple[str, bool, _History]] = {}
+        """Per topic frame as it arrives: the topic, whether its payloads are arrays, its history."""
         self._last_seq: dict[str, dict[str, int]] = {}
         """src -> topic -> last seq the hub forwarded."""
         self._one = msgspec.msgpack.Decoder(_Seq)
@@ -251,8 +253,13 @@ class RecoveryService:
                 continue
             frame, payload = frames
             try:
-                topic = wire.frame_text(frame)
-                batched = wire.parse_topic(topic).kind in wire.BATCHED_KINDS
+                known = self._frames.get(frame)
+                if known is None:  # a topic's first message: its name parsed once, not per message
+                    topic = wire.frame_text(frame)
+                    batched = wire.parse_topic(topic).kind in wire.BATCHED_KINDS
+                    stored = self._topics.get(topic)
+                    known = (topic, batched, _History(frame) if stored is None else stored)
+                topic, batched, history = known
                 if batched:
                     items = self._many.decode(payload)
                     first, last, src = items[0].seq, items[-1].seq, items[0].src
@@ -262,9 +269,9 @@ class RecoveryService:
                     src = one.src
             except (ValueError, IndexError, msgspec.DecodeError):
                 continue  # the subscribers' problem to count; nothing to keep
-            history = self._topics.get(topic)
-            if history is None:
-                history = self._topics[topic] = _History(frame)
+            if frame not in self._frames:
+                self._frames[frame] = known
+                self._topics[topic] = history
             ts = self._last_ts = max(time.time_ns(), self._last_ts + 1)  # strictly increasing: a `since` cursor
             history.add((first, last, ts, payload), self._budget)
             self._last_seq.setdefault(src, {})[topic] = last
