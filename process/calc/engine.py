@@ -139,6 +139,36 @@ class CalculatorSet:
         self._index[symbol] = index
         return index
 
+    def export_state(self) -> dict:
+        """Everything the next batch's outputs depend on, as plain values and array copies: the
+        symbols, every counter, and each calculator's state (a worker checkpoint's part)."""
+        return {"symbols": list(self._symbols), "counts": self._count_array.copy(),
+                "bars": self._bars.export_state(), "revisions": self._revisions.export_state(),
+                "trades": self._trades.export_state(),
+                "book": None if self._book is None else self._book.export_state()}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from `export_state` of a set with the same config. Only a new set takes it;
+        a state that does not fit raises `ValueError` naming the part."""
+        if self._symbols:
+            raise ValueError(f"a state loads only into a new CalculatorSet; this one has {len(self._symbols)} symbols")
+        for symbol in state["symbols"]:
+            self.add_symbol(symbol)
+        counts = state["counts"]
+        if counts.shape != self._count_array.shape or counts.dtype != self._count_array.dtype:
+            raise ValueError(f"`counts` must be {self._count_array.dtype} {self._count_array.shape}; "
+                             f"was {counts.dtype} {counts.shape}")
+        if (state["book"] is None) != (self._book is None):
+            raise ValueError("the state's `book` does not match the config's (book on in one, off in the other)")
+        self._bars.load_state(state["bars"])
+        self._revisions.load_state(state["revisions"])
+        self._trades.load_state(state["trades"])
+        if self._book is not None:
+            self._book.load_state(state["book"])
+        self._count_array[:] = counts
+        self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
+        self.counters.update(self._revisions.counts)
+
     def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Output:
         """Run every calculator over one batch; return ``(topic, payload)`` pairs (see module doc)."""
         rows_int, rows_float = columns(records)

@@ -111,6 +111,15 @@ class TradeCalc:
         for topics, n in zip(self._ema_topics, self.ema_spans, strict=True):
             topics.append(topic("ema", symbol, n))
 
+    def export_state(self) -> dict:
+        """Every symbol's trade ring, VWAP sums, SMA/EMA and rule state, and the batch stamp
+        the kernels compare with (a checkpoint's part)."""
+        return {"arrays": self.state.export(len(self._symbols)), "stamp": self._stamp}
+
+    def load_state(self, state: dict) -> None:
+        self.state.load(state["arrays"], len(self._symbols))
+        self._stamp = int(state["stamp"])
+
     def update(self, rows_int, rows_float, sym, trades, n_trades: int, tmin: int,
                tmax: int) -> tuple[np.ndarray, np.ndarray]:
         """Apply a batch's valid trades; return its anomaly rows ``(anomaly_int, anomaly_float)``
