@@ -65,6 +65,8 @@ class JournalWriter:
         """Records appended by this writer."""
         self.bytes = 0
         """Bytes appended by this writer."""
+        self.end = 0
+        """The current file's length in whole entries: where the next entry goes."""
 
     def append_records(self, ring: int, position: int, records: np.ndarray, messages_before: int) -> None:
         """One batch of ring `ring`, whose first record was at read position `position`."""
@@ -121,6 +123,7 @@ class JournalWriter:
             while rest:
                 rest = rest[os.write(self._fd, rest):]
         self.bytes += want
+        self.end += want
         self._dirty = True
         if self.config.sync == "batch":
             self._sync()
@@ -144,6 +147,7 @@ class JournalWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if os.fstat(self._fd).st_size == 0:
             os.write(self._fd, FileHeader(self.partition, event_day, self.run, time.time_ns()).pack())
+        self.end = os.fstat(self._fd).st_size
         expire(self.directory, newest_day=event_day, retention_days=self.config.retention_days, keep_run=self.run)
 
     def resume(self, path: Path, day: int) -> None:
@@ -151,6 +155,7 @@ class JournalWriter:
         self.close()
         self.day, self.path = day, path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self.end = os.fstat(self._fd).st_size
 
 
 class PublishedMark:
