@@ -44,10 +44,11 @@ def fingerprint(spec: WorkerSpec) -> str:
     return hashlib.sha256(msgspec.json.encode(what)).hexdigest()
 
 
-def capture(worker: Worker, ends: list[int | None]) -> dict:
+def capture(worker: Worker, ends: list[int | None], into: dict | None = None) -> dict:
     """The worker's state now, between two journal entries (copies: the worker goes on at once).
 
-    `ends`: per ring, the read position just past its last journaled batch (None: none yet).
+    `ends`: per ring, the read position just past its last journaled batch (None: none yet);
+    `into`: an earlier capture, written and no longer read, whose arrays the copies reuse.
     """
     journal = worker.journal
     assert journal is not None and journal.path is not None
@@ -59,7 +60,7 @@ def capture(worker: Worker, ends: list[int | None]) -> dict:
         "maps": [symbols.lookup.copy() for symbols in worker.maps],
         "publisher": {"messages_out": worker.publisher.messages_out, "seqs": worker.publisher.sequences()},
         "clocks": [[clock.event, clock.suspect, clock.held] for clock in worker.clocks],
-        "calc": worker.calc.export_state(),
+        "calc": worker.calc.export_state((into or {}).get("calc")),
         "written_ns": time.time_ns(),
     }
 
@@ -111,6 +112,8 @@ class Checkpointer:
         self._last_records = 0
         self._last_position: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
+        self._spare: dict | None = None
+        """The last state written: the next capture copies into its arrays (memory already touched)."""
         self.taken = 0
         """Checkpoints written by this worker's life."""
         self.copy_seconds = 0.0
@@ -143,7 +146,8 @@ class Checkpointer:
         if position == self._last_position:
             return False
         began = time.perf_counter()
-        state = capture(worker, ends)
+        state = capture(worker, ends, self._spare)
+        self._spare = None
         self.copy_seconds = time.perf_counter() - began
         self._last_position = position
         day = journal.day
@@ -158,6 +162,7 @@ class Checkpointer:
             write_checkpoint(self.directory, run=self.run, day=day, offset=offset, state=state)
             prune(self.directory, self.run, keep=self.config.checkpoint_keep)
             self.taken += 1
+            self._spare = state
         except OSError as exc:  # a full disk: the journal still has everything; the next one may fit
             self.failed += 1
             log.error("checkpoint at %s:%d not written: %s", day, offset, exc)

@@ -99,9 +99,10 @@ def _run(calc: CalculatorSet, ops: list, t: int, seq: int) -> tuple[list, int, i
     return out, t, seq
 
 
-def _restored(calc: CalculatorSet, tmp_path) -> CalculatorSet:
-    """`calc`'s state through a checkpoint file into a new set."""
-    path = write_checkpoint(tmp_path, run=1, day=0, offset=64, state={"calc": calc.export_state()})
+def _restored(calc: CalculatorSet, tmp_path, spare: dict | None = None) -> CalculatorSet:
+    """`calc`'s state (copied into the arrays of an earlier export `spare`, as a worker's next
+    checkpoint reuses its last one's) through a checkpoint file into a new set."""
+    path = write_checkpoint(tmp_path, run=1, day=0, offset=64, state={"calc": calc.export_state(spare)})
     again = CalculatorSet(CONFIG, src="test", live=True)
     again.load_state(read_checkpoint(path)["calc"])
     path.unlink()
@@ -114,8 +115,9 @@ def test_a_set_restored_from_a_checkpoint_publishes_what_the_original_does(tmp_p
     original = CalculatorSet(CONFIG, src="test", live=True)
     for s in range(20):
         original.add_symbol(f"S{s:02d}")
+    spare = original.export_state()  # an earlier checkpoint's arrays, overwritten by the next
     before, t, seq = _run(original, ops[:cut], T0, 0)
-    restored = _restored(original, tmp_path)
+    restored = _restored(original, tmp_path, spare)
     assert restored.symbols == original.symbols and restored.counters == original.counters
     for calc in (original, restored):  # symbols learned after the checkpoint
         for s in range(late_symbols):

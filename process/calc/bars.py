@@ -96,9 +96,9 @@ class BarCalc:
         self.state.resize(capacity)
         self.state["bar_int"][old:, :, bar_kernels.B_WM] = bar_kernels.NO_WATERMARK
 
-    def export_state(self) -> dict:
+    def export_state(self, into: dict | None = None) -> dict:
         """The open bars of every symbol (a checkpoint's part; `load_state` takes it back)."""
-        return self.state.export(len(self._symbols))
+        return self.state.export(len(self._symbols), into)
 
     def load_state(self, state: dict) -> None:
         self.state.load(state, len(self._symbols))

@@ -128,9 +128,9 @@ class BookCalc:
         self._symbols.append(symbol)
         self._topics.append(topic("book", symbol))
 
-    def export_state(self) -> dict:
+    def export_state(self, into: dict | None = None) -> dict:
         """Every symbol's levels and pending-event marks (a checkpoint's part)."""
-        return self.state.export(len(self._symbols))
+        return self.state.export(len(self._symbols), into)
 
     def load_state(self, state: dict) -> None:
         self.state.load(state, len(self._symbols), grow=_LEVEL_ARRAYS)

@@ -139,13 +139,16 @@ class CalculatorSet:
         self._index[symbol] = index
         return index
 
-    def export_state(self) -> dict:
+    def export_state(self, into: dict | None = None) -> dict:
         """Everything the next batch's outputs depend on, as plain values and array copies: the
-        symbols, every counter, and each calculator's state (a worker checkpoint's part)."""
+        symbols, every counter, and each calculator's state (a worker checkpoint's part).
+        `into`: an earlier export whose arrays are reused where they fit (no longer read by anyone)."""
+        into = into or {}
         return {"symbols": list(self._symbols), "counts": self._count_array.copy(),
-                "bars": self._bars.export_state(), "revisions": self._revisions.export_state(),
-                "trades": self._trades.export_state(),
-                "book": None if self._book is None else self._book.export_state()}
+                "bars": self._bars.export_state(into.get("bars")),
+                "revisions": self._revisions.export_state(into.get("revisions")),
+                "trades": self._trades.export_state(into.get("trades")),
+                "book": None if self._book is None else self._book.export_state(into.get("book"))}
 
     def load_state(self, state: dict) -> None:
         """Continue from `export_state` of a set with the same config. Only a new set takes it;

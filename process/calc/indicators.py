@@ -111,10 +111,10 @@ class TradeCalc:
         for topics, n in zip(self._ema_topics, self.ema_spans, strict=True):
             topics.append(topic("ema", symbol, n))
 
-    def export_state(self) -> dict:
+    def export_state(self, into: dict | None = None) -> dict:
         """Every symbol's trade ring, VWAP sums, SMA/EMA and rule state, and the batch stamp
         the kernels compare with (a checkpoint's part)."""
-        return {"arrays": self.state.export(len(self._symbols)), "stamp": self._stamp}
+        return {"arrays": self.state.export(len(self._symbols), (into or {}).get("arrays")), "stamp": self._stamp}
 
     def load_state(self, state: dict) -> None:
         self.state.load(state["arrays"], len(self._symbols))

@@ -26,6 +26,7 @@ from streamctl.bus.wire import Bar
 from streamctl.process.calc import bar_kernels as bk
 from streamctl.process.calc.bars import BarCalc
 from streamctl.process.calc.batch import PRICE, PRICE2, SEQUENCE, SIZE, TS_EVENT, TS_RECV
+from streamctl.process.calc.state import copy_into
 from streamctl.shm.records import Kind
 
 __all__ = ["Revisions"]
@@ -116,9 +117,11 @@ class Revisions:
 
     _RING = ("sym", "tid", "ts", "recv", "price", "size", "late")
 
-    def export_state(self) -> dict:
+    def export_state(self, into: dict | None = None) -> dict:
         """The trade ring, evictions and revision numbers (a checkpoint's part)."""
-        return {"ring": {name: getattr(self, name).copy() for name in self._RING}, "next": self._next,
+        spare = (into or {}).get("ring") or {}
+        return {"ring": {name: copy_into(getattr(self, name), spare.get(name)) for name in self._RING},
+                "next": self._next,
                 "evicted": self._evicted.copy(), "counts": dict(self.counts),
                 "revision": [[*key, n] for key, n in self._revision.items()]}
 
