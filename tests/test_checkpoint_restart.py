@@ -39,8 +39,12 @@ FILES = {
 KINDS = {"bar", "vwap", "ema", "book"}
 
 
+def _by_position(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.ckpt"), key=lambda p: tuple(int(x) for x in p.name.split(".")[1:3]))
+
+
 def _newest(directory: Path) -> str | None:
-    names = sorted(directory.glob("*.ckpt"), key=lambda p: tuple(int(x) for x in p.name.split(".")[1:3]))
+    names = _by_position(directory)
     return names[-1].name if names else None
 
 
@@ -82,24 +86,25 @@ def test_a_worker_restored_from_checkpoints_publishes_what_an_uninterrupted_one_
         # 1. Right after a checkpoint: the tail to replay is (nearly) empty.
         wait_until(lambda: seen() >= 0.15 * n_total and _newest(journal), 120, "15 % and a checkpoint", poll)
         before = _newest(journal)
-        newest = wait_until(lambda: (n := _newest(journal)) != before and n, 60, "a new checkpoint", poll)
+        wait_until(lambda: _newest(journal) != before, 60, "a new checkpoint", poll)
+        os.kill(pids[-1], signal.SIGSTOP)  # stopped, it writes no newer one before it is killed
+        newest = _newest(journal)
         os.kill(pids[-1], signal.SIGKILL)
         restart(newest)
         # 2. Mid-way between two: messages published since the newest checkpoint are in the tail.
         wait_until(lambda: seen() >= 0.4 * n_total, 120, "40 %", poll)
-        newest = wait_until(lambda: _newest(journal), 60, "a checkpoint", poll)
+        wait_until(lambda: _newest(journal), 60, "a checkpoint", poll)
         count = len(rows)
         wait_until(lambda: len(rows) >= count + 3, 60, "3 messages after the checkpoint", poll)
         os.kill(pids[-1], signal.SIGSTOP)
-        if _newest(journal) != newest:  # one more came in the meantime: the tail starts there
-            newest = _newest(journal)
+        newest = _newest(journal)  # one more may have come in the meantime: the tail starts there
         os.kill(pids[-1], signal.SIGKILL)
         restart(newest)
         # 3. The newest checkpoint is corrupt: the restart falls back to the one before.
         wait_until(lambda: seen() >= 0.65 * n_total and len(list(journal.glob("*.ckpt"))) == 2, 120,
                    "65 % and two checkpoints", poll)
         os.kill(pids[-1], signal.SIGSTOP)
-        older, newest = sorted(journal.glob("*.ckpt"), key=lambda p: tuple(int(x) for x in p.name.split(".")[1:3]))
+        *_, older, newest = _by_position(journal)  # (a third may be in, not yet pruned)
         raw = bytearray(newest.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         newest.write_bytes(bytes(raw))
