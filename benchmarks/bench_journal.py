@@ -10,7 +10,11 @@ alternate batch by batch, so both see the same machine; the headline is records 
 the median batch time. The anchor beside the journal: the same batches handed to ``writev`` on
 a file opened for appending, the way the journal wrote before. Also: the journal's raw append
 rate (`sync: none` and `batch`), and recovery: a journal of N records read back and replayed
-through the calculators, as a restarted worker does.
+through the calculators, as a restarted worker does, against a recovery from a
+checkpoint taken `TAIL` records before the end (the most the default ``checkpoint_records``
+leaves to replay) plus that tail. And what taking one checkpoint costs for 100 and 10,000
+symbols: the copy of the state on the worker's thread, and the encoding plus synced write that
+a background thread does.
 Run: ``python benchmarks/bench_journal.py [--quick]``.
 """
 
@@ -27,7 +31,8 @@ from _table import bench_main
 from bench_worker import FULL_CONFIG, make_ticks
 
 from streamctl.process.calc.engine import CalculatorSet
-from streamctl.process.journal.files import RECORDS, entry_header, read_entries, run_files
+from streamctl.process.journal.checkpoints import read_checkpoint, write_checkpoint
+from streamctl.process.journal.files import LINE, RECORDS, entry_header, read_entries, run_files
 from streamctl.process.journal.mapped import warm_up
 from streamctl.process.journal.settings import JournalConfig
 from streamctl.process.journal.writer import JournalWriter
@@ -40,9 +45,9 @@ BATCH = 4096
 RUN = 1
 
 
-def _calc() -> CalculatorSet:
+def _calc(symbols: int = 100) -> CalculatorSet:
     calc = CalculatorSet(FULL_CONFIG, src="bench", live=True)
-    for s in range(100):
+    for s in range(symbols):
         calc.add_symbol(f"S{s:03d}")
     return calc
 
@@ -126,7 +131,70 @@ def _recovery_rows(records: np.ndarray, sym: np.ndarray, tmp: Path) -> list[dict
     seconds = time.perf_counter() - began
     assert n == len(records)
     return [{"benchmark": "recovery: journal read + replayed into state", "value": n / seconds, "unit": "records/s",
-             "note": f"{n:,} records ({n * 64 / 1e6:,.0f} MB) in {seconds:.2f} s; full calculator set"}]
+             "note": f"{n:,} records ({n * 64 / 1e6:,.0f} MB) in {seconds:.2f} s; full calculator set"},
+            {"benchmark": "restart: whole journal replayed (anchor)", "value": seconds, "unit": "s",
+             "note": f"{n:,} records"}]
+
+
+TAIL = 1_000_000
+"""Records after the checkpoint: the default ``journal.checkpoint_records``, the most a restart replays."""
+
+
+def _checkpoint_restart_rows(sym: np.ndarray, tmp: Path) -> list[dict]:
+    """A checkpoint taken `TAIL` records before the journal's end, then a restart from it: load
+    it into a new set and replay the entries after its offset."""
+    directory = tmp / "append-none"
+    (path,) = run_files(directory, RUN)
+    entries = list(read_entries(path, partition=0, repair=False))
+    total = sum(len(e.payload) for e in entries)
+    calc, offset, n = _calc(), LINE, 0
+    for entry in entries:
+        if n >= total - min(TAIL, total // 4):
+            break
+        calc.on_batch(entry.payload, sym[entry.position:entry.position + len(entry.payload)])
+        offset += LINE + len(entry.payload) * LINE
+        n += len(entry.payload)
+    del entries
+    written = write_checkpoint(tmp, run=RUN, day=0, offset=offset, state={"calc": calc.export_state()})
+    began = time.perf_counter()
+    restored = CalculatorSet(FULL_CONFIG, src="bench", live=True)
+    restored.load_state(read_checkpoint(written)["calc"])
+    tail = 0
+    for entry in read_entries(path, partition=0, repair=False, start=offset):
+        restored.on_batch(entry.payload, sym[entry.position:entry.position + len(entry.payload)])
+        tail += len(entry.payload)
+    seconds = time.perf_counter() - began
+    return [{"benchmark": "restart: checkpoint + journal tail", "value": seconds, "unit": "s",
+             "note": f"checkpoint at {n:,} of {total:,} records, {tail:,} replayed; "
+                     f"{written.stat().st_size / 1e6:.1f} MB checkpoint"}]
+
+
+def _checkpoint_cost_rows(tmp: Path) -> list[dict]:
+    """One checkpoint of a worker with 100 and with 10,000 symbols (state filled by trades)."""
+    rows = []
+    for symbols in (100, 10_000):
+        records, sym = make_ticks(max(200_000, 20 * symbols), symbols=symbols)
+        calc = _calc(symbols)
+        for start in range(0, len(records), BATCH):
+            calc.on_batch(records[start:start + BATCH], sym[start:start + BATCH])
+        copies, writes = [], []
+        state = None
+        for i in range(6):  # the worker's copies reuse the arrays of its last checkpoint, once written
+            began = time.perf_counter()
+            state = calc.export_state(state)
+            copies.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            written = write_checkpoint(tmp, run=RUN + 1, day=symbols, offset=LINE * (i + 1), state=state)
+            writes.append(time.perf_counter() - began)
+        size = written.stat().st_size
+        rows += [
+            {"benchmark": f"checkpoint, {symbols:,} symbols: state copy (worker thread)",
+             "value": statistics.median(copies[1:]) * 1e3, "unit": "ms",
+             "note": f"median of 5 into the last one's arrays; the first, into new memory: {copies[0] * 1e3:.1f} ms"},
+            {"benchmark": f"checkpoint, {symbols:,} symbols: encode + write + fdatasync (background)",
+             "value": statistics.median(writes) * 1e3, "unit": "ms", "note": f"{size / 1e6:.1f} MB; median of 6"},
+        ]
+    return rows
 
 
 DAY = 4_600_000
@@ -143,6 +211,8 @@ def run(quick: bool = False) -> list[dict]:
         day, day_sym = make_ticks(200_000 if quick else DAY)
         rows += _append_rows(day, Path(tmp))
         rows += _recovery_rows(day, day_sym, Path(tmp))
+        rows += _checkpoint_restart_rows(day_sym, Path(tmp))
+        rows += _checkpoint_cost_rows(Path(tmp))
     return rows
 
 

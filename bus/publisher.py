@@ -131,6 +131,18 @@ class Publisher:
         got). None ends it."""
         self._muted_topics = None if seqs is None else dict(seqs)
 
+    def sequences(self) -> dict[str, int]:
+        """The last seq of every topic published so far (a worker checkpoint's part)."""
+        return {text: entry.seq for text, entry in self._topics.items()}
+
+    def resume_sequences(self, seqs: dict[str, int], messages_out: int) -> None:
+        """Go on from `sequences` and `messages_out` saved by an earlier life of this publisher
+        (a worker restored from a checkpoint): the next message on each topic is its seq + 1."""
+        for text, seq in seqs.items():
+            self._entry(text, wire.parse_topic(text).kind in wire.BATCHED_KINDS).seq = seq
+        self.messages_out = messages_out
+        self._next_drain = messages_out + _DRAIN_EVERY
+
     def _sending(self, entry: _Topic, last_seq: int) -> bool:
         """Whether the next message (on `entry`, ending at `last_seq`) goes out (see the mutes)."""
         muted = self._muted_topics

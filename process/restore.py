@@ -1,6 +1,10 @@
 """A restarted worker rebuilds its state from its run's journal before it reads its rings.
 
-Every entry is replayed in order through the same steps as live (the same batches, so the same
+It starts from the newest usable checkpoint of its run (`process.checkpoint`), if there is
+one, and replays the journal from the position the checkpoint was taken at; otherwise from
+the run's first entry. A checkpoint that is cut, corrupt, of another format or config, or whose
+position is not an entry boundary of the journal is skipped with a warning for the one before
+it (and at last for the whole journal). Every entry is replayed in order through the same steps as live (the same batches, so the same
 per-batch outputs; the journaled clocks, so the same bars closed at the same points; the flush).
 The publisher numbers every message again but sends only those past the published mark (what
 the previous life had handed to ZeroMQ), so each topic's ``seq`` goes on where it was, with
@@ -16,7 +20,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamctl.process.journal.files import CLOCK, FLUSH, RECORDS, SYMBOL, FileHeader, read_entries, run_files
+from streamctl.process.checkpoint import apply, fingerprint
+from streamctl.process.journal.checkpoints import newest_checkpoint
+from streamctl.process.journal.files import (
+    CLOCK,
+    FLUSH,
+    LINE,
+    RECORDS,
+    SYMBOL,
+    FileHeader,
+    file_name,
+    read_entries,
+    resumes_at,
+    run_files,
+)
 
 if TYPE_CHECKING:
     from streamctl.process.worker import Worker
@@ -42,12 +59,17 @@ def restore(worker: Worker) -> int:
         publisher.mute_until(sent_before)
     publisher.mute_topics(forwarded)
     ends: list[int | None] = [None] * len(worker.rings)
+    first, start, restored_from = 0, LINE, ""
+    if files:
+        resumed = _from_checkpoint(worker, files)
+        if resumed is not None:
+            first, start, ends, restored_from = resumed
     entries = records = diverged = 0
     registries = [symbols.registry for symbols in worker.maps]
     for symbols in worker.maps:  # the symbols known then are in the journal; the registry knows today's
         symbols.registry = None
-    for path in files:
-        for entry in read_entries(path, partition=spec.partition, repair=True):
+    for i, path in enumerate(files[first:]):
+        for entry in read_entries(path, partition=spec.partition, repair=True, start=start if i == 0 else LINE):
             if entry.messages_before != publisher.messages_out:
                 diverged += 1
             if entry.kind in (RECORDS, SYMBOL) and entry.ring >= len(worker.rings):
@@ -71,6 +93,7 @@ def restore(worker: Worker) -> int:
     if files:
         with open(files[-1], "rb") as f:
             journal.resume(files[-1], FileHeader.unpack(f.read(64), files[-1]).day)
+    worker.journaled_to = list(ends)
     for ring, end in zip(worker.rings, ends, strict=True):
         if end is None:
             continue
@@ -83,16 +106,41 @@ def restore(worker: Worker) -> int:
     if diverged:
         log.error("%s: %d journal entries replayed to a different message count than they were written "
                   "with: the restored state may differ", spec.name, diverged)
-    if entries:
+    if entries or restored_from:
         seconds = time.monotonic() - started
-        log.info("%s: restored from %d journal entries (%d records) in %.2f s; %d messages had been sent, "
-                 "%d not sent before the restart sent now", spec.name, entries, records, seconds, sent_before,
-                 max(unsent, 0))
-        worker.restored = f"restored {records} records from the journal in {seconds:.1f} s"
+        log.info("%s: restored %sfrom %d journal entries (%d records) in %.2f s; %d messages had been sent, "
+                 "%d not sent before the restart sent now", spec.name, restored_from and f"{restored_from} + ",
+                 entries, records, seconds, sent_before, max(unsent, 0))
+        source = f"{restored_from} + " if restored_from else ""
+        worker.restored = f"restored {source}{records} records from the journal in {seconds:.1f} s"
         worker.slot.set("detail", worker.restored)
     publisher.mute_until(0)
     publisher.mute_topics(None)
     return entries
+
+
+def _from_checkpoint(worker: Worker, files: list[Path]) -> tuple[int, int, list[int | None], str] | None:
+    """Load the newest usable checkpoint into `worker`: (index in `files` and byte offset to
+    replay from, the rings' journaled ends, its name), or None (replay everything)."""
+    spec = worker.spec
+    directory = Path(spec.journal_dir)
+    wanted = fingerprint(spec)
+    rejected: set = set()
+    while (found := newest_checkpoint(directory, spec.run, fingerprint=wanted, skip=rejected)) is not None:
+        checkpoint, state = found
+        rejected.add(checkpoint.path)
+        path = directory / file_name(checkpoint.day, spec.run)
+        if path not in files or state["journal"]["file"] != path.name or not resumes_at(path, checkpoint.offset):
+            log.warning("%s: skipping checkpoint `%s`: the journal has no entry boundary at its position",
+                        spec.name, checkpoint.path)
+            continue
+        try:
+            ends = apply(worker, state)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: skipping checkpoint `%s`: %s", spec.name, checkpoint.path, exc)
+            continue
+        return files.index(path), checkpoint.offset, ends, f"checkpoint {checkpoint.path.name}"
+    return None
 
 
 _ASK_TIMEOUT = 5.0

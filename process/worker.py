@@ -127,6 +127,16 @@ class _SymbolMap:
             idx = self._lookup[ids64]
         return idx
 
+    @property
+    def lookup(self) -> np.ndarray:
+        """Instrument id -> local index (-1: not known yet)."""
+        return self._lookup
+
+    def resume(self, calculators, lookup: np.ndarray) -> None:
+        """Go on with `lookup` (from a checkpoint) and the calculators restored with it."""
+        self._calc = calculators
+        self._lookup = lookup.copy()
+
     def carried(self) -> np.ndarray:
         """The local indices of the symbols this feed has delivered."""
         return self._lookup[self._lookup >= 0]
@@ -162,19 +172,25 @@ class Worker:
         self.clocks = [FeedClock(wall_clocked=s.wall_clock, max_jump=max_jump) for s in spec.sources]
         self.pending: list[list[np.ndarray]] = [[] for _ in self.rings]
         """Replay only: records read since the last fixed batch boundary, per ring."""
-        self._late_seen = 0
+        self.late_seen = 0
         self._next_clock = 0
         self._next_detail = 0
         self.restored = ""
         """What the restart restored (`restore`), shown in `status` beside the journal's state."""
         self.journal = None
         self.mark = None
+        self.checkpoints = None
+        self.journaled_to: list[int | None] = [None] * len(self.rings)
+        """Per ring: the read position just past its last journaled batch (a checkpoint's part)."""
         if spec.journal is not None and spec.journal.enabled and spec.live:
+            from streamctl.process.checkpoint import Checkpointer
             from streamctl.process.journal.writer import JournalWriter, PublishedMark
 
             directory = Path(spec.journal_dir)
             self.journal = JournalWriter(directory, partition=spec.partition, run=spec.run, config=spec.journal)
             self.mark = PublishedMark(directory, spec.run)
+            checkpoints = Checkpointer(directory, run=spec.run, config=spec.journal)
+            self.checkpoints = checkpoints if checkpoints.enabled else None
             self.publisher.record_sent(self.mark.array)
             for i, symbols in enumerate(self.maps):
                 symbols.on_learn = self._symbol_journaler(i)
@@ -239,9 +255,9 @@ class Worker:
             slot.add("records_out", sent)
             if spec.live:  # a replay's ts_recv is the recording's: its "latency" would be years
                 self._observe_latency(slot, batch["ts_recv"], time.time_ns())
-            if late != self._late_seen:
-                slot.add("late", late - self._late_seen)
-        self._late_seen = late
+            if late != self.late_seen:
+                slot.add("late", late - self.late_seen)
+        self.late_seen = late
 
     def _symbol_journaler(self, ring_index: int):
         journal = self.journal
@@ -266,6 +282,7 @@ class Worker:
                         position = ring.consumed
                         batch = journal.append_records(i, position, batch, self.publisher.messages_out)
                         ring.release_to(position + len(batch))
+                        self.journaled_to[i] = position + len(batch)
                 if len(batch):
                     worked = True
                     self.consume(i, batch, sym_idx)
@@ -303,6 +320,8 @@ class Worker:
             self._publish(closed)
         if self.journal is not None:
             self.journal.tick()
+            if self.checkpoints is not None and self.checkpoints.due(self.journal.records):
+                self.checkpoints.take(self, self.journaled_to)  # between two entries: all processed
             if now >= self._next_detail:  # `status`: the journal's file and size, once a second
                 self._next_detail = now + 1_000_000_000
                 written = f"journal {self.journal.path.name if self.journal.path else '-'} " \
@@ -338,6 +357,8 @@ class Worker:
         self.publisher.close()
         if self.journal is not None:
             self.journal.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
         for ring in self.rings:
             ring.close()
         for reg in self.registries:

@@ -191,10 +191,18 @@ CONFIG = "name: plantx\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\n"
     ("journal: {sync_interval: 0}\n", "`journal.sync_interval` must be float > 0.0; was 0"),
     ("journal: {dir: ' '}\n", "`journal.dir` must be a directory path"),
     ("journal: {size: 3}\n", "`journal.size`"),
+    ("journal: {checkpoint_interval: 0}\n", "`journal.checkpoint_interval` must be float > 0.0; was 0"),
+    ("journal: {checkpoint_records: 0}\n", "`journal.checkpoint_records` must be int >= 1; was 0"),
+    ("journal: {checkpoint_keep: 0}\n", "`journal.checkpoint_keep` must be int >= 1; was 0"),
 ])
 def test_bad_journal_settings_are_refused_naming_the_field(extra, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(CONFIG + extra)
+
+
+def test_checkpoints_can_be_turned_off():
+    journal = parse_config(CONFIG + "journal: {checkpoint_interval: null, checkpoint_records: null}\n").journal
+    assert journal.checkpoint_interval is None and journal.checkpoint_records is None
 
 
 def test_a_journal_dir_that_is_a_file_is_refused(tmp_path):

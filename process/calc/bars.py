@@ -102,6 +102,13 @@ class BarCalc:
         self.state.resize(capacity)
         self.state["bar_int"][old:, :, bar_kernels.B_WM] = bar_kernels.NO_WATERMARK
 
+    def export_state(self, into: dict | None = None) -> dict:
+        """The open bars of every symbol (a checkpoint's part; `load_state` takes it back)."""
+        return self.state.export(len(self._symbols), into)
+
+    def load_state(self, state: dict) -> None:
+        self.state.load(state, len(self._symbols))
+
     def add_symbol(self, symbol: str) -> None:
         s = len(self._symbols)
         self._symbols.append(symbol)

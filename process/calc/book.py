@@ -41,6 +41,8 @@ _UNDEF = np.int64(UNDEF_PRICE)
 _LOWEST = np.int64(np.iinfo(np.int64).min)
 _INITIAL_LEVELS = 64
 BAD_BOOK, MISSING_LEVEL = 0, 1
+_LEVEL_ARRAYS = frozenset({"keys", "sizes"})
+"""The arrays whose level axis grows with the busiest side (a checkpoint may hold more levels)."""
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -126,6 +128,13 @@ class BookCalc:
     def add_symbol(self, symbol: str) -> None:
         self._symbols.append(symbol)
         self._topics.append(topic("book", symbol))
+
+    def export_state(self, into: dict | None = None) -> dict:
+        """Every symbol's levels and pending-event marks (a checkpoint's part)."""
+        return self.state.export(len(self._symbols), into)
+
+    def load_state(self, state: dict) -> None:
+        self.state.load(state, len(self._symbols), grow=_LEVEL_ARRAYS)
 
     @property
     def levels(self) -> int:

@@ -149,6 +149,49 @@ class CalculatorSet:
         self._index[symbol] = index
         return index
 
+    def export_state(self, into: dict | None = None) -> dict:
+        """Everything the next batch's outputs depend on, as plain values and array copies: the
+        symbols, every counter, each topic's last seq, and each calculator's state (a worker
+        checkpoint's part).
+        `into`: an earlier export whose arrays are reused where they fit (no longer read by anyone)."""
+        into = into or {}
+        topics = self._producer.topics
+        return {"symbols": list(self._symbols), "counts": self._count_array.copy(),
+                "topics": {"texts": list(topics.texts), "seqs": topics.seqs[:len(topics)].copy()},
+                "bars": self._bars.export_state(into.get("bars")),
+                "revisions": self._revisions.export_state(into.get("revisions")),
+                "trades": self._trades.export_state(into.get("trades")),
+                "book": None if self._book is None else self._book.export_state(into.get("book"))}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from `export_state` of a set with the same config. Only a new set takes it;
+        a state that does not fit raises `ValueError` naming the part."""
+        if self._symbols:
+            raise ValueError(f"a state loads only into a new CalculatorSet; this one has {len(self._symbols)} symbols")
+        for symbol in state["symbols"]:
+            self.add_symbol(symbol)
+        counts = state["counts"]
+        if counts.shape != self._count_array.shape or counts.dtype != self._count_array.dtype:
+            raise ValueError(f"`counts` must be {self._count_array.dtype} {self._count_array.shape}; "
+                             f"was {counts.dtype} {counts.shape}")
+        if (state["book"] is None) != (self._book is None):
+            raise ValueError("the state's `book` does not match the config's (book on in one, off in the other)")
+        self._bars.load_state(state["bars"])
+        self._revisions.load_state(state["revisions"])
+        self._trades.load_state(state["trades"])
+        if self._book is not None:
+            self._book.load_state(state["book"])
+        self._count_array[:] = counts
+        topics = self._producer.topics
+        texts, seqs = state["topics"]["texts"], state["topics"]["seqs"]
+        if len(texts) != len(seqs):
+            raise ValueError(f"`topics` must give one seq per topic; gave {len(seqs)} for {len(texts)}")
+        for text, seq in zip(texts, seqs.tolist(), strict=True):  # the numbering goes on where it was
+            tid = topics.id(text)
+            topics.seqs[tid] = seq
+        self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
+        self.counters.update(self._revisions.counts)
+
     def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Messages:
         """Run every calculator over one batch; return its messages (see module doc)."""
         rows_int, rows_float = columns(records)

@@ -114,6 +114,15 @@ class TradeCalc:
         names += [topic("sma", symbol, n) for n in self.sma_windows] + [topic("ema", symbol, n) for n in self.ema_spans]
         self.state["tid"][s] = [self._producer.topics.id(name) for name in names]
 
+    def export_state(self, into: dict | None = None) -> dict:
+        """Every symbol's trade ring, VWAP sums, SMA/EMA and rule state, and the batch stamp
+        the kernels compare with (a checkpoint's part)."""
+        return {"arrays": self.state.export(len(self._symbols), (into or {}).get("arrays")), "stamp": self._stamp}
+
+    def load_state(self, state: dict) -> None:
+        self.state.load(state["arrays"], len(self._symbols))
+        self._stamp = int(state["stamp"])
+
     def update(self, rows_int, rows_float, sym, trades, n_trades: int, tmin: int,
                tmax: int) -> tuple[np.ndarray, np.ndarray]:
         """Apply a batch's valid trades; return its anomaly rows ``(anomaly_int, anomaly_float)``

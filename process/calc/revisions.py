@@ -29,6 +29,7 @@ from streamctl.bus.wire import Bar
 from streamctl.process.calc import bar_kernels as bk
 from streamctl.process.calc.bars import BarCalc
 from streamctl.process.calc.batch import PRICE, PRICE2, SEQUENCE, SIZE, TS_EVENT, TS_RECV
+from streamctl.process.calc.state import copy_into
 from streamctl.shm.records import Kind
 
 __all__ = ["Revisions"]
@@ -105,6 +106,31 @@ class Revisions:
                 out.add(self._bars.topic(s, k), self._payload(s, k, start, start + width, bar, self._revision[key]))
         self.counts["corrections"] += 1
         return True
+
+    _RING = ("sym", "tid", "ts", "recv", "price", "size", "late")
+
+    def export_state(self, into: dict | None = None) -> dict:
+        """The trade ring, evictions and revision numbers (a checkpoint's part)."""
+        spare = (into or {}).get("ring") or {}
+        return {"ring": {name: copy_into(getattr(self, name), spare.get(name)) for name in self._RING},
+                "next": self._next,
+                "evicted": self._evicted.copy(), "counts": dict(self.counts),
+                "revision": [[*key, n] for key, n in self._revision.items()]}
+
+    def load_state(self, state: dict) -> None:
+        ring = state["ring"]
+        if set(ring) != set(self._RING):
+            raise ValueError(f"revision ring must hold {sorted(self._RING)}; held {sorted(ring)}")
+        for name in self._RING:
+            current, saved = getattr(self, name), ring[name]
+            if saved.dtype != current.dtype or saved.shape != current.shape:
+                raise ValueError(f"revision ring `{name}` must be {current.dtype} {current.shape}; was "
+                                 f"{saved.dtype} {saved.shape} (`correction_window` changed?)")
+            current[:] = saved
+        self._next = int(state["next"])
+        self._evicted = np.array(state["evicted"], dtype=np.int64)
+        self.counts.update({name: int(state["counts"][name]) for name in self.counts})
+        self._revision = {(int(s), int(k), int(start)): int(n) for s, k, start, n in state["revision"]}
 
     def resize(self, symbols: int) -> None:
         if symbols > len(self._evicted):

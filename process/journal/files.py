@@ -22,7 +22,7 @@ import numpy as np
 from streamctl.shm.records import RECORD_DTYPE, RECORD_SIZE
 
 __all__ = ["MAGIC", "VERSION", "RECORDS", "CLOCK", "FLUSH", "SYMBOL", "FileHeader", "Entry", "JournalError",
-           "file_name", "run_files", "read_entries", "day_of", "expire", "entry_header", "pad"]
+           "file_name", "run_files", "read_entries", "resumes_at", "day_of", "expire", "entry_header", "pad"]
 
 log = logging.getLogger("streamctl.journal")
 
@@ -130,8 +130,9 @@ def run_files(directory: Path, run: int) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def read_entries(path: Path, *, partition: int, repair: bool) -> Iterator[Entry]:
-    """Every whole entry of `path`, in order.
+def read_entries(path: Path, *, partition: int, repair: bool, start: int = LINE) -> Iterator[Entry]:
+    """Every whole entry of `path` from byte `start` (an entry boundary: the first entry, or a
+    checkpoint's position, see `resumes_at`), in order.
 
     A cut tail (a worker killed inside a write: a short header or payload, or a header that is
     not an entry's) ends the file there; with `repair` the file is truncated at the end of its
@@ -145,7 +146,9 @@ def read_entries(path: Path, *, partition: int, repair: bool) -> Iterator[Entry]
             header = FileHeader.unpack(mm[:LINE], path)
             if header.partition != partition:
                 raise JournalError(f"`{path}` is partition {header.partition}'s journal, not {partition}'s")
-            offset = LINE
+            if not LINE <= start <= size or start % LINE:
+                raise JournalError(f"`{path}` has no entry boundary at byte {start} (size {size})")
+            offset = start
             while offset < size:
                 entry = _entry_at(mm, offset, size)
                 if entry is None:
@@ -157,6 +160,22 @@ def read_entries(path: Path, *, partition: int, repair: bool) -> Iterator[Entry]
                         size - offset, "; truncated" if repair else "")
             if repair:
                 f.truncate(offset)
+
+
+def resumes_at(path: Path, offset: int) -> bool:
+    """Whether entries of `path` can resume at byte `offset` (a checkpoint's position): a whole
+    entry's header starts there, or only the file's end follows (nothing, part of an unfinished
+    entry, or zeros). A position inside a payload is refused rather than cut there."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if not LINE <= offset <= size or offset % LINE:
+            return False
+        f.seek(offset)
+        head = f.read(LINE)
+    if len(head) < LINE or not any(head):
+        return True
+    magic, kind, _, _, _, payload_bytes, _, _, _ = _ENTRY.unpack(head)
+    return magic == ENTRY_MAGIC and kind in (RECORDS, CLOCK, FLUSH, SYMBOL) and payload_bytes % LINE == 0
 
 
 def _entry_at(mm: mmap.mmap, offset: int, size: int) -> tuple[Entry, int] | None:

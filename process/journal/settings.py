@@ -25,3 +25,11 @@ class JournalConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     ``batch``: ``fdatasync`` after every batch; ``interval``: ``fdatasync`` every `sync_interval` s."""
     sync_interval: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     """Seconds between syncs with ``sync: interval``."""
+    checkpoint_interval: Annotated[float, Meta(gt=0, le=86400)] | None = 60.0
+    """Seconds between checkpoints of a worker's state (``null``: not by time). A restarted
+    worker loads the newest and replays only the journal after it (`docs/journal.md`)."""
+    checkpoint_records: Annotated[int, Meta(ge=1)] | None = 1_000_000
+    """Also take one after this many records journaled since the last (``null``: not by count),
+    so restart time stays bounded at any rate."""
+    checkpoint_keep: Annotated[int, Meta(ge=1, le=100)] = 2
+    """Checkpoints kept per run (older ones deleted); a corrupt newest falls back to the one before."""

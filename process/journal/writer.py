@@ -71,6 +71,12 @@ class JournalWriter:
         self._room: np.ndarray | None = None
         """The records `reserve_records` lent, until the next append."""
 
+    @property
+    def end(self) -> int:
+        """The current file's length in whole entries: where the next entry goes (a checkpoint
+        names this offset)."""
+        return 0 if self._file is None else self._file.end
+
     def reserve_records(self, max_records: int) -> np.ndarray | None:
         """Room for up to `max_records` records in the journal itself, for the ring to copy its
         next batch into (``Ring.consume(out=...)``): then `append_records` of that batch only
