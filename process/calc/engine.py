@@ -168,6 +168,13 @@ class CalculatorSet:
         a state that does not fit raises `ValueError` naming the part."""
         if self._symbols:
             raise ValueError(f"a state loads only into a new CalculatorSet; this one has {len(self._symbols)} symbols")
+        topics = self._producer.topics
+        texts, seqs = state["topics"]["texts"], state["topics"]["seqs"]
+        if len(texts) != len(seqs):
+            raise ValueError(f"`topics` must give one seq per topic; gave {len(seqs)} for {len(texts)}")
+        for text in texts:  # first, so every topic keeps its id (the calculators' state holds ids)
+            topics.id(text)
+        topics.seqs[:len(texts)] = seqs  # and its numbering goes on where it was
         for symbol in state["symbols"]:
             self.add_symbol(symbol)
         counts = state["counts"]
@@ -182,13 +189,6 @@ class CalculatorSet:
         if self._book is not None:
             self._book.load_state(state["book"])
         self._count_array[:] = counts
-        topics = self._producer.topics
-        texts, seqs = state["topics"]["texts"], state["topics"]["seqs"]
-        if len(texts) != len(seqs):
-            raise ValueError(f"`topics` must give one seq per topic; gave {len(seqs)} for {len(texts)}")
-        for text, seq in zip(texts, seqs.tolist(), strict=True):  # the numbering goes on where it was
-            tid = topics.id(text)
-            topics.seqs[tid] = seq
         self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
         self.counters.update(self._revisions.counts)
 

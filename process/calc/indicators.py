@@ -117,10 +117,10 @@ class TradeCalc:
     def export_state(self, into: dict | None = None) -> dict:
         """Every symbol's trade ring, VWAP sums, SMA/EMA and rule state, and the batch stamp
         the kernels compare with (a checkpoint's part)."""
-        return {"arrays": self.state.export(len(self._symbols), (into or {}).get("arrays")), "stamp": self._stamp}
+        return {"arrays": self.state.export(self._n_symbols, (into or {}).get("arrays")), "stamp": self._stamp}
 
     def load_state(self, state: dict) -> None:
-        self.state.load(state["arrays"], len(self._symbols))
+        self.state.load(state["arrays"], self._n_symbols)
         self._stamp = int(state["stamp"])
 
     def update(self, rows_int, rows_float, sym, trades, n_trades: int, tmin: int,
