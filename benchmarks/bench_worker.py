@@ -273,7 +273,7 @@ def run(quick: bool) -> list[dict]:
         rows.append({"benchmark": f"speed-up full, batch {batch}", "value": round(rate / base_full, 1),
                      "unit": "x", "note": "CalculatorSet / per-tick baseline (median batch rates)"})
     rows.append({"benchmark": "JIT warm-up (first batches, both configs)", "value": round(warmup, 2), "unit": "s",
-                 "note": "compiles on a first run (~10-20 s), then loads from numba's cache"})
+                 "note": "compiles on a first run (about 90 s on 2 cores), then loads from numba's cache"})
     return rows
 
 

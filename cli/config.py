@@ -115,8 +115,9 @@ class SupervisionConfig(_Cfg, frozen=True):
     first_restart_delay: Annotated[float, Meta(ge=0)] = 0.2
     """Restart backoff: this delay, doubled per recent death, at most `max_restart_delay`."""
     max_restart_delay: Annotated[float, Meta(ge=0)] = 5.0
-    ready_timeout: Annotated[float, Meta(gt=0)] = 90.0
-    """Seconds every process gets to report ready at start."""
+    ready_timeout: Annotated[float, Meta(gt=0)] = 300.0
+    """Seconds every process gets to report ready at start (the first start on a machine
+    compiles the numba kernels: one to two minutes on 2 cores)."""
 
 
 class MetricsConfig(_Cfg, frozen=True):

@@ -48,7 +48,7 @@ class RestartPolicy:
     max_deaths: int = 5
     heartbeat_timeout: float = 10.0
     """A READY (or RECONNECTING) child whose heartbeat is older than this is killed and restarted."""
-    ready_timeout: float = 90.0
+    ready_timeout: float = 300.0
 
     @classmethod
     def from_config(cls, config: SupervisionConfig, **overrides: float) -> RestartPolicy:

@@ -316,7 +316,7 @@ def _split_voids(records: np.ndarray, sym: np.ndarray) -> tuple[np.ndarray, np.n
 
 def warm_up() -> float:
     """Compile every kernel (or load it from numba's on-disk cache) before real work; returns
-    the seconds it took. A first compile takes ~10 s; loading from the cache well under 1 s.
+    the seconds it took. A first compile takes about 90 s on 2 cores; loading from the cache well under 1 s.
     A supervisor or a test session can call it once so no worker pays it on its first batch."""
     import time
 
