@@ -275,8 +275,10 @@ class Worker:
                 if journal is None:
                     batch = ring.consume(_MAX_BATCH)
                 else:  # on disk before the ring lets go of it and before the calculators see it
-                    # The ring copies the batch straight into the journal's room for it.
-                    batch = ring.consume(_MAX_BATCH, out=journal.reserve_records(_MAX_BATCH), release=False)
+                    # The ring copies the batch straight into the journal's room for it (made
+                    # only when there is a batch: most drains at live rates find the ring empty).
+                    journal_room = journal.reserve_records(_MAX_BATCH) if ring.fill else None
+                    batch = ring.consume(_MAX_BATCH, out=journal_room, release=False)
                     if len(batch):
                         sym_idx = self.maps[i].indices(batch["instrument_id"])  # new symbols journaled first
                         position = ring.consumed
