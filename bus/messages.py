@@ -41,6 +41,11 @@ class Topics:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def last_seq(self, text: str) -> int:
+        """The last ``seq`` numbered on topic `text` (0 for a topic never numbered here)."""
+        tid = self._ids.get(text)
+        return 0 if tid is None else int(self.seqs[tid])
+
     def id(self, text: str) -> int:
         """The id of topic `text` (a single-map kind), registering it on first use."""
         tid = self._ids.get(text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import numpy as np
@@ -21,9 +21,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 from streamctl.bus import rawpack, wire
 from streamctl.bus.curve import CurveClient
-from streamctl.bus.messages import Messages
+from streamctl.bus.messages import Messages, Topics
 from streamctl.bus.sockets import close_socket, queued, stop_monitor
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
+
+if TYPE_CHECKING:
+    from streamctl.bus.native_send import NativeSender
 
 __all__ = ["Publisher"]
 
@@ -111,6 +114,11 @@ class Publisher:
         """Messages numbered below this count are sequenced but not sent (see `mute_until`)."""
         self._muted_topics: dict[str, int] | None = None
         self._sent_mark: np.ndarray | None = None
+        self._native: NativeSender | None = None
+        self._outbox: list[bytes] = []
+        """Topic frames and payloads of the messages `_flush` sends next, in one compiled call."""
+        self._frame_tables: dict[int, tuple[Topics, int, np.ndarray, np.ndarray]] = {}
+        """Per `Topics` table published from: its size when built, its frames joined, their ends."""
 
     # -- restart ------------------------------------------------------------------------
 
@@ -133,7 +141,10 @@ class Publisher:
 
     def sequences(self) -> dict[str, int]:
         """The last seq of every topic published so far (a worker checkpoint's part)."""
-        return {text: entry.seq for text, entry in self._topics.items()}
+        seqs = {text: entry.seq for text, entry in self._topics.items()}
+        for topics, _, _, _ in self._frame_tables.values():  # numbered by their producer
+            seqs.update(zip(topics.texts, topics.seqs[:len(topics)].tolist(), strict=True))
+        return seqs
 
     def resume_sequences(self, seqs: dict[str, int], messages_out: int) -> None:
         """Go on from `sequences` and `messages_out` saved by an earlier life of this publisher
@@ -148,7 +159,7 @@ class Publisher:
         muted = self._muted_topics
         if muted is not None:
             return last_seq > muted.get(entry.text, 0)
-        return self.messages_out >= self.muted_until
+        return self.messages_out + len(self._outbox) // 2 >= self.muted_until
 
     def record_sent(self, mark: np.ndarray | None) -> None:
         """After each message handed to ZeroMQ, store `messages_out` into ``mark[0]`` (an int64
@@ -189,8 +200,7 @@ class Publisher:
 
     def sequence(self, topic: str) -> int:
         """The last sequence number sent on `topic` (0 if none)."""
-        entry = self._topics.get(topic)
-        return 0 if entry is None else entry.seq
+        return self.sequences().get(topic, 0)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -199,6 +209,8 @@ class Publisher:
         entry = self._topics.get(topic)
         if entry is None or entry.batched:
             entry = self._entry(topic, False)
+        for topics, _, _, _ in self._frame_tables.values():  # go on from batches sent on this topic
+            entry.seq = max(entry.seq, topics.last_seq(topic))
         if payload.__class__ is not entry.payload_type:
             raise TypeError(
                 f"topic `{topic}` carries {entry.payload_type.__name__}; got {type(payload).__name__}"
@@ -228,6 +240,11 @@ class Publisher:
             return
         if messages.src != self.src:
             raise ValueError(f"messages stamped `src` {messages.src!r}; this publisher is {self.src!r}")
+        if self._muted_topics is None and self.messages_out >= self.muted_until:  # all of them go out
+            frames, frame_ends = self._frame_table(messages.topics)
+            self._sender().send_messages(frames, frame_ends, messages.tids, messages.data, messages.ends)
+            self._sent(len(messages))
+            return
         texts = messages.topics.texts
         topics = self._topics
         data = messages.data.data  # a memoryview: slices are not copied
@@ -246,6 +263,32 @@ class Publisher:
             start = end
             self._sent()
 
+    def _frame_table(self, topics: Topics) -> tuple[np.ndarray, np.ndarray]:
+        """`topics`' frames joined, and where each ends (built again when topics were added)."""
+        table = self._frame_tables.get(id(topics))
+        if table is None or table[0] is not topics or table[1] != len(topics):
+            frames = np.frombuffer(b"".join(topics.frames), dtype=np.uint8)
+            ends = np.cumsum(np.fromiter(map(len, topics.frames), dtype=np.int64, count=len(topics)))
+            table = self._frame_tables[id(topics)] = (topics, len(topics), frames, ends)
+        return table[2], table[3]
+
+    def _sender(self) -> NativeSender:
+        """The compiled sender, made on first use (a process that only `publish`es never loads numba)."""
+        if self._native is None:
+            from streamctl.bus.native_send import NativeSender
+
+            self._native = NativeSender(self._sock)
+        return self._native
+
+    def _flush(self) -> None:
+        """Send the messages in the outbox in one call, then count them sent."""
+        outbox = self._outbox
+        if outbox:
+            self._sender().send_parts(outbox)
+            count = len(outbox) // 2
+            outbox.clear()
+            self._sent(count)
+
     def publish_batch(self, topic: str, payloads: list[msgspec.Struct]) -> None:
         """Send `payloads` (oldest first) as one array message on a ``trade``/``quote`` topic.
 
@@ -253,8 +296,10 @@ class Publisher:
         """
         if payloads:
             self._send_batch(self._entry(topic, True), payloads)
+            self._flush()
 
     def _send_batch(self, entry: _Topic, payloads: list[Any]) -> None:
+        """Number `payloads` and put them in the outbox as one message (unless muted)."""
         cls = entry.payload_type
         seq = entry.seq
         src = self.src
@@ -266,9 +311,9 @@ class Publisher:
             p.src = src  # type: ignore[attr-defined]
         entry.seq = seq
         if self._sending(entry, seq):
-            self._sock.send(entry.frame, _SNDMORE)
-            self._sock.send(self._encode(payloads))
-        self._sent()
+            self._outbox += (entry.frame, self._encode(payloads))
+        else:
+            self._sent()  # numbered and counted, not sent
 
     def publish_raw(
         self,
@@ -301,12 +346,14 @@ class Publisher:
         if not (trades or quotes) or len(records) == 0:
             return 0
         if len(records) <= _SMALL_BATCH:
-            return self._publish_raw_small(records, symbols, sym_idx, trades, quotes)
-        kinds = records["kind"]
-        if trades:
-            sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.TRADE, "trade")
-        if quotes:
-            sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.QUOTE, "quote")
+            sent = self._publish_raw_small(records, symbols, sym_idx, trades, quotes)
+        else:
+            kinds = records["kind"]
+            if trades:
+                sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.TRADE, "trade")
+            if quotes:
+                sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.QUOTE, "quote")
+        self._flush()
         return sent
 
     def _publish_raw_small(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, trades: bool,
@@ -374,7 +421,6 @@ class Publisher:
         groups = [(int(sorted_indices[start]), selected[start:end])
                   for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
         is_trade = kind == "trade"
-        sock = self._sock
         for symbol_index, batch in groups:
             symbol = symbols[symbol_index]
             entry = self._raw_entry(kind, symbol)
@@ -384,10 +430,10 @@ class Publisher:
                 layout = self._layouts[(is_trade, symbol)] = make_layout(self.src, symbol)
             if self._sending(entry, entry.seq + len(batch)):
                 pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
-                sock.send(entry.frame, _SNDMORE)
-                sock.send(pack(layout, batch, entry.seq + 1))
+                self._outbox += (entry.frame, pack(layout, batch, entry.seq + 1))
+            else:
+                self._sent()  # numbered and counted, not sent
             entry.seq += len(batch)
-            self._sent()
         return len(groups)
 
     # -- connection ---------------------------------------------------------------------

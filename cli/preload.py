@@ -1,7 +1,7 @@
 """Imported once by the supervisor's forkserver, before any child is forked from it.
 
 Everything a plant child needs is imported here, and the numba kernels (calculators, the journal's
-page-faulting loop and the vendors' decoders: every registered vendor's, or those named in `forkserver.WARM_VENDORS`)
+page-faulting loop, the publishers' batch sends and the vendors' decoders: every registered vendor's, or those named in `forkserver.WARM_VENDORS`)
 are compiled or loaded from numba's on-disk cache here (and the rings' doorbell fence
 compiled), so a forked child inherits ready machine code: a restarted worker or feed is
 serving again in a fraction of a second instead of paying the kernel load (or a first
@@ -19,6 +19,7 @@ import streamctl.ingest.feed  # noqa: F401
 import streamctl.process.worker  # noqa: F401
 import streamctl.shm.registry  # noqa: F401
 import streamctl.shm.ring  # noqa: F401
+from streamctl.bus.native_send import warm_up as warm_up_sends
 from streamctl.cli.forkserver import WARM_VENDORS
 from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendor_api import resolve
@@ -44,6 +45,7 @@ def _warm_all() -> float:
     warm_up_calculators()
     warm_up_latency()
     warm_up_journal()
+    warm_up_sends()
     fence()  # the rings' doorbell compiles its memory fence on first use
     refusals(empty(1))
     for reference in _vendor_warm_ups():
