@@ -63,6 +63,8 @@ class _Cfg(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True
 
 MAX_PARTITIONS = 256
 """Each partition is a worker process; more than this on one host is a typo, not a plan."""
+MAX_LINGER_MS = 50.0
+"""`PartitionsConfig.linger_ms` at most: longer is a delay, not a batching window."""
 MAX_FEEDS = MAX_WAIT_WORDS
 """A worker sleeps on one ring per feed with one `futex_waitv`, which takes at most 128."""
 
@@ -75,6 +77,11 @@ class PartitionsConfig(_Cfg, frozen=True):
     own: list[Annotated[int, Meta(ge=0)]] | None = None
     """The partitions this plant runs (``null``: all). Several hosts each owning some of the same
     `count` split the symbol universe: a symbol is handled only where its partition is owned."""
+    linger_ms: Annotated[float, Meta(ge=0, le=MAX_LINGER_MS)] = 0.0
+    """After a batch, a live worker lets the next one gather this long before it reads again
+    (0: it reads as soon as a feed writes). The first record after a quiet spell still goes at
+    once, and a full batch waiting ends the wait. Fewer, larger batches cost far less CPU at
+    live rates (every hand-over between processes wakes one), at up to this much latency."""
 
 
 class CurveConfig(_Cfg, frozen=True):

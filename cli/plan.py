@@ -126,6 +126,7 @@ def plan_processes(config: PlantConfig, layout: Layout, keys: tuple[CurveServer,
                             raw_trades=config.publish.raw_trades, raw_quotes=config.publish.raw_quotes,
                             sndhwm=config.publish.sndhwm, live=live, cpu=cpu, curve=client,
                             journal=journal, journal_dir=str(journal_root / f"p{p}"), run=run,
+                            linger=config.partitions.linger_ms * 1e-3,
                             recovery=internal_recovery_endpoint(layout.internal) if recovery else None)
         plans.append(ProcessPlan(worker.name, Role.WORKER, worker.slot, worker_main, worker))
     for i, feed in enumerate(feeds):

@@ -77,6 +77,8 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
     recovery: str | None = None
     """The hub's internal recovery endpoint: a restarted worker asks it what the hub already
     forwarded from it; None (no service): the worker's own published mark decides."""
+    linger: float = 0.0
+    """Seconds a live worker lets records gather after a batch (``partitions.linger_ms``)."""
 
     @property
     def name(self) -> str:
@@ -208,12 +210,16 @@ class Worker:
 
                 restore(self)
             self.child.ready()
+            linger = self.spec.linger if self.spec.live else 0.0
             while not self.stop:
                 worked = self.drain()
                 now = time.time_ns()
                 self.tick(now)
                 if not worked:  # asleep on the rings' doorbell until a feed publishes or the next tick
                     self._wait_for_records(self.rings, (self._next_clock - now) * 1e-9)
+                elif linger and all(ring.fill < _MAX_BATCH for ring in self.rings):
+                    # Let the next batch gather (no doorbell: its wake-ups are what lingering saves).
+                    time.sleep(min(linger, max(self._next_clock - now, 0) * 1e-9))
             self.child.stopping()
             self.finish()
         except Exception as exc:
@@ -244,9 +250,10 @@ class Worker:
         if count:
             slot.add("records_in", len(batch))
         sent = 0
-        if spec.raw_trades or spec.raw_quotes:  # raw ticks first: they need not wait for the calculators
+        # Raw ticks go first, in the same hand-over to ZeroMQ as the calculators' outputs.
+        if spec.raw_trades or spec.raw_quotes:
             sent += self.publisher.publish_raw(batch, self.symbols, sym_idx, trades=spec.raw_trades,
-                                               quotes=spec.raw_quotes)
+                                               quotes=spec.raw_quotes, hold=True)
         outputs = self.calc.on_batch(batch, sym_idx)
         sent += len(outputs)
         self.publisher.publish_messages(outputs)
