@@ -26,7 +26,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["NativeSender", "warm_up"]
+__all__ = ["NativeSender", "Outbox", "warm_up"]
 
 _SNDMORE = 2
 """``ZMQ_SNDMORE``."""
@@ -67,12 +67,14 @@ _call_errno: Any = intrinsic(_call_errno_typed)
 
 
 @numba.njit(cache=True)
-def _send_messages(functions, sock, frames, frame_ends, tids, data, ends, status):
-    """Message ``i``: the topic frame ``frames[frame_ends[t-1]:frame_ends[t]]`` of ``t = tids[i]``,
-    then the payload ``data[ends[i-1]:ends[i]]``. ``status``: messages sent, errno of a failure."""
+def _send_messages(functions, sock, frames, frame_ends, tids, data, ends, count, status):
+    """Message ``i < count``: the topic frame ``frames[frame_ends[t-1]:frame_ends[t]]`` of
+    ``t = tids[i]``, then the payload ``data[ends[i-1]:ends[i]]``. ``status``: messages sent,
+    errno of a failure."""
+    status[0] = status[1] = 0
     frames_at, data_at = frames.ctypes.data, data.ctypes.data
     start = 0
-    for i in range(len(ends)):
+    for i in range(count):
         tid = tids[i]
         frame_start = frame_ends[tid - 1] if tid > 0 else 0
         if _call_send(functions[0], sock, frames_at + frame_start, frame_ends[tid] - frame_start, _SNDMORE) < 0:
@@ -86,12 +88,13 @@ def _send_messages(functions, sock, frames, frame_ends, tids, data, ends, status
 
 
 @numba.njit(cache=True)
-def _send_parts(functions, sock, data, part_ends, status):
+def _send_parts(functions, sock, data, part_ends, parts, status):
     """Message ``i``: parts ``2i`` (the topic frame) and ``2i + 1`` (the payload) of `data`, cut at
-    `part_ends`. ``status`` as `_send_messages`'s."""
+    `part_ends`, for the first `parts` parts. ``status`` as `_send_messages`'s."""
+    status[0] = status[1] = 0
     data_at = data.ctypes.data
     start = 0
-    for part in range(len(part_ends)):
+    for part in range(parts):
         flags = _SNDMORE if part % 2 == 0 else 0
         if _call_send(functions[0], sock, data_at + start, part_ends[part] - start, flags) < 0:
             status[1] = _call_errno(functions[1])
@@ -130,6 +133,44 @@ def _functions() -> np.ndarray:
     return _FUNCTIONS
 
 
+class Outbox:
+    """Two-part messages (topic frame, payload) gathered for one `NativeSender.send`: their bytes
+    in one reused buffer, each part's end in another. An append is two memoryview copies and two
+    stores, no numpy call: right after a wake-up, with cold caches, each numpy call costs
+    microseconds, and a worker at live rates sends a few messages per wake-up."""
+
+    __slots__ = ("data", "ends", "size", "parts", "_view")
+
+    def __init__(self) -> None:
+        self.data = np.empty(1 << 16, dtype=np.uint8)
+        self.ends = np.empty(64, dtype=np.int64)
+        self.size = 0
+        self.parts = 0
+        self._view = self.data.data
+
+    @property
+    def count(self) -> int:
+        """Messages held."""
+        return self.parts // 2
+
+    def add(self, frame: bytes, payload: bytes) -> None:
+        end = self.size + len(frame) + len(payload)
+        if end > len(self.data):
+            self.data = np.concatenate([self.data[:self.size], np.empty(max(end, 2 * len(self.data)), np.uint8)])
+            self._view = self.data.data
+        if self.parts + 2 > len(self.ends):
+            self.ends = np.concatenate([self.ends, np.empty(len(self.ends), np.int64)])
+        view, at = self._view, self.size
+        view[at:at + len(frame)] = frame
+        self.ends[self.parts] = at = at + len(frame)
+        view[at:end] = payload
+        self.ends[self.parts + 1] = self.size = end
+        self.parts += 2
+
+    def clear(self) -> None:
+        self.size = self.parts = 0
+
+
 class NativeSender:
     """Sends batches of two-part messages (topic frame, payload) on `sock` from compiled code."""
 
@@ -144,18 +185,16 @@ class NativeSender:
         """Send message ``i`` on topic frame ``tids[i]`` (cut from `frames` at `frame_ends`) with
         payload ``data[ends[i-1]:ends[i]]``."""
         status = self._status
-        status[:] = 0
-        _send_messages(self._functions, self._address, frames, frame_ends, np.ascontiguousarray(tids), data,
-                       np.ascontiguousarray(ends), status)
+        _send_messages(self._functions, self._address, frames, frame_ends, tids, data, ends, len(ends), status)
         self._check(status, len(ends))
 
-    def send_parts(self, parts: list[bytes]) -> None:
-        """Send ``parts[0], parts[1]`` as one message, then ``parts[2], parts[3]``, and so on."""
+    def send(self, outbox: Outbox) -> None:
+        """Send what `outbox` holds, and empty it."""
         status = self._status
-        status[:] = 0
-        ends = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)))
-        _send_parts(self._functions, self._address, np.frombuffer(b"".join(parts), dtype=np.uint8), ends, status)
-        self._check(status, len(parts) // 2)
+        count = outbox.count
+        _send_parts(self._functions, self._address, outbox.data, outbox.ends, 2 * count, status)
+        outbox.clear()
+        self._check(status, count)
 
     def _check(self, status: np.ndarray, count: int) -> None:
         if status[0] != count:  # a PUB never blocks: only a closed socket or context fails here
@@ -166,7 +205,10 @@ class NativeSender:
 def warm_up() -> None:
     """Compile (or load from numba's cache) both loops for the arrays publishers give them, so
     a forked worker does not (the forkserver calls this: `cli/preload`)."""
-    functions, nothing, no_bytes = np.zeros(2, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    status = np.zeros(2, np.int64)
-    _send_messages(functions, 0, no_bytes, nothing, nothing, no_bytes, nothing, status)
-    _send_parts(functions, 0, np.frombuffer(b"", dtype=np.uint8), nothing, status)
+    functions, status, nothing, no_bytes = np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(0, np.int64), \
+        np.zeros(0, np.uint8)
+    index = np.zeros((2, 3), np.int64)  # a batch's tids and ends are columns of one array
+    for tids, ends in ((index[:, 1], index[:, 0]), (nothing, nothing)):
+        _send_messages(functions, 0, no_bytes, nothing, tids, no_bytes, ends, 0, status)
+    outbox = Outbox()
+    _send_parts(functions, 0, outbox.data, outbox.ends, 0, status)

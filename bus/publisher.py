@@ -26,7 +26,7 @@ from streamctl.bus.sockets import close_socket, queued, stop_monitor
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
 if TYPE_CHECKING:
-    from streamctl.bus.native_send import NativeSender
+    from streamctl.bus.native_send import NativeSender, Outbox
 
 __all__ = ["Publisher"]
 
@@ -115,8 +115,8 @@ class Publisher:
         self._muted_topics: dict[str, int] | None = None
         self._sent_mark: np.ndarray | None = None
         self._native: NativeSender | None = None
-        self._outbox: list[bytes] = []
-        """Topic frames and payloads of the messages `flush` sends next, in one compiled call."""
+        self._outbox: Outbox | None = None
+        """The messages `flush` sends next, in one compiled call (made on first use, as the sender)."""
         self._frame_tables: dict[int, tuple[Topics, int, np.ndarray, np.ndarray]] = {}
         """Per `Topics` table published from: its size when built, its frames joined, their ends."""
 
@@ -159,7 +159,7 @@ class Publisher:
         muted = self._muted_topics
         if muted is not None:
             return last_seq > muted.get(entry.text, 0)
-        return self.messages_out + len(self._outbox) // 2 >= self.muted_until
+        return self.messages_out + (self._outbox.count if self._outbox else 0) >= self.muted_until
 
     def record_sent(self, mark: np.ndarray | None) -> None:
         """After each message handed to ZeroMQ, store `messages_out` into ``mark[0]`` (an int64
@@ -268,7 +268,7 @@ class Publisher:
         """`topics`' frames joined, and where each ends (built again when topics were added)."""
         table = self._frame_tables.get(id(topics))
         if table is None or table[0] is not topics or table[1] != len(topics):
-            frames = np.frombuffer(b"".join(topics.frames), dtype=np.uint8)
+            frames = np.frombuffer(bytearray(b"".join(topics.frames)), dtype=np.uint8)  # writable: the warmed type
             ends = np.cumsum(np.fromiter(map(len, topics.frames), dtype=np.int64, count=len(topics)))
             table = self._frame_tables[id(topics)] = (topics, len(topics), frames, ends)
         return table[2], table[3]
@@ -281,13 +281,20 @@ class Publisher:
             self._native = NativeSender(self._sock)
         return self._native
 
+    def _hold(self, frame: bytes, payload: bytes) -> None:
+        """Put a message in the outbox, for the next `flush`."""
+        if self._outbox is None:
+            from streamctl.bus.native_send import Outbox
+
+            self._outbox = Outbox()
+        self._outbox.add(frame, payload)
+
     def flush(self) -> None:
         """Send the messages held back (`publish_raw`'s `hold`) in one call, then count them sent."""
         outbox = self._outbox
-        if outbox:
-            self._sender().send_parts(outbox)
-            count = len(outbox) // 2
-            outbox.clear()
+        if outbox is not None and outbox.parts:
+            count = outbox.count
+            self._sender().send(outbox)
             self._sent(count)
 
     def publish_batch(self, topic: str, payloads: list[msgspec.Struct]) -> None:
@@ -312,7 +319,7 @@ class Publisher:
             p.src = src  # type: ignore[attr-defined]
         entry.seq = seq
         if self._sending(entry, seq):
-            self._outbox += (entry.frame, self._encode(payloads))
+            self._hold(entry.frame, self._encode(payloads))
         else:
             self._sent()  # numbered and counted, not sent
 
@@ -437,7 +444,7 @@ class Publisher:
                 layout = self._layouts[(is_trade, symbol)] = make_layout(self.src, symbol)
             if self._sending(entry, entry.seq + len(batch)):
                 pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
-                self._outbox += (entry.frame, pack(layout, batch, entry.seq + 1))
+                self._hold(entry.frame, pack(layout, batch, entry.seq + 1))
             else:
                 self._sent()  # numbered and counted, not sent
             entry.seq += len(batch)
