@@ -8,6 +8,8 @@ and the bounded wait; `_data`: the sample files; `_shmutil`, `_databento`, `_pub
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -21,17 +23,38 @@ def data_home(tmp_path_factory):
     return path
 
 
+_VENDOR_KERNELS = """
+from streamctl.ingest.vendor_api import resolve
+from streamctl.ingest.vendors import VENDORS
+for reference in dict.fromkeys(spec.warm_up for spec in VENDORS.values() if spec.warm_up):
+    resolve(reference)()
+"""
+
+
 def pytest_sessionstart(session):
-    """Compile (first run on a machine: about two minutes on 2 cores) or load every numba kernel
-    once, before the first test.
+    """Compile (first run on a machine: about two minutes of CPU) or load every numba kernel
+    once, before the first test: the vendors' kernels in a second process while this one does
+    the rest (numba compiles on one core; on 2 cores that takes a third off a first run).
 
     Here and not in a fixture: a session fixture's setup counts against the first test's
     timeout, and a first compile is longer than a test may take (then every test errors on the
     cached fixture failure). The plant's forkserver does the same before forking children; the
     compiled code is cached on disk, so the plants the tests start load it in well under a second.
     """
-    from streamctl.cli import preload
+    from streamctl.cli.forkserver import WARM_VENDORS
 
+    vendors = subprocess.Popen([sys.executable, "-c", _VENDOR_KERNELS])
+    previous = os.environ.get(WARM_VENDORS)
+    os.environ[WARM_VENDORS] = ""  # none: the other process has them
+    try:
+        from streamctl.cli import preload
+    finally:
+        if previous is None:
+            os.environ.pop(WARM_VENDORS)
+        else:
+            os.environ[WARM_VENDORS] = previous
+    if vendors.wait() != 0:
+        raise RuntimeError(f"compiling the vendors' numba kernels failed (exit {vendors.returncode})")
     if preload.SECONDS > 5:
         print(f"\nnumba kernels compiled in {preload.SECONDS:.0f} s (cached on disk for the next runs)")
 
