@@ -44,6 +44,10 @@ log = logging.getLogger("streamctl.recovery")
 
 MAX_REPLY = 10_000
 """Messages in one reply at most; ``more: true`` says ask again from the next seq."""
+GATHER_S = 0.005
+"""After taking the captures, the thread lets new ones queue this long (a request ends the
+wait at once, and takes them first): at live rates the proxy hands over a burst or two per
+millisecond, and each take costs a wake-up, a poll and a disk write whatever it holds."""
 
 
 class RecoveryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -129,8 +133,9 @@ class RecoveryService:
 
     def __init__(self, context: zmq.Context, *, capture: str, binds: list[tuple[str, CurveServer | None, str]],
                  topic_bytes: int, history: HistoryConfig | None = None, history_dir: str | None = None,
-                 run: int = 0):
+                 run: int = 0, gather_s: float = GATHER_S):
         self._context = context
+        self._gather_ms = max(0, round(gather_s * 1000))
         self._capture = capture
         self._binds = binds
         self._budget = topic_bytes
@@ -199,18 +204,19 @@ class RecoveryService:
         self._ready.set()
         self._open_disk()
         self._started_ns = self._last_ts = max(time.time_ns(), self._last_ts + 1)
-        poller = zmq.Poller()
+        poller, requests = zmq.Poller(), zmq.Poller()
         for sock in sockets:
             poller.register(sock, zmq.POLLIN)
+        for router in routers:
+            requests.register(router, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))
+                self._serve(capture, routers, ready)
                 if capture in ready:
                     self._take(capture)
-                for router in routers:
-                    if router in ready:
-                        self._take(capture)  # answer with everything the hub has forwarded so far
-                        self._answer(router)
+                    if self._gather_ms:  # captures queue meanwhile; only a request is served before they are taken
+                        self._serve(capture, routers, dict(requests.poll(self._gather_ms)))
         finally:
             for sock in sockets:
                 sock.close(0)
@@ -219,6 +225,12 @@ class RecoveryService:
                     self.disk.close()
                 except OSError as exc:
                     log.error("recovery: output journal at `%s` not closed cleanly: %s", self._history_dir, exc)
+
+    def _serve(self, capture: zmq.Socket, routers: list[zmq.Socket], ready: dict[zmq.Socket, int]) -> None:
+        for router in routers:
+            if router in ready:
+                self._take(capture)  # answer with everything the hub has forwarded so far
+                self._answer(router)
 
     def _open_disk(self) -> None:
         """Open the output journal (after `start` returned: a long history takes a while to index,
