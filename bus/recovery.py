@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import zmq
@@ -36,6 +36,9 @@ from streamctl.bus import wire
 from streamctl.bus.curve import INTERNAL_DOMAIN, PUBLIC_DOMAIN, CurveClient, CurveServer
 from streamctl.bus.history import Found, HistoryConfig, HistoryJournal
 from streamctl.bus.sockets import queued
+
+if TYPE_CHECKING:
+    from streamctl.bus.native_recv import NativeReceiver
 
 __all__ = ["RecoveryConfig", "RecoveryService", "recovery_endpoint", "internal_recovery_endpoint", "MAX_REPLY",
            "ask", "service_binds"]
@@ -203,6 +206,8 @@ class RecoveryService:
             return
         self._ready.set()
         self._open_disk()
+        from streamctl.bus.native_recv import NativeReceiver  # numba: loaded once the hub is up, as the disk
+        receiver = NativeReceiver(capture)
         self._started_ns = self._last_ts = max(time.time_ns(), self._last_ts + 1)
         poller, requests = zmq.Poller(), zmq.Poller()
         for sock in sockets:
@@ -212,11 +217,11 @@ class RecoveryService:
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))
-                self._serve(capture, routers, ready)
+                self._serve(receiver, routers, ready)
                 if capture in ready:
-                    self._take(capture)
+                    self._take(receiver)
                     if self._gather_ms:  # captures queue meanwhile; only a request is served before they are taken
-                        self._serve(capture, routers, dict(requests.poll(self._gather_ms)))
+                        self._serve(receiver, routers, dict(requests.poll(self._gather_ms)))
         finally:
             for sock in sockets:
                 sock.close(0)
@@ -226,7 +231,7 @@ class RecoveryService:
                 except OSError as exc:
                     log.error("recovery: output journal at `%s` not closed cleanly: %s", self._history_dir, exc)
 
-    def _serve(self, capture: zmq.Socket, routers: list[zmq.Socket], ready: dict[zmq.Socket, int]) -> None:
+    def _serve(self, capture: NativeReceiver, routers: list[zmq.Socket], ready: dict[zmq.Socket, int]) -> None:
         for router in routers:
             if router in ready:
                 self._take(capture)  # answer with everything the hub has forwarded so far
@@ -256,11 +261,11 @@ class RecoveryService:
             except OSError:
                 pass  # the failure is already said
 
-    def _take(self, capture: zmq.Socket) -> None:
+    def _take(self, capture: NativeReceiver) -> None:
         """Store every captured message queued (subscription notices, one frame, are skipped),
         in memory and in the output journal (one write for all of them)."""
         disk = self.disk
-        for frames in queued(capture.recv_multipart):
+        for frames in capture.messages():
             if len(frames) != 2:
                 continue
             frame, payload = frames
