@@ -47,6 +47,9 @@ log = logging.getLogger("streamctl.recovery")
 
 MAX_REPLY = 10_000
 """Messages in one reply at most; ``more: true`` says ask again from the next seq."""
+_APPEND_EVERY = 4096
+"""Messages handed to the output journal at once: a long queue (after a slow disk open) is not
+held twice in memory."""
 GATHER_S = 0.005
 """After taking the captures, the thread lets new ones queue this long (a request ends the
 wait at once, and takes them first): at live rates the proxy hands over a burst or two per
@@ -263,14 +266,16 @@ class RecoveryService:
 
     def _take(self, capture: NativeReceiver) -> None:
         """Store every captured message queued (subscription notices, one frame, are skipped),
-        in memory and in the output journal (one write for all of them)."""
-        disk = self.disk
-        for frames in capture.messages():
-            if len(frames) != 2:
+        in memory and in the output journal (handed over `_APPEND_EVERY` at a time, written once)."""
+        records: list[tuple[bytes, int, int, int, bytes]] = []
+        budget, frames, last_seq = self._budget, self._frames, self._last_seq
+        ts = self._last_ts
+        for parts in capture.messages():
+            if len(parts) != 2:
                 continue
-            frame, payload = frames
+            frame, payload = parts
             try:
-                known = self._frames.get(frame)
+                known = frames.get(frame)
                 if known is None:  # a topic's first message: its name parsed once, not per message
                     topic = wire.frame_text(frame)
                     batched = wire.parse_topic(topic).kind in wire.BATCHED_KINDS
@@ -286,23 +291,33 @@ class RecoveryService:
                     src = one.src
             except (ValueError, IndexError, msgspec.DecodeError):
                 continue  # the subscribers' problem to count; nothing to keep
-            if frame not in self._frames:
-                self._frames[frame] = known
+            if frame not in frames:
+                frames[frame] = known
                 self._topics[topic] = history
-            ts = self._last_ts = max(time.time_ns(), self._last_ts + 1)  # strictly increasing: a `since` cursor
-            history.add((first, last, ts, payload), self._budget)
-            self._last_seq.setdefault(src, {})[topic] = last
-            if disk is not None:
-                try:
-                    disk.append(frame, first, last, ts, payload)
-                except OSError as exc:
-                    self._lose_disk(exc)
-                    disk = None
-        if disk is not None:
+            ts = self._last_ts = max(time.time_ns(), ts + 1)  # strictly increasing: a `since` cursor
+            history.add((first, last, ts, payload), budget)
+            topics = last_seq.get(src)
+            if topics is None:
+                topics = last_seq[src] = {}
+            topics[topic] = last
+            records.append((frame, first, last, ts, payload))
+            if len(records) == _APPEND_EVERY:
+                self._append(records)
+        self._append(records)
+        if self.disk is not None:
             try:
-                disk.flush()
+                self.disk.flush()
             except OSError as exc:
                 self._lose_disk(exc)
+
+    def _append(self, records: list[tuple[bytes, int, int, int, bytes]]) -> None:
+        """Hand `records` to the output journal (if any) and empty the list."""
+        if self.disk is not None and records:
+            try:
+                self.disk.append_many(records)
+            except OSError as exc:
+                self._lose_disk(exc)
+        records.clear()
 
     def _answer(self, router: zmq.Socket) -> None:
         for frames in queued(router.recv_multipart):
