@@ -209,7 +209,9 @@ class RecoveryService:
             return
         self._ready.set()
         self._open_disk()
-        from streamctl.bus.native_recv import NativeReceiver  # numba: loaded once the hub is up, as the disk
+        # numba is imported here, after `start` returned (as the disk is opened), not as the hub starts
+        from streamctl.bus.native_recv import NativeReceiver
+
         receiver = NativeReceiver(capture)
         self._started_ns = self._last_ts = max(time.time_ns(), self._last_ts + 1)
         poller, requests = zmq.Poller(), zmq.Poller()
