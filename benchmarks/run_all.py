@@ -23,6 +23,7 @@ ORDER = [
     "journal",
     "publish",
     "history",
+    "recovery",
     "latency",
     "metrics",
     "idle",

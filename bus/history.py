@@ -28,6 +28,7 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -288,30 +289,36 @@ class HistoryJournal:
     # ------------------------------------------------------------------ writing
 
     def append(self, frame: bytes, first: int, last: int, ts: int, payload: bytes) -> None:
-        """Buffer one message (`ts` strictly after every earlier one); written by `flush`, or
-        here when the buffer passes 1 MiB."""
-        size = _REC.size + len(frame) + len(payload)
+        """Buffer one message (`ts` strictly after every earlier one); as `append_many`."""
+        self.append_many(((frame, first, last, ts, payload),))
+
+    def append_many(self, records: Iterable[tuple[bytes, int, int, int, bytes]]) -> None:
+        """Buffer messages ``(topic frame, first seq, last seq, ts, payload)`` in order, each `ts`
+        strictly after every earlier one; written by `flush`, or here when the buffer passes 1 MiB.
+        The service hands a take's messages over at once: per message, only the record is built."""
+        pending, topics, file_bytes = self._pending, self._topics, self._config.file_bytes
+        crc32, head, tail_of = zlib.crc32, _REC_HEAD.pack, _REC_TAIL.pack
         current = self._current
-        day = ts // _DAY_NS
-        if current is None or day != self._day or \
-                (current.records and current.size + len(self._pending) + size > self._config.file_bytes):
-            current = self._roll(ts)
-        topic = self._topics.get(frame)
-        if topic is None:
-            topic = self._topics[frame] = _Topic()
-        offset = current.size + len(self._pending)
-        prev_file, prev_off = (topic.last_file, topic.last_off) if topic.last_file != _NO_FILE else (_NO_FILE, 0)
-        tail = _REC_TAIL.pack(len(frame), 0, len(payload), first, last, ts, prev_file, prev_off)
-        pending = self._pending
-        pending += _REC_HEAD.pack(REC_MAGIC, zlib.crc32(payload, zlib.crc32(frame, zlib.crc32(tail))))
-        pending += tail
-        pending += frame
-        pending += payload
-        current.note(ts, offset)
-        topic.note(first, last, current.number, offset)
-        self.last_ts = ts
-        if len(self._pending) >= _FLUSH_BYTES:
-            self.flush()
+        for frame, first, last, ts, payload in records:
+            size = _REC.size + len(frame) + len(payload)
+            if current is None or ts // _DAY_NS != self._day or \
+                    (current.records and current.size + len(pending) + size > file_bytes):
+                current = self._roll(ts)
+            topic = topics.get(frame)
+            if topic is None:
+                topic = topics[frame] = _Topic()
+            offset = current.size + len(pending)
+            tail = tail_of(len(frame), 0, len(payload), first, last, ts, topic.last_file,
+                           topic.last_off if topic.last_file != _NO_FILE else 0)
+            pending += head(REC_MAGIC, crc32(payload, crc32(frame, crc32(tail))))
+            pending += tail
+            pending += frame
+            pending += payload
+            current.note(ts, offset)
+            topic.note(first, last, current.number, offset)
+            self.last_ts = ts
+            if len(pending) >= _FLUSH_BYTES:
+                self.flush()
 
     def flush(self) -> None:
         """Write what is buffered (one `write` into the page cache; no fsync: a killed hub loses

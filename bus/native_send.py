@@ -15,8 +15,6 @@ Only the thread that owns the socket may call it, as with any ZeroMQ socket.
 
 from __future__ import annotations
 
-import ctypes
-from pathlib import Path
 from typing import Any
 
 import numba
@@ -25,6 +23,8 @@ import zmq
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+
+from streamctl.bus.libzmq import addresses
 
 __all__ = ["NativeSender", "Outbox", "warm_up"]
 
@@ -104,32 +104,13 @@ def _send_parts(functions, sock, data, part_ends, parts, status):
             status[0] = part // 2 + 1
 
 
-def _libzmq() -> ctypes.CDLL:
-    """The libzmq pyzmq loaded (bundled beside it, or the system's): found by the mappings of
-    this process, so it is the same library, whichever that is."""
-    with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if "/" in line}
-    candidates = sorted(p for p in paths if Path(p).name.startswith("libzmq"))
-    candidates += sorted(p for p in paths if "zmq" in Path(p).name and p not in candidates)  # linked statically
-    for path in candidates:
-        try:
-            library = ctypes.CDLL(path)
-            if hasattr(library, "zmq_send") and hasattr(library, "zmq_errno"):
-                return library
-        except OSError:
-            continue
-    raise RuntimeError("libzmq, which pyzmq loaded, was not found among this process's mappings")
-
-
 _FUNCTIONS: np.ndarray | None = None
 
 
 def _functions() -> np.ndarray:
     global _FUNCTIONS
     if _FUNCTIONS is None:
-        library = _libzmq()
-        _FUNCTIONS = np.array([ctypes.cast(library.zmq_send, ctypes.c_void_p).value,
-                               ctypes.cast(library.zmq_errno, ctypes.c_void_p).value], dtype=np.int64)
+        _FUNCTIONS = addresses("zmq_send", "zmq_errno")
     return _FUNCTIONS
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import zmq
@@ -37,6 +37,9 @@ from streamctl.bus.curve import INTERNAL_DOMAIN, PUBLIC_DOMAIN, CurveClient, Cur
 from streamctl.bus.history import Found, HistoryConfig, HistoryJournal
 from streamctl.bus.sockets import queued
 
+if TYPE_CHECKING:
+    from streamctl.bus.native_recv import NativeReceiver
+
 __all__ = ["RecoveryConfig", "RecoveryService", "recovery_endpoint", "internal_recovery_endpoint", "MAX_REPLY",
            "ask", "service_binds"]
 
@@ -44,6 +47,13 @@ log = logging.getLogger("streamctl.recovery")
 
 MAX_REPLY = 10_000
 """Messages in one reply at most; ``more: true`` says ask again from the next seq."""
+_APPEND_EVERY = 4096
+"""Messages handed to the output journal at once: a long queue (after a slow disk open) is not
+held twice in memory."""
+GATHER_S = 0.005
+"""After taking the captures, the thread lets new ones queue this long (a request ends the
+wait at once, and takes them first): at live rates the proxy hands over a burst or two per
+millisecond, and each take costs a wake-up, a poll and a disk write whatever it holds."""
 
 
 class RecoveryConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -129,8 +139,9 @@ class RecoveryService:
 
     def __init__(self, context: zmq.Context, *, capture: str, binds: list[tuple[str, CurveServer | None, str]],
                  topic_bytes: int, history: HistoryConfig | None = None, history_dir: str | None = None,
-                 run: int = 0):
+                 run: int = 0, gather_s: float = GATHER_S):
         self._context = context
+        self._gather_ms = max(0, round(gather_s * 1000))
         self._capture = capture
         self._binds = binds
         self._budget = topic_bytes
@@ -198,19 +209,24 @@ class RecoveryService:
             return
         self._ready.set()
         self._open_disk()
+        # numba is imported here, after `start` returned (as the disk is opened), not as the hub starts
+        from streamctl.bus.native_recv import NativeReceiver
+
+        receiver = NativeReceiver(capture)
         self._started_ns = self._last_ts = max(time.time_ns(), self._last_ts + 1)
-        poller = zmq.Poller()
+        poller, requests = zmq.Poller(), zmq.Poller()
         for sock in sockets:
             poller.register(sock, zmq.POLLIN)
+        for router in routers:
+            requests.register(router, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))
+                self._serve(receiver, routers, ready)
                 if capture in ready:
-                    self._take(capture)
-                for router in routers:
-                    if router in ready:
-                        self._take(capture)  # answer with everything the hub has forwarded so far
-                        self._answer(router)
+                    self._take(receiver)
+                    if self._gather_ms:  # captures queue meanwhile; only a request is served before they are taken
+                        self._serve(receiver, routers, dict(requests.poll(self._gather_ms)))
         finally:
             for sock in sockets:
                 sock.close(0)
@@ -219,6 +235,12 @@ class RecoveryService:
                     self.disk.close()
                 except OSError as exc:
                     log.error("recovery: output journal at `%s` not closed cleanly: %s", self._history_dir, exc)
+
+    def _serve(self, capture: NativeReceiver, routers: list[zmq.Socket], ready: dict[zmq.Socket, int]) -> None:
+        for router in routers:
+            if router in ready:
+                self._take(capture)  # answer with everything the hub has forwarded so far
+                self._answer(router)
 
     def _open_disk(self) -> None:
         """Open the output journal (after `start` returned: a long history takes a while to index,
@@ -244,16 +266,18 @@ class RecoveryService:
             except OSError:
                 pass  # the failure is already said
 
-    def _take(self, capture: zmq.Socket) -> None:
+    def _take(self, capture: NativeReceiver) -> None:
         """Store every captured message queued (subscription notices, one frame, are skipped),
-        in memory and in the output journal (one write for all of them)."""
-        disk = self.disk
-        for frames in queued(capture.recv_multipart):
-            if len(frames) != 2:
+        in memory and in the output journal (handed over `_APPEND_EVERY` at a time, written once)."""
+        records: list[tuple[bytes, int, int, int, bytes]] = []
+        budget, frames, last_seq = self._budget, self._frames, self._last_seq
+        ts = self._last_ts
+        for parts in capture.messages():
+            if len(parts) != 2:
                 continue
-            frame, payload = frames
+            frame, payload = parts
             try:
-                known = self._frames.get(frame)
+                known = frames.get(frame)
                 if known is None:  # a topic's first message: its name parsed once, not per message
                     topic = wire.frame_text(frame)
                     batched = wire.parse_topic(topic).kind in wire.BATCHED_KINDS
@@ -269,23 +293,33 @@ class RecoveryService:
                     src = one.src
             except (ValueError, IndexError, msgspec.DecodeError):
                 continue  # the subscribers' problem to count; nothing to keep
-            if frame not in self._frames:
-                self._frames[frame] = known
+            if frame not in frames:
+                frames[frame] = known
                 self._topics[topic] = history
-            ts = self._last_ts = max(time.time_ns(), self._last_ts + 1)  # strictly increasing: a `since` cursor
-            history.add((first, last, ts, payload), self._budget)
-            self._last_seq.setdefault(src, {})[topic] = last
-            if disk is not None:
-                try:
-                    disk.append(frame, first, last, ts, payload)
-                except OSError as exc:
-                    self._lose_disk(exc)
-                    disk = None
-        if disk is not None:
+            ts = self._last_ts = max(time.time_ns(), ts + 1)  # strictly increasing: a `since` cursor
+            history.add((first, last, ts, payload), budget)
+            topics = last_seq.get(src)
+            if topics is None:
+                topics = last_seq[src] = {}
+            topics[topic] = last
+            records.append((frame, first, last, ts, payload))
+            if len(records) == _APPEND_EVERY:
+                self._append(records)
+        self._append(records)
+        if self.disk is not None:
             try:
-                disk.flush()
+                self.disk.flush()
             except OSError as exc:
                 self._lose_disk(exc)
+
+    def _append(self, records: list[tuple[bytes, int, int, int, bytes]]) -> None:
+        """Hand `records` to the output journal (if any) and empty the list."""
+        if self.disk is not None and records:
+            try:
+                self.disk.append_many(records)
+            except OSError as exc:
+                self._lose_disk(exc)
+        records.clear()
 
     def _answer(self, router: zmq.Socket) -> None:
         for frames in queued(router.recv_multipart):

@@ -132,3 +132,27 @@ def test_the_index_holds_a_checkpoint_per_index_every_messages(tmp_path, count):
     assert per_file <= 4 * count // INDEX_EVERY + files
     journal.close()
     assert os.listdir(tmp_path)
+
+
+def test_appending_many_at_once_writes_what_appending_one_by_one_does(tmp_path):
+    """The service hands a take over at once: the records, back links, rolls (mid-batch here) and
+    indexes are those of one append per message."""
+    messages = [(wire.topic_frame(f"bar.1s.S{i % 3}"), i // 3 + 1, i // 3 + 1, T0 + i, os.urandom(i % 200))
+                for i in range(3000)]
+    one, many = HistoryJournal(tmp_path / "one", run=1, config=SMALL), HistoryJournal(tmp_path / "many", run=1,
+                                                                                        config=SMALL)
+    for message in messages:
+        one.append(*message)
+    for k in range(0, len(messages), 700):
+        many.append_many(messages[k:k + 700])
+    one.close()
+    many.close()
+    files = [sorted((tmp_path / name).glob("*.hist")) for name in ("one", "many")]
+    assert len(files[0]) > 2 and [p.name for p in files[0]] == [p.name for p in files[1]]
+    header = 32  # magic, version, number, run, then the opening time, which differs
+    for a, b in zip(*files, strict=True):
+        assert a.read_bytes()[header:] == b.read_bytes()[header:]
+    again = HistoryJournal(tmp_path / "many", run=1, config=SMALL)
+    assert [(m.frame, m.first, m.ts, m.payload) for m in again.since(b"", 0, 10_000)[0]] == \
+        [(f, s, t, p) for f, s, _, t, p in messages]
+    assert one.index_size() == many.index_size()
