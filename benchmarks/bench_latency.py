@@ -7,7 +7,10 @@ CPU the plant's processes took over the measured window. The anchor, in the same
 pyzmq PUB -> SUB hop between two Python processes at the same rate, msgpack maps stamped
 just before the send (the floor any Python subscriber of any plant pays).
 
-    python benchmarks/bench_latency.py [--quick] [--rate 10000] [--partitions 1] [--seconds 10]
+At 10 k trades/s it also runs the plant with `partitions.linger_ms` at 5 ms: the CPU a few
+milliseconds of latency buy back (each batch wakes a chain of sleeping threads; docs/rings.md).
+
+    python benchmarks/bench_latency.py [--quick] [--rate 10000] [--partitions 1] [--linger 0] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import argparse
 import multiprocessing as mp
 import os
 import queue
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -80,15 +85,17 @@ def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
     return out
 
 
-def measure(rate: float, seconds: float, partitions: int = 1) -> dict:
+def measure(rate: float, seconds: float, partitions: int = 1, linger_ms: float = 0.0) -> dict:
     names = [f"S{i:02d}" for i in range(_SYMBOLS)]
     port = _free_port()
+    data = tempfile.mkdtemp(prefix="bench-latency-")  # the journal and history, gone after the run
     cfg = parse_config(f"""
 name: lat{os.getpid() % 100000}
 feeds:
   - {{name: sim, vendor: sim, symbols: [{', '.join(names)}], options: {{rate: {rate / _SYMBOLS}, trade_share: 1.0,
      quote_share: 0.0}}}}
-partitions: {{count: {partitions}}}
+partitions: {{count: {partitions}, linger_ms: {linger_ms}}}
+journal: {{dir: "{data}"}}
 calculators:
   bars: {{time: [1s, 60s], ticks: [100]}}
   ema: [12]
@@ -130,6 +137,7 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
         if app.is_alive():
             app.kill()
         sup.stop()
+        shutil.rmtree(data, ignore_errors=True)
     latencies, missing, recovered = got
     cpu = {name: 100 * (after[name] - before[name]) / elapsed for name in procs}
     return {**_percentiles(latencies), "cpu": cpu, "dropped": dropped, "missing": missing, "recovered": recovered,
@@ -198,18 +206,21 @@ def one_hop(rate: float, seconds: float) -> dict:
 
 
 def run(quick: bool = False, rate: float | None = None, partitions: int | None = None,
-        seconds: float | None = None) -> list[dict]:
+        seconds: float | None = None, linger: float | None = None) -> list[dict]:
     seconds = seconds or (4.0 if quick else 10.0)
-    cases = [(rate, partitions or 1)] if rate else [(10_000, 1), (10_000, 2), (100_000, 1), (100_000, 2)]
+    cases = [(rate, partitions or 1, linger or 0.0)] if rate else [
+        (10_000, 1, 0.0), (10_000, 1, 5.0), (10_000, 2, 0.0), (100_000, 1, 0.0), (100_000, 2, 0.0)]
     rows = []
     anchor_rate = cases[0][0]  # at 100 k/s a per-message Python subscriber only queues: no floor there
     floor = one_hop(anchor_rate, seconds)
     note = f"anchor: one pyzmq PUB -> SUB hop of msgpack maps, 2 Python processes, {floor['count']} msgs"
     rows += [{"benchmark": f"one hop {anchor_rate / 1e3:.0f} k/s {q}", "value": round(floor[q], 1), "unit": "us",
               "note": note} for q in ("p50", "p99")]
-    for r, parts in cases:
-        result = measure(r, seconds, parts)
+    for r, parts, linger_ms in cases:
+        result = measure(r, seconds, parts, linger_ms)
         label = f"plant {r / 1e3:.0f} k trades/s, {parts} partition{'s' if parts > 1 else ''}"
+        if linger_ms:
+            label += f", linger {linger_ms:g} ms"
         note = (f"{result['count']} trades, {_SYMBOLS} symbols, TCP loopback to a subscriber process; "
                 f"ring drops {result['dropped']}, most records waiting in a ring {result['max_fill']}, "
                 f"subscriber gaps {result['missing']} (and {result['recovered']} messages refetched from "
@@ -228,6 +239,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=None, help="trades per second (default: 10 k and 100 k)")
     parser.add_argument("--partitions", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--linger", type=float, default=None, help="partitions.linger_ms (with --rate)")
 
 
 def main(argv: list[str] | None = None) -> int:
