@@ -69,3 +69,23 @@ def test_the_forkserver_exit_flushes_and_skips_the_teardown():
                    "import streamctl.cli.forkserver_exit\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "flushed"
+
+
+def test_the_entry_point_starts_a_replays_forkserver_before_the_command_line():
+    """The preload (the longest part of a replay's start-up) begins before click and the command
+    line are imported, and the entry module imports neither: plant children run the console
+    script again as `__mp_main__`."""
+    proc = _python("import sys\n"
+                   "import streamctl.cli.entry\n"
+                   "print(sorted(m for m in sys.modules if m.split('.')[0] == 'click' or m == 'streamctl.cli.main'))\n"
+                   "from multiprocessing import forkserver\n"
+                   "class Probe:\n"
+                   "    def find_spec(self, name, path=None, target=None):\n"
+                   "        if name == 'click':\n"
+                   "            print('forkserver running when click came:', forkserver._forkserver._forkserver_pid is not None)\n"
+                   "        return None\n"
+                   "sys.meta_path.insert(0, Probe())\n"
+                   "streamctl.cli.entry.main(['replay', '/no/such/file.dbn'])\n")
+    assert proc.returncode == 2, proc.stderr  # click refuses the missing file, after the forkserver started
+    assert proc.stdout.splitlines() == ["[]", "forkserver running when click came: True"]
+
