@@ -89,3 +89,16 @@ def test_the_entry_point_starts_a_replays_forkserver_before_the_command_line():
     assert proc.returncode == 2, proc.stderr  # click refuses the missing file, after the forkserver started
     assert proc.stdout.splitlines() == ["[]", "forkserver running when click came: True"]
 
+
+def test_a_child_stop_flag_wakes_its_wait_on_sigterm():
+    """A hub's loop waits on its stop flag, not a sleep that SIGTERM cannot cut short: the wait
+    ends when the signal comes (the 60 s wait would hold the process past the 30 s bound)."""
+    proc = subprocess.run([sys.executable, "-c",
+                           "import os, signal, threading\n"
+                           "from streamctl.bus.lifecycle import StopFlag\n"
+                           "flag = StopFlag()\n"
+                           "threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+                           "print(flag.wait(60), flag.wait(0))\n"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
