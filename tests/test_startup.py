@@ -102,3 +102,27 @@ def test_a_child_stop_flag_wakes_its_wait_on_sigterm():
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True"]
+
+
+def test_a_replay_process_runs_its_exit_handlers_and_skips_the_teardown():
+    """`streamctl replay` leaves through `os._exit` after every `atexit` handler (here one
+    registered while the command line loads) with the command's exit code; objects still alive
+    are never torn down."""
+    proc = _python("import atexit, sys\n"
+                   "import os\n"
+                   "class Alive:\n"
+                   "    def __del__(self, write=os.write):\n"
+                   "        write(1, b'teardown ran\\n')\n"
+                   "alive = Alive()\n"
+                   "class Probe:\n"
+                   "    def find_spec(self, name, path=None, target=None):\n"
+                   "        if name == 'click':\n"
+                   "            atexit.register(print, 'handler ran')\n"
+                   "        return None\n"
+                   "sys.meta_path.insert(0, Probe())\n"
+                   "sys.argv = ['streamctl', 'replay', '/no/such/file.dbn']\n"
+                   "import streamctl.cli.entry\n"
+                   "streamctl.cli.entry.main()\n")
+    assert proc.returncode == 2, proc.stderr
+    assert "does not exist" in proc.stderr
+    assert proc.stdout.splitlines() == ["handler ran"]
