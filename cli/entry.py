@@ -8,6 +8,11 @@ plant children run the entry script again as ``__mp_main__`` (multiprocessing's 
 preparation), so with the console script each child paid the command line's imports
 (about 0.02 s each, one after the other on the start-up path) before it could start.
 
+numpy's OpenBLAS starts a pool of worker threads when numpy is imported, and they spin for
+a while: 0.04-0.12 s of CPU in every process that imports numpy (the command and the
+forkserver), taken from the preload on a 2-core machine. Nothing in streamctl calls BLAS, so
+`main` asks for one thread unless the user chose a number (the children inherit it).
+
 A replay has written and closed its output when the command returns; tearing down an
 interpreter holding numpy, msgspec, ZeroMQ and the plant's modules then took about 0.05 s more.
 The ``atexit`` handlers still run (logging's flush among them), then the process exits at once.
@@ -23,6 +28,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before anything imports numpy
     args = sys.argv[1:] if argv is None else argv
     replay = args[:1] == ["replay"] and not {"--help", "-h"} & set(args)
     code: list[object] = [1]  # what the process exits with: an uncaught exception's 1 until SystemExit says
