@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 import msgspec
 import zmq
@@ -86,7 +85,7 @@ def run_hub(spec: HubSpec) -> int:
                 slot.set(CounterName.RECORDS_IN, stats.messages_forwarded)
                 slot.set(CounterName.RECORDS_OUT, stats.messages_forwarded)
                 slot.set(CounterName.ERRORS, stats.refused)
-            time.sleep(0.05)
+            stop.wait(0.05)
         child.stopping()
     except Exception as exc:
         child.crashed(exc)

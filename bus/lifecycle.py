@@ -44,6 +44,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self._signalled = threading.Event()
         self._ppid = os.getppid()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -51,6 +52,14 @@ class StopFlag:
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
         self.requested = True
+        self._signalled.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, but return as soon as SIGTERM arrives (a plain sleep
+        resumes after the handler, so every stop waited out the rest of a loop's period);
+        whether a stop is requested."""
+        self._signalled.wait(timeout)
+        return bool(self)
 
     def __bool__(self) -> bool:
         return self.requested or os.getppid() != self._ppid

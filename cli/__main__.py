@@ -1,5 +1,5 @@
 """`python -m streamctl.cli` (used by `streamctl up --detach` to start the supervisor)."""
 
-from streamctl.cli.main import main
+from streamctl.cli.entry import main
 
 main()

@@ -69,3 +69,83 @@ def test_the_forkserver_exit_flushes_and_skips_the_teardown():
                    "import streamctl.cli.forkserver_exit\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "flushed"
+
+
+def test_the_entry_point_starts_a_replays_forkserver_before_the_command_line():
+    """The preload (the longest part of a replay's start-up) begins before click and the command
+    line are imported, and the entry module imports neither: plant children run the console
+    script again as `__mp_main__`."""
+    proc = _python("import sys\n"
+                   "import streamctl.cli.entry\n"
+                   "print(sorted(m for m in sys.modules if m.split('.')[0] == 'click' or m == 'streamctl.cli.main'))\n"
+                   "from multiprocessing import forkserver\n"
+                   "class Probe:\n"
+                   "    def find_spec(self, name, path=None, target=None):\n"
+                   "        if name == 'click':\n"
+                   "            print('forkserver running when click came:', forkserver._forkserver._forkserver_pid is not None)\n"
+                   "        return None\n"
+                   "sys.meta_path.insert(0, Probe())\n"
+                   "streamctl.cli.entry.main(['replay', '/no/such/file.dbn'])\n")
+    assert proc.returncode == 2, proc.stderr  # click refuses the missing file, after the forkserver started
+    assert proc.stdout.splitlines() == ["[]", "forkserver running when click came: True"]
+
+
+def test_a_child_stop_flag_wakes_its_wait_on_sigterm():
+    """A hub's loop waits on its stop flag, not a sleep that SIGTERM cannot cut short: the wait
+    ends when the signal comes (the 60 s wait would hold the process past the 30 s bound)."""
+    proc = subprocess.run([sys.executable, "-c",
+                           "import os, signal, threading\n"
+                           "from streamctl.bus.lifecycle import StopFlag\n"
+                           "flag = StopFlag()\n"
+                           "threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+                           "print(flag.wait(60), flag.wait(0))\n"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
+
+
+def test_a_replay_process_runs_its_exit_handlers_and_skips_the_teardown():
+    """`streamctl replay` leaves through `os._exit` after every `atexit` handler (here one
+    registered while the command line loads) with the command's exit code; objects still alive
+    are never torn down."""
+    proc = _python("import atexit, sys\n"
+                   "import os\n"
+                   "class Alive:\n"
+                   "    def __del__(self, write=os.write):\n"
+                   "        write(1, b'teardown ran\\n')\n"
+                   "alive = Alive()\n"
+                   "class Probe:\n"
+                   "    def find_spec(self, name, path=None, target=None):\n"
+                   "        if name == 'click':\n"
+                   "            atexit.register(print, 'handler ran')\n"
+                   "        return None\n"
+                   "sys.meta_path.insert(0, Probe())\n"
+                   "sys.argv = ['streamctl', 'replay', '/no/such/file.dbn']\n"
+                   "import streamctl.cli.entry\n"
+                   "streamctl.cli.entry.main()\n")
+    assert proc.returncode == 2, proc.stderr
+    assert "does not exist" in proc.stderr
+    assert proc.stdout.splitlines() == ["handler ran"]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("3", "3")])
+def test_the_entry_point_keeps_openblas_to_one_thread_unless_told(given, expected):
+    """No BLAS in streamctl, and OpenBLAS's thread pool spins 0.04-0.12 s of CPU per process at numpy's import."""
+    env = dict(os.environ)
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    proc = subprocess.run([sys.executable, "-c",
+                           "import os, streamctl.cli.entry\n"
+                           "try:\n"
+                           "    streamctl.cli.entry.main(['--version'])\n"
+                           "except SystemExit:\n"
+                           "    pass\n"
+                           "import numpy\n"
+                           "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    value, threads = proc.stdout.split()[-2:]
+    assert value == expected
+    if given is None:
+        assert threads == "1"  # numpy loaded, and no OpenBLAS pool beside the main thread
