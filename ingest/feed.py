@@ -161,13 +161,13 @@ class FeedRuntime:
     def route(self, batch: np.ndarray, should_stop) -> None:
         """Refuse impossible records, split the rest by partition (order kept within each) and
         publish them to the rings."""
+        from streamctl.ingest.routing import rings_of  # numba: in the feed, not the CLI
+
         batch = self._refuse_impossible(batch)
-        ids = batch["instrument_id"].astype(np.int64)
-        known = ids < len(self._partition)
-        parts = np.where(known, self._partition[np.where(known, ids, 0)], -1)
+        parts, unknown = rings_of(batch, self._partition)
         if self._delivered is not None:
             batch, parts = self._drop_delivered(batch, parts)
-        unknown = int(np.count_nonzero(parts == -1))
+            unknown = int(np.count_nonzero(parts == -1))
         if unknown:
             self.count(CounterName.MALFORMED, unknown)
         self._slot.add(CounterName.RECORDS_IN, len(batch))
