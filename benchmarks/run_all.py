@@ -26,6 +26,7 @@ ORDER = [
     "latency",
     "metrics",
     "idle",
+    "feed",
     "replay",
     "replay_memory",
     "research_replay",
