@@ -27,6 +27,7 @@ ORDER = [
     "latency",
     "metrics",
     "idle",
+    "feed",
     "replay",
     "replay_memory",
     "research_replay",

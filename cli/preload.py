@@ -22,6 +22,7 @@ import streamctl.shm.ring  # noqa: F401
 from streamctl.bus.native_recv import warm_up as warm_up_receives
 from streamctl.bus.native_send import warm_up as warm_up_sends
 from streamctl.cli.forkserver import WARM_VENDORS
+from streamctl.ingest.routing import warm_up as warm_up_routing
 from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendor_api import resolve
 from streamctl.ingest.vendors import VENDORS, vendor_spec
@@ -50,6 +51,7 @@ def _warm_all() -> float:
     warm_up_receives()
     fence()  # the rings' doorbell compiles its memory fence on first use
     refusals(empty(1))
+    warm_up_routing()
     for reference in _vendor_warm_ups():
         resolve(reference)()
     return time.perf_counter() - start

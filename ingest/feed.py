@@ -76,6 +76,8 @@ class FeedRuntime:
     """The `FeedContext` a vendor session sees, plus routing into rings."""
 
     def __init__(self, spec: FeedSpec, *, registry, rings, slot, publisher):
+        from streamctl.ingest.routing import screen  # numba: in the feed, not the CLI
+
         self.spec = spec
         self.feed_name = spec.name
         self._registry = registry
@@ -90,6 +92,7 @@ class FeedRuntime:
         self._refused: set[Refusal] = set()
         self._bad_symbols: set[str] = set()
         self._delivered: np.ndarray | None = None
+        self._screen = screen
         self.stop_requested = False
 
     # ---- FeedContext
@@ -161,13 +164,13 @@ class FeedRuntime:
     def route(self, batch: np.ndarray, should_stop) -> None:
         """Refuse impossible records, split the rest by partition (order kept within each) and
         publish them to the rings."""
-        batch = self._refuse_impossible(batch)
-        ids = batch["instrument_id"].astype(np.int64)
-        known = ids < len(self._partition)
-        parts = np.where(known, self._partition[np.where(known, ids, 0)], -1)
+        allow = self.spec.feed.allow_non_positive_prices
+        codes, bad, parts, unknown = self._screen(batch, self._partition, allow_non_positive_prices=allow)
+        if bad:
+            batch = self._refuse(batch, codes, bad)
         if self._delivered is not None:
             batch, parts = self._drop_delivered(batch, parts)
-        unknown = int(np.count_nonzero(parts == -1))
+            unknown = int(np.count_nonzero(parts == -1))
         if unknown:
             self.count(CounterName.MALFORMED, unknown)
         self._slot.add(CounterName.RECORDS_IN, len(batch))
@@ -203,13 +206,11 @@ class FeedRuntime:
             self._delivered = None
         return batch[keep], parts[keep]
 
-    def _refuse_impossible(self, batch: np.ndarray) -> np.ndarray:
+    def _refuse(self, batch: np.ndarray, codes: np.ndarray, bad: int) -> np.ndarray:
         """Count and drop records no vendor could mean (`streamctl.ingest.validation`); the first
         record of each kind of refusal is described in an event, the rest only counted."""
-        from streamctl.ingest.validation import Refusal, describe, refusals  # numba: in the feed, not the CLI
-        codes, bad = refusals(batch, allow_non_positive_prices=self.spec.feed.allow_non_positive_prices)
-        if not bad:
-            return batch
+        from streamctl.ingest.validation import Refusal, describe
+
         self.count(CounterName.MALFORMED, bad)
         for code in np.unique(codes[codes != 0]):
             reason = Refusal(int(code))
@@ -263,6 +264,7 @@ def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
 def run_feed(spec: FeedSpec) -> int:
     """Process entry point (spawned by the supervisor). Returns the exit code."""
     from streamctl.bus.publisher import Publisher
+    from streamctl.ingest.routing import warm_up as warm_up_routing
     from streamctl.shm.registry import SymbolRegistry
     from streamctl.shm.ring import Ring
 
@@ -284,6 +286,7 @@ def run_feed(spec: FeedSpec) -> int:
         warm_up = vendor_spec(spec.feed.vendor).warm_up
         if warm_up:  # a forkserver that preloaded only other vendors' kernels: load ours before READY
             resolve(warm_up)()
+        warm_up_routing()
         session = _build_session(spec, runtime)
         session.open()
         runtime.resume(session)

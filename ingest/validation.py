@@ -19,7 +19,7 @@ import numpy as np
 
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 
-__all__ = ["Refusal", "refusals", "valid_records", "describe", "EARLIEST_NS", "LATEST_NS"]
+__all__ = ["Refusal", "refusals", "refusal_of", "valid_records", "describe", "EARLIEST_NS", "LATEST_NS"]
 
 EARLIEST_NS = 631_152_000_000_000_000
 """1990-01-01T00:00:00Z: no electronic tick data we ingest is older."""
@@ -62,30 +62,35 @@ class Refusal(enum.IntEnum):
 
 
 @numba.njit(cache=True, nogil=True)
+def refusal_of(rec, allow_non_positive: bool) -> int:
+    """The `Refusal` code of one record (a compiled function other kernels call per record)."""
+    kind = rec.kind
+    if not (EARLIEST_NS <= rec.ts_event < LATEST_NS and EARLIEST_NS <= rec.ts_recv < LATEST_NS):
+        return 1
+    if rec.side > Side.ASK or rec.reserved != 0 or (kind == Kind.BOOK and rec.side == Side.NONE):
+        return 2
+    if kind == Kind.TRADE or kind == Kind.BOOK or kind == Kind.CANCEL or kind == Kind.CORRECTION:
+        # a book level of size 0 removes the level; a correction's price2 is the trade's new id
+        if not _price_ok(rec.price, allow_non_positive):
+            return 3
+        if not _size_ok(rec.size, kind != Kind.BOOK) or (kind == Kind.CORRECTION and not _size_ok(rec.size2, True)):
+            return 4
+        return 0
+    if kind == Kind.QUOTE:
+        if not ((rec.price == UNDEF_PRICE or _price_ok(rec.price, True))
+                and (rec.price2 == UNDEF_PRICE or _price_ok(rec.price2, True))):
+            return 3
+        if not (_size_ok(rec.size, False) and _size_ok(rec.size2, False)):
+            return 4
+        return 0
+    return 0 if kind == Kind.RESET else 5
+
+
+@numba.njit(cache=True, nogil=True)
 def _refusals(batch: np.ndarray, allow_non_positive: bool, out: np.ndarray) -> int:
     bad = 0
     for i in range(batch.shape[0]):
-        rec = batch[i]
-        kind = rec.kind
-        code = 0
-        if not (EARLIEST_NS <= rec.ts_event < LATEST_NS and EARLIEST_NS <= rec.ts_recv < LATEST_NS):
-            code = 1
-        elif rec.side > Side.ASK or rec.reserved != 0 or (kind == Kind.BOOK and rec.side == Side.NONE):
-            code = 2
-        elif kind == Kind.TRADE or kind == Kind.BOOK or kind == Kind.CANCEL or kind == Kind.CORRECTION:
-            # a book level of size 0 removes the level; a correction's price2 is the trade's new id
-            if not _price_ok(rec.price, allow_non_positive):
-                code = 3
-            elif not _size_ok(rec.size, kind != Kind.BOOK) or (kind == Kind.CORRECTION and not _size_ok(rec.size2, True)):
-                code = 4
-        elif kind == Kind.QUOTE:
-            if not ((rec.price == UNDEF_PRICE or _price_ok(rec.price, True))
-                    and (rec.price2 == UNDEF_PRICE or _price_ok(rec.price2, True))):
-                code = 3
-            elif not (_size_ok(rec.size, False) and _size_ok(rec.size2, False)):
-                code = 4
-        elif kind != Kind.RESET:
-            code = 5
+        code = refusal_of(batch[i], allow_non_positive)
         out[i] = code
         bad += code != 0
     return bad

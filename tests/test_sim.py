@@ -54,3 +54,30 @@ def test_wall_clock_events_are_handed_over_once_per_slice():
     assert all(np.all(b["ts_recv"] == b["ts_recv"][0]) for b in batches)
     assert sum(len(b) for b in batches[1:]) >= 5 * 40  # many events per hand-over, not one
     assert np.all(np.diff(np.concatenate([b["ts_event"] for b in batches])) >= 0)
+
+
+def test_wall_clock_slices_spread_times_since_the_last_and_keep_the_seeds_events():
+    """Each hand-over's events are stamped in one pass: times spread over (the previous hand-over,
+    now], the last one now, each record closing its event; what the events are (symbols, kinds,
+    prices, sizes, sequence) stays the seed's, as the generator alone produces them."""
+    from streamctl.ingest.vendors.sim.generator import SimGenerator
+
+    opt = Options(rate=2000.0, slice_ms=5.0, seed=11)
+    symbols = ["AAPL", "MSFT"]
+    session = Session(opt, FeedConfig(name="sim", vendor="sim", symbols=symbols), _Ctx())
+    session.open()
+    batches: list[np.ndarray] = []
+    while len(batches) < 8:
+        batch = session.poll(0.05)
+        if batch is not None:
+            batches.append(batch.copy())
+    session.close()
+    for before, batch in zip(batches, batches[1:], strict=False):
+        times = batch["ts_event"]
+        assert times[-1] == batch["ts_recv"][0] and np.all(times > before["ts_recv"][0])
+        assert np.all(np.diff(times) >= 0)
+    events = np.concatenate(batches)
+    assert np.all(events["flags"] & Flag.LAST)
+    alone = SimGenerator(opt, symbols, [_Ctx().instrument_id(s) for s in symbols]).take(len(events))
+    for field in ("instrument_id", "kind", "side", "price", "price2", "size", "size2", "sequence"):
+        assert np.array_equal(events[field], alone[field]), field

@@ -15,4 +15,5 @@ SPEC = VendorSpec(
     needs_symbols=True,
     live=False,
     docs="README.md",
+    warm_up="streamctl.ingest.vendors.sim.session:warm_up",
 )
