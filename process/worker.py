@@ -210,16 +210,21 @@ class Worker:
 
                 restore(self)
             self.child.ready()
-            linger = self.spec.linger if self.spec.live else 0.0
+            linger = int(self.spec.linger * 1e9) if self.spec.live else 0
+            gather_until = 0
             while not self.stop:
+                now = time.time_ns()
+                if now < gather_until:  # lingering: the next batch gathers; only the clock interrupts
+                    time.sleep((min(gather_until, self._next_clock) - now) * 1e-9)
+                    self.tick(time.time_ns())
+                    continue
                 worked = self.drain()
                 now = time.time_ns()
                 self.tick(now)
                 if not worked:  # asleep on the rings' doorbell until a feed publishes or the next tick
                     self._wait_for_records(self.rings, (self._next_clock - now) * 1e-9)
                 elif linger and all(ring.fill < _MAX_BATCH for ring in self.rings):
-                    # Let the next batch gather (no doorbell: its wake-ups are what lingering saves).
-                    time.sleep(min(linger, max(self._next_clock - now, 0) * 1e-9))
+                    gather_until = now + linger  # no doorbell meanwhile: its wake-ups are what lingering saves
             self.child.stopping()
             self.finish()
         except Exception as exc:
