@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from math import floor, log10
+from math import floor, isfinite, log10
 from typing import Any
 
 __all__ = ["fmt", "print_rows", "bench_main"]
@@ -23,6 +23,8 @@ def fmt(value: Any) -> str:
         return str(value)
     if value == 0:
         return "0"
+    if not isfinite(value):  # a measurement that failed (a process gone): say so, print the rest
+        return str(value)
     digits = 3 - 1 - floor(log10(abs(value)))
     rounded = round(value, digits)
     return f"{rounded:,.{max(digits, 0)}f}"

@@ -215,7 +215,7 @@ class Worker:
             while not self.stop:
                 now = time.time_ns()
                 if now < gather_until:  # lingering: the next batch gathers; only the clock interrupts
-                    time.sleep((min(gather_until, self._next_clock) - now) * 1e-9)
+                    time.sleep(max(min(gather_until, self._next_clock) - now, 0) * 1e-9)  # a tick may be due
                     self.tick(time.time_ns())
                     continue
                 worked = self.drain()

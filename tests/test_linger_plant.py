@@ -52,10 +52,12 @@ def _trades_per_message(plant, tmp_path, linger_ms: float, messages: int = 60) -
             return len(sizes) >= messages
 
         wait_until(read, 120, f"{messages} raw trade messages")
+        restarts = plant.process(name, "worker-0")["restarts"]
         plant.run("down", "--name", name, check=True)
     finally:
         sub.close(0)
         context.term()
+    assert restarts == 0, "the worker crashed while lingering"
     return sizes, seqs
 
 
