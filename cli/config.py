@@ -80,8 +80,9 @@ class PartitionsConfig(_Cfg, frozen=True):
     linger_ms: Annotated[float, Meta(ge=0, le=MAX_LINGER_MS)] = 0.0
     """After a batch, a live worker lets the next one gather this long before it reads again
     (0: it reads as soon as a feed writes). The first record after a quiet spell still goes at
-    once, and a full batch waiting ends the wait. Fewer, larger batches cost far less CPU at
-    live rates (every hand-over between processes wakes one), at up to this much latency."""
+    once, and a read that leaves a full batch waiting does not linger. Fewer, larger batches cost
+    far less CPU at live rates (every hand-over between processes wakes one), at up to this much
+    latency; the rings must hold what a feed writes meanwhile (`rings.capacity`)."""
 
 
 class CurveConfig(_Cfg, frozen=True):
