@@ -23,7 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from streamctl.bus.libzmq import addresses
+from streamctl.bus.libzmq import addresses, c_function
 
 __all__ = ["NativeReceiver", "warm_up"]
 
@@ -41,65 +41,20 @@ _HELD, _HELD_SIZE, _PARTS, _USED, _END, _ERROR = range(6)
 how the drain ended; errno of a failure."""
 
 _I8P = ir.IntType(8).as_pointer()
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
 
 
 def _int64s(context, builder, signature, args):
     return [context.cast(builder, value, ty, types.int64) for value, ty in zip(args, signature.args, strict=True)]
 
 
-def _call_int_typed(typingctx, function, msg):
-    """``function(msg)`` for a C function ``int f(void *)`` at address `function`
-    (``zmq_msg_init``, ``zmq_msg_more``, ``zmq_msg_close``)."""
-    sig = types.int64(function, msg)
-
-    def codegen(context, builder, signature, args):
-        function_, msg_ = _int64s(context, builder, signature, args)
-        fnty = ir.FunctionType(_I32, [_I8P])
-        return builder.sext(builder.call(builder.inttoptr(function_, fnty.as_pointer()),
-                                         [builder.inttoptr(msg_, _I8P)]), _I64)
-
-    return sig, codegen
-
-
-def _call_pointer_typed(typingctx, function, msg):
-    """``function(msg)`` for a C function ``void *f(void *)`` (``zmq_msg_data``), as an address."""
-    sig = types.int64(function, msg)
-
-    def codegen(context, builder, signature, args):
-        function_, msg_ = _int64s(context, builder, signature, args)
-        fnty = ir.FunctionType(_I8P, [_I8P])
-        return builder.ptrtoint(builder.call(builder.inttoptr(function_, fnty.as_pointer()),
-                                             [builder.inttoptr(msg_, _I8P)]), _I64)
-
-    return sig, codegen
-
-
-def _call_recv_typed(typingctx, function, msg, sock, flags):
-    """``function(msg, sock, flags)`` for ``int zmq_msg_recv(zmq_msg_t *, void *, int)``."""
-    sig = types.int64(function, msg, sock, flags)
-
-    def codegen(context, builder, signature, args):
-        function_, msg_, sock_, flags_ = _int64s(context, builder, signature, args)
-        fnty = ir.FunctionType(_I32, [_I8P, _I8P, _I32])
-        called = builder.call(builder.inttoptr(function_, fnty.as_pointer()),
-                              [builder.inttoptr(msg_, _I8P), builder.inttoptr(sock_, _I8P), builder.trunc(flags_, _I32)])
-        return builder.sext(called, _I64)
-
-    return sig, codegen
-
-
-def _call_errno_typed(typingctx, function):
-    """``function()`` for ``int zmq_errno(void)``."""
-    sig = types.int64(function)
-
-    def codegen(context, builder, signature, args):
-        (function_,) = _int64s(context, builder, signature, args)
-        fnty = ir.FunctionType(_I32, [])
-        return builder.sext(builder.call(builder.inttoptr(function_, fnty.as_pointer()), []), _I64)
-
-    return sig, codegen
+_call_int = c_function("int", "ptr")
+"""``zmq_msg_init(msg)``, ``zmq_msg_more(msg)``, ``zmq_msg_close(msg)``."""
+_call_pointer = c_function("ptr", "ptr")
+"""``zmq_msg_data(msg)``, as an address."""
+_call_recv = c_function("int", "ptr", "ptr", "int")
+"""``zmq_msg_recv(msg, socket, flags)``."""
+_call_errno = c_function("int")
+"""``zmq_errno()``."""
 
 
 def _copy_typed(typingctx, destination, source, size):
@@ -114,10 +69,6 @@ def _copy_typed(typingctx, destination, source, size):
     return sig, codegen
 
 
-_call_int: Any = intrinsic(_call_int_typed)
-_call_pointer: Any = intrinsic(_call_pointer_typed)
-_call_recv: Any = intrinsic(_call_recv_typed)
-_call_errno: Any = intrinsic(_call_errno_typed)
 _copy: Any = intrinsic(_copy_typed)
 
 

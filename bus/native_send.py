@@ -15,16 +15,11 @@ Only the thread that owns the socket may call it, as with any ZeroMQ socket.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba
 import numpy as np
 import zmq
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-from streamctl.bus.libzmq import addresses
+from streamctl.bus.libzmq import addresses, c_function
 
 __all__ = ["NativeSender", "Outbox", "warm_up"]
 
@@ -32,38 +27,10 @@ _SNDMORE = 2
 """``ZMQ_SNDMORE``."""
 
 
-def _call_send_typed(typingctx, function, sock, buf, size, flags):
-    """``function(sock, buf, size, flags)`` for a C function ``int f(void *, const void *, size_t, int)``
-    at address `function`; returns its result."""
-    sig = types.int64(function, sock, buf, size, flags)
-
-    def codegen(context, builder, signature, args):
-        function_, sock_, buf_, size_, flags_ = (context.cast(builder, value, ty, types.int64)
-                                                  for value, ty in zip(args, signature.args, strict=True))
-        pointer = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.IntType(32), [pointer, pointer, ir.IntType(64), ir.IntType(32)])
-        called = builder.call(builder.inttoptr(function_, fnty.as_pointer()),
-                              [builder.inttoptr(sock_, pointer), builder.inttoptr(buf_, pointer), size_,
-                               builder.trunc(flags_, ir.IntType(32))])
-        return builder.sext(called, ir.IntType(64))
-
-    return sig, codegen
-
-
-def _call_errno_typed(typingctx, function):
-    """``function()`` for a C function ``int f(void)`` at address `function` (``zmq_errno``)."""
-    sig = types.int64(function)
-
-    def codegen(context, builder, signature, args):
-        address = context.cast(builder, args[0], signature.args[0], types.int64)
-        fnty = ir.FunctionType(ir.IntType(32), [])
-        return builder.sext(builder.call(builder.inttoptr(address, fnty.as_pointer()), []), ir.IntType(64))
-
-    return sig, codegen
-
-
-_call_send: Any = intrinsic(_call_send_typed)
-_call_errno: Any = intrinsic(_call_errno_typed)
+_call_send = c_function("int", "ptr", "ptr", "size", "int")
+"""``zmq_send(socket, buffer, size, flags)``."""
+_call_errno = c_function("int")
+"""``zmq_errno()``."""
 
 
 @numba.njit(cache=True)
