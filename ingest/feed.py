@@ -264,7 +264,6 @@ def _build_session(spec: FeedSpec, runtime: FeedRuntime) -> FeedSession:
 def run_feed(spec: FeedSpec) -> int:
     """Process entry point (spawned by the supervisor). Returns the exit code."""
     from streamctl.bus.publisher import Publisher
-    from streamctl.ingest.routing import warm_up as warm_up_routing
     from streamctl.shm.registry import SymbolRegistry
     from streamctl.shm.ring import Ring
 
@@ -286,7 +285,6 @@ def run_feed(spec: FeedSpec) -> int:
         warm_up = vendor_spec(spec.feed.vendor).warm_up
         if warm_up:  # a forkserver that preloaded only other vendors' kernels: load ours before READY
             resolve(warm_up)()
-        warm_up_routing()
         session = _build_session(spec, runtime)
         session.open()
         runtime.resume(session)

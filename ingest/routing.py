@@ -51,5 +51,6 @@ def screen(batch: np.ndarray, ring_of: np.ndarray, *,
 
 
 def warm_up() -> None:
-    """Compile (or load from cache) the kernel before the feed says READY."""
+    """Compile (or load from numba's cache) the kernel in the forkserver (`cli/preload`), so no feed
+    loads it itself."""
     screen(np.zeros(1, RECORD_DTYPE), np.full(1, -1, np.int64))
