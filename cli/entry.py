@@ -24,7 +24,7 @@ import atexit
 import os
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "exit_at_once"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,10 +48,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _exit_now(code: list[object]) -> None:
+    exit_at_once(code[0])
+
+
+def exit_at_once(status: object = 0) -> None:
+    """Flush stdout and stderr, then end the process with `status` (a `SystemExit` code: an int,
+    None for 0, anything else 1) without the interpreter's teardown."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):  # closed or replaced
             pass
-    status = code[0]
     os._exit(status if isinstance(status, int) else 0 if status is None else 1)

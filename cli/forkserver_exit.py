@@ -12,19 +12,9 @@ through ``os._exit``), so this one ends the process at once.
 from __future__ import annotations
 
 import atexit
-import os
-import sys
+
+from streamctl.cli.entry import exit_at_once
 
 __all__: list[str] = []
 
-
-def _exit_now() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):  # closed or replaced
-            pass
-    os._exit(0)
-
-
-atexit.register(_exit_now)  # registered last, so run first
+atexit.register(exit_at_once)  # registered last, so run first
