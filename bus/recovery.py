@@ -302,9 +302,10 @@ class RecoveryService:
             if topics is None:
                 topics = last_seq[src] = {}
             topics[topic] = last
-            records.append((frame, first, last, ts, payload))
-            if len(records) == _APPEND_EVERY:
-                self._append(records)
+            if self.disk is not None:  # memory only: nothing to hand over
+                records.append((frame, first, last, ts, payload))
+                if len(records) == _APPEND_EVERY:
+                    self._append(records)
         self._append(records)
         if self.disk is not None:
             try:
