@@ -11,6 +11,7 @@ At 10 k trades/s it also runs the plant with `partitions.linger_ms` at 5 ms: the
 milliseconds of latency buy back (each batch wakes a chain of sleeping threads; docs/rings.md).
 
     python benchmarks/bench_latency.py [--quick] [--rate 10000] [--partitions 1] [--linger 0] [--seconds 10]
+    python benchmarks/bench_latency.py --rows 100000/1,100000/2   # only these plant rows (RATE/PARTITIONS[/LINGER_MS])
 """
 
 from __future__ import annotations
@@ -205,11 +206,26 @@ def one_hop(rate: float, seconds: float) -> dict:
     return _percentiles(latencies)
 
 
+_CASES = [(10_000.0, 1, 0.0), (10_000.0, 1, 5.0), (10_000.0, 2, 0.0), (100_000.0, 1, 0.0), (100_000.0, 2, 0.0)]
+"""The plant rows: (trades/s, partitions, ``linger_ms``)."""
+
+
+def _rows(text: str) -> list[tuple[float, int, float]]:
+    """``--rows``: ``RATE/PARTITIONS[/LINGER_MS]``, comma separated (``100000/1,100000/2``)."""
+    cases = []
+    for case in text.split(","):
+        parts = case.split("/")
+        if len(parts) not in (2, 3):
+            raise argparse.ArgumentTypeError(f"a row is RATE/PARTITIONS[/LINGER_MS]; was {case!r}")
+        cases.append((float(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0))
+    return cases
+
+
 def run(quick: bool = False, rate: float | None = None, partitions: int | None = None,
-        seconds: float | None = None, linger: float | None = None) -> list[dict]:
+        seconds: float | None = None, linger: float | None = None,
+        only: list[tuple[float, int, float]] | None = None) -> list[dict]:
     seconds = seconds or (4.0 if quick else 10.0)
-    cases = [(rate, partitions or 1, linger or 0.0)] if rate else [
-        (10_000, 1, 0.0), (10_000, 1, 5.0), (10_000, 2, 0.0), (100_000, 1, 0.0), (100_000, 2, 0.0)]
+    cases = only or ([(rate, partitions or 1, linger or 0.0)] if rate else _CASES)
     rows = []
     anchor_rate = cases[0][0]  # at 100 k/s a per-message Python subscriber only queues: no floor there
     floor = one_hop(anchor_rate, seconds)
@@ -240,6 +256,8 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--linger", type=float, default=None, help="partitions.linger_ms (with --rate)")
+    parser.add_argument("--rows", dest="only", type=_rows, default=None,
+                        help="only these plant rows, RATE/PARTITIONS[/LINGER_MS] comma separated (e.g. 100000/1,100000/2)")
 
 
 def main(argv: list[str] | None = None) -> int:
