@@ -57,6 +57,26 @@ def test_the_thread_faults_pages_in_ahead_and_stops_at_close(tmp_path):
     assert (tmp_path / "f.jnl").stat().st_size == 64 + AHEAD // 2
 
 
+def test_a_pinned_process_faults_its_pages_on_another_core(tmp_path):
+    """A worker is pinned to one core; a burst of page faults can hold a core for 10-20 ms, so the
+    thread faulting pages ahead runs on the other cores (with one core, on that one)."""
+    everything = os.sched_getaffinity(0)
+    core = min(everything)
+    os.sched_setaffinity(0, {core})
+    try:
+        appender = MappedAppender(tmp_path / "f.jnl")
+    finally:
+        os.sched_setaffinity(0, everything)
+    try:
+        [thread] = [t for t in threading.enumerate() if t.name == "journal-populate"]
+        assert thread.native_id is not None
+        others = set(range(os.cpu_count() or 1)) - {core}
+        wait_until(lambda: os.sched_getaffinity(thread.native_id) == (others or {core}), timeout=30,
+                   what="the populating thread to leave the pinned core")
+    finally:
+        appender.close()
+
+
 _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path

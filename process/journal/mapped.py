@@ -7,8 +7,9 @@ Here the worker only copies into pages that are already there: a thread of the w
 compiled loop (``nogil``, so it never waits for nor holds the GIL) that asks the kernel to fault
 in (``MADV_POPULATE_WRITE``, Linux >= 5.14) the next `AHEAD` bytes past what was written. If it
 falls behind, the worker's copy faults the pages in itself, as ``writev`` would have; it never
-waits for the thread. The system calls are a ``syscall`` instruction inlined into the loop, so
-numba caches it; like the rings' doorbell (`shm/doorbell.py`) this is x86-64 Linux only.
+waits for the thread, which runs on the other cores when the worker is pinned to one (a burst of
+faults can hold a core for 10-20 ms on a VM, and the pinned worker could not move away). The
+system calls are a ``syscall`` instruction inlined into the loop, so numba caches it; like the rings' doorbell (`shm/doorbell.py`) this is x86-64 Linux only.
 
 The file grows in `EXTENT` steps, each mapped on its own with `SLACK` bytes of overlap so an
 entry that starts in an extent ends in the same mapping; at `close` it is cut to what was
@@ -99,6 +100,23 @@ def _populate(control: np.ndarray) -> None:
             control[_POPULATED] = start + size
 
 
+def _populate_elsewhere(control: np.ndarray) -> None:
+    """The thread's body: off its process's core when the process is pinned to one, then `_populate`."""
+    _leave_pinned_core()
+    _populate(control)
+
+
+def _leave_pinned_core() -> None:
+    """Let the calling thread run on every core but the one its process is pinned to (if it is
+    pinned to one and there are others). Faulting in fresh pages can hold a core for 10-20 ms
+    (on this VM, a burst of host-side faults stalls the vCPU); a pinned worker on that core cannot
+    move away, so its pages are faulted on another."""
+    pinned = os.sched_getaffinity(0)
+    others = set(range(os.cpu_count() or 1)) - pinned
+    if len(pinned) == 1 and others:
+        os.sched_setaffinity(0, others)  # 0: the calling thread only
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the thread's loop, so a worker's first journal file
     does not stall on it (the forkserver calls this before forking: `cli/preload`)."""
@@ -127,7 +145,8 @@ class MappedAppender:
         self._control[_EVENT] = self._event
         self._nudged_at = -AHEAD
         self._map_extent(start // extent)
-        self._thread = threading.Thread(target=_populate, args=(self._control,), name="journal-populate", daemon=True)
+        self._thread = threading.Thread(target=_populate_elsewhere, args=(self._control,), name="journal-populate",
+                                        daemon=True)
         self._thread.start()
         self._nudge()
 
