@@ -82,6 +82,33 @@ def test_last_values_by_exact_topic_or_prefix_and_since_a_time(service):
                curve=keys)["messages"] == []
 
 
+def test_malformed_messages_are_skipped_and_the_good_ones_kept(service):
+    """What the hub forwards but is no payload (not MessagePack, an empty trade array, a map where
+    an array belongs, a `src` not UTF-8, a frame that is no topic) is not kept, and the well-formed
+    messages around it, in the same take, are: a topic whose first message was bad included."""
+    public, keys, internal_keys, frontend, _ = service
+    encode = msgspec.msgpack.encode
+    trades = [wire.Trade(seq=seq, src="raw", symbol="MSFT", ts_event=1, ts_recv=1, price=1.0, size=1.0, side="B")
+              for seq in (1, 2, 3)]
+    sock = zmq.Context.instance().socket(zmq.XPUB)
+    sock.linger = 5000
+    internal_keys.apply(sock)
+    sock.connect(frontend)
+    wait_until(lambda: sock.poll(100) and sock.recv()[1:] == wire.SYNC_SUBSCRIPTION, 30, "the hub's subscriptions")
+    trade, bar = wire.topic_frame("trade.MSFT"), wire.topic_frame("bar.60s.MSFT")
+    for frames in ([trade, b"\xc1"], [trade, b"\x90"], [trade, encode(trades[0])], [bar, encode([_bar("MSFT", 1.0)])],
+                   [trade, encode(trades[:2])], [b"no topic", encode(trades[:1])], [bar, b"\x81\xa3src\xa1\xff"],
+                   [trade, encode(trades[2:])], [bar, encode(msgspec.structs.replace(_bar("MSFT", 2.0), seq=1,
+                                                                                      src="raw"))]):
+        sock.send_multipart(frames)
+    sock.close()
+    wait_until(lambda: (ask(public, {"op": "seqs", "src": "raw"}, timeout=5, curve=keys) or {}).get("seqs")
+               == {"trade.MSFT": 3, "bar.60s.MSFT": 1}, 30, "the good messages")
+    kept = ask(public, {"op": "history", "pattern": "", "since_ns": 0}, timeout=5, curve=keys)["messages"]
+    assert [(m[0], m[1], m[2]) for m in kept if m[0].endswith("MSFT")] == [
+        ("trade.MSFT", 1, 2), ("trade.MSFT", 3, 3), ("bar.60s.MSFT", 1, 1)]
+
+
 def test_bad_requests_are_answered_and_counted(service):
     public, keys, _, _, svc = service
     reply = ask(public, {"op": "everything"}, timeout=5, curve=keys)
