@@ -50,8 +50,6 @@ MAX_REPLY = 10_000
 _APPEND_EVERY = 4096
 """Messages handed to the output journal at once: a long queue (after a slow disk open) is not
 held twice in memory."""
-_SRCS = 1024
-"""Decoded srcs kept at most (the plant has a few publishers; bad input cannot grow it)."""
 GATHER_S = 0.005
 """After taking the captures, the thread lets new ones queue this long (a request ends the
 wait at once, and takes them first): at live rates the proxy hands over a burst or two per
@@ -105,6 +103,11 @@ def ask(endpoint: str, request: dict[str, Any], *, timeout: float, curve: CurveC
         sock.close(0)
 
 
+class _Seq(msgspec.Struct):
+    seq: int = 0
+    src: str = ""
+
+
 class _History:
     """One topic's recent messages: ``(first seq, last seq, arrival ns, payload)``; arrival
     times are the hub's wall clock made strictly increasing, so they order every topic's messages."""
@@ -151,8 +154,8 @@ class RecoveryService:
         """Per topic frame as it arrives: the topic, whether its payloads are arrays, its history."""
         self._last_seq: dict[str, dict[str, int]] = {}
         """src -> topic -> last seq the hub forwarded."""
-        self._srcs: dict[bytes, str] = {}
-        """A payload's ``src`` as found, decoded once."""
+        self._one = msgspec.msgpack.Decoder(_Seq)
+        self._many = msgspec.msgpack.Decoder(list[_Seq])
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode_request = msgspec.msgpack.Decoder(dict[str, Any]).decode
         self.requests = 0
@@ -208,9 +211,6 @@ class RecoveryService:
         self._open_disk()
         # numba is imported here, after `start` returned (as the disk is opened), not as the hub starts
         from streamctl.bus.native_recv import NativeReceiver
-        from streamctl.bus.seqscan import warm_up
-
-        warm_up()
 
         receiver = NativeReceiver(capture)
         self._started_ns = self._last_ts = max(time.time_ns(), self._last_ts + 1)
@@ -268,82 +268,50 @@ class RecoveryService:
 
     def _take(self, capture: NativeReceiver) -> None:
         """Store every captured message queued (subscription notices, one frame, are skipped),
-        in memory and in the output journal, `_APPEND_EVERY` at a time: their seqs and srcs
-        found in one compiled pass (`streamctl.bus.seqscan`), then written once."""
-        chunk: list[tuple[bytes, bytes, tuple[str, bool, _History]]] = []
-        frames = self._frames
-        new: dict[bytes, tuple[str, bool, _History]] = {}  # topics first seen in this chunk (kept once one is stored)
+        in memory and in the output journal (handed over `_APPEND_EVERY` at a time, written once)."""
+        records: list[tuple[bytes, int, int, int, bytes]] = []
+        budget, frames, last_seq = self._budget, self._frames, self._last_seq
+        ts = self._last_ts
         for parts in capture.messages():
             if len(parts) != 2:
                 continue
             frame, payload = parts
-            known = frames.get(frame) or new.get(frame)
-            if known is None:
-                known = self._known(frame)
-                if known is None:
-                    continue  # not a topic: the subscribers' problem to count; nothing to keep
-                new[frame] = known
-            chunk.append((frame, payload, known))
-            if len(chunk) == _APPEND_EVERY:
-                self._store(chunk)
-                new.clear()
-        self._store(chunk)
+            try:
+                known = frames.get(frame)
+                if known is None:  # a topic's first message: its name parsed once, not per message
+                    topic = wire.frame_text(frame)
+                    batched = wire.parse_topic(topic).kind in wire.BATCHED_KINDS
+                    stored = self._topics.get(topic)
+                    known = (topic, batched, _History(frame) if stored is None else stored)
+                topic, batched, history = known
+                if batched:
+                    items = self._many.decode(payload)
+                    first, last, src = items[0].seq, items[-1].seq, items[0].src
+                else:
+                    one = self._one.decode(payload)
+                    first = last = one.seq
+                    src = one.src
+            except (ValueError, IndexError, msgspec.DecodeError):
+                continue  # the subscribers' problem to count; nothing to keep
+            if frame not in frames:
+                frames[frame] = known
+                self._topics[topic] = history
+            ts = self._last_ts = max(time.time_ns(), ts + 1)  # strictly increasing: a `since` cursor
+            history.add((first, last, ts, payload), budget)
+            topics = last_seq.get(src)
+            if topics is None:
+                topics = last_seq[src] = {}
+            topics[topic] = last
+            if self.disk is not None:  # memory only: nothing to hand over
+                records.append((frame, first, last, ts, payload))
+                if len(records) == _APPEND_EVERY:
+                    self._append(records)
+        self._append(records)
         if self.disk is not None:
             try:
                 self.disk.flush()
             except OSError as exc:
                 self._lose_disk(exc)
-
-    def _known(self, frame: bytes) -> tuple[str, bool, _History] | None:
-        """A topic's first message: its name parsed once, not per message."""
-        try:
-            topic = wire.frame_text(frame)
-            batched = wire.parse_topic(topic).kind in wire.BATCHED_KINDS
-        except ValueError:
-            return None
-        stored = self._topics.get(topic)
-        return topic, batched, _History(frame) if stored is None else stored
-
-    def _store(self, chunk: list[tuple[bytes, bytes, tuple[str, bool, _History]]]) -> None:
-        """Keep `chunk`'s well-formed messages in memory and hand them to the output journal; empty it."""
-        if not chunk:
-            return
-        from streamctl.bus.seqscan import find  # imported with numba by the thread (`_run`)
-
-        found = find([payload for _, payload, _ in chunk], [known[1] for _, _, known in chunk])
-        joined = found.joined
-        records: list[tuple[bytes, int, int, int, bytes]] = []
-        budget, frames, last_seq, srcs, disk = self._budget, self._frames, self._last_seq, self._srcs, self.disk
-        ts = self._last_ts
-        for (frame, payload, known), good, low, high, src_at, src_end_at in zip(
-                chunk, found.ok, found.first, found.last, found.src_start, found.src_end, strict=True):
-            if not good:
-                continue  # not a payload: the subscribers' problem to count; nothing to keep
-            key = joined[src_at:src_end_at]
-            src = srcs.get(key)
-            if src is None:
-                try:
-                    src = key.decode()
-                except UnicodeDecodeError:
-                    continue
-                if len(srcs) >= _SRCS:
-                    srcs.clear()
-                srcs[key] = src
-            topic, _, history = known
-            if frame not in frames:
-                frames[frame] = known
-                self._topics[topic] = history
-            ts = max(time.time_ns(), ts + 1)  # strictly increasing: a `since` cursor
-            history.add((low, high, ts, payload), budget)
-            topics = last_seq.get(src)
-            if topics is None:
-                topics = last_seq[src] = {}
-            topics[topic] = high
-            if disk is not None:  # memory only: nothing to hand over
-                records.append((frame, low, high, ts, payload))
-        self._last_ts = ts
-        chunk.clear()
-        self._append(records)
 
     def _append(self, records: list[tuple[bytes, int, int, int, bytes]]) -> None:
         """Hand `records` to the output journal (if any) and empty the list."""
