@@ -9,7 +9,8 @@ in (``MADV_POPULATE_WRITE``, Linux >= 5.14) the next `AHEAD` bytes past what was
 falls behind, the worker's copy faults the pages in itself, as ``writev`` would have; it never
 waits for the thread, which runs on the other cores when the worker is pinned to one (a burst of
 faults can hold a core for 10-20 ms on a VM, and the pinned worker could not move away). The
-system calls are a ``syscall`` instruction inlined into the loop, so numba caches it; like the rings' doorbell (`shm/doorbell.py`) this is x86-64 Linux only.
+system calls are a ``syscall`` instruction inlined into the loop, so numba caches it; like the
+rings' doorbell (`shm/doorbell.py`) this is x86-64 Linux only.
 
 The file grows in `EXTENT` steps, each mapped on its own with `SLACK` bytes of overlap so an
 entry that starts in an extent ends in the same mapping; at `close` it is cut to what was
