@@ -27,12 +27,16 @@ from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
 if TYPE_CHECKING:
     from streamctl.bus.native_send import NativeSender, Outbox
+    from streamctl.bus.native_trades import TradeTopics
 
 __all__ = ["Publisher"]
 
 _SNDMORE = zmq.SNDMORE
 _SMALL_BATCH = 16
-"""Up to this many records, `publish_raw` builds Structs instead of packing arrays."""
+"""Up to this many records, `publish_raw` writes trades by a compiled call (`native_trades`) and
+builds Structs for quotes, instead of packing arrays."""
+_UNKNOWN_ROW = -2
+"""A symbol index whose trade topic row is not looked up yet (`native_trades`)."""
 _TRADE_SIDE: dict[int, Literal["B", "S", "N"]] = {1: "B", 2: "S"}
 _DRAIN_EVERY = 4096
 """Messages sent between reads of the subscription notices the XPUB queues (so they stay few)."""
@@ -49,6 +53,26 @@ class _Topic:
         self.seq = 0
         self.payload_type = payload_type
         self.batched = batched
+
+
+class _TableTopic(_Topic):
+    """A raw trade topic: its seq lives in the row `row` of a `TradeTopics` table, where the
+    compiled packer numbers it."""
+
+    __slots__ = ("table", "row")
+
+    def __init__(self, text: str, table: TradeTopics, row: int):
+        self.table = table
+        self.row = row
+        super().__init__(text, wire.Trade, True)
+
+    @property  # type: ignore[override]
+    def seq(self) -> int:
+        return int(self.table.seqs[self.row])
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self.table.seqs[self.row] = value
 
 
 class Publisher:
@@ -106,6 +130,11 @@ class Publisher:
         self._topics: dict[str, _Topic] = {}
         self._raw_topics: dict[tuple[str, str], _Topic] = {}
         self._layouts: dict[tuple[int, str], rawpack._Layout] = {}
+        self._trade_table: TradeTopics | None = None
+        """The raw trade topics (made on first use: it loads numba)."""
+        self._trade_rows = np.zeros(0, dtype=np.int64)
+        """Symbol index -> row in `_trade_table`, for the names in `_trade_rows_for`."""
+        self._trade_rows_for: list[str] = []
         self.messages_out = 0
         """Messages handed to ZeroMQ (a batch is one message)."""
         self.raw_skipped = 0
@@ -192,11 +221,32 @@ class Publisher:
         return entry
 
     def _raw_entry(self, kind: str, symbol: str) -> _Topic:
-        """The entry of ``trade.SYMBOL``/``quote.SYMBOL``, built by `wire.topic` once per symbol."""
+        """The entry of ``trade.SYMBOL``/``quote.SYMBOL``, built by `wire.topic` once per symbol.
+
+        A trade topic's becomes a row of the trade table, going on from any seq it had."""
         entry = self._raw_topics.get((kind, symbol))
         if entry is None:
-            entry = self._raw_topics[(kind, symbol)] = self._entry(wire.topic(kind, symbol), True)
+            text = wire.topic(kind, symbol)
+            entry = self._entry(text, True)
+            if kind == "trade":
+                seq = entry.seq
+                entry = self._topics[text] = _TableTopic(text, self._trades(), self._trades().add(text, symbol))
+                entry.seq = seq
+            self._raw_topics[(kind, symbol)] = entry
         return entry
+
+    def _trades(self) -> TradeTopics:
+        """The raw trade topics' table (made on first use: it loads numba)."""
+        if self._trade_table is None:
+            from streamctl.bus.native_trades import TradeTopics
+
+            self._trade_table = TradeTopics(self.src)
+        return self._trade_table
+
+    def _trade_row(self, symbol: str) -> int:
+        entry = self._raw_entry("trade", symbol)
+        assert isinstance(entry, _TableTopic)
+        return entry.row
 
     def sequence(self, topic: str) -> int:
         """The last sequence number sent on `topic` (0 if none)."""
@@ -372,8 +422,17 @@ class Publisher:
 
     def _publish_raw_small(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, trades: bool,
                            quotes: bool) -> int:
-        """`publish_raw` for a handful of records (live, low rates): plain Structs cost less
-        than setting up the vectorized packer, and latency is what matters here."""
+        """`publish_raw` for a handful of records (live, low rates): trades by one compiled call,
+        quotes (and trades while muted) as plain Structs; both cost less than setting up the
+        vectorized packer, and latency is what matters here."""
+        sent = 0
+        if trades and self._muted_topics is None and \
+                self.messages_out + (self._outbox.count if self._outbox else 0) >= self.muted_until:
+            packed = self._pack_trades(records, symbols, sym_idx)
+            if packed is not None:
+                sent, trades = packed, False
+                if not quotes:
+                    return sent
         trade_groups: dict[str, list[wire.Trade]] = {}
         quote_groups: dict[str, list[wire.Quote]] = {}
         for record, symbol_index in zip(records.tolist(), sym_idx.tolist(), strict=True):
@@ -397,7 +456,30 @@ class Publisher:
             self._send_batch(self._raw_entry("trade", symbol), trades_of_symbol)
         for symbol, quotes_of_symbol in quote_groups.items():
             self._send_batch(self._raw_entry("quote", symbol), quotes_of_symbol)
-        return len(trade_groups) + len(quote_groups)
+        return sent + len(trade_groups) + len(quote_groups)
+
+    def _pack_trades(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray) -> int | None:
+        """Put the trade messages of `records` in the outbox by one compiled call; returns how
+        many, or None (nothing done) for a price the compiled packer leaves to Structs."""
+        if self._outbox is None:
+            from streamctl.bus.native_send import Outbox
+
+            self._outbox = Outbox()
+        if symbols != self._trade_rows_for:  # a list comparison: item identity first
+            self._trade_rows = np.full(len(symbols), _UNKNOWN_ROW, dtype=np.int64)
+            self._trade_rows_for = list(symbols)
+        rows = self._trade_rows
+        while True:
+            messages, skipped = self._trades().pack(records, sym_idx, rows, self._outbox)
+            if messages != _UNKNOWN_ROW:
+                break
+            for index in np.unique(sym_idx[records["kind"] == Kind.TRADE]).tolist():  # first sight of a symbol
+                if 0 <= index < len(symbols) and rows[index] == _UNKNOWN_ROW:
+                    rows[index] = self._trade_row(symbols[index]) if symbols[index] else -1
+        if messages < 0:
+            return None
+        self.raw_skipped += skipped
+        return messages
 
     def _publish_raw_kind(
         self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, mask: np.ndarray, kind: str

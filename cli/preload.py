@@ -21,6 +21,7 @@ import streamctl.shm.registry  # noqa: F401
 import streamctl.shm.ring  # noqa: F401
 from streamctl.bus.native_recv import warm_up as warm_up_receives
 from streamctl.bus.native_send import warm_up as warm_up_sends
+from streamctl.bus.native_trades import warm_up as warm_up_trades
 from streamctl.cli.forkserver import WARM_VENDORS
 from streamctl.ingest.routing import warm_up as warm_up_routing
 from streamctl.ingest.validation import refusals
@@ -48,6 +49,7 @@ def _warm_all() -> float:
     warm_up_latency()
     warm_up_journal()
     warm_up_sends()
+    warm_up_trades()
     warm_up_receives()
     fence()  # the rings' doorbell compiles its memory fence on first use
     refusals(empty(1))
