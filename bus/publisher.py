@@ -33,8 +33,8 @@ __all__ = ["Publisher"]
 
 _SNDMORE = zmq.SNDMORE
 _SMALL_BATCH = 16
-"""Up to this many records, `publish_raw` writes trades by a compiled call (`native_trades`) and
-builds Structs for quotes, instead of packing arrays."""
+"""Up to this many records, `publish_raw` writes trades in msgspec's form (`native_trades`) and
+builds Structs for quotes; above, both take `rawpack`'s fixed layout."""
 _UNKNOWN_ROW = -2
 """A symbol index whose trade topic row is not looked up yet (`native_trades`)."""
 _TRADE_SIDE: dict[int, Literal["B", "S", "N"]] = {1: "B", 2: "S"}
@@ -129,7 +129,8 @@ class Publisher:
         self._encode = msgspec.msgpack.Encoder().encode
         self._topics: dict[str, _Topic] = {}
         self._raw_topics: dict[tuple[str, str], _Topic] = {}
-        self._layouts: dict[tuple[int, str], rawpack._Layout] = {}
+        self._layouts: dict[str, rawpack._Layout] = {}
+        """Per symbol, the row layout of its quotes."""
         self._trade_table: TradeTopics | None = None
         """The raw trade topics (made on first use: it loads numba)."""
         self._trade_rows = np.zeros(0, dtype=np.int64)
@@ -408,31 +409,26 @@ class Publisher:
         sent = 0
         if not (trades or quotes) or len(records) == 0:
             return 0
-        if len(records) <= _SMALL_BATCH:
-            sent = self._publish_raw_small(records, symbols, sym_idx, trades, quotes)
-        else:
-            kinds = records["kind"]
-            if trades:
-                sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.TRADE, "trade")
-            if quotes:
-                sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.QUOTE, "quote")
+        small = len(records) <= _SMALL_BATCH
+        if trades:
+            packed = self._pack_trades(records, symbols, sym_idx, fixed=not small)
+            if packed is not None:
+                sent, trades = packed, False
+        if small:
+            sent += self._publish_raw_small(records, symbols, sym_idx, trades, quotes)
+        elif quotes:
+            sent += self._publish_quotes(records, symbols, sym_idx, records["kind"] == Kind.QUOTE)
         if not hold:
             self.flush()
         return sent
 
     def _publish_raw_small(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, trades: bool,
                            quotes: bool) -> int:
-        """`publish_raw` for a handful of records (live, low rates): trades by one compiled call,
-        quotes (and trades while muted) as plain Structs; both cost less than setting up the
-        vectorized packer, and latency is what matters here."""
-        sent = 0
-        if trades and self._muted_topics is None and \
-                self.messages_out + (self._outbox.count if self._outbox else 0) >= self.muted_until:
-            packed = self._pack_trades(records, symbols, sym_idx)
-            if packed is not None:
-                sent, trades = packed, False
-                if not quotes:
-                    return sent
+        """`publish_raw` of quotes (and of trades at prices `_pack_trades` leaves) for a handful
+        of records (live, low rates): plain Structs cost less than setting up the vectorized
+        packer, and latency is what matters here."""
+        if not (trades or quotes):
+            return 0
         trade_groups: dict[str, list[wire.Trade]] = {}
         quote_groups: dict[str, list[wire.Quote]] = {}
         for record, symbol_index in zip(records.tolist(), sym_idx.tolist(), strict=True):
@@ -456,21 +452,29 @@ class Publisher:
             self._send_batch(self._raw_entry("trade", symbol), trades_of_symbol)
         for symbol, quotes_of_symbol in quote_groups.items():
             self._send_batch(self._raw_entry("quote", symbol), quotes_of_symbol)
-        return sent + len(trade_groups) + len(quote_groups)
+        return len(trade_groups) + len(quote_groups)
 
-    def _pack_trades(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray) -> int | None:
-        """Put the trade messages of `records` in the outbox by one compiled call; returns how
-        many, or None (nothing done) for a price the compiled packer leaves to Structs."""
+    def _pack_trades(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, *, fixed: bool
+                     ) -> int | None:
+        """Put the trade messages of `records` in the outbox by one compiled call (`native_trades`;
+        `fixed`: `rawpack`'s layout of large batches); returns how many, or None (nothing done)
+        for a price it leaves to Structs. Muted messages are numbered and counted, not sent."""
         if self._outbox is None:
             from streamctl.bus.native_send import Outbox
 
             self._outbox = Outbox()
+        outbox = self._outbox
         if symbols != self._trade_rows_for:  # a list comparison: item identity first
             self._trade_rows = np.full(len(symbols), _UNKNOWN_ROW, dtype=np.int64)
             self._trade_rows_for = list(symbols)
         rows = self._trade_rows
+        table = self._trades()
         while True:
-            messages, skipped = self._trades().pack(records, sym_idx, rows, self._outbox)
+            muted = self._muted_topics
+            floors = None if muted is None else np.array([muted.get(text, 0) for text in table.texts], np.int64)
+            messages, skipped, unsent = table.pack(records, sym_idx, rows, outbox, fixed=fixed, floors=floors,
+                                                   count0=self.messages_out + outbox.count,
+                                                   muted_until=self.muted_until if muted is None else 0)
             if messages != _UNKNOWN_ROW:
                 break
             for index in np.unique(sym_idx[records["kind"] == Kind.TRADE]).tolist():  # first sight of a symbol
@@ -479,11 +483,13 @@ class Publisher:
         if messages < 0:
             return None
         self.raw_skipped += skipped
+        if unsent:
+            self._sent(unsent)  # numbered and counted, not sent
         return messages
 
-    def _publish_raw_kind(
-        self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, mask: np.ndarray, kind: str
-    ) -> int:
+    def _publish_quotes(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, mask: np.ndarray
+                        ) -> int:
+        """`publish_raw` of the quotes of a large batch (`mask`), packed as arrays (`rawpack`)."""
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             return 0
@@ -516,17 +522,14 @@ class Publisher:
         ends = np.append(starts[1:], len(rows))
         groups = [(int(sorted_indices[start]), selected[start:end])
                   for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
-        is_trade = kind == "trade"
         for symbol_index, batch in groups:
             symbol = symbols[symbol_index]
-            entry = self._raw_entry(kind, symbol)
-            layout = self._layouts.get((is_trade, symbol))
+            entry = self._raw_entry("quote", symbol)
+            layout = self._layouts.get(symbol)
             if layout is None:
-                make_layout = rawpack.trade_layout if is_trade else rawpack.quote_layout
-                layout = self._layouts[(is_trade, symbol)] = make_layout(self.src, symbol)
+                layout = self._layouts[symbol] = rawpack.quote_layout(self.src, symbol)
             if self._sending(entry, entry.seq + len(batch)):
-                pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
-                self._hold(entry.frame, pack(layout, batch, entry.seq + 1))
+                self._hold(entry.frame, rawpack.pack_quotes(layout, batch, entry.seq + 1))
             else:
                 self._sent()  # numbered and counted, not sent
             entry.seq += len(batch)

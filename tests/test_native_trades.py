@@ -1,10 +1,11 @@
-"""The compiled raw-trade packer gives exactly msgspec's bytes, and a publisher numbers its topics
-as one sequence whichever way a batch was encoded.
+"""The compiled raw-trade packer gives exactly the bytes the wire has carried, and a publisher
+numbers its topics as one sequence whichever way a batch was encoded.
 
-`bus/native_trades.py` writes a small batch's ``trade.SYMBOL`` messages in one call; each test
-here builds the `wire.Trade` Structs the Struct path built (grouped by symbol in order of first
-appearance, oldest first) and compares ``msgspec.msgpack.encode`` of each list, byte for byte,
-for random values: integers at every MessagePack width boundary, floats with NaN payloads,
+`bus/native_trades.py` writes a batch's ``trade.SYMBOL`` messages in one call. For small batches
+the tests build the `wire.Trade` Structs the Struct path built (grouped by symbol in order of
+first appearance, oldest first) and compare ``msgspec.msgpack.encode`` of each list; for large
+ones (``fixed``) an independent encoder of the int64 layout, groups by symbol index. Byte for
+byte, for random values: integers at every MessagePack width boundary, floats with NaN payloads,
 infinities and -0.0, every side byte, sequence numbers crossing widths, skipped records.
 """
 
@@ -67,6 +68,30 @@ def _expected(src: str, records: np.ndarray, symbols: list[str], sym_idx: np.nda
     return parts, skipped
 
 
+def _fixed(src: str, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, seqs: dict[str, int]
+           ) -> list[bytes]:
+    """The int64 layout of large batches, written field by field with `struct`."""
+    enc = msgspec.msgpack.encode
+    groups: dict[int, list[tuple]] = {}
+    for record, index in zip(records.tolist(), sym_idx.tolist(), strict=True):
+        if record[8] == Kind.TRADE and 0 <= index < len(symbols):
+            groups.setdefault(index, []).append(record)
+    parts = []
+    for index in sorted(groups):
+        symbol, rows = symbols[index], groups[index]
+        body = [bytes([0x90 | len(rows)]) if len(rows) < 16 else b"\xdc" + struct.pack(">H", len(rows))]
+        for ts_event, ts_recv, price, _, size, _, _, _, _, side, _, _ in rows:
+            seqs[symbol] = seqs.get(symbol, 0) + 1
+            body.append(b"\x88" + enc("seq") + b"\xd3" + struct.pack(">q", seqs[symbol]) + enc("src") + enc(src)
+                        + enc("symbol") + enc(symbol) + enc("ts_event") + b"\xd3" + struct.pack(">q", ts_event)
+                        + enc("ts_recv") + b"\xd3" + struct.pack(">q", ts_recv)
+                        + enc("price") + b"\xcb" + struct.pack(">d", float(np.float64(price) / PRICE_SCALE))
+                        + enc("size") + b"\xcb" + struct.pack(">d", size)
+                        + enc("side") + b"\xa1" + {1: b"B", 2: b"S"}.get(side, b"N"))
+        parts += [wire.topic_frame(wire.topic("trade", symbol)), b"".join(body)]
+    return parts
+
+
 def _records(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
     records = empty(len(rows))
     for i, (ts_event, ts_recv, price, size, side, kind, _) in enumerate(rows):
@@ -76,20 +101,38 @@ def _records(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(SYMBOL, min_size=1, max_size=6, unique=True), st.lists(SEQ, min_size=6, max_size=6),
-       st.lists(st.lists(RECORD, max_size=20), min_size=1, max_size=3))
-def test_packed_trades_are_msgspec_bytes(symbols, first_seqs, batches):
+       st.lists(st.tuples(st.booleans(), st.lists(RECORD, max_size=40)), min_size=1, max_size=3))
+def test_packed_trades_are_the_wire_bytes(symbols, first_seqs, batches):
     table = TradeTopics("worker-3")
     rows = np.array([table.add(wire.topic("trade", s), s) for s in symbols], dtype=np.int64)
     table.seqs[:len(symbols)] = first_seqs[:len(symbols)]
     seqs = dict(zip(symbols, first_seqs, strict=False))
-    for batch in batches:
+    for fixed, batch in batches:
         records, sym_idx = _records(batch)
         outbox = Outbox()
-        messages, skipped = table.pack(records, sym_idx, rows, outbox)
-        parts, expected_skipped = _expected("worker-3", records, symbols, sym_idx, seqs)
+        messages, skipped, muted = table.pack(records, sym_idx, rows, outbox, fixed=fixed)
+        expected_skipped = int(((records["kind"] == Kind.TRADE) & ~((sym_idx >= 0) & (sym_idx < len(symbols)))).sum())
+        parts = _fixed("worker-3", records, symbols, sym_idx, seqs) if fixed else \
+            _expected("worker-3", records, symbols, sym_idx, seqs)[0]
         assert _parts(outbox) == parts
-        assert (messages, skipped) == (len(parts) // 2, expected_skipped)
+        assert (messages, skipped, muted) == (len(parts) // 2, expected_skipped, 0)
     assert table.seqs[:len(symbols)].tolist() == [seqs[s] for s in symbols]
+
+
+def test_muted_messages_are_numbered_not_written():
+    """By message count (`count0 + k < muted_until`) or by each topic's floor."""
+    table = TradeTopics("w0")
+    rows = np.array([table.add("trade.A", "A"), table.add("trade.B", "B")])
+    records, sym_idx = _records([(1, 2, 3, 1.0, 1, Kind.TRADE, s) for s in (0, 1, 0)])
+    outbox = Outbox()
+    assert table.pack(records, sym_idx, rows, outbox, count0=5, muted_until=6) == (2, 0, 1)  # A 1-2 muted
+    assert table.pack(records, sym_idx, rows, outbox, floors=np.array([3, 2])) == (2, 0, 1)  # B 2 muted
+    assert table.pack(records, sym_idx, rows, outbox, floors=np.array([6, 0])) == (2, 0, 1)  # A 5-6 muted
+    expected = _expected("w0", records, ["A", "B"], sym_idx, {})[0][2:]  # B 1
+    expected += _expected("w0", records, ["A", "B"], sym_idx, {"A": 2, "B": 1})[0][:2]  # A 3-4
+    expected += _expected("w0", records, ["A", "B"], sym_idx, {"A": 4, "B": 2})[0][2:]  # B 3
+    assert _parts(outbox) == expected
+    assert table.seqs[:2].tolist() == [6, 3]
 
 
 def test_packer_appends_after_what_the_outbox_holds():
@@ -98,7 +141,7 @@ def test_packer_appends_after_what_the_outbox_holds():
     outbox = Outbox()
     outbox.add(b"quote.A\x00", b"\x90")
     records, sym_idx = _records([(1, 2, 3_000_000_000, 1.0, 1, Kind.TRADE, 0)] * 3)
-    assert table.pack(records, sym_idx, rows, outbox) == (1, 0)
+    assert table.pack(records, sym_idx, rows, outbox) == (1, 0, 0)
     assert _parts(outbox) == [b"quote.A\x00", b"\x90", *_expected("w0", records, ["A"], sym_idx, {})[0]]
 
 
