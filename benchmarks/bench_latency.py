@@ -89,8 +89,9 @@ def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
 
 
 def _thread_times(procs: dict[str, psutil.Process]) -> dict[tuple[str, int], tuple[str, float, int]]:
-    """Per thread of each process: its name (``comm``; ``main`` for the main thread), CPU seconds (utime + stime) and voluntary
-    context switches (each one a sleep, so a wake-up to pay for) so far. A thread gone is left out."""
+    """Per thread of each process: its name (``comm``; ``main`` for the main thread), CPU seconds
+    (utime + stime) and voluntary context switches (each one a sleep, so a wake-up to pay for) so
+    far. A thread gone is left out."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for name, proc in procs.items():
@@ -115,7 +116,8 @@ def _thread_times(procs: dict[str, psutil.Process]) -> dict[tuple[str, int], tup
 
 def _thread_split(before: dict, after: dict, elapsed: float) -> list[tuple[str, float, float]]:
     """``(process/thread, % of a core, voluntary switches/s)`` over the window, busiest first;
-    threads of one process with one name are summed (``xN``)."""
+    threads of one process with one name are summed (``xN``). `run` prints those that took at
+    least 0.5 % or woke at least 10 times a second."""
     split: dict[str, list[float]] = {}
     for key, (comm, cpu, switches) in after.items():
         _, cpu0, switches0 = before.get(key, (comm, 0.0, 0))
