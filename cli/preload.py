@@ -30,7 +30,7 @@ from streamctl.ingest.vendors import VENDORS, vendor_spec
 from streamctl.process.calc.engine import warm_up as warm_up_calculators
 from streamctl.process.journal.mapped import warm_up as warm_up_journal
 from streamctl.process.latency import warm_up as warm_up_latency
-from streamctl.process.worker import warm_up as warm_up_worker
+from streamctl.process.symbol_map import warm_up as warm_up_symbol_map
 from streamctl.shm.doorbell import fence
 from streamctl.shm.records import empty
 
@@ -48,7 +48,7 @@ def _warm_all() -> float:
     start = time.perf_counter()
     warm_up_calculators()
     warm_up_latency()
-    warm_up_worker()
+    warm_up_symbol_map()
     warm_up_journal()
     warm_up_sends()
     warm_up_trades()

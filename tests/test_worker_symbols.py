@@ -13,7 +13,7 @@ from _shmutil import no_leaks, unique_plant
 
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.calc.settings import BarsConfig, CalculatorsConfig
-from streamctl.process.worker import _SymbolMap
+from streamctl.process.symbol_map import SymbolMap
 from streamctl.shm.records import empty
 from streamctl.shm.registry import SymbolRegistry
 from streamctl.shm.segments import segment_name
@@ -33,7 +33,7 @@ def test_ids_resolve_once_through_the_registry_and_unknown_ones_stay_negative():
             calc = CalculatorSet(CalculatorsConfig(bars=BarsConfig(time=["1s"])), src="w0", live=True)
             symbols: list[str] = []
             learned: list[tuple[int, str]] = []
-            symbols_map = _SymbolMap(registry, calc, symbols, on_learn=lambda i, s: learned.append((i, s)))
+            symbols_map = SymbolMap(registry, calc, symbols, on_learn=lambda i, s: learned.append((i, s)))
             far = 100_000  # past the end of the map's table, and unknown to the registry
             assert symbols_map.indices(_batch([msft, aapl, msft, 7, far])).tolist() == [1, 0, 1, -1, -1]
             assert symbols == ["AAPL", "MSFT"] and learned == [(aapl, "AAPL"), (msft, "MSFT")]  # by id
@@ -42,7 +42,7 @@ def test_ids_resolve_once_through_the_registry_and_unknown_ones_stay_negative():
             assert learned[-1] == (esz4, "ESZ4") and len(learned) == 3
             assert symbols_map.indices(_batch([])).tolist() == []
 
-            replaying = _SymbolMap(None, calc, symbols)  # a restart's journal replay: no registry
+            replaying = SymbolMap(None, calc, symbols)  # a restart's journal replay: no registry
             replaying.learn(far, "AAPL")
             assert replaying.indices(_batch([far, aapl])).tolist() == [0, -1]
         finally:
