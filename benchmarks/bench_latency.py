@@ -3,9 +3,12 @@
 Runs a real plant (simulator feed at a fixed trade rate over 5 symbols -> ring -> worker(s)
 with the demo calculators -> hub -> client over TCP loopback) and reports the subscriber's
 latency percentiles, what the subscriber lost (sequence gaps) and the rings dropped, and the
-CPU the plant's processes took over the measured window. The anchor, in the same run: one
-pyzmq PUB -> SUB hop between two Python processes at the same rate, msgpack maps stamped
-just before the send (the floor any Python subscriber of any plant pays).
+CPU the plant's processes took over the measured window, also per thread (utime + stime from
+``/proc/<pid>/task/<tid>/stat``) with its voluntary context switches per second (each a sleep,
+so a wake-up paid for). On a shared machine the per-thread rows are the readings to trust:
+latencies move with the neighbours' load. The anchor, in the same run: one pyzmq PUB -> SUB
+hop between two Python processes at the same rate, msgpack maps stamped just before the send
+(the floor any Python subscriber of any plant pays).
 
 At 10 k trades/s it also runs the plant with `partitions.linger_ms` at 5 ms: the CPU a few
 milliseconds of latency buy back (each batch wakes a chain of sleeping threads; docs/rings.md).
@@ -86,6 +89,47 @@ def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
     return out
 
 
+def _thread_times(procs: dict[str, psutil.Process]) -> dict[tuple[str, int], tuple[str, float, int]]:
+    """Per thread of each process: its name (``comm``; ``main`` for the main thread), CPU seconds
+    (utime + stime) and voluntary context switches (each one a sleep, so a wake-up to pay for) so
+    far. A thread gone is left out."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, proc in procs.items():
+        try:
+            tids = os.listdir(f"/proc/{proc.pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            task = f"/proc/{proc.pid}/task/{tid}"
+            try:
+                with open(f"{task}/stat") as f:
+                    stat = f.read()
+                with open(f"{task}/status") as f:
+                    switches = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+            except (OSError, StopIteration):
+                continue
+            comm = "main" if int(tid) == proc.pid else stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd (state) on
+            out[(name, int(tid))] = (comm, (int(fields[11]) + int(fields[12])) / tick, switches)
+    return out
+
+
+def _thread_split(before: dict, after: dict, elapsed: float) -> list[tuple[str, float, float]]:
+    """``(process/thread, % of a core, voluntary switches/s)`` over the window, busiest first;
+    threads of one process with one name are summed (``xN``). `run` prints those that took at
+    least 0.5 % or woke at least 10 times a second."""
+    split: dict[str, list[float]] = {}
+    for key, (comm, cpu, switches) in after.items():
+        _, cpu0, switches0 = before.get(key, (comm, 0.0, 0))
+        entry = split.setdefault(f"{key[0]}/{comm}", [0.0, 0.0, 0])
+        entry[0] += 100 * (cpu - cpu0) / elapsed
+        entry[1] += (switches - switches0) / elapsed
+        entry[2] += 1
+    return sorted(((f"{name} x{n:.0f}" if n > 1 else name, cpu, rate) for name, (cpu, rate, n) in split.items()),
+                  key=lambda row: -row[1])
+
+
 def measure(rate: float, seconds: float, partitions: int = 1, linger_ms: float = 0.0) -> dict:
     names = [f"S{i:02d}" for i in range(_SYMBOLS)]
     port = _free_port()
@@ -112,6 +156,7 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
         app.start()
         got = None
         before: dict[str, float] = {}
+        threads: dict = {}
         procs: dict[str, psutil.Process] = {}
         t0 = 0.0
         max_fill = 0
@@ -128,10 +173,11 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
             if message == "measuring":
                 procs = {p["name"]: psutil.Process(p["pid"]) for p in sup.status()["processes"]}
                 procs["supervisor"] = psutil.Process()
-                before, t0 = _cpu(procs), time.monotonic()
+                before, threads, t0 = _cpu(procs), _thread_times(procs), time.monotonic()
             else:
                 got = message
         after, elapsed = _cpu(procs), time.monotonic() - t0
+        split = _thread_split(threads, _thread_times(procs), elapsed)
         dropped = sum(r["dropped"] for r in sup.status()["rings"])
         app.join(10)
     finally:
@@ -142,7 +188,7 @@ publish: {{endpoint: "tcp://127.0.0.1:{port}", raw_trades: true, raw_quotes: fal
     latencies, missing, recovered = got
     cpu = {name: 100 * (after[name] - before[name]) / elapsed for name in procs}
     return {**_percentiles(latencies), "cpu": cpu, "dropped": dropped, "missing": missing, "recovered": recovered,
-            "max_fill": max_fill}
+            "max_fill": max_fill, "threads": split}
 
 
 # --------------------------------------------------------------------------- the anchor
@@ -248,6 +294,9 @@ def run(quick: bool = False, rate: float | None = None, partitions: int | None =
         detail = ", ".join(f"{k} {v:.0f}" for k, v in sorted(plant.items()))
         rows.append({"benchmark": f"{label}: plant CPU", "value": round(sum(plant.values()), 1),
                      "unit": "% of a core", "note": f"{detail}; supervisor {cpu['supervisor']:.0f}"})
+        rows += [{"benchmark": f"{label}: thread {thread}", "value": round(share, 1), "unit": "% of a core",
+                  "note": f"{switches:.0f} voluntary context switches/s"}
+                 for thread, share, switches in result["threads"] if share >= 0.5 or switches >= 10]
     return rows
 
 

@@ -101,13 +101,19 @@ class Outbox:
         """Messages held."""
         return self.parts // 2
 
-    def add(self, frame: bytes, payload: bytes) -> None:
-        end = self.size + len(frame) + len(payload)
+    def reserve(self, nbytes: int, parts: int) -> None:
+        """Make room for `parts` more parts of `nbytes` bytes in all (compiled writers fill it)."""
+        end = self.size + nbytes
         if end > len(self.data):
             self.data = np.concatenate([self.data[:self.size], np.empty(max(end, 2 * len(self.data)), np.uint8)])
             self._view = self.data.data
-        if self.parts + 2 > len(self.ends):
-            self.ends = np.concatenate([self.ends, np.empty(len(self.ends), np.int64)])
+        if self.parts + parts > len(self.ends):
+            self.ends = np.concatenate([self.ends[:self.parts], np.empty(max(self.parts + parts, 2 * len(self.ends)),
+                                                                          np.int64)])
+
+    def add(self, frame: bytes, payload: bytes) -> None:
+        end = self.size + len(frame) + len(payload)
+        self.reserve(len(frame) + len(payload), 2)
         view, at = self._view, self.size
         view[at:at + len(frame)] = frame
         self.ends[self.parts] = at = at + len(frame)

@@ -27,12 +27,16 @@ from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE, Kind
 
 if TYPE_CHECKING:
     from streamctl.bus.native_send import NativeSender, Outbox
+    from streamctl.bus.native_trades import TradeTopics
 
 __all__ = ["Publisher"]
 
 _SNDMORE = zmq.SNDMORE
 _SMALL_BATCH = 16
-"""Up to this many records, `publish_raw` builds Structs instead of packing arrays."""
+"""Up to this many records, `publish_raw` writes trades in msgspec's form (`native_trades`) and
+builds Structs for quotes; above, both take `rawpack`'s fixed layout."""
+_UNKNOWN_ROW = -2
+"""A symbol index whose trade topic row is not looked up yet (`native_trades`)."""
 _TRADE_SIDE: dict[int, Literal["B", "S", "N"]] = {1: "B", 2: "S"}
 _DRAIN_EVERY = 4096
 """Messages sent between reads of the subscription notices the XPUB queues (so they stay few)."""
@@ -49,6 +53,26 @@ class _Topic:
         self.seq = 0
         self.payload_type = payload_type
         self.batched = batched
+
+
+class _TableTopic(_Topic):
+    """A raw trade topic: its seq lives in the row `row` of a `TradeTopics` table, where the
+    compiled packer numbers it."""
+
+    __slots__ = ("table", "row")
+
+    def __init__(self, text: str, table: TradeTopics, row: int):
+        self.table = table
+        self.row = row
+        super().__init__(text, wire.Trade, True)
+
+    @property  # type: ignore[override]
+    def seq(self) -> int:
+        return int(self.table.seqs[self.row])
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self.table.seqs[self.row] = value
 
 
 class Publisher:
@@ -105,7 +129,13 @@ class Publisher:
         self._encode = msgspec.msgpack.Encoder().encode
         self._topics: dict[str, _Topic] = {}
         self._raw_topics: dict[tuple[str, str], _Topic] = {}
-        self._layouts: dict[tuple[int, str], rawpack._Layout] = {}
+        self._layouts: dict[str, rawpack._Layout] = {}
+        """Per symbol, the row layout of its quotes."""
+        self._trade_table: TradeTopics | None = None
+        """The raw trade topics (made on first use: it loads numba)."""
+        self._trade_rows = np.zeros(0, dtype=np.int64)
+        """Symbol index -> row in `_trade_table`, for the names in `_trade_rows_for`."""
+        self._trade_rows_for: list[str] = []
         self.messages_out = 0
         """Messages handed to ZeroMQ (a batch is one message)."""
         self.raw_skipped = 0
@@ -192,11 +222,32 @@ class Publisher:
         return entry
 
     def _raw_entry(self, kind: str, symbol: str) -> _Topic:
-        """The entry of ``trade.SYMBOL``/``quote.SYMBOL``, built by `wire.topic` once per symbol."""
+        """The entry of ``trade.SYMBOL``/``quote.SYMBOL``, built by `wire.topic` once per symbol.
+
+        A trade topic's becomes a row of the trade table, going on from any seq it had."""
         entry = self._raw_topics.get((kind, symbol))
         if entry is None:
-            entry = self._raw_topics[(kind, symbol)] = self._entry(wire.topic(kind, symbol), True)
+            text = wire.topic(kind, symbol)
+            entry = self._entry(text, True)
+            if kind == "trade":
+                seq = entry.seq
+                entry = self._topics[text] = _TableTopic(text, self._trades(), self._trades().add(text, symbol))
+                entry.seq = seq
+            self._raw_topics[(kind, symbol)] = entry
         return entry
+
+    def _trades(self) -> TradeTopics:
+        """The raw trade topics' table (made on first use: it loads numba)."""
+        if self._trade_table is None:
+            from streamctl.bus.native_trades import TradeTopics
+
+            self._trade_table = TradeTopics(self.src)
+        return self._trade_table
+
+    def _trade_row(self, symbol: str) -> int:
+        entry = self._raw_entry("trade", symbol)
+        assert isinstance(entry, _TableTopic)
+        return entry.row
 
     def sequence(self, topic: str) -> int:
         """The last sequence number sent on `topic` (0 if none)."""
@@ -358,22 +409,26 @@ class Publisher:
         sent = 0
         if not (trades or quotes) or len(records) == 0:
             return 0
-        if len(records) <= _SMALL_BATCH:
-            sent = self._publish_raw_small(records, symbols, sym_idx, trades, quotes)
-        else:
-            kinds = records["kind"]
-            if trades:
-                sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.TRADE, "trade")
-            if quotes:
-                sent += self._publish_raw_kind(records, symbols, sym_idx, kinds == Kind.QUOTE, "quote")
+        small = len(records) <= _SMALL_BATCH
+        if trades:
+            packed = self._pack_trades(records, symbols, sym_idx, fixed=not small)
+            if packed is not None:
+                sent, trades = packed, False
+        if small:
+            sent += self._publish_raw_small(records, symbols, sym_idx, trades, quotes)
+        elif quotes:
+            sent += self._publish_quotes(records, symbols, sym_idx, records["kind"] == Kind.QUOTE)
         if not hold:
             self.flush()
         return sent
 
     def _publish_raw_small(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, trades: bool,
                            quotes: bool) -> int:
-        """`publish_raw` for a handful of records (live, low rates): plain Structs cost less
-        than setting up the vectorized packer, and latency is what matters here."""
+        """`publish_raw` of quotes (and of trades at prices `_pack_trades` leaves) for a handful
+        of records (live, low rates): plain Structs cost less than setting up the vectorized
+        packer, and latency is what matters here."""
+        if not (trades or quotes):
+            return 0
         trade_groups: dict[str, list[wire.Trade]] = {}
         quote_groups: dict[str, list[wire.Quote]] = {}
         for record, symbol_index in zip(records.tolist(), sym_idx.tolist(), strict=True):
@@ -399,9 +454,42 @@ class Publisher:
             self._send_batch(self._raw_entry("quote", symbol), quotes_of_symbol)
         return len(trade_groups) + len(quote_groups)
 
-    def _publish_raw_kind(
-        self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, mask: np.ndarray, kind: str
-    ) -> int:
+    def _pack_trades(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, *, fixed: bool
+                     ) -> int | None:
+        """Put the trade messages of `records` in the outbox by one compiled call (`native_trades`;
+        `fixed`: `rawpack`'s layout of large batches); returns how many, or None (nothing done)
+        for a price it leaves to Structs. Muted messages are numbered and counted, not sent."""
+        if self._outbox is None:
+            from streamctl.bus.native_send import Outbox
+
+            self._outbox = Outbox()
+        outbox = self._outbox
+        if symbols != self._trade_rows_for:  # a list comparison: item identity first
+            self._trade_rows = np.full(len(symbols), _UNKNOWN_ROW, dtype=np.int64)
+            self._trade_rows_for = list(symbols)
+        rows = self._trade_rows
+        table = self._trades()
+        while True:
+            muted = self._muted_topics
+            floors = None if muted is None else np.array([muted.get(text, 0) for text in table.texts], np.int64)
+            messages, skipped, unsent = table.pack(records, sym_idx, rows, outbox, fixed=fixed, floors=floors,
+                                                   count0=self.messages_out + outbox.count,
+                                                   muted_until=self.muted_until if muted is None else 0)
+            if messages != _UNKNOWN_ROW:
+                break
+            for index in np.unique(sym_idx[records["kind"] == Kind.TRADE]).tolist():  # first sight of a symbol
+                if 0 <= index < len(symbols) and rows[index] == _UNKNOWN_ROW:
+                    rows[index] = self._trade_row(symbols[index]) if symbols[index] else -1
+        if messages < 0:
+            return None
+        self.raw_skipped += skipped
+        if unsent:
+            self._sent(unsent)  # numbered and counted, not sent
+        return messages
+
+    def _publish_quotes(self, records: np.ndarray, symbols: list[str], sym_idx: np.ndarray, mask: np.ndarray
+                        ) -> int:
+        """`publish_raw` of the quotes of a large batch (`mask`), packed as arrays (`rawpack`)."""
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             return 0
@@ -434,17 +522,14 @@ class Publisher:
         ends = np.append(starts[1:], len(rows))
         groups = [(int(sorted_indices[start]), selected[start:end])
                   for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
-        is_trade = kind == "trade"
         for symbol_index, batch in groups:
             symbol = symbols[symbol_index]
-            entry = self._raw_entry(kind, symbol)
-            layout = self._layouts.get((is_trade, symbol))
+            entry = self._raw_entry("quote", symbol)
+            layout = self._layouts.get(symbol)
             if layout is None:
-                make_layout = rawpack.trade_layout if is_trade else rawpack.quote_layout
-                layout = self._layouts[(is_trade, symbol)] = make_layout(self.src, symbol)
+                layout = self._layouts[symbol] = rawpack.quote_layout(self.src, symbol)
             if self._sending(entry, entry.seq + len(batch)):
-                pack = rawpack.pack_trades if is_trade else rawpack.pack_quotes
-                self._hold(entry.frame, pack(layout, batch, entry.seq + 1))
+                self._hold(entry.frame, rawpack.pack_quotes(layout, batch, entry.seq + 1))
             else:
                 self._sent()  # numbered and counted, not sent
             entry.seq += len(batch)

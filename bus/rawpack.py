@@ -1,6 +1,6 @@
-"""Vectorized MessagePack encoding of raw trade and quote batches.
+"""Vectorized MessagePack encoding of raw quote batches.
 
-Raw ``trade``/``quote`` topics carry every tick, so building one msgspec Struct per tick
+Raw ``quote`` topics carry every tick, so building one msgspec Struct per tick
 caps a worker at about a million ticks per second. Within one (publisher, symbol) group
 every map has the same keys and the same constant strings (``src``, ``symbol``), so the
 whole array is one fixed-layout row repeated: this module writes it as a numpy structured
@@ -8,7 +8,8 @@ array with big-endian fields and the constant bytes in between, and turns it int
 in one call.
 
 The output is ordinary MessagePack that any stock decoder reads and that decodes to the
-same values as `streamctl.bus.wire.Trade`/`Quote` encoded by msgspec. Integers are
+same values as `streamctl.bus.wire.Quote` encoded by msgspec. Raw trades take the same layout,
+written by compiled code (`native_trades`). Integers are
 written as int64 (``0xd3``) and floats as float64 (``0xcb``) whatever their magnitude,
 which the MessagePack spec allows (it only *recommends* the shortest form).
 """
@@ -20,18 +21,13 @@ import numpy as np
 
 from streamctl.shm.records import PRICE_SCALE, UNDEF_PRICE
 
-__all__ = ["pack_trades", "pack_quotes", "array_header"]
+__all__ = ["pack_quotes", "quote_layout", "array_header"]
 
 _enc = msgspec.msgpack.encode
 
 _INT64 = b"\xd3"
 _FLOAT64 = b"\xcb"
 _NIL = 0xC0
-
-_SIDE_LUT = np.full(256, ord("N"), dtype=np.uint8)
-_SIDE_LUT[1] = ord("B")  # Side.BID: buyer-initiated
-_SIDE_LUT[2] = ord("S")  # Side.ASK: seller-initiated
-
 
 def array_header(n: int) -> bytes:
     """MessagePack header of an array of `n` elements."""
@@ -85,7 +81,7 @@ def _key(name: str) -> bytes:
 
 
 def _head(map_header: bytes, src: str, symbol: str) -> list[tuple[str, bytes | str]]:
-    """The fields every Trade and Quote map starts with: seq, src, symbol, ts_event, ts_recv."""
+    """The fields every Quote (and Trade) map starts with: seq, src, symbol, ts_event, ts_recv."""
     return [
         ("", map_header + _key("seq") + _INT64),
         ("seq", ">i8"),
@@ -94,20 +90,6 @@ def _head(map_header: bytes, src: str, symbol: str) -> list[tuple[str, bytes | s
         ("", _key("ts_recv") + _INT64),
         ("ts_recv", ">i8"),
     ]
-
-
-def trade_layout(src: str, symbol: str) -> _Layout:
-    """Row layout of one ``Trade`` map (8 fields) of publisher `src` for `symbol`."""
-    return _Layout(
-        _head(b"\x88", src, symbol) + [
-            ("", _key("price") + _FLOAT64),
-            ("price", ">f8"),
-            ("", _key("size") + _FLOAT64),
-            ("size", ">f8"),
-            ("", _key("side") + b"\xa1"),
-            ("side", "u1"),
-        ]
-    )
 
 
 def quote_layout(src: str, symbol: str) -> _Layout:
@@ -136,16 +118,6 @@ def _rows(layout: _Layout, records: np.ndarray, first_seq: int) -> np.ndarray:
     rows["ts_event"] = records["ts_event"]
     rows["ts_recv"] = records["ts_recv"]
     return rows
-
-
-def pack_trades(layout: _Layout, records: np.ndarray, first_seq: int) -> bytes:
-    """A MessagePack array of Trade maps for `records` (one symbol, oldest first)."""
-    n = len(records)
-    rows = _rows(layout, records, first_seq)
-    rows["price"] = records["price"] / PRICE_SCALE
-    rows["size"] = records["size"]
-    rows["side"] = _SIDE_LUT[records["side"]]
-    return array_header(n) + rows.tobytes()
 
 
 def pack_quotes(layout: _Layout, records: np.ndarray, first_seq: int) -> bytes:

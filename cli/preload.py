@@ -21,6 +21,7 @@ import streamctl.shm.registry  # noqa: F401
 import streamctl.shm.ring  # noqa: F401
 from streamctl.bus.native_recv import warm_up as warm_up_receives
 from streamctl.bus.native_send import warm_up as warm_up_sends
+from streamctl.bus.native_trades import warm_up as warm_up_trades
 from streamctl.cli.forkserver import WARM_VENDORS
 from streamctl.ingest.routing import warm_up as warm_up_routing
 from streamctl.ingest.validation import refusals
@@ -29,6 +30,7 @@ from streamctl.ingest.vendors import VENDORS, vendor_spec
 from streamctl.process.calc.engine import warm_up as warm_up_calculators
 from streamctl.process.journal.mapped import warm_up as warm_up_journal
 from streamctl.process.latency import warm_up as warm_up_latency
+from streamctl.process.symbol_map import warm_up as warm_up_symbol_map
 from streamctl.shm.doorbell import fence
 from streamctl.shm.records import empty
 
@@ -46,8 +48,10 @@ def _warm_all() -> float:
     start = time.perf_counter()
     warm_up_calculators()
     warm_up_latency()
+    warm_up_symbol_map()
     warm_up_journal()
     warm_up_sends()
+    warm_up_trades()
     warm_up_receives()
     fence()  # the rings' doorbell compiles its memory fence on first use
     refusals(empty(1))

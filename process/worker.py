@@ -85,65 +85,6 @@ class WorkerSpec(msgspec.Struct, kw_only=True, frozen=True):
         return f"worker-{self.partition}"
 
 
-class _SymbolMap:
-    """Feed instrument id -> dense local symbol index, grown as new ids appear.
-
-    `on_learn(instrument, symbol)` hears of every id resolved through the registry (the journal
-    writes it down). `registry` is None while a restart replays its journal: then only what
-    `learn` was told is known, as it was when the journal was written.
-    """
-
-    def __init__(self, registry, calculators, symbols: list[str], on_learn=None):
-        self.registry = registry
-        self.on_learn = on_learn
-        self._calc = calculators
-        self._symbols = symbols
-        self._lookup = np.full(256, -1, dtype=np.int32)
-
-    def learn(self, instrument: int, symbol: str) -> None:
-        """Map `instrument` to `symbol` (registering it with the calculators)."""
-        if instrument >= len(self._lookup):
-            grown = np.full(max(instrument + 1, 2 * len(self._lookup)), -1, dtype=np.int32)
-            grown[: len(self._lookup)] = self._lookup
-            self._lookup = grown
-        local = self._calc.add_symbol(symbol)
-        while len(self._symbols) <= local:
-            self._symbols.append("")
-        self._symbols[local] = symbol
-        self._lookup[instrument] = local
-
-    def indices(self, ids: np.ndarray) -> np.ndarray:
-        ids64 = ids.astype(np.int64)
-        if len(ids64) and int(ids64.max()) >= len(self._lookup):
-            grown = np.full(max(int(ids64.max()) + 1, 2 * len(self._lookup)), -1, dtype=np.int32)
-            grown[: len(self._lookup)] = self._lookup
-            self._lookup = grown
-        idx = self._lookup[ids64]
-        if (idx < 0).any() and self.registry is not None:
-            for instrument in np.unique(ids64[idx < 0]).tolist():
-                symbol = self.registry.symbol(instrument)
-                if symbol is not None:
-                    if self.on_learn is not None:
-                        self.on_learn(instrument, symbol)
-                    self.learn(instrument, symbol)
-            idx = self._lookup[ids64]
-        return idx
-
-    @property
-    def lookup(self) -> np.ndarray:
-        """Instrument id -> local index (-1: not known yet)."""
-        return self._lookup
-
-    def resume(self, calculators, lookup: np.ndarray) -> None:
-        """Go on with `lookup` (from a checkpoint) and the calculators restored with it."""
-        self._calc = calculators
-        self._lookup = lookup.copy()
-
-    def carried(self) -> np.ndarray:
-        """The local indices of the symbols this feed has delivered."""
-        return self._lookup[self._lookup >= 0]
-
-
 class Worker:
     """One partition's loop in named steps: attach, consume a batch, drain, close bars by the
     clock, and at stop drain, flush and close."""
@@ -152,6 +93,7 @@ class Worker:
         from streamctl.bus.publisher import Publisher
         from streamctl.process.calc.engine import CalculatorSet
         from streamctl.process.latency import observe_latency
+        from streamctl.process.symbol_map import SymbolMap
         from streamctl.shm.registry import SymbolRegistry
         from streamctl.shm.ring import Ring, wait_for_records
 
@@ -165,7 +107,7 @@ class Worker:
         self.rings = [Ring.attach(s.ring) for s in spec.sources]
         self.registries = [SymbolRegistry.attach(s.registry) for s in spec.sources]
         self.symbols: list[str] = []
-        self.maps = [_SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
+        self.maps = [SymbolMap(reg, self.calc, self.symbols) for reg in self.registries]
         for ring in self.rings:
             ring.consumer_attached()
         self._wait_for_records = wait_for_records
@@ -245,9 +187,9 @@ class Worker:
         """
         spec, slot = self.spec, self.slot
         if sym_idx is None:
-            sym_idx = self.maps[ring_index].indices(batch["instrument_id"])
-        unknown = sym_idx < 0
-        if unknown.any():
+            sym_idx = self.maps[ring_index].indices(batch)
+        if len(sym_idx) and sym_idx.min() < 0:
+            unknown = sym_idx < 0
             if count:
                 slot.add("malformed", int(unknown.sum()))
             batch, sym_idx = batch[~unknown], sym_idx[~unknown]
@@ -292,7 +234,7 @@ class Worker:
                     journal_room = journal.reserve_records(_MAX_BATCH) if ring.fill else None
                     batch = ring.consume(_MAX_BATCH, out=journal_room, release=False)
                     if len(batch):
-                        sym_idx = self.maps[i].indices(batch["instrument_id"])  # new symbols journaled first
+                        sym_idx = self.maps[i].indices(batch)  # new symbols journaled first
                         position = ring.consumed
                         batch = journal.append_records(i, position, batch, self.publisher.messages_out)
                         ring.release_to(position + len(batch))
