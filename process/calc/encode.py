@@ -42,7 +42,7 @@ from streamctl.process.calc.bar_kernels import (
     OF_VWAP,
 )
 
-__all__ = ["Strings", "Producer", "write_bars", "write_series"]
+__all__ = ["Strings", "Producer", "write_bars", "pack_bars", "pack_series", "message_bounds"]
 
 BAR_FIELDS = ("seq", "src", "symbol", "interval", "ts_start", "ts_end", "open", "high", "low", "close", "volume",
               "trades", "vwap", "ts_event", "ts_recv", "revision")
@@ -356,24 +356,14 @@ def write_bars(writer: MessageWriter, producer: Producer, labels: Strings, out_i
         return
     src, symbols = producer.src, producer.symbols
     messages = rows + empty
-    writer.reserve(messages * _bound(_BAR_KEYS, len(src) + symbols.longest + labels.longest, 12), messages)
+    writer.reserve(messages * message_bounds(producer, labels)[0], messages)
     writer.size, writer.count = pack_bars(
         writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, out_int, out_float, rows, bar_tid,
         widths, src, symbols.data, symbols.ends, labels.data, labels.ends)
 
 
-def write_series(writer: MessageWriter, producer: Producer, values_int: np.ndarray, values_float: np.ndarray,
-                 n: int, tid_of: np.ndarray, vwap: bool, window: int, spans: np.ndarray, nsma: int) -> None:
-    """Append the `Vwap` and `Indicator` maps of `trade_kernels.collect` rows ``0..n`` to `writer`
-    (`tid_of`, `spans`, `nsma`: see `pack_series`)."""
-    if n == 0:
-        return
-    src, symbols = producer.src, producer.symbols
-    strings = len(src) + symbols.longest
-    vwaps = n if vwap else 0
-    indicators = n * len(spans)
-    writer.reserve(vwaps * _bound(_VWAP_KEYS, strings, 7) + indicators * _bound(_INDICATOR_KEYS, strings + 4, 5),
-                   vwaps + indicators)
-    writer.size, writer.count = pack_series(
-        writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, values_int, values_float, n, tid_of,
-        vwap, window, spans, nsma, src, symbols.data, symbols.ends)
+def message_bounds(producer: Producer, labels: Strings) -> tuple[int, int, int]:
+    """Most bytes of one `Bar` (intervals `labels`), one `Vwap` and one `Indicator` map of `producer`."""
+    strings = len(producer.src) + producer.symbols.longest
+    return (_bound(_BAR_KEYS, strings + labels.longest, 12), _bound(_VWAP_KEYS, strings, 7),
+            _bound(_INDICATOR_KEYS, strings + 4, 5))
