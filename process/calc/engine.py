@@ -23,7 +23,6 @@ import logging
 import numpy as np
 
 from streamctl.bus.messages import Messages, MessageWriter, Topics
-from streamctl.process.calc import trade_kernels
 from streamctl.process.calc.anomalies import AnomalyBuilder
 from streamctl.process.calc.bar_kernels import TIME
 from streamctl.process.calc.bars import BarCalc
@@ -40,6 +39,7 @@ from streamctl.process.calc.batch import (
 from streamctl.process.calc.book import BookCalc
 from streamctl.process.calc.encode import Producer, message_bounds
 from streamctl.process.calc.fused import (
+    ANOMALIES,
     C_BAR_BOUND,
     C_CHECK_QUOTES,
     C_EMIT_EMPTY,
@@ -56,16 +56,16 @@ from streamctl.process.calc.fused import (
     N_CONFIG,
     N_RESULTS,
     NEED_BOUNDS,
+    OK,
     R_ANOMALIES,
     R_BAD,
-    R_BARS_COUNT,
-    R_BARS_SIZE,
     R_BOOK,
     R_QUOTES,
     R_TMAX,
     R_TMIN,
     R_TRADES,
     RESUME,
+    SERIES,
     SPLIT,
     VOIDS,
     Table,
@@ -83,8 +83,6 @@ log = logging.getLogger("streamctl.calc")
 _INITIAL_SYMBOLS = 16
 _BAD_TRADES = COUNT_NAMES.index("bad_trades")
 _BAD_RECORDS = COUNT_NAMES.index("bad_records")
-_NO_ROWS = (np.zeros((0, trade_kernels.NA_I), dtype=np.int64),
-            np.zeros((0, trade_kernels.NA_F), dtype=np.float64))
 
 
 class CalculatorSet:
@@ -242,22 +240,22 @@ class CalculatorSet:
         if n == 0:
             return self._producer.finish(out)
         table = self._kernel_table(n)
-        self._first_bad.fill(-1)
-        status, anomalies = self._run(table, rows_int, rows_float, sym, out, FRESH)
+        status = self._run(table, rows_int, rows_float, sym, out, FRESH)
         voids: tuple[np.ndarray, np.ndarray] | None = None
         if status == VOIDS:  # rare: a vendor voided trades; the kernel did nothing
             records, sym, voids = _split_voids(records, sym)
             rows_int, rows_float = columns(records)
-            status, anomalies = self._run(table, rows_int, rows_float, sym, out, SPLIT)
+            status = self._run(table, rows_int, rows_float, sym, out, SPLIT)
         if status == NEED_BOUNDS:  # the trades left the session bounds; `select` has run
             result = self._result
             self._trades.cover(int(result[R_TMIN]), int(result[R_TMAX]))
             table = self._kernel_table(n)
-            status, anomalies = self._run(table, rows_int, rows_float, sym, out, RESUME)
+            status = self._run(table, rows_int, rows_float, sym, out, RESUME)
         result = self._result
-        n_quotes = int(result[R_QUOTES])
-        if len(anomalies[0]) or n_quotes:
-            self._insert_anomalies(anomalies, rows_int, sym, n_quotes, out)
+        if status == ANOMALIES:  # after the bars, before the Vwap and Indicator payloads
+            rows = self._trades.anomaly_rows(int(result[R_ANOMALIES]))
+            self._anomalies.build(*rows, rows_int, sym, self._quote_rows[:int(result[R_QUOTES])], out)
+            self._run(table, rows_int, rows_float, sym, out, SERIES)
         if result[R_BOOK] and self._book is not None:
             self._book.update(rows_int, rows_float, sym, out)
             if self._book.counts[0] and "bad_book" not in self._warned:
@@ -271,16 +269,19 @@ class CalculatorSet:
         return self._producer.finish(out)
 
     def _run(self, table: Table, rows_int: np.ndarray, rows_float: np.ndarray, sym: np.ndarray, out: MessageWriter,
-             stage: int) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
-        """One `run_batch` call writing into `out`; returns its status and the batch's anomaly rows."""
+             stage: int) -> int:
+        """One `run_batch` call writing into `out`; returns its status."""
+        if stage != RESUME and stage != SERIES:
+            self._first_bad.fill(-1)
         status, out.data, out.index, out.size, out.count = run_batch(
             table.rows, rows_int, rows_float, sym, self._producer.topics.seqs, out.data, out.index, out.size,
             out.count, self._trades.next_stamp(), self._revisions.next, stage)
-        n_trades = int(self._result[R_TRADES])
-        if status != VOIDS and status != NEED_BOUNDS and n_trades:
-            self._revisions.recorded(n_trades)
-            return status, self._trades.batch_done(int(self._result[R_ANOMALIES]))
-        return status, _NO_ROWS
+        if stage != SERIES and (status == OK or status == ANOMALIES):
+            n_trades = int(self._result[R_TRADES])
+            if n_trades:  # the trade pass ran: the ring and the stamp moved on
+                self._revisions.recorded(n_trades)
+                self._trades.batch_done()
+        return status
 
     def _kernel_table(self, n: int) -> Table:
         """The `fused.Table` for a batch of `n` records, rebuilt when an array in it was replaced."""
@@ -313,24 +314,6 @@ class CalculatorSet:
             "src": producer.src, "sym_data": producer.symbols.data, "sym_ends": producer.symbols.ends})
         self._table_key = key
         return self._table
-
-    def _insert_anomalies(self, anomalies: tuple[np.ndarray, np.ndarray], rows_int: np.ndarray, sym: np.ndarray,
-                          n_quotes: int, out: MessageWriter) -> None:
-        """Put the batch's `Anomaly` payloads after its bars and before its Vwap and Indicator
-        payloads (`run_batch` wrote those back to back)."""
-        writer = self._producer.writer()
-        self._anomalies.build(*anomalies, rows_int, sym, self._quote_rows[:n_quotes], writer)
-        at_size, at_count = int(self._result[R_BARS_SIZE]), int(self._result[R_BARS_COUNT])
-        out.reserve(writer.size, writer.count)
-        tail_size, tail_count = out.size - at_size, out.count - at_count
-        data, index = out.data, out.index
-        data[at_size + writer.size:out.size + writer.size] = data[at_size:out.size].copy()
-        data[at_size:at_size + writer.size] = writer.data[:writer.size]
-        index[at_count + writer.count:out.count + writer.count] = index[at_count:out.count].copy()
-        index[at_count + writer.count:out.count + writer.count, 0] += writer.size
-        index[at_count:at_count + writer.count] = writer.index[:writer.count]
-        index[at_count:at_count + writer.count, 0] += at_size
-        out.size, out.count = at_size + writer.size + tail_size, at_count + writer.count + tail_count
 
     def _revise(self, voids: tuple[np.ndarray, np.ndarray] | None, out: MessageWriter) -> None:
         """Apply a batch's CORRECTION and CANCEL records after its trades; revised bars go last."""

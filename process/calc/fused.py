@@ -26,30 +26,30 @@ from numba.extending import intrinsic
 
 from streamctl.process.calc import bar_kernels, batch, encode, revisions, trade_kernels
 from streamctl.process.calc.bar_kernels import update_bars
-from streamctl.process.calc.batch import max_kind, select
+from streamctl.process.calc.batch import select
 from streamctl.process.calc.encode import pack_bars, pack_series
 from streamctl.process.calc.revisions import _record
 from streamctl.process.calc.trade_kernels import P_VWAP, collect, update_trades
-from streamctl.shm.records import Kind
 
-__all__ = ["SLOTS", "Table", "run_batch", "OK", "VOIDS", "NEED_BOUNDS", "FRESH", "SPLIT", "RESUME",
-           "R_TRADES", "R_QUOTES", "R_BOOK", "R_BAD", "R_TMIN", "R_TMAX", "R_BARS_SIZE", "R_BARS_COUNT",
-           "R_ANOMALIES", "R_EMPTY", "N_RESULTS",
+__all__ = ["SLOTS", "Table", "run_batch", "OK", "VOIDS", "NEED_BOUNDS", "ANOMALIES", "FRESH", "SPLIT", "RESUME",
+           "SERIES", "R_TRADES", "R_QUOTES", "R_BOOK", "R_BAD", "R_TMIN", "R_TMAX", "R_ANOMALIES", "R_TOUCHED",
+           "N_RESULTS",
            "C_NSYM", "C_CHECK_QUOTES", "C_EMIT_EMPTY", "C_MAX_EMPTY", "C_REV_CAP", "C_VWAP_WINDOW", "C_PUBLISH",
            "C_VWAP", "C_NSMA", "C_BAR_BOUND", "C_VWAP_BOUND", "C_IND_BOUND", "N_CONFIG"]
 
-OK, VOIDS, NEED_BOUNDS = 0, 1, 2
+OK, VOIDS, NEED_BOUNDS, ANOMALIES = 0, 1, 2, 3
 """`run_batch`'s status: done; the batch holds corrections or cancels (nothing was done: split
 them off and call again with `SPLIT`); the trades leave the session bounds (only `select` ran:
-set the bounds and call again with `RESUME`)."""
-FRESH, SPLIT, RESUME = 0, 1, 2
+set the bounds and call again with `RESUME`); the batch has anomaly rows or flagged quotes
+(its bars are written: append the anomalies, then call again with `SERIES` for the Vwap and
+Indicator messages, which go after them)."""
+FRESH, SPLIT, RESUME, SERIES = 0, 1, 2, 3
 """`run_batch`'s ``stage``: a new batch; one without its corrections and cancels; the same
-batch again after `NEED_BOUNDS` (`select` is not run twice)."""
+batch again after `NEED_BOUNDS` (`select` is not run twice); its series after `ANOMALIES`."""
 
-R_TRADES, R_QUOTES, R_BOOK, R_BAD, R_TMIN, R_TMAX, R_BARS_SIZE, R_BARS_COUNT, R_ANOMALIES, R_EMPTY = range(10)
-N_RESULTS = 10
-"""``result`` slots: `select`'s six values, then where the bars' messages end (bytes,
-messages), the anomaly rows and the empty bars emitted."""
+R_TRADES, R_QUOTES, R_BOOK, R_BAD, R_TMIN, R_TMAX, R_ANOMALIES, R_TOUCHED = range(8)
+N_RESULTS = 8
+"""``result`` slots: `select`'s six values, then the anomaly rows and the symbols with trades."""
 
 C_NSYM, C_CHECK_QUOTES, C_EMIT_EMPTY, C_MAX_EMPTY, C_REV_CAP, C_VWAP_WINDOW, C_PUBLISH, C_VWAP, C_NSMA, \
     C_BAR_BOUND, C_VWAP_BOUND, C_IND_BOUND = range(12)
@@ -83,7 +83,6 @@ _SLOT = {name: k for k, (name, _, _) in enumerate(SLOTS)}
  T_PARAMS_INT, T_PARAMS_FLOAT, T_SMA_N, T_EMA_ALPHA, T_EMA_DECAY, T_BOUNDS, T_RING_PRICE, T_RING_PV_VOL,
  T_STATE_INT, T_STATE_FLOAT, T_Z_SUM_SQ, T_SMA, T_EMA, T_IQR_SORTED, T_TOUCHED, T_ANOMALY_INT, T_ANOMALY_FLOAT,
  T_TRADE_COUNTS, T_VALUES_INT, T_VALUES_FLOAT, T_SERIES_TID, T_SPANS, T_SRC, T_SYM_DATA, T_SYM_ENDS) = range(len(SLOTS))
-_CORRECTION = int(Kind.CORRECTION)
 
 
 class Table:
@@ -195,61 +194,65 @@ def _make(sources: str) -> Any:
     @numba.njit(cache=True, nogil=True, error_model="numpy")
     def run_batch(t, rows_int, rows_float, sym, seqs, data, index, size, count, stamp, rev_next, stage):
         """Select, bars and their messages, the revision ring, the trade recurrences and their
-        messages for one batch (`CalculatorSet.on_batch` steps 1 and 3; anomalies and the book
-        are the caller's). Returns ``(status, data, index, size, count)``: the message buffers
-        (grown when they had to) and how much of them is used; ``result`` (`R_*`) says the rest."""
+        messages for one batch (`CalculatorSet.on_batch` steps 1 and 3; the caller writes the
+        anomalies, between, when the status is `ANOMALIES`, and the book). Returns ``(status,
+        data, index, size, count)``: the message buffers (grown when they had to) and how much of
+        them is used; ``result`` (`R_*`) says the rest."""
         assert len(sources) > 0  # the callees' source digest: part of this kernel's cache key
         config = _i64_1(t, T_CONFIG)
         result = _i64_1(t, T_RESULT)
         trades = _i64_1(t, T_TRADE_ROWS)
-        if stage != RESUME:
-            if stage == FRESH and max_kind(rows_int) >= _CORRECTION:
-                return VOIDS, data, index, size, count
-            nt, nq, nb, nbad, tmin, tmax = select(
-                rows_int, rows_float, sym, config[C_NSYM], config[C_CHECK_QUOTES] != 0, trades,
-                _i64_1(t, T_QUOTE_ROWS), _i64_1(t, T_COUNTS), _i64_1(t, T_FIRST_BAD))
-            result[R_TRADES], result[R_QUOTES], result[R_BOOK], result[R_BAD] = nt, nq, nb, nbad
-            result[R_TMIN], result[R_TMAX] = tmin, tmax
-        result[R_BARS_SIZE], result[R_BARS_COUNT], result[R_ANOMALIES], result[R_EMPTY] = size, count, 0, 0
-        n_trades = result[R_TRADES]
-        if n_trades == 0:
-            return OK, data, index, size, count
         params_int = _i64_1(t, T_PARAMS_INT)
-        bounds = _i64_1(t, T_BOUNDS)
-        if params_int[P_VWAP] != 0 and not (bounds[0] <= result[R_TMIN] and result[R_TMAX] < bounds[-1]):
-            return NEED_BOUNDS, data, index, size, count
-        spec_kind = _i64_1(t, T_SPEC_KIND)
-        late_mask = _i64_1(t, T_LATE_MASK)
-        if spec_kind.shape[0] > 0:
-            bar_counts = _i64_1(t, T_BAR_COUNTS)
-            empty_before = bar_counts[1]
-            out_int, out_float = _i64_2(t, T_BAR_OUT_INT), _f64_2(t, T_BAR_OUT_FLOAT)
-            spec_int = _i64_1(t, T_SPEC_INT)
-            rows = update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int,
-                               _f64_1(t, T_SPEC_FLOAT), config[C_EMIT_EMPTY] != 0, config[C_MAX_EMPTY],
-                               _i64_3(t, T_BAR_INT), _f64_3(t, T_BAR_FLOAT), out_int, out_float,
-                               _i64_1(t, T_LATE_BY_SPEC), bar_counts, late_mask)
-            if rows:
-                messages = rows + bar_counts[1] - empty_before
-                result[R_EMPTY] = bar_counts[1] - empty_before
-                data, index = _room(data, index, size, count, messages * config[C_BAR_BOUND], messages)
-                size, count = pack_bars(data, size, index, count, seqs, out_int, out_float, rows,
-                                        _i64_2(t, T_BAR_TID), spec_int, _u8_1(t, T_SRC), _u8_1(t, T_SYM_DATA),
-                                        _i64_1(t, T_SYM_ENDS), _u8_1(t, T_LABEL_DATA), _i64_1(t, T_LABEL_ENDS))
-            result[R_BARS_SIZE], result[R_BARS_COUNT] = size, count
-        if config[C_REV_CAP] > 0:
-            _record(rows_int, rows_float, sym, trades[:n_trades], late_mask[:n_trades], rev_next, config[C_REV_CAP],
-                    _i32_1(t, T_R_SYM), _u64_1(t, T_R_TID), _i64_1(t, T_R_TS), _i64_1(t, T_R_RECV),
-                    _i64_1(t, T_R_PRICE), _f64_1(t, T_R_SIZE), _i64_1(t, T_R_LATE), _i64_1(t, T_R_EVICTED))
         sma_n = _i64_1(t, T_SMA_N)
         ring_pv_vol, state_int, state_float = _f64_3(t, T_RING_PV_VOL), _i64_2(t, T_STATE_INT), _f64_2(t, T_STATE_FLOAT)
         sma, ema, touched = _i64_2(t, T_SMA), _f64_2(t, T_EMA), _i64_1(t, T_TOUCHED)
-        n_touch, n_anomalies = update_trades(
-            rows_int, rows_float, sym, trades, n_trades, stamp, params_int, _f64_1(t, T_PARAMS_FLOAT), sma_n,
-            _f64_1(t, T_EMA_ALPHA), _f64_1(t, T_EMA_DECAY), bounds, _i64_2(t, T_RING_PRICE), ring_pv_vol,
-            state_int, state_float, _u64_2(t, T_Z_SUM_SQ), sma, ema, _i64_2(t, T_IQR_SORTED), touched,
-            _i64_2(t, T_ANOMALY_INT), _f64_2(t, T_ANOMALY_FLOAT), _i64_1(t, T_TRADE_COUNTS))
-        result[R_ANOMALIES] = n_anomalies
+        if stage == FRESH or stage == SPLIT:
+            nt, nq, nb, nbad, tmin, tmax = select(
+                rows_int, rows_float, sym, config[C_NSYM], config[C_CHECK_QUOTES] != 0, stage == FRESH, trades,
+                _i64_1(t, T_QUOTE_ROWS), _i64_1(t, T_COUNTS), _i64_1(t, T_FIRST_BAD))
+            if nt < 0:
+                return VOIDS, data, index, size, count
+            result[R_TRADES], result[R_QUOTES], result[R_BOOK], result[R_BAD] = nt, nq, nb, nbad
+            result[R_TMIN], result[R_TMAX] = tmin, tmax
+        n_trades = result[R_TRADES]
+        if stage != SERIES:
+            result[R_ANOMALIES], result[R_TOUCHED] = 0, 0
+            if n_trades == 0:
+                return ANOMALIES if result[R_QUOTES] else OK, data, index, size, count
+            bounds = _i64_1(t, T_BOUNDS)
+            if params_int[P_VWAP] != 0 and not (bounds[0] <= result[R_TMIN] and result[R_TMAX] < bounds[-1]):
+                return NEED_BOUNDS, data, index, size, count
+            spec_kind = _i64_1(t, T_SPEC_KIND)
+            late_mask = _i64_1(t, T_LATE_MASK)
+            if spec_kind.shape[0] > 0:
+                bar_counts = _i64_1(t, T_BAR_COUNTS)
+                empty_before = bar_counts[1]
+                out_int, out_float = _i64_2(t, T_BAR_OUT_INT), _f64_2(t, T_BAR_OUT_FLOAT)
+                spec_int = _i64_1(t, T_SPEC_INT)
+                rows = update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int,
+                                   _f64_1(t, T_SPEC_FLOAT), config[C_EMIT_EMPTY] != 0, config[C_MAX_EMPTY],
+                                   _i64_3(t, T_BAR_INT), _f64_3(t, T_BAR_FLOAT), out_int, out_float,
+                                   _i64_1(t, T_LATE_BY_SPEC), bar_counts, late_mask)
+                if rows:
+                    messages = rows + bar_counts[1] - empty_before  # a run of empty bars is one row
+                    data, index = _room(data, index, size, count, messages * config[C_BAR_BOUND], messages)
+                    size, count = pack_bars(data, size, index, count, seqs, out_int, out_float, rows,
+                                            _i64_2(t, T_BAR_TID), spec_int, _u8_1(t, T_SRC), _u8_1(t, T_SYM_DATA),
+                                            _i64_1(t, T_SYM_ENDS), _u8_1(t, T_LABEL_DATA), _i64_1(t, T_LABEL_ENDS))
+            if config[C_REV_CAP] > 0:
+                _record(rows_int, rows_float, sym, trades[:n_trades], late_mask[:n_trades], rev_next,
+                        config[C_REV_CAP], _i32_1(t, T_R_SYM), _u64_1(t, T_R_TID), _i64_1(t, T_R_TS),
+                        _i64_1(t, T_R_RECV), _i64_1(t, T_R_PRICE), _f64_1(t, T_R_SIZE), _i64_1(t, T_R_LATE),
+                        _i64_1(t, T_R_EVICTED))
+            n_touch, n_anomalies = update_trades(
+                rows_int, rows_float, sym, trades, n_trades, stamp, params_int, _f64_1(t, T_PARAMS_FLOAT), sma_n,
+                _f64_1(t, T_EMA_ALPHA), _f64_1(t, T_EMA_DECAY), bounds, _i64_2(t, T_RING_PRICE), ring_pv_vol,
+                state_int, state_float, _u64_2(t, T_Z_SUM_SQ), sma, ema, _i64_2(t, T_IQR_SORTED), touched,
+                _i64_2(t, T_ANOMALY_INT), _f64_2(t, T_ANOMALY_FLOAT), _i64_1(t, T_TRADE_COUNTS))
+            result[R_ANOMALIES], result[R_TOUCHED] = n_anomalies, n_touch
+            if n_anomalies or result[R_QUOTES]:
+                return ANOMALIES, data, index, size, count
+        n_touch = result[R_TOUCHED]
         if config[C_PUBLISH] == 0 or n_touch == 0:
             return OK, data, index, size, count
         values_int, values_float = _i64_2(t, T_VALUES_INT), _f64_2(t, T_VALUES_FLOAT)

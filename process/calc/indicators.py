@@ -142,11 +142,14 @@ class TradeCalc:
         """The stamp of the next batch with trades (the kernels tell a symbol's first touch in a batch by it)."""
         return self._stamp + 1
 
-    def batch_done(self, n_anomalies: int) -> tuple[np.ndarray, np.ndarray]:
-        """After a batch with trades: take its stamp; return its anomaly rows ``(anomaly_int,
-        anomaly_float)`` (columns `trade_kernels.A_*`, `trade_kernels.AF_*`)."""
+    def batch_done(self) -> None:
+        """A batch with trades went through the kernels: the next one takes a new stamp."""
         self._stamp += 1
-        return self._anomaly_int[:n_anomalies], self._anomaly_float[:n_anomalies]
+
+    def anomaly_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last batch's anomaly rows ``(anomaly_int, anomaly_float)`` (columns
+        `trade_kernels.A_*`, `trade_kernels.AF_*`)."""
+        return self._anomaly_int[:n], self._anomaly_float[:n]
 
     def table_arrays(self) -> dict[str, np.ndarray]:
         """This calculator's arrays in `fused.SLOTS` (valid until `generation` changes)."""
