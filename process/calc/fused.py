@@ -9,8 +9,8 @@ as one `Table`: an int64 array of their addresses and shapes (the `Table` holds 
 the addresses stay valid), rebuilt by the set when any of them is replaced.
 
 The kernels it calls live in `batch`, `bar_kernels`, `revisions`, `trade_kernels` and
-`encode`; numba's cache checks only this file, so `run_batch` is made by `_make` with a digest
-of theirs as a closure value, which numba's cache key includes.
+`encode` (`_CALLEES`); numba's cache checks only this file, so `run_batch` is made by `_make`
+with a digest of their sources as a closure value, which numba's cache key includes.
 """
 
 from __future__ import annotations
@@ -270,10 +270,14 @@ def _make(sources: str) -> Any:
     return run_batch
 
 
+_CALLEES = (bar_kernels, batch, encode, revisions, trade_kernels)
+"""The modules whose kernels `run_batch` calls (their compiled code is embedded in its own)."""
+
+
 def _sources_digest() -> str:
-    """sha256 of the source files whose compiled code `run_batch` embeds (this one included)."""
+    """sha256 of the sources of `_CALLEES`."""
     digest = hashlib.sha256()
-    for module in (bar_kernels, batch, encode, revisions, trade_kernels):
+    for module in _CALLEES:
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()
 
