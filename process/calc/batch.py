@@ -71,8 +71,10 @@ def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # One array type per kernel argument: a read-only or strided batch would make numba
         # compile (seconds) another version of every kernel, so it is copied instead.
         records = np.array(records, order="C")
-    rows_int = records.view(np.int64).reshape(len(records), 8)
-    return rows_int, rows_int.view(np.float64)
+    # Arrays over the batch's buffer, not `records.view`: numpy vets a view of a structured
+    # dtype in Python, which cost more than the rest of this function.
+    shape = (len(records), 8)
+    return np.ndarray(shape, np.int64, records), np.ndarray(shape, np.float64, records)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
