@@ -25,7 +25,14 @@ from streamctl.bus import wire
 from streamctl.bus.messages import Messages, MessageWriter, Topics
 from streamctl.bus.publisher import Publisher
 from streamctl.process.calc import bar_kernels as bk
-from streamctl.process.calc.encode import Producer, Strings, message_bounds, pack_series, write_bars
+from streamctl.process.calc.encode import (
+    Producer,
+    Strings,
+    message_bounds,
+    pack_series,
+    series_heads,
+    write_bars,
+)
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.calc.settings import (
     AnomalyConfig,
@@ -154,13 +161,14 @@ def test_vwap_and_indicator_maps_are_what_msgspec_encodes(src, symbols, vwap, sm
                                                       ts_event=int(values_int[j, 1]),
                                                       ts_recv=int(values_int[j, 2])))
     spans = np.array([*sma, *ema], dtype=np.int64)
+    heads = Strings([head for symbol in symbols for head in series_heads(src, symbol, window, sma, ema)])
     _, vwap_bound, indicator_bound = message_bounds(producer, Strings())
     room = n * (vwap_bound if vwap else 0) + n * len(spans) * indicator_bound  # what `fused.run_batch` reserves
     writer = producer.writer()
     writer.reserve(room, n * (vwap + len(spans)))
     writer.size, writer.count = pack_series(
         writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, values_int, values_float, n, tid_of,
-        vwap, window, spans, len(sma), producer.src, producer.symbols.data, producer.symbols.ends)
+        vwap, spans, len(sma), heads.data, heads.ends)
     assert writer.size <= room
     assert _messages(writer) == [msgspec.msgpack.encode(p) for p in expected]
 

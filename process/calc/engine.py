@@ -2,8 +2,9 @@
 
 The worker loop calls `on_batch` with a record batch and a dense local symbol index per
 record; the set runs numba kernels over the whole batch (per-symbol state in numpy arrays,
-no Python object per tick; the trade path in one call, `fused.run_batch`) and returns its payloads as one `Messages` batch (encoded, numbered
-per topic and stamped with ``src``: `encode`, `streamctl.bus.messages`) in this order:
+no Python object per tick; the trade path in one call, `fused.run_batch`) and returns its
+payloads as one `Messages` batch (encoded, numbered per topic and stamped with ``src``:
+`encode`, `streamctl.bus.messages`) in this order:
 
 1. bars, in the order they closed (by record, then spec order: time intervals, tick, volume,
    dollar bars, each in config order; a gap's empty bars right after the bar before them);

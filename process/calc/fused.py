@@ -73,6 +73,7 @@ SLOTS: tuple[tuple[str, np.dtype, int], ...] = tuple((name, np.dtype(dtype), ndi
     ("iqr_sorted", np.int64, 2), ("touched", np.int64, 1), ("anomaly_int", np.int64, 2),
     ("anomaly_float", np.float64, 2), ("trade_counts", np.int64, 1), ("values_int", np.int64, 2),
     ("values_float", np.float64, 2), ("series_tid", np.int64, 2), ("spans", np.int64, 1),
+    ("heads", np.uint8, 1), ("head_ends", np.int64, 1),
     ("src", np.uint8, 1), ("sym_data", np.uint8, 1), ("sym_ends", np.int64, 1),
 ))
 """Every array `run_batch` reads from its `Table`: name, dtype, dimensions (C order)."""
@@ -82,7 +83,8 @@ _SLOT = {name: k for k, (name, _, _) in enumerate(SLOTS)}
  T_LABEL_DATA, T_LABEL_ENDS, T_R_SYM, T_R_TID, T_R_TS, T_R_RECV, T_R_PRICE, T_R_SIZE, T_R_LATE, T_R_EVICTED,
  T_PARAMS_INT, T_PARAMS_FLOAT, T_SMA_N, T_EMA_ALPHA, T_EMA_DECAY, T_BOUNDS, T_RING_PRICE, T_RING_PV_VOL,
  T_STATE_INT, T_STATE_FLOAT, T_Z_SUM_SQ, T_SMA, T_EMA, T_IQR_SORTED, T_TOUCHED, T_ANOMALY_INT, T_ANOMALY_FLOAT,
- T_TRADE_COUNTS, T_VALUES_INT, T_VALUES_FLOAT, T_SERIES_TID, T_SPANS, T_SRC, T_SYM_DATA, T_SYM_ENDS) = range(len(SLOTS))
+ T_TRADE_COUNTS, T_VALUES_INT, T_VALUES_FLOAT, T_SERIES_TID, T_SPANS, T_HEADS, T_HEAD_ENDS, T_SRC, T_SYM_DATA,
+ T_SYM_ENDS) = range(len(SLOTS))
 
 
 class Table:
@@ -264,8 +266,8 @@ def _make(sources: str) -> Any:
         data, index = _room(data, index, size, count,
                             vwaps * config[C_VWAP_BOUND] + indicators * config[C_IND_BOUND], vwaps + indicators)
         size, count = pack_series(data, size, index, count, seqs, values_int, values_float, n_touch,
-                                  _i64_2(t, T_SERIES_TID), config[C_VWAP] != 0, config[C_VWAP_WINDOW], spans,
-                                  config[C_NSMA], _u8_1(t, T_SRC), _u8_1(t, T_SYM_DATA), _i64_1(t, T_SYM_ENDS))
+                                  _i64_2(t, T_SERIES_TID), config[C_VWAP] != 0, spans, config[C_NSMA],
+                                  _u8_1(t, T_HEADS), _i64_1(t, T_HEAD_ENDS))
         return OK, data, index, size, count
     return run_batch
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from streamctl.bus.wire import topic
 from streamctl.process.calc import trade_kernels
-from streamctl.process.calc.encode import Producer
+from streamctl.process.calc.encode import Producer, Strings, series_heads
 from streamctl.process.calc.session_clock import SessionClock
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.calc.state import SymbolArrays
@@ -84,6 +84,8 @@ class TradeCalc:
         self.counts = np.zeros(1, dtype=np.int64)
         """[symbols whose z-score was disabled]"""
         self._n_symbols = 0
+        self._heads = Strings()
+        """`encode.series_heads` of every symbol, in local index order."""
         self.generation = 0
         """Bumped whenever an array of `table_arrays` is replaced."""
 
@@ -113,6 +115,9 @@ class TradeCalc:
         names = [topic("vwap", symbol)] if self.clock is not None else []
         names += [topic("sma", symbol, n) for n in self.sma_windows] + [topic("ema", symbol, n) for n in self.ema_spans]
         self.state["tid"][s] = [self._producer.topics.id(name) for name in names]
+        for head in series_heads(self._producer.name, symbol, self.vwap_window, self.sma_windows, self.ema_spans):
+            self._heads.append(head)
+        self.generation += 1
 
     def export_state(self, into: dict | None = None) -> dict:
         """Every symbol's trade ring, VWAP sums, SMA/EMA and rule state, and the batch stamp
@@ -160,7 +165,8 @@ class TradeCalc:
                 "state_float": st["state_float"], "z_sum_sq": st["z_sum_sq"], "sma": st["sma"], "ema": st["ema"],
                 "iqr_sorted": st["iqr_sorted"], "touched": self._touched, "anomaly_int": self._anomaly_int,
                 "anomaly_float": self._anomaly_float, "trade_counts": self.counts, "values_int": self._values_int,
-                "values_float": self._values_float, "series_tid": st["tid"], "spans": self._spans}
+                "values_float": self._values_float, "series_tid": st["tid"], "spans": self._spans,
+                "heads": self._heads.data, "head_ends": self._heads.ends}
 
     @property
     def publishes(self) -> bool:

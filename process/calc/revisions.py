@@ -57,9 +57,6 @@ class Revisions:
         self.generation = 0
         """Bumped whenever an array of `table_arrays` is replaced."""
 
-    def __bool__(self) -> bool:
-        return self._on
-
     @property
     def next(self) -> int:
         """Trades recorded so far (the ring position of the next one, modulo its capacity)."""
