@@ -109,72 +109,34 @@ class Table:
 # --------------------------------------------------------------------------- compiled
 
 
-def _pointer_to(numba_type: types.Type) -> Any:
-    """An intrinsic for compiled code: ``f(address)`` is a pointer to `numba_type` at `address`."""
-    pointer = types.CPointer(numba_type)
+def _pointer_typed(typingctx: Any, address: types.Integer, like: types.Number) -> Any:
+    """``_pointer(address, like)``: a pointer to values of `like`'s type at `address`."""
+    pointer = types.CPointer(like)
 
-    def typer(typingctx: Any, address: types.Integer) -> Any:
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            return builder.inttoptr(args[0], context.get_value_type(pointer))
-        return pointer(address), codegen
-    return intrinsic(typer)
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+    return pointer(address, like), codegen
 
 
-_i64_at = _pointer_to(types.int64)
-_f64_at = _pointer_to(types.float64)
-_u64_at = _pointer_to(types.uint64)
-_i32_at = _pointer_to(types.int32)
-_u8_at = _pointer_to(types.uint8)
+_pointer: Any = intrinsic(_pointer_typed)
+_I64, _F64, _U64, _I32, _U8 = np.int64(0), np.float64(0), np.uint64(0), np.int32(0), np.uint8(0)
+"""Element types for `_vector`, `_matrix`, `_cube` (numba types a global scalar by its own type)."""
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _i64_1(t, k):
-    return numba.carray(_i64_at(t[k, 0]), t[k, 1])
+def _vector(t, k, like):
+    """Table row `k` as a 1-D array of `like`'s type."""
+    return numba.carray(_pointer(t[k, 0], like), t[k, 1])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _i64_2(t, k):
-    return numba.carray(_i64_at(t[k, 0]), (t[k, 1], t[k, 2]))
+def _matrix(t, k, like):
+    return numba.carray(_pointer(t[k, 0], like), (t[k, 1], t[k, 2]))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _i64_3(t, k):
-    return numba.carray(_i64_at(t[k, 0]), (t[k, 1], t[k, 2], t[k, 3]))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _f64_1(t, k):
-    return numba.carray(_f64_at(t[k, 0]), t[k, 1])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _f64_2(t, k):
-    return numba.carray(_f64_at(t[k, 0]), (t[k, 1], t[k, 2]))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _f64_3(t, k):
-    return numba.carray(_f64_at(t[k, 0]), (t[k, 1], t[k, 2], t[k, 3]))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u64_1(t, k):
-    return numba.carray(_u64_at(t[k, 0]), t[k, 1])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u64_2(t, k):
-    return numba.carray(_u64_at(t[k, 0]), (t[k, 1], t[k, 2]))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _i32_1(t, k):
-    return numba.carray(_i32_at(t[k, 0]), t[k, 1])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u8_1(t, k):
-    return numba.carray(_u8_at(t[k, 0]), t[k, 1])
+def _cube(t, k, like):
+    return numba.carray(_pointer(t[k, 0], like), (t[k, 1], t[k, 2], t[k, 3]))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -201,17 +163,18 @@ def _make(sources: str) -> Any:
         data, index, size, count)``: the message buffers (grown when they had to) and how much of
         them is used; ``result`` (`R_*`) says the rest."""
         assert len(sources) > 0  # the callees' source digest: part of this kernel's cache key
-        config = _i64_1(t, T_CONFIG)
-        result = _i64_1(t, T_RESULT)
-        trades = _i64_1(t, T_TRADE_ROWS)
-        params_int = _i64_1(t, T_PARAMS_INT)
-        sma_n = _i64_1(t, T_SMA_N)
-        ring_pv_vol, state_int, state_float = _f64_3(t, T_RING_PV_VOL), _i64_2(t, T_STATE_INT), _f64_2(t, T_STATE_FLOAT)
-        sma, ema, touched = _i64_2(t, T_SMA), _f64_2(t, T_EMA), _i64_1(t, T_TOUCHED)
+        config = _vector(t, T_CONFIG, _I64)
+        result = _vector(t, T_RESULT, _I64)
+        trades = _vector(t, T_TRADE_ROWS, _I64)
+        params_int = _vector(t, T_PARAMS_INT, _I64)
+        sma_n = _vector(t, T_SMA_N, _I64)
+        ring_pv_vol = _cube(t, T_RING_PV_VOL, _F64)
+        state_int, state_float = _matrix(t, T_STATE_INT, _I64), _matrix(t, T_STATE_FLOAT, _F64)
+        sma, ema, touched = _matrix(t, T_SMA, _I64), _matrix(t, T_EMA, _F64), _vector(t, T_TOUCHED, _I64)
         if stage == FRESH or stage == SPLIT:
             nt, nq, nb, nbad, tmin, tmax = select(
                 rows_int, rows_float, sym, config[C_NSYM], config[C_CHECK_QUOTES] != 0, stage == FRESH, trades,
-                _i64_1(t, T_QUOTE_ROWS), _i64_1(t, T_COUNTS), _i64_1(t, T_FIRST_BAD))
+                _vector(t, T_QUOTE_ROWS, _I64), _vector(t, T_COUNTS, _I64), _vector(t, T_FIRST_BAD, _I64))
             if nt < 0:
                 return VOIDS, data, index, size, count
             result[R_TRADES], result[R_QUOTES], result[R_BOOK], result[R_BAD] = nt, nq, nb, nbad
@@ -221,53 +184,55 @@ def _make(sources: str) -> Any:
             result[R_ANOMALIES], result[R_TOUCHED] = 0, 0
             if n_trades == 0:
                 return ANOMALIES if result[R_QUOTES] else OK, data, index, size, count
-            bounds = _i64_1(t, T_BOUNDS)
+            bounds = _vector(t, T_BOUNDS, _I64)
             if params_int[P_VWAP] != 0 and not (bounds[0] <= result[R_TMIN] and result[R_TMAX] < bounds[-1]):
                 return NEED_BOUNDS, data, index, size, count
-            spec_kind = _i64_1(t, T_SPEC_KIND)
-            late_mask = _i64_1(t, T_LATE_MASK)
+            spec_kind = _vector(t, T_SPEC_KIND, _I64)
+            late_mask = _vector(t, T_LATE_MASK, _I64)
             if spec_kind.shape[0] > 0:
-                bar_counts = _i64_1(t, T_BAR_COUNTS)
+                bar_counts = _vector(t, T_BAR_COUNTS, _I64)
                 empty_before = bar_counts[1]
-                out_int, out_float = _i64_2(t, T_BAR_OUT_INT), _f64_2(t, T_BAR_OUT_FLOAT)
-                spec_int = _i64_1(t, T_SPEC_INT)
+                out_int, out_float = _matrix(t, T_BAR_OUT_INT, _I64), _matrix(t, T_BAR_OUT_FLOAT, _F64)
+                spec_int = _vector(t, T_SPEC_INT, _I64)
                 rows = update_bars(rows_int, rows_float, sym, trades, n_trades, spec_kind, spec_int,
-                                   _f64_1(t, T_SPEC_FLOAT), config[C_EMIT_EMPTY] != 0, config[C_MAX_EMPTY],
-                                   _i64_3(t, T_BAR_INT), _f64_3(t, T_BAR_FLOAT), out_int, out_float,
-                                   _i64_1(t, T_LATE_BY_SPEC), bar_counts, late_mask)
+                                   _vector(t, T_SPEC_FLOAT, _F64), config[C_EMIT_EMPTY] != 0, config[C_MAX_EMPTY],
+                                   _cube(t, T_BAR_INT, _I64), _cube(t, T_BAR_FLOAT, _F64), out_int, out_float,
+                                   _vector(t, T_LATE_BY_SPEC, _I64), bar_counts, late_mask)
                 if rows:
                     messages = rows + bar_counts[1] - empty_before  # a run of empty bars is one row
                     data, index = _room(data, index, size, count, messages * config[C_BAR_BOUND], messages)
-                    size, count = pack_bars(data, size, index, count, seqs, out_int, out_float, rows,
-                                            _i64_2(t, T_BAR_TID), spec_int, _u8_1(t, T_SRC), _u8_1(t, T_SYM_DATA),
-                                            _i64_1(t, T_SYM_ENDS), _u8_1(t, T_LABEL_DATA), _i64_1(t, T_LABEL_ENDS))
+                    size, count = pack_bars(
+                        data, size, index, count, seqs, out_int, out_float, rows, _matrix(t, T_BAR_TID, _I64),
+                        spec_int, _vector(t, T_SRC, _U8), _vector(t, T_SYM_DATA, _U8), _vector(t, T_SYM_ENDS, _I64),
+                        _vector(t, T_LABEL_DATA, _U8), _vector(t, T_LABEL_ENDS, _I64))
             if config[C_REV_CAP] > 0:
                 _record(rows_int, rows_float, sym, trades[:n_trades], late_mask[:n_trades], rev_next,
-                        config[C_REV_CAP], _i32_1(t, T_R_SYM), _u64_1(t, T_R_TID), _i64_1(t, T_R_TS),
-                        _i64_1(t, T_R_RECV), _i64_1(t, T_R_PRICE), _f64_1(t, T_R_SIZE), _i64_1(t, T_R_LATE),
-                        _i64_1(t, T_R_EVICTED))
+                        config[C_REV_CAP], _vector(t, T_R_SYM, _I32), _vector(t, T_R_TID, _U64),
+                        _vector(t, T_R_TS, _I64), _vector(t, T_R_RECV, _I64), _vector(t, T_R_PRICE, _I64),
+                        _vector(t, T_R_SIZE, _F64), _vector(t, T_R_LATE, _I64), _vector(t, T_R_EVICTED, _I64))
             n_touch, n_anomalies = update_trades(
-                rows_int, rows_float, sym, trades, n_trades, stamp, params_int, _f64_1(t, T_PARAMS_FLOAT), sma_n,
-                _f64_1(t, T_EMA_ALPHA), _f64_1(t, T_EMA_DECAY), bounds, _i64_2(t, T_RING_PRICE), ring_pv_vol,
-                state_int, state_float, _u64_2(t, T_Z_SUM_SQ), sma, ema, _i64_2(t, T_IQR_SORTED), touched,
-                _i64_2(t, T_ANOMALY_INT), _f64_2(t, T_ANOMALY_FLOAT), _i64_1(t, T_TRADE_COUNTS))
+                rows_int, rows_float, sym, trades, n_trades, stamp, params_int, _vector(t, T_PARAMS_FLOAT, _F64),
+                sma_n, _vector(t, T_EMA_ALPHA, _F64), _vector(t, T_EMA_DECAY, _F64), bounds,
+                _matrix(t, T_RING_PRICE, _I64), ring_pv_vol, state_int, state_float, _matrix(t, T_Z_SUM_SQ, _U64), sma,
+                ema, _matrix(t, T_IQR_SORTED, _I64), touched, _matrix(t, T_ANOMALY_INT, _I64),
+                _matrix(t, T_ANOMALY_FLOAT, _F64), _vector(t, T_TRADE_COUNTS, _I64))
             result[R_ANOMALIES], result[R_TOUCHED] = n_anomalies, n_touch
             if n_anomalies or result[R_QUOTES]:
                 return ANOMALIES, data, index, size, count
         n_touch = result[R_TOUCHED]
         if config[C_PUBLISH] == 0 or n_touch == 0:
             return OK, data, index, size, count
-        values_int, values_float = _i64_2(t, T_VALUES_INT), _f64_2(t, T_VALUES_FLOAT)
+        values_int, values_float = _matrix(t, T_VALUES_INT, _I64), _matrix(t, T_VALUES_FLOAT, _F64)
         collect(touched, n_touch, params_int[trade_kernels.P_RING_SIZE], config[C_VWAP_WINDOW], sma_n, ring_pv_vol,
                 state_int, state_float, sma, ema, values_int, values_float)
-        spans = _i64_1(t, T_SPANS)
+        spans = _vector(t, T_SPANS, _I64)
         vwaps = n_touch if config[C_VWAP] != 0 else 0
         indicators = n_touch * spans.shape[0]
         data, index = _room(data, index, size, count,
                             vwaps * config[C_VWAP_BOUND] + indicators * config[C_IND_BOUND], vwaps + indicators)
         size, count = pack_series(data, size, index, count, seqs, values_int, values_float, n_touch,
-                                  _i64_2(t, T_SERIES_TID), config[C_VWAP] != 0, spans, config[C_NSMA],
-                                  _u8_1(t, T_HEADS), _i64_1(t, T_HEAD_ENDS))
+                                  _matrix(t, T_SERIES_TID, _I64), config[C_VWAP] != 0, spans, config[C_NSMA],
+                                  _vector(t, T_HEADS, _U8), _vector(t, T_HEAD_ENDS, _I64))
         return OK, data, index, size, count
     return run_batch
 
