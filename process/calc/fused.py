@@ -1,7 +1,7 @@
 """A batch of trades through every trade-driven calculator in one compiled call.
 
-`CalculatorSet.on_batch` used to call seven kernels (select, bars, their payloads, the
-revision ring, the trade recurrences, their payloads), each from Python glue. At batch 1024
+`CalculatorSet.on_batch` used to call seven kernels (a kind check, select, bars, their
+payloads, the revision ring, the trade recurrences, their payloads), each from Python glue. At batch 1024
 that glue cost as much as the kernels: numba unboxes every array argument (~0.3 us each, ~100
 of them per batch). `run_batch` runs the same kernels in one call, and takes the state arrays,
 which change only when symbols are added, a checkpoint is loaded or a scratch array grows,
