@@ -44,7 +44,7 @@ __all__ = [
     "PF_JUMP", "PF_ZTHR", "PF_IQRK", "NP_F",
     "A_REC", "A_SYM", "A_RULE", "A_PRICE", "A_EV", "A_RECV", "NA_I", "AF_VALUE", "AF_AUX1", "AF_AUX2", "NA_F",
     "RULE_ZSCORE", "RULE_JUMP", "RULE_CROSSED", "RULE_LOCKED", "RULE_IQR", "RULES_PER_TRADE", "NO_SESSION",
-    "update_trades", "collect", "update_and_collect",
+    "update_trades", "collect",
     "mul64", "add128", "sub128", "mul128_64", "to_float",
 ]
 
@@ -418,20 +418,3 @@ def collect(touched, n_touched, ring_size, vwap_window, sma_n, ring_pv_vol, stat
                 values_float[j, 2] = pv / vol
                 j += 1
     return n_touched
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def update_and_collect(rows_int, rows_float, sym, trades, n_trades, stamp, params_int, params_float, sma_n,
-                       ema_alpha, ema_decay, bounds, ring_price, ring_pv_vol, state_int, state_float, z_sum_sq,
-                       sma, ema, iqr_sorted, touched, anomaly_int, anomaly_float, counts, vwap_window, publish,
-                       values_int, values_float):
-    """`update_trades`, then (when `publish`) `collect` into `values_int`/`values_float`: one
-    call per batch."""
-    n_touch, n_anomalies = update_trades(
-        rows_int, rows_float, sym, trades, n_trades, stamp, params_int, params_float, sma_n, ema_alpha, ema_decay,
-        bounds, ring_price, ring_pv_vol, state_int, state_float, z_sum_sq, sma, ema, iqr_sorted, touched,
-        anomaly_int, anomaly_float, counts)
-    if publish and n_touch:
-        collect(touched, n_touch, params_int[P_RING_SIZE], vwap_window, sma_n, ring_pv_vol, state_int, state_float,
-                sma, ema, values_int, values_float)
-    return n_touch, n_anomalies
