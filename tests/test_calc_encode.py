@@ -25,7 +25,14 @@ from streamctl.bus import wire
 from streamctl.bus.messages import Messages, MessageWriter, Topics
 from streamctl.bus.publisher import Publisher
 from streamctl.process.calc import bar_kernels as bk
-from streamctl.process.calc.encode import Producer, Strings, write_bars, write_series
+from streamctl.process.calc.encode import (
+    Producer,
+    Strings,
+    message_bounds,
+    pack_series,
+    series_heads,
+    write_bars,
+)
 from streamctl.process.calc.engine import CalculatorSet
 from streamctl.process.calc.settings import (
     AnomalyConfig,
@@ -102,8 +109,10 @@ def test_bar_maps_are_what_msgspec_encodes(src, symbols, labels, rows, first_seq
                                      low=price, close=price, volume=0.0, trades=0, vwap=price, seq=seqs[s, k],
                                      **common))
     writer = producer.writer()
-    write_bars(writer, producer, Strings([msgspec.msgpack.encode(label) for label in labels]), out_int, out_float,
-               len(rows), tid, widths, int(out_int[:, bk.O_NEMPTY].sum()))
+    label_strings = Strings([msgspec.msgpack.encode(label) for label in labels])
+    write_bars(writer, producer, label_strings, out_int, out_float, len(rows), tid, widths,
+               int(out_int[:, bk.O_NEMPTY].sum()))
+    assert writer.size <= len(expected) * message_bounds(producer, label_strings)[0]
     assert _messages(writer) == [msgspec.msgpack.encode(bar) for bar in expected]
 
 
@@ -151,9 +160,16 @@ def test_vwap_and_indicator_maps_are_what_msgspec_encodes(src, symbols, vwap, sm
                                                       value=float(values_float[j, first + k]),
                                                       ts_event=int(values_int[j, 1]),
                                                       ts_recv=int(values_int[j, 2])))
+    spans = np.array([*sma, *ema], dtype=np.int64)
+    heads = Strings([head for symbol in symbols for head in series_heads(src, symbol, window, sma, ema)])
+    _, vwap_bound, indicator_bound = message_bounds(producer, Strings())
+    room = n * (vwap_bound if vwap else 0) + n * len(spans) * indicator_bound  # what `fused.run_batch` reserves
     writer = producer.writer()
-    write_series(writer, producer, values_int, values_float, n, tid_of, vwap, window,
-                 np.array([*sma, *ema], dtype=np.int64), len(sma))
+    writer.reserve(room, n * (vwap + len(spans)))
+    writer.size, writer.count = pack_series(
+        writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, values_int, values_float, n, tid_of,
+        vwap, spans, len(sma), heads.data, heads.ends)
+    assert writer.size <= room
     assert _messages(writer) == [msgspec.msgpack.encode(p) for p in expected]
 
 

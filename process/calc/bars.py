@@ -62,7 +62,7 @@ def bar_specs(config: BarsConfig) -> list[BarSpec]:
 
 
 class BarCalc:
-    """All bar series of all symbols. ``update`` per batch, ``close_due`` live, ``flush`` at stop."""
+    """All bar series of all symbols: batches through `fused.run_batch`, ``close_due`` live, ``flush`` at stop."""
 
     def __init__(self, config: BarsConfig, capacity: int, producer: Producer):
         self.specs = bar_specs(config)
@@ -92,7 +92,9 @@ class BarCalc:
         self.counts = np.zeros(3, dtype=np.int64)
         """[late trades, empty bars emitted, empty bars skipped over the cap]"""
         self.late_mask = np.zeros(0, dtype=np.int64)
-        """After `update`: per trade of the batch, bit k set when it was late for time spec k."""
+        """After a batch: per trade, bit k set when it was late for time spec k."""
+        self.generation = 0
+        """Bumped whenever an array of `table_arrays` is replaced."""
 
     def __bool__(self) -> bool:
         return bool(self.specs)
@@ -100,6 +102,7 @@ class BarCalc:
     def resize(self, capacity: int) -> None:
         old = self.state.capacity
         self.state.resize(capacity)
+        self.generation += 1
         self.state["bar_int"][old:, :, bar_kernels.B_WM] = bar_kernels.NO_WATERMARK
 
     def export_state(self, into: dict | None = None) -> dict:
@@ -108,6 +111,7 @@ class BarCalc:
 
     def load_state(self, state: dict) -> None:
         self.state.load(state, len(self._symbols))
+        self.generation += 1
 
     def add_symbol(self, symbol: str) -> None:
         s = len(self._symbols)
@@ -121,21 +125,27 @@ class BarCalc:
             size = max(rows, 2 * len(self._out_int))
             self._out_int = np.zeros((size, bar_kernels.NO_I), dtype=np.int64)
             self._out_float = np.zeros((size, bar_kernels.NO_F), dtype=np.float64)
+            self.generation += 1
         return self._out_int, self._out_float
 
-    def update(self, rows_int, rows_float, sym, trades: np.ndarray, n_trades: int, out: MessageWriter) -> None:
-        """Apply a batch's valid trades; write the bars it closed to `out`."""
-        if not self.specs or n_trades == 0:
-            return
-        out_int, out_float = self._room(2 * n_trades * len(self.specs))
+    def reserve(self, n_trades: int) -> None:
+        """Room in the output rows and `late_mask` for a batch of `n_trades` trades (`fused.run_batch`)."""
+        self._room(2 * n_trades * len(self.specs))
         if len(self.late_mask) < n_trades:
             self.late_mask = np.zeros(max(n_trades, 2 * len(self.late_mask)), dtype=np.int64)
-        empty_before = int(self.counts[1])
-        rows = bar_kernels.update_bars(
-            rows_int, rows_float, sym, trades, n_trades, self._spec_kind, self._spec_int, self._spec_float,
-            self._emit_empty, self._max_empty, self.state["bar_int"], self.state["bar_float"],
-            out_int, out_float, self.late_by_spec, self.counts, self.late_mask)
-        self._payloads(rows, out, int(self.counts[1]) - empty_before)
+            self.generation += 1
+
+    def table_arrays(self) -> dict[str, np.ndarray]:
+        """This calculator's arrays in `fused.SLOTS` (valid until `generation` changes)."""
+        return {"spec_kind": self._spec_kind, "spec_int": self._spec_int, "spec_float": self._spec_float,
+                "bar_int": self.state["bar_int"], "bar_float": self.state["bar_float"], "bar_out_int": self._out_int,
+                "bar_out_float": self._out_float, "late_by_spec": self.late_by_spec, "bar_counts": self.counts,
+                "late_mask": self.late_mask, "bar_tid": self.state["tid"],
+                "label_data": self._label_strings.data, "label_ends": self._label_strings.ends}
+
+    @property
+    def label_strings(self) -> Strings:
+        return self._label_strings
 
     def close_due(self, clock: np.ndarray, out: MessageWriter) -> None:
         """Close the time bars whose end + close_delay their symbol's clock (`clock[s]`, ns) has passed."""

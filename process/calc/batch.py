@@ -16,7 +16,6 @@ from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind
 
 __all__ = [
     "columns",
-    "max_kind",
     "select",
     "TS_EVENT",
     "TS_RECV",
@@ -54,6 +53,7 @@ COUNT_NAMES = ("trades", "bad_trades", "quotes", "book_updates", "resets", "bad_
 N_COUNTS = len(COUNT_NAMES)
 _TRADES, _BAD_TRADES, _QUOTES, _BOOK, _RESETS, _BAD_RECORDS = range(N_COUNTS)
 _TRADE, _QUOTE, _BOOKK, _RESET = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK), int(Kind.RESET)
+_CORRECTION, _CANCEL = int(Kind.CORRECTION), int(Kind.CANCEL)
 _UNDEF = np.int64(UNDEF_PRICE)
 _I64_MAX = np.int64(np.iinfo(np.int64).max)
 _I64_MIN = np.int64(np.iinfo(np.int64).min)
@@ -71,23 +71,14 @@ def columns(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # One array type per kernel argument: a read-only or strided batch would make numba
         # compile (seconds) another version of every kernel, so it is copied instead.
         records = np.array(records, order="C")
-    rows_int = records.view(np.int64).reshape(len(records), 8)
-    return rows_int, rows_int.view(np.float64)
-
-
-@numba.njit(cache=True, nogil=True)
-def max_kind(rows_int):
-    """The largest record kind in a batch (one compiled pass: cheaper than numpy on the field)."""
-    top = 0
-    for i in range(rows_int.shape[0]):
-        kind = (rows_int[i, META] >> KIND_SHIFT) & 0xFF
-        if kind > top:
-            top = kind
-    return top
+    # Arrays over the batch's buffer, not `records.view`: numpy vets a view of a structured
+    # dtype in Python, which cost more than the rest of this function.
+    shape = (len(records), 8)
+    return np.ndarray(shape, np.int64, records), np.ndarray(shape, np.float64, records)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def select(rows_int, rows_float, sym, nsym, check_quotes, trades, flagged_quotes, counts, first_bad):
+def select(rows_int, rows_float, sym, nsym, check_quotes, stop_at_voids, trades, flagged_quotes, counts, first_bad):
     """One pass over a batch: validate, count, and list what the calculators need.
 
     Writes the row index of every valid trade into `trades` and of every quote with
@@ -95,39 +86,39 @@ def select(rows_int, rows_float, sym, nsym, check_quotes, trades, flagged_quotes
     `COUNT_NAMES`) and notes the first bad row of each kind in `first_bad`. A valid trade
     has a known symbol, ``ts_event > 0``, a defined price and a finite size > 0.
     Returns ``(n_trades, n_flagged_quotes, n_book_or_reset, n_bad, min_ts_event, max_ts_event)``
-    for this batch (the times of valid trades only).
+    for this batch (the times of valid trades only); with `stop_at_voids`, ``n_trades`` -1 and
+    `counts` untouched when the batch holds a CORRECTION or CANCEL record (the caller splits
+    them off first).
     """
-    nt = 0
+    # Counted in locals, added to `counts` once: an increment through the array per record
+    # waits on the store before it.
+    n_trades = n_bad_trades = n_quotes = n_book = n_resets = n_bad_records = 0
     nq = 0
-    nb = 0
-    bad = 0
     tmin = _I64_MAX
     tmax = _I64_MIN
     for i in range(rows_int.shape[0]):
         s = sym[i]
         kind = (rows_int[i, META] >> KIND_SHIFT) & 0xFF
-        if s < 0 or s >= nsym or kind < _TRADE or kind > _RESET:
-            counts[_BAD_RECORDS] += 1
-            bad += 1
-            if first_bad[_BAD_RECORDS] < 0:
-                first_bad[_BAD_RECORDS] = i
-            continue
-        if kind == _TRADE:
+        if kind == _TRADE and 0 <= s < nsym:
             size = rows_float[i, SIZE]
             t = rows_int[i, TS_EVENT]
             if rows_int[i, PRICE] == _UNDEF or not (size > 0.0) or not (size < np.inf) or t <= 0:
-                counts[_BAD_TRADES] += 1
-                bad += 1
+                n_bad_trades += 1
                 if first_bad[_BAD_TRADES] < 0:
                     first_bad[_BAD_TRADES] = i
                 continue
-            counts[_TRADES] += 1
-            trades[nt] = i
-            nt += 1
+            trades[n_trades] = i
+            n_trades += 1
             tmin = min(tmin, t)
             tmax = max(tmax, t)
+        elif stop_at_voids and (kind == _CORRECTION or kind == _CANCEL):
+            return -1, 0, 0, 0, tmin, tmax
+        elif s < 0 or s >= nsym or kind < _TRADE or kind > _RESET:
+            n_bad_records += 1
+            if first_bad[_BAD_RECORDS] < 0:
+                first_bad[_BAD_RECORDS] = i
         elif kind == _QUOTE:
-            counts[_QUOTES] += 1
+            n_quotes += 1
             if check_quotes:
                 bid = rows_int[i, PRICE]
                 ask = rows_int[i, PRICE2]
@@ -135,9 +126,13 @@ def select(rows_int, rows_float, sym, nsym, check_quotes, trades, flagged_quotes
                     flagged_quotes[nq] = i
                     nq += 1
         elif kind == _BOOKK:
-            counts[_BOOK] += 1
-            nb += 1
+            n_book += 1
         else:
-            counts[_RESETS] += 1
-            nb += 1
-    return nt, nq, nb, bad, tmin, tmax
+            n_resets += 1
+    counts[_TRADES] += n_trades
+    counts[_BAD_TRADES] += n_bad_trades
+    counts[_QUOTES] += n_quotes
+    counts[_BOOK] += n_book
+    counts[_RESETS] += n_resets
+    counts[_BAD_RECORDS] += n_bad_records
+    return n_trades, nq, n_book + n_resets, n_bad_trades + n_bad_records, tmin, tmax

@@ -42,7 +42,7 @@ from streamctl.process.calc.bar_kernels import (
     OF_VWAP,
 )
 
-__all__ = ["Strings", "Producer", "write_bars", "write_series"]
+__all__ = ["Strings", "Producer", "write_bars", "pack_bars", "pack_series", "series_heads", "message_bounds"]
 
 BAR_FIELDS = ("seq", "src", "symbol", "interval", "ts_start", "ts_end", "open", "high", "low", "close", "volume",
               "trades", "vwap", "ts_event", "ts_recv", "revision")
@@ -54,11 +54,15 @@ _VALUE_BYTES = 9
 
 
 class Strings:
-    """Byte strings back to back: item ``i`` is ``data[ends[i]:ends[i + 1]]``."""
+    """Byte strings back to back: item ``i`` is ``data[ends[i]:ends[i + 1]]``. ``data`` and
+    ``ends`` are views of buffers that double when full, so appending n items costs O(n) in
+    all; each `append` may replace them."""
 
     def __init__(self, items: list[bytes] | None = None):
-        self.data = np.zeros(0, dtype=np.uint8)
-        self.ends = np.zeros(1, dtype=np.int64)
+        self._bytes = np.zeros(64, dtype=np.uint8)
+        self._ends = np.zeros(16, dtype=np.int64)
+        self.data = self._bytes[:0]
+        self.ends = self._ends[:1]
         self.longest = 0
         for item in items or []:
             self.append(item)
@@ -67,8 +71,19 @@ class Strings:
         return len(self.ends) - 1
 
     def append(self, item: bytes) -> None:
-        self.data = np.concatenate([self.data, np.frombuffer(item, dtype=np.uint8)])
-        self.ends = np.append(self.ends, len(self.data))
+        used, n = len(self.data), len(self.ends)
+        if used + len(item) > len(self._bytes):
+            grown = np.zeros(max(used + len(item), 2 * len(self._bytes)), dtype=np.uint8)
+            grown[:used] = self.data
+            self._bytes = grown
+        if n == len(self._ends):
+            ends = np.zeros(2 * n, dtype=np.int64)
+            ends[:n] = self.ends
+            self._ends = ends
+        self._bytes[used:used + len(item)] = np.frombuffer(item, dtype=np.uint8)
+        self._ends[n] = used + len(item)
+        self.data = self._bytes[:used + len(item)]
+        self.ends = self._ends[:n + 1]
         self.longest = max(self.longest, len(item))
 
     def append_str(self, text: str) -> None:
@@ -125,10 +140,6 @@ _INDICATOR_KEYS = _keys(wire.Indicator, INDICATOR_FIELDS)
 _BAR_KEY_DATA, _BAR_KEY_ENDS = _BAR_KEYS.data, _BAR_KEYS.ends
 _VWAP_KEY_DATA, _VWAP_KEY_ENDS = _VWAP_KEYS.data, _VWAP_KEYS.ends
 _IND_KEY_DATA, _IND_KEY_ENDS = _INDICATOR_KEYS.data, _INDICATOR_KEYS.ends
-_NAMES = Strings([msgspec.msgpack.encode("sma"), msgspec.msgpack.encode("ema")])
-_NAME_DATA = _NAMES.data
-_NAME_ENDS = _NAMES.ends
-"""``name`` of an `Indicator`: item 0 ``sma``, item 1 ``ema`` (constants of the compiled code)."""
 
 
 def _bound(keys: Strings, strings: int, values: int) -> int:
@@ -295,52 +306,49 @@ def pack_bars(data, size, index, count, seqs, out_int, out_float, rows, bar_tid,
 
 
 @numba.njit(cache=True, nogil=True)
-def _indicator(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, name, window, value, ev, recv,
-               sf, su):
-    pos, seq = _opening(data, pos, keys, key_ends, seqs, tid, src, sym_data, sym_ends, s, _NAME_DATA, _NAME_ENDS,
-                        name)
-    pos = _key_int(data, pos, keys, key_ends, 4, window)
-    pos = _key_float(data, pos, keys, key_ends, 5, value, sf, su)
-    pos = _key_int(data, pos, keys, key_ends, 6, ev)
-    pos = _key_int(data, pos, keys, key_ends, 7, recv)
-    return pos, seq
-
-
-@numba.njit(cache=True, nogil=True)
-def pack_series(data, size, index, count, seqs, values_int, values_float, n, tid_of, vwap, window, spans, nsma,
-                src, sym_data, sym_ends):
+def pack_series(data, size, index, count, seqs, values_int, values_float, n, tid_of, vwap, spans, nsma, heads,
+                head_ends):
     """Append the `Vwap` maps (when `vwap`), then per SMA window the `Indicator` of each symbol
     whose window is full, then per EMA span every symbol's, for rows ``0..n`` of
     `trade_kernels.collect`'s output. ``tid_of[s]``: symbol ``s``'s topic ids, its Vwap's (when
-    `vwap`), then per entry of `spans` (SMA windows, then `nsma` on, EMA spans) its Indicator's."""
+    `vwap`), then per entry of `spans` (SMA windows, then `nsma` on, EMA spans) its Indicator's.
+    `heads`/`head_ends`: `series_heads` of every symbol, back to back (the bytes that are the
+    same in every batch, so each is one copy)."""
     vwap_keys, vwap_key_ends = _VWAP_KEY_DATA, _VWAP_KEY_ENDS
     ind_keys, ind_key_ends = _IND_KEY_DATA, _IND_KEY_ENDS
     sf = np.zeros(1, dtype=np.float64)
     su = sf.view(np.int64)
     pos = size
     first = 1 if vwap else 0
+    per_symbol = 2 + spans.shape[0]
     if vwap:
         for j in range(n):
             s = values_int[j, 0]
             tid = tid_of[s, 0]
-            pos, seq = _begin(data, pos, vwap_keys, vwap_key_ends, seqs, tid, src)
-            pos = _copy(data, pos, vwap_keys, vwap_key_ends, 2)
-            pos = _copy(data, pos, sym_data, sym_ends, s)
-            for c in range(3):  # ts_event, ts_recv, session_start
-                pos = _key_int(data, pos, vwap_keys, vwap_key_ends, 3 + c, values_int[j, 1 + c])
+            seq = seqs[tid] + 1
+            seqs[tid] = seq
+            pos = _int(data, _copy(data, pos, vwap_keys, vwap_key_ends, 0), seq)
+            pos = _copy(data, pos, heads, head_ends, s * per_symbol)  # src, symbol, the ts_event key
+            pos = _int(data, pos, values_int[j, 1])
+            for c in range(2):  # ts_recv, session_start
+                pos = _key_int(data, pos, vwap_keys, vwap_key_ends, 4 + c, values_int[j, 2 + c])
             for c in range(3):  # session_vwap, session_volume, rolling_vwap
                 pos = _key_float(data, pos, vwap_keys, vwap_key_ends, 6 + c, values_float[j, c], sf, su)
-            pos = _key_int(data, pos, vwap_keys, vwap_key_ends, 9, window)
+            pos = _copy(data, pos, heads, head_ends, s * per_symbol + 1)  # window
             count = _end(index, count, pos, tid, seq)
     for k in range(spans.shape[0]):
-        name = 0 if k < nsma else 1
         for j in range(n):
             s = values_int[j, 0]
             if k < nsma and values_int[j, 4] < spans[k]:  # the SMA window is not full yet
                 continue
             tid = tid_of[s, first + k]
-            pos, seq = _indicator(data, pos, ind_keys, ind_key_ends, seqs, tid, src, sym_data, sym_ends, s, name,
-                                  spans[k], values_float[j, 3 + k], values_int[j, 1], values_int[j, 2], sf, su)
+            seq = seqs[tid] + 1
+            seqs[tid] = seq
+            pos = _int(data, _copy(data, pos, ind_keys, ind_key_ends, 0), seq)
+            pos = _copy(data, pos, heads, head_ends, s * per_symbol + 2 + k)  # src ... the value key
+            pos = _float(data, pos, values_float[j, 3 + k], sf, su)
+            pos = _key_int(data, pos, ind_keys, ind_key_ends, 6, values_int[j, 1])
+            pos = _key_int(data, pos, ind_keys, ind_key_ends, 7, values_int[j, 2])
             count = _end(index, count, pos, tid, seq)
     return pos, count
 
@@ -356,24 +364,28 @@ def write_bars(writer: MessageWriter, producer: Producer, labels: Strings, out_i
         return
     src, symbols = producer.src, producer.symbols
     messages = rows + empty
-    writer.reserve(messages * _bound(_BAR_KEYS, len(src) + symbols.longest + labels.longest, 12), messages)
+    writer.reserve(messages * message_bounds(producer, labels)[0], messages)
     writer.size, writer.count = pack_bars(
         writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, out_int, out_float, rows, bar_tid,
         widths, src, symbols.data, symbols.ends, labels.data, labels.ends)
 
 
-def write_series(writer: MessageWriter, producer: Producer, values_int: np.ndarray, values_float: np.ndarray,
-                 n: int, tid_of: np.ndarray, vwap: bool, window: int, spans: np.ndarray, nsma: int) -> None:
-    """Append the `Vwap` and `Indicator` maps of `trade_kernels.collect` rows ``0..n`` to `writer`
-    (`tid_of`, `spans`, `nsma`: see `pack_series`)."""
-    if n == 0:
-        return
-    src, symbols = producer.src, producer.symbols
-    strings = len(src) + symbols.longest
-    vwaps = n if vwap else 0
-    indicators = n * len(spans)
-    writer.reserve(vwaps * _bound(_VWAP_KEYS, strings, 7) + indicators * _bound(_INDICATOR_KEYS, strings + 4, 5),
-                   vwaps + indicators)
-    writer.size, writer.count = pack_series(
-        writer.data, writer.size, writer.index, writer.count, writer.topics.seqs, values_int, values_float, n, tid_of,
-        vwap, window, spans, nsma, src, symbols.data, symbols.ends)
+def message_bounds(producer: Producer, labels: Strings) -> tuple[int, int, int]:
+    """Most bytes of one `Bar` (intervals `labels`), one `Vwap` and one `Indicator` map of `producer`."""
+    strings = len(producer.src) + producer.symbols.longest
+    return (_bound(_BAR_KEYS, strings + labels.longest, 12), _bound(_VWAP_KEYS, strings, 7),
+            _bound(_INDICATOR_KEYS, strings + 4, 5))
+
+
+def series_heads(src: str, symbol: str, window: int, sma: list[int], ema: list[int]) -> list[bytes]:
+    """The constant runs of one symbol's `Vwap` and `Indicator` maps, for `pack_series`: from the
+    Vwap's ``src`` key to its ``ts_event`` key; its ``window`` field; then per SMA window and EMA
+    span, from the Indicator's ``src`` key to its ``value`` key."""
+    def field(key: str, value: object) -> bytes:
+        return msgspec.msgpack.encode(key) + msgspec.msgpack.encode(value)
+    common = field("src", src) + field("symbol", symbol)
+    heads = [common + msgspec.msgpack.encode("ts_event"), field("window", window)]
+    for name, spans in (("sma", sma), ("ema", ema)):
+        heads += [common + field("name", name) + field("window", span) + msgspec.msgpack.encode("value")
+                  for span in spans]
+    return heads

@@ -2,8 +2,9 @@
 
 The worker loop calls `on_batch` with a record batch and a dense local symbol index per
 record; the set runs numba kernels over the whole batch (per-symbol state in numpy arrays,
-no Python object per tick) and returns its payloads as one `Messages` batch (encoded, numbered
-per topic and stamped with ``src``: `encode`, `streamctl.bus.messages`) in this order:
+no Python object per tick; the trade path in one call, `fused.run_batch`) and returns its
+payloads as one `Messages` batch (encoded, numbered per topic and stamped with ``src``:
+`encode`, `streamctl.bus.messages`) in this order:
 
 1. bars, in the order they closed (by record, then spec order: time intervals, tick, volume,
    dollar bars, each in config order; a gap's empty bars right after the bar before them);
@@ -23,7 +24,6 @@ import logging
 import numpy as np
 
 from streamctl.bus.messages import Messages, MessageWriter, Topics
-from streamctl.process.calc import trade_kernels
 from streamctl.process.calc.anomalies import AnomalyBuilder
 from streamctl.process.calc.bar_kernels import TIME
 from streamctl.process.calc.bars import BarCalc
@@ -36,11 +36,42 @@ from streamctl.process.calc.batch import (
     SIZE,
     TS_EVENT,
     columns,
-    max_kind,
-    select,
 )
 from streamctl.process.calc.book import BookCalc
-from streamctl.process.calc.encode import Producer
+from streamctl.process.calc.encode import Producer, message_bounds
+from streamctl.process.calc.fused import (
+    ANOMALIES,
+    C_BAR_BOUND,
+    C_CHECK_QUOTES,
+    C_EMIT_EMPTY,
+    C_IND_BOUND,
+    C_MAX_EMPTY,
+    C_NSMA,
+    C_NSYM,
+    C_PUBLISH,
+    C_REV_CAP,
+    C_VWAP,
+    C_VWAP_BOUND,
+    C_VWAP_WINDOW,
+    FRESH,
+    N_CONFIG,
+    N_RESULTS,
+    NEED_BOUNDS,
+    OK,
+    R_ANOMALIES,
+    R_BAD,
+    R_BOOK,
+    R_QUOTES,
+    R_TMAX,
+    R_TMIN,
+    R_TRADES,
+    RESUME,
+    SERIES,
+    SPLIT,
+    VOIDS,
+    Table,
+    run_batch,
+)
 from streamctl.process.calc.indicators import TradeCalc
 from streamctl.process.calc.revisions import Revisions
 from streamctl.process.calc.settings import CalculatorsConfig
@@ -53,8 +84,6 @@ log = logging.getLogger("streamctl.calc")
 _INITIAL_SYMBOLS = 16
 _BAD_TRADES = COUNT_NAMES.index("bad_trades")
 _BAD_RECORDS = COUNT_NAMES.index("bad_records")
-_NO_ROWS = (np.zeros((0, trade_kernels.NA_I), dtype=np.int64),
-            np.zeros((0, trade_kernels.NA_F), dtype=np.float64))
 
 
 class CalculatorSet:
@@ -95,6 +124,10 @@ class CalculatorSet:
         self._first_bad = np.full(N_COUNTS, -1, dtype=np.int64)
         self._trade_rows = np.zeros(0, dtype=np.int64)
         self._quote_rows = np.zeros(0, dtype=np.int64)
+        self._result = np.zeros(N_RESULTS, dtype=np.int64)
+        self._generation = 0  # bumped when an array of the kernel table this set owns is replaced
+        self._table: Table | None = None
+        self._table_key: tuple[int, ...] = ()
         self._warned: set[str] = set()
         self._bind_counters()
         self.counters.update(self._revisions.counts)
@@ -141,12 +174,14 @@ class CalculatorSet:
             for calc in (self._bars, self._trades, self._book):
                 if calc is not None:
                     calc.resize(self._capacity)
+            self._revisions.resize(self._capacity)
         self._producer.add_symbol(symbol)
         for part in (self._bars, self._trades, self._book, self._anomalies):
             if part is not None:
                 part.add_symbol(symbol)
         self._symbols.append(symbol)
         self._index[symbol] = index
+        self._generation += 1  # the symbols' strings and the kernels' symbol count changed
         return index
 
     def export_state(self, into: dict | None = None) -> dict:
@@ -188,6 +223,7 @@ class CalculatorSet:
         self._trades.load_state(state["trades"])
         if self._book is not None:
             self._book.load_state(state["book"])
+        self._revisions.resize(self._capacity)
         self._count_array[:] = counts
         self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
         self.counters.update(self._revisions.counts)
@@ -195,12 +231,6 @@ class CalculatorSet:
     def on_batch(self, records: np.ndarray, sym_idx: np.ndarray) -> Messages:
         """Run every calculator over one batch; return its messages (see module doc)."""
         rows_int, rows_float = columns(records)
-        voids: tuple[np.ndarray, np.ndarray] | None = None
-        if len(records) and max_kind(rows_int) >= Kind.CORRECTION:  # rare: a vendor voided trades
-            if len(sym_idx) != len(records):
-                raise ValueError(f"`sym_idx` must have one entry per record ({len(records)}); was {len(sym_idx)}")
-            records, sym_idx, voids = _split_voids(records, np.asarray(sym_idx))
-            rows_int, rows_float = columns(records)
         sym = np.ascontiguousarray(sym_idx, dtype=np.int32)
         if not sym.flags.writeable:
             sym = sym.copy()
@@ -209,37 +239,82 @@ class CalculatorSet:
             raise ValueError(f"`sym_idx` must have one entry per record ({n}); was {len(sym)}")
         out = self._producer.writer()
         if n == 0:
-            self._revise(voids, out)
             return self._producer.finish(out)
-        if len(self._trade_rows) < n:
-            self._trade_rows = np.zeros(max(n, 2 * len(self._trade_rows)), dtype=np.int64)
-            self._quote_rows = np.zeros(len(self._trade_rows), dtype=np.int64)
-        self._first_bad.fill(-1)
-        n_trades, n_quotes, n_book, n_bad, tmin, tmax = select(
-            rows_int, rows_float, sym, len(self._symbols), self._check_quotes, self._trade_rows, self._quote_rows,
-            self._counts, self._first_bad)
-        trades = self._trade_rows
-        if n_trades:
-            self._bars.update(rows_int, rows_float, sym, trades, n_trades, out)
-            if self._revisions:
-                self._revisions.record(rows_int, rows_float, sym, trades[:n_trades], self._bars.late_mask[:n_trades])
-            flagged = self._trades.update(rows_int, rows_float, sym, trades, n_trades, tmin, tmax)
-            if len(flagged[0]) or n_quotes:
-                self._anomalies.build(*flagged, rows_int, sym, self._quote_rows[:n_quotes], out)
-            self._trades.publish(out)
-        elif n_quotes:
-            self._anomalies.build(*_NO_ROWS, rows_int, sym, self._quote_rows[:n_quotes], out)
-        if n_book and self._book is not None:
+        table = self._kernel_table(n)
+        status = self._run(table, rows_int, rows_float, sym, out, FRESH)
+        voids: tuple[np.ndarray, np.ndarray] | None = None
+        if status == VOIDS:  # rare: a vendor voided trades; the kernel did nothing
+            records, sym, voids = _split_voids(records, sym)
+            rows_int, rows_float = columns(records)
+            status = self._run(table, rows_int, rows_float, sym, out, SPLIT)
+        if status == NEED_BOUNDS:  # the trades left the session bounds; `select` has run
+            result = self._result
+            self._trades.cover(int(result[R_TMIN]), int(result[R_TMAX]))
+            table = self._kernel_table(n)
+            status = self._run(table, rows_int, rows_float, sym, out, RESUME)
+        result = self._result
+        if status == ANOMALIES:  # after the bars, before the Vwap and Indicator payloads
+            rows = self._trades.anomaly_rows(int(result[R_ANOMALIES]))
+            self._anomalies.build(*rows, rows_int, sym, self._quote_rows[:int(result[R_QUOTES])], out)
+            self._run(table, rows_int, rows_float, sym, out, SERIES)
+        if result[R_BOOK] and self._book is not None:
             self._book.update(rows_int, rows_float, sym, out)
             if self._book.counts[0] and "bad_book" not in self._warned:
                 self._warned.add("bad_book")
                 log.warning("%s: skipping bad book records (side not bid/ask, undefined price or size < 0); "
                             "counted in counters['bad_book']", self.src)
         self.counters.update(zip(self._count_names, self._count_array.tolist(), strict=False))
-        if n_bad:
+        if result[R_BAD]:
             self._warn_bad(rows_int, rows_float, sym)
         self._revise(voids, out)
         return self._producer.finish(out)
+
+    def _run(self, table: Table, rows_int: np.ndarray, rows_float: np.ndarray, sym: np.ndarray, out: MessageWriter,
+             stage: int) -> int:
+        """One `run_batch` call writing into `out`; returns its status."""
+        if stage != RESUME and stage != SERIES:
+            self._first_bad.fill(-1)
+        status, out.data, out.index, out.size, out.count = run_batch(
+            table.rows, rows_int, rows_float, sym, self._producer.topics.seqs, out.data, out.index, out.size,
+            out.count, self._trades.next_stamp(), self._revisions.next, stage)
+        if stage != SERIES and (status == OK or status == ANOMALIES):
+            n_trades = int(self._result[R_TRADES])
+            if n_trades:  # the trade pass ran: the ring and the stamp moved on
+                self._revisions.recorded(n_trades)
+                self._trades.batch_done()
+        return status
+
+    def _kernel_table(self, n: int) -> Table:
+        """The `fused.Table` for a batch of `n` records, rebuilt when an array in it was replaced."""
+        if len(self._trade_rows) < n:
+            self._trade_rows = np.zeros(max(n, 2 * len(self._trade_rows)), dtype=np.int64)
+            self._quote_rows = np.zeros(len(self._trade_rows), dtype=np.int64)
+            self._generation += 1
+        self._bars.reserve(n)
+        self._trades.reserve(n)
+        key = (self._generation, self._bars.generation, self._trades.generation, self._revisions.generation)
+        if self._table is not None and key == self._table_key:
+            return self._table
+        producer, trades = self._producer, self._trades
+        bar_bound, vwap_bound, indicator_bound = message_bounds(producer, self._bars.label_strings)
+        config = np.zeros(N_CONFIG, dtype=np.int64)
+        config[C_NSYM] = len(self._symbols)
+        config[C_CHECK_QUOTES] = self._check_quotes
+        config[C_EMIT_EMPTY] = self.config.bars.emit_empty
+        config[C_MAX_EMPTY] = self.config.bars.max_empty_bars
+        config[C_REV_CAP] = self._revisions.capacity
+        config[C_VWAP_WINDOW] = trades.vwap_window
+        config[C_PUBLISH] = trades.publishes
+        config[C_VWAP] = trades.clock is not None
+        config[C_NSMA] = len(trades.sma_windows)
+        config[C_BAR_BOUND], config[C_VWAP_BOUND], config[C_IND_BOUND] = bar_bound, vwap_bound, indicator_bound
+        self._table = Table({
+            "config": config, "result": self._result, "trade_rows": self._trade_rows,
+            "quote_rows": self._quote_rows, "counts": self._counts, "first_bad": self._first_bad,
+            **self._bars.table_arrays(), **self._revisions.table_arrays(), **trades.table_arrays(),
+            "src": producer.src, "sym_data": producer.symbols.data, "sym_ends": producer.symbols.ends})
+        self._table_key = key
+        return self._table
 
     def _revise(self, voids: tuple[np.ndarray, np.ndarray] | None, out: MessageWriter) -> None:
         """Apply a batch's CORRECTION and CANCEL records after its trades; revised bars go last."""

@@ -1,8 +1,8 @@
 """Trade-driven series for all symbols: session and rolling VWAP, SMA, EMA, z-score, jump and IQR rules.
 
 The recurrences are in `trade_kernels`; this module owns their per-symbol state and parameters,
-and writes a batch's results as payloads (`encode`), each the value after the symbol's last
-trade of the batch: one `Vwap` per symbol with trades in the batch (ascending local index), then for each
+which `fused.run_batch` runs a batch through and writes as payloads (`encode`), each the value
+after the symbol's last trade of the batch: one `Vwap` per symbol with trades in the batch (ascending local index), then for each
 SMA window in config order one `Indicator` per such symbol whose window is full, then for each
 EMA span one `Indicator` per such symbol.
 """
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamctl.bus.messages import MessageWriter
 from streamctl.bus.wire import topic
 from streamctl.process.calc import trade_kernels
-from streamctl.process.calc.encode import Producer, write_series
+from streamctl.process.calc.encode import Producer, Strings, series_heads
 from streamctl.process.calc.session_clock import SessionClock
 from streamctl.process.calc.settings import CalculatorsConfig
 from streamctl.process.calc.state import SymbolArrays
@@ -76,9 +75,7 @@ class TradeCalc:
         st.add("tid", ((vwap is not None) + len(self._spans),), np.int64, -1)
         self._init_rows(0)
         self._stamp = 0
-        self._n_touched = 0
         self._bounds = np.zeros(2, dtype=np.int64)
-        self._lo, self._hi = 1, 0  # the bounds cover [lo, hi)
         self._touched = np.zeros(capacity, dtype=np.int64)
         self._publishes = bool(vwap is not None or self.sma_windows or self.ema_spans)
         self._alloc_values(capacity)
@@ -87,6 +84,10 @@ class TradeCalc:
         self.counts = np.zeros(1, dtype=np.int64)
         """[symbols whose z-score was disabled]"""
         self._n_symbols = 0
+        self._heads = Strings()
+        """`encode.series_heads` of every symbol, in local index order."""
+        self.generation = 0
+        """Bumped whenever an array of `table_arrays` is replaced."""
 
     def _init_rows(self, first: int) -> None:
         state_int = self.state["state_int"]
@@ -97,6 +98,7 @@ class TradeCalc:
     def resize(self, capacity: int) -> None:
         old = self.state.capacity
         self.state.resize(capacity)
+        self.generation += 1
         self._init_rows(old)
         self._touched = np.zeros(capacity, dtype=np.int64)
         self._alloc_values(capacity)
@@ -113,6 +115,9 @@ class TradeCalc:
         names = [topic("vwap", symbol)] if self.clock is not None else []
         names += [topic("sma", symbol, n) for n in self.sma_windows] + [topic("ema", symbol, n) for n in self.ema_spans]
         self.state["tid"][s] = [self._producer.topics.id(name) for name in names]
+        for head in series_heads(self._producer.name, symbol, self.vwap_window, self.sma_windows, self.ema_spans):
+            self._heads.append(head)
+        self.generation += 1
 
     def export_state(self, into: dict | None = None) -> dict:
         """Every symbol's trade ring, VWAP sums, SMA/EMA and rule state, and the batch stamp
@@ -122,37 +127,48 @@ class TradeCalc:
     def load_state(self, state: dict) -> None:
         self.state.load(state["arrays"], self._n_symbols)
         self._stamp = int(state["stamp"])
+        self.generation += 1
 
-    def update(self, rows_int, rows_float, sym, trades, n_trades: int, tmin: int,
-               tmax: int) -> tuple[np.ndarray, np.ndarray]:
-        """Apply a batch's valid trades; return its anomaly rows ``(anomaly_int, anomaly_float)``
-        (columns `trade_kernels.A_*`, `trade_kernels.AF_*`).
-
-        `publish` then gives the batch's Vwap and Indicator payloads.
-        """
-        if self.clock is not None and not (self._lo <= tmin and tmax < self._hi):
-            self._bounds = self.clock.cover(tmin, tmax)
-            self._lo, self._hi = int(self._bounds[0]), int(self._bounds[-1])
+    def reserve(self, n_trades: int) -> None:
+        """Room for the anomaly rows of a batch of `n_trades` trades (`fused.run_batch`)."""
         rows = trade_kernels.RULES_PER_TRADE * n_trades
         if len(self._anomaly_int) < rows:
             self._anomaly_int = np.zeros((rows, trade_kernels.NA_I), dtype=np.int64)
             self._anomaly_float = np.zeros((rows, trade_kernels.NA_F), dtype=np.float64)
-        self._stamp += 1
-        st = self.state
-        n_touch, n_anomalies = trade_kernels.update_and_collect(
-            rows_int, rows_float, sym, trades, n_trades, self._stamp, self._params_int, self._params_float,
-            self._sma_n, self._ema_alpha, self._ema_decay, self._bounds, st["ring_price"], st["ring_pv_vol"],
-            st["state_int"], st["state_float"], st["z_sum_sq"], st["sma"], st["ema"], st["iqr_sorted"],
-            self._touched, self._anomaly_int, self._anomaly_float, self.counts, self.vwap_window, self._publishes,
-            self._values_int, self._values_float)
-        self._n_touched = n_touch if self._publishes else 0
-        return self._anomaly_int[:n_anomalies], self._anomaly_float[:n_anomalies]
+            self.generation += 1
 
-    def publish(self, out: MessageWriter) -> None:
-        """Write the last batch's Vwap and Indicator payloads to `out` (see module doc)."""
-        n = self._n_touched
-        if not n:
-            return
-        self._n_touched = 0
-        write_series(out, self._producer, self._values_int, self._values_float, n, self.state["tid"],
-                     self.clock is not None, self.vwap_window, self._spans, len(self.sma_windows))
+    def cover(self, tmin: int, tmax: int) -> None:
+        """Session bounds bracketing event times `tmin`..`tmax` (the kernel asks when a batch leaves them)."""
+        assert self.clock is not None
+        self._bounds = self.clock.cover(tmin, tmax)
+        self.generation += 1
+
+    def next_stamp(self) -> int:
+        """The stamp of the next batch with trades (the kernels tell a symbol's first touch in a batch by it)."""
+        return self._stamp + 1
+
+    def batch_done(self) -> None:
+        """A batch with trades went through the kernels: the next one takes a new stamp."""
+        self._stamp += 1
+
+    def anomaly_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last batch's anomaly rows ``(anomaly_int, anomaly_float)`` (columns
+        `trade_kernels.A_*`, `trade_kernels.AF_*`)."""
+        return self._anomaly_int[:n], self._anomaly_float[:n]
+
+    def table_arrays(self) -> dict[str, np.ndarray]:
+        """This calculator's arrays in `fused.SLOTS` (valid until `generation` changes)."""
+        st = self.state
+        return {"params_int": self._params_int, "params_float": self._params_float, "sma_n": self._sma_n,
+                "ema_alpha": self._ema_alpha, "ema_decay": self._ema_decay, "bounds": self._bounds,
+                "ring_price": st["ring_price"], "ring_pv_vol": st["ring_pv_vol"], "state_int": st["state_int"],
+                "state_float": st["state_float"], "z_sum_sq": st["z_sum_sq"], "sma": st["sma"], "ema": st["ema"],
+                "iqr_sorted": st["iqr_sorted"], "touched": self._touched, "anomaly_int": self._anomaly_int,
+                "anomaly_float": self._anomaly_float, "trade_counts": self.counts, "values_int": self._values_int,
+                "values_float": self._values_float, "series_tid": st["tid"], "spans": self._spans,
+                "heads": self._heads.data, "head_ends": self._heads.ends}
+
+    @property
+    def publishes(self) -> bool:
+        """Whether batches give Vwap or Indicator payloads."""
+        return self._publishes

@@ -14,7 +14,7 @@ Tick, volume and dollar bars, VWAPs and indicators are not revised (a voided tra
 every later boundary of a tick bar). A correction whose trade is not in the ring, or whose bar
 has lost trades to the ring's wrap, is counted in ``corrections_unmatched`` and logged once.
 Corrections are rare: applying one is plain numpy, run per correction record. Remembering every
-trade is not: that is one compiled pass per batch (`_record`).
+trade is not: that is `_record`, which `fused.run_batch` runs on each batch.
 """
 
 from __future__ import annotations
@@ -54,21 +54,28 @@ class Revisions:
         self._revision: dict[tuple[int, int, int], int] = {}
         self.counts = {"corrections": 0, "corrections_unmatched": 0}
         self._on = capacity > 0 and any(k == bk.TIME for k in bars.spec_kinds.tolist())
+        self.generation = 0
+        """Bumped whenever an array of `table_arrays` is replaced."""
 
-    def __bool__(self) -> bool:
-        return self._on
+    @property
+    def next(self) -> int:
+        """Trades recorded so far (the ring position of the next one, modulo its capacity)."""
+        return self._next
 
-    def record(self, rows_int: np.ndarray, rows_float: np.ndarray, sym: np.ndarray, trades: np.ndarray,
-               late_mask: np.ndarray) -> None:
-        """Remember a batch's valid trades (row indices `trades`) and their late bits."""
-        n = len(trades)
-        if not n or not self._on:
-            return
-        if len(self._evicted) < self._bars.state.capacity:  # every symbol index of the batch fits
-            self.resize(self._bars.state.capacity)
-        _record(rows_int, rows_float, sym, trades, late_mask, self._next, self._cap, self.sym, self.tid, self.ts,
-                self.recv, self.price, self.size, self.late, self._evicted)
-        self._next += n
+    def recorded(self, n: int) -> None:
+        """`fused.run_batch` wrote `n` more trades into the ring (`_record`)."""
+        if self._on:
+            self._next += n
+
+    def table_arrays(self) -> dict[str, np.ndarray]:
+        """The ring in `fused.SLOTS` (valid until `generation` changes); `capacity` 0 when off."""
+        return {"r_sym": self.sym, "r_tid": self.tid, "r_ts": self.ts, "r_recv": self.recv, "r_price": self.price,
+                "r_size": self.size, "r_late": self.late, "r_evicted": self._evicted}
+
+    @property
+    def capacity(self) -> int:
+        """Trades the ring holds; 0 when it is off (no time bars or no correction window)."""
+        return self._cap if self._on else 0
 
     def apply(self, kind: int, s: int, row_int: np.ndarray, row_float: np.ndarray, out: MessageWriter) -> bool:
         """One CORRECTION or CANCEL of symbol `s`; appends revised bars to `out`. False if unmatched."""
@@ -129,6 +136,7 @@ class Revisions:
             current[:] = saved
         self._next = int(state["next"])
         self._evicted = np.array(state["evicted"], dtype=np.int64)
+        self.generation += 1
         self.counts.update({name: int(state["counts"][name]) for name in self.counts})
         self._revision = {(int(s), int(k), int(start)): int(n) for s, k, start, n in state["revision"]}
 
@@ -137,6 +145,7 @@ class Revisions:
             grown = np.full(symbols, np.iinfo(np.int64).min, np.int64)
             grown[: len(self._evicted)] = self._evicted
             self._evicted = grown
+            self.generation += 1
 
     # ---- internals
     def _rebuild(self, order: np.ndarray, s: int, k: int, start: int, end: int) -> dict:
