@@ -41,7 +41,7 @@ def _stream(version: int) -> bytes:
 
 def warm_up() -> np.ndarray:
     """Decode the stream in every DBN version; the records of the last one."""
-    records = np.empty(0)
+    records: np.ndarray = np.empty(0)
     for version in (1, 2, 3):
         decoder = DbnDecoder(book=MboBook(capacity=16, level_capacity=16))
         decoder.write(_stream(version))
