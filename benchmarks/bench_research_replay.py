@@ -152,7 +152,7 @@ print(time.perf_counter() - start, preload.SECONDS)
 
 def _startup_parts(env: dict[str, str]) -> list[dict]:
     """Where the start-up goes, each part in a fresh interpreter, best of 3 (wall seconds)."""
-    from streamctl.cli.forkserver import WARM_VENDORS
+    from streamctl.cli.forkserver import WARM_LIVE, WARM_VENDORS
 
     def best(code: str, extra: dict[str, str] | None = None) -> list[float]:
         runs = []
@@ -165,7 +165,7 @@ def _startup_parts(env: dict[str, str]) -> list[dict]:
 
     interpreter = best("pass")[0]
     command = best("import streamctl.cli.main, streamctl.cli.replaying")[0]
-    _, imports_and_kernels, kernels = best(_PRELOAD_PARTS, {WARM_VENDORS: "replay"})
+    _, imports_and_kernels, kernels = best(_PRELOAD_PARTS, {WARM_VENDORS: "replay", WARM_LIVE: "0"})  # as `replay` starts it
     return [
         {"benchmark": "start-up: interpreter", "value": interpreter, "unit": "s", "note": "python -c pass"},
         {"benchmark": "start-up: command imports", "value": command, "unit": "s",

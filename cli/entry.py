@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     if replay:
         from streamctl.cli import forkserver
 
-        forkserver.start(vendors=["replay"])  # `replay` starts it again: a no-op once running
+        forkserver.start(vendors=["replay"], live=False)  # `replay` starts it again: a no-op once running
     from streamctl.cli.main import main as run
 
     try:

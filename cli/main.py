@@ -460,7 +460,7 @@ def replay(files: tuple[str, ...], config_path: str | None, out: str | None, sym
     """Run the plant's exact pipeline over recorded FILES (DBN, CSV, Parquet) and exit when done."""
     from streamctl.cli import forkserver
 
-    forkserver.start(vendors=["replay"])  # preloads on the other core while this process gets ready
+    forkserver.start(vendors=["replay"], live=False)  # preloads on the other core while this process gets ready
     from streamctl.cli.progress import ReplayProgress
     from streamctl.cli.replaying import run_replay
 

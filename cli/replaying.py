@@ -327,21 +327,26 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
         sinks=[],  # a replay records to its output file, never into the live plant's stores
     )
     sup = Supervisor(cfg, live=False)
-    recorder = Recorder(endpoint)
     workers = {f"worker-{p}" for p in owned_partitions(cfg)}
     started = time.monotonic()
-
-    def sync_recorder() -> None:
-        recorder.start()
-        deadline = time.monotonic() + 10
-        while not recorder.synced.is_set():
-            if time.monotonic() > deadline:
-                raise RuntimeError("recorder could not subscribe to the replay plant within 10 s")
-            sup.publish_event("probe", "recorder sync")
-            recorder.synced.wait(_PROBE_EVERY)
-
+    # From here a SIGTERM is an exception, so what is made below (the recorder's folder, the
+    # segments) goes again whenever it comes; it killed the process outright before the
+    # recorder's folder was made and leaked a segment whose pages were being touched.
     previous = _raise_on_sigterm()
+    recorder: Recorder | None = None
     try:
+        recorder = Recorder(endpoint)
+
+        def sync_recorder() -> None:
+            assert recorder is not None
+            recorder.start()
+            deadline = time.monotonic() + 10
+            while not recorder.synced.is_set():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("recorder could not subscribe to the replay plant within 10 s")
+                sup.publish_event("probe", "recorder sync")
+                recorder.synced.wait(_PROBE_EVERY)
+
         try:
             sup.start(before_feeds=sync_recorder)
 
@@ -357,6 +362,7 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
                                 feed_status[0]["records_in"])
         finally:
             def finish_recording() -> None:
+                assert recorder is not None
                 recorder.wait_workers(workers, 30)
                 recorder.close()  # before the hub goes, so the recorder never sees a disconnect
 
@@ -371,12 +377,14 @@ def run_replay(config: PlantConfig, files: list[str], *, out: str | None, symbol
             raise RuntimeError(f"the recorder missed {recorder.lost} messages (sequence gaps); nothing written")
         if out:
             write_rows(rows, out)
+        records = sum(p["records_in"] for p in feed_status)
+        summary = (f"replayed {records} records from {len(files)} file(s) in {time.monotonic() - started:.1f} s: "
+                   f"{recorder.rows.rows} messages ({recorder.bars} bars){' -> ' + out if out else ''}")
     finally:
         if progress is not None:
             progress.finish()
-        recorder.discard()
+        if recorder is not None:
+            recorder.discard()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    records = sum(p["records_in"] for p in feed_status)
-    return (f"replayed {records} records from {len(files)} file(s) in {time.monotonic() - started:.1f} s: "
-            f"{recorder.rows.rows} messages ({recorder.bars} bars){' -> ' + out if out else ''}")
+    return summary

@@ -245,6 +245,19 @@ class Segment:
             _unlink_quiet(name)
             raise
         os.close(fd)
+        try:
+            return cls._initialized(name, mm, kind, plant, plant_b)
+        except BaseException:  # e.g. SIGTERM raised while the pages are touched: no name left behind
+            _unlink_quiet(name)
+            try:
+                mm.close()
+            except BufferError:  # a view still holds it: the mapping goes with the process
+                pass
+            raise
+
+    @classmethod
+    def _initialized(cls, name: str, mm: mmap.mmap, kind: SegmentKind, plant: str, plant_b: bytes) -> Segment:
+        """The new segment `mm`, its pages touched and its header written (magic last)."""
         _touch(mm)
         header = SegmentHeader(
             magic=_MAGIC[kind],

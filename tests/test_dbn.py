@@ -469,3 +469,21 @@ def test_instrument_map():
     recs["instrument_id"] = [118] * 6
     im.apply(recs)
     assert (recs["instrument_id"] == 9).all() and len(im) == 3
+
+
+def test_instrument_map_in_place_stops_at_a_new_id_and_goes_on_from_there():
+    """The replay's one-pass remap: nothing at or after the first unknown vendor id is touched,
+    so an id already rewritten is never taken for a vendor id again (our 7 here is also a vendor
+    id, filtered out: a second pass from the start would zero the first two records)."""
+    recs = np.zeros(6, RECORD_DTYPE)
+    recs["instrument_id"] = [5602, 5602, 7, 5602, 4_000_000_000, 7]
+    ids = recs["instrument_id"]  # the strided column, as the replay passes it
+    im = InstrumentMap()
+    assert im.map_in_place(ids) == (0, 0)
+    im.add(5602, 7)
+    assert im.map_in_place(ids) == (2, 0)
+    assert ids.tolist() == [7, 7, 7, 5602, 4_000_000_000, 7]
+    im.add(7, 0)
+    im.add(4_000_000_000, 5)
+    assert im.map_in_place(ids, 2) == (6, 2)
+    assert ids.tolist() == [7, 7, 0, 7, 5, 0]

@@ -60,6 +60,45 @@ def test_the_preload_loads_the_named_vendors_kernels(vendors, loaded, not_loaded
     assert not_loaded is None or not_loaded not in modules
 
 
+@pytest.mark.parametrize("live", [True, False])
+def test_a_replays_preload_leaves_out_the_kernels_only_a_live_plant_runs(live):
+    """A replay's children never journal, measure latency or run the recovery service; no plant
+    calls the validation kernel since the feed's screen does its check (it was loaded for none)."""
+    from streamctl.cli.forkserver import WARM_LIVE, WARM_VENDORS
+
+    env = {WARM_VENDORS: "replay"} if live else {WARM_VENDORS: "replay", WARM_LIVE: "0"}
+    proc = _python("import os\n"
+                   f"os.environ.pop({WARM_LIVE!r}, None)\n" * live +
+                   "import streamctl.cli.preload\n"
+                   "from streamctl.bus import native_recv\n"
+                   "from streamctl.ingest import routing, validation\n"
+                   "from streamctl.process import latency\n"
+                   "from streamctl.process.journal import mapped\n"
+                   "for kernel in (mapped._populate, latency._count, native_recv._drain, validation._refusals,"
+                   " routing._screen):\n"
+                   "    print(bool(kernel.overloads))", **env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(live)] * 3 + ["False", "True"]
+
+
+def test_the_preload_freezes_what_it_loaded_and_leaves_the_collector_on():
+    """Collected as they came, the preload's objects cost it 257 collections; frozen, no child's
+    collection walks them. A child forked from it collects its own garbage as usual."""
+    from streamctl.cli.forkserver import WARM_VENDORS
+
+    proc = _python("import gc\n"
+                   "import streamctl.cli\n"
+                   "before = sum(s['collections'] for s in gc.get_stats())\n"
+                   "import streamctl.cli.preload\n"
+                   "print(gc.isenabled(), gc.get_freeze_count() > 100_000,"
+                   "      sum(s['collections'] for s in gc.get_stats()) - before)",
+                   **{WARM_VENDORS: "replay"})
+    assert proc.returncode == 0, proc.stderr
+    enabled, frozen, collections = proc.stdout.split()
+    assert (enabled, frozen) == ("True", "True")
+    assert int(collections) <= 1  # the importer's own, before the preload's first line (257 with it on)
+
+
 def test_the_forkserver_exit_flushes_and_skips_the_teardown():
     """Registered last, it runs first: the handlers registered before it (the interpreter's
     teardown work) never run, and what was printed still comes out."""

@@ -45,7 +45,14 @@ from streamctl.ingest.formats.dbn.constants import (
     ZSTD_MAGIC,
     RType,
 )
-from streamctl.ingest.formats.dbn.kernels import N_STATS, STAT_MALFORMED, STAT_NOT_TRADE, convert, frame
+from streamctl.ingest.formats.dbn.kernels import (
+    N_STATS,
+    STAT_MALFORMED,
+    STAT_NOT_TRADE,
+    convert,
+    frame,
+    remap,
+)
 from streamctl.ingest.formats.dbn.mbo_book import MBO_ANOMALIES, MboBook
 from streamctl.shm.records import RECORD_DTYPE
 
@@ -459,17 +466,30 @@ class InstrumentMap:
         records["instrument_id"] = ours
         return unknown
 
+    def map_in_place(self, ids: np.ndarray, start: int = 0) -> tuple[int, int]:
+        """Rewrite the vendor `ids` (``records["instrument_id"]``) from `start` on to our ids, in
+        place, up to the first vendor id not in the map. Returns (where it stopped: ``len(ids)``
+        once every id was known; how many of the rewritten ids are 0). Nothing from where it
+        stopped on is touched, so the caller can add the ids it lacks and go on from there."""
+        self._sort()
+        stop, zeros = remap(ids, self._keys, self._vals, start)
+        return int(stop), int(zeros)
+
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Our ids for the vendor `ids` (an unknown one left as it is) and a bool mask of the unknown."""
-        if self._dirty:
-            keys = np.fromiter(self._map.keys(), np.uint32, len(self._map))
-            order = np.argsort(keys)
-            self._keys = keys[order]
-            self._vals = np.fromiter(self._map.values(), np.uint32, len(self._map))[order]
-            self._dirty = False
+        self._sort()
         if not len(self._keys):
             return np.asarray(ids, np.uint32), np.ones(len(ids), np.bool_)
         pos = np.searchsorted(self._keys, ids)
         pos[pos == len(self._keys)] = 0
         found = self._keys[pos] == ids
         return np.where(found, self._vals[pos], ids), ~found
+
+    def _sort(self) -> None:
+        """The map as sorted key and value arrays, rebuilt after an `add`."""
+        if self._dirty:
+            keys = np.fromiter(self._map.keys(), np.uint32, len(self._map))
+            order = np.argsort(keys)
+            self._keys = keys[order]
+            self._vals = np.fromiter(self._map.values(), np.uint32, len(self._map))[order]
+            self._dirty = False

@@ -18,7 +18,7 @@ from streamctl.ingest.formats.dbn.constants import F_LAST, F_TOB, FLAGS_KEPT, RT
 from streamctl.shm.records import Kind, Side
 
 __all__ = [
-    "frame", "convert", "apply_mbo", "rehash", "levels_of",
+    "frame", "convert", "apply_mbo", "rehash", "levels_of", "remap",
     "STAT_MALFORMED", "STAT_NOT_TRADE", "N_STATS", "MBO_ANOMALIES",
 ]
 
@@ -528,3 +528,33 @@ def convert(buf, words, offsets, rtypes, start, nrec, now, tbbo, order_keys, ord
                 nother += 1
         k = run_end
     return nrec, nout, nother
+
+
+@numba.njit(cache=True)
+def remap(ids, keys, vals, start):
+    """Rewrite `ids` in place from `start` on, each vendor id to its value in the map of the
+    sorted `keys` to `vals`, stopping at the first id not in `keys` (left as it is). Returns
+    (where it stopped: ``len(ids)`` when every id was known, how many ids it rewrote to 0).
+
+    One pass over a field of 64-byte records touches every cache line of the batch: the
+    searchsorted, compare, select and assign this replaces were five such passes."""
+    n_keys = keys.shape[0]
+    zeros = 0
+    hit = 0  # the last key found: a batch is mostly runs of the same instrument
+    for i in range(start, ids.shape[0]):
+        vendor = ids[i]
+        if hit >= n_keys or keys[hit] != vendor:
+            lo, hi = 0, n_keys
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if keys[mid] < vendor:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == n_keys or keys[lo] != vendor:
+                return i, zeros
+            hit = lo
+        ours = vals[hit]
+        ids[i] = ours
+        zeros += ours == 0
+    return ids.shape[0], zeros

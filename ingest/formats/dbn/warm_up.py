@@ -3,7 +3,7 @@
 The forkserver runs this before any feed forks, so no feed process compiles (a compile of
 several seconds inside a feed would miss heartbeats and get it killed). Every kernel signature
 the decoder can use is reached: the plain and the realigned (v1/v2 metadata) input paths, and
-the MBO tables growing.
+the MBO tables growing, and the replay's in-place remap of instrument ids.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from streamctl.ingest.formats.dbn.decoder import DbnDecoder
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, InstrumentMap
 from streamctl.ingest.formats.dbn.encoder import encode_metadata, encode_symbol_mapping, record_header
 from streamctl.ingest.formats.dbn.mbo_book import MboBook
 
@@ -41,9 +41,12 @@ def _stream(version: int) -> bytes:
 
 def warm_up() -> np.ndarray:
     """Decode the stream in every DBN version; the records of the last one."""
-    records = np.empty(0)
+    records: np.ndarray = np.empty(0)
     for version in (1, 2, 3):
         decoder = DbnDecoder(book=MboBook(capacity=16, level_capacity=16))
         decoder.write(_stream(version))
         records = decoder.decode().records
+    ids = InstrumentMap()
+    ids.add(7, 1)
+    ids.map_in_place(records["instrument_id"])
     return records

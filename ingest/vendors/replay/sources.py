@@ -198,18 +198,19 @@ class DbnSource:
     def _map(self, records: np.ndarray) -> np.ndarray:
         if not len(records):
             return records
-        # Register new vendor ids first, then remap the column once: assigning a structured
-        # sub-array back (records[unknown] = sub) copies field by field and cost more than the
-        # decode. Only a chunk with ids not seen before pays the `np.unique`.
+        # One compiled pass rewrites the column in place. It stops at a vendor id not seen
+        # before: every new id of the rest of the chunk is then registered at once (only such
+        # a chunk pays the `np.unique`) and the pass goes on from there.
         ids = records["instrument_id"]
-        ours, unknown = self._imap.lookup(ids)
-        if unknown.any():
-            for vendor_id in np.unique(ids[unknown]).tolist():
+        done, zeros = self._imap.map_in_place(ids)
+        if done < len(ids):
+            rest = ids[done:]
+            _, unknown = self._imap.lookup(rest)
+            for vendor_id in np.unique(rest[unknown]).tolist():
                 self._imap.add(vendor_id, self._resolve(vendor_id))
-            ours, unknown = self._imap.lookup(ids)
-        records["instrument_id"] = ours
-        keep = ours != 0
-        return records if keep.all() else records[keep]
+            done, more = self._imap.map_in_place(ids, done)
+            zeros += more
+        return records[ids != 0] if zeros else records
 
     def close(self) -> None:
         if self._reader is not self._fh:
