@@ -173,7 +173,7 @@ def _startup_parts(env: dict[str, str]) -> list[dict]:
         {"benchmark": "start-up: preload imports", "value": imports_and_kernels - kernels, "unit": "s",
          "note": "the forkserver's imports (numba, numpy, zmq, the plant's modules), in-process"},
         {"benchmark": "start-up: kernels", "value": kernels, "unit": "s",
-         "note": "the forkserver's numba kernels loaded from the cache (calculators, DBN, validation)"},
+         "note": "the forkserver's numba kernels loaded from the cache (calculators, sends, raw trades, DBN, routing)"},
     ]
 
 
