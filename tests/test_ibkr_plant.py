@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -95,24 +96,30 @@ def test_ibkr_feed_publishes_the_bars_of_replay(plant):
     assert set(replayed) == {"bar.60s.ESU4", "bar.50t.ESU4"} and len(replayed["bar.60s.ESU4"]) == 4
 
     venue = _start_venue(plant, venue_port)
-    sub = Subscriber(f"tcp://127.0.0.1:{pub_port}")
     rows: list[dict] = []
     events: list[tuple[str, str, str]] = []
     trades: list = []
-    sub.on_message(lambda topic, payload: rows.append(to_row(topic, payload))
-                   if parse_topic(topic).kind == "bar" else None)
-    sub.on_event(lambda e: events.append((e.source, e.kind, e.message)))
-    sub.on_trade(trades.append)
-    sub.subscribe("bar.", "event.", "trade.ESU4")
+    # The feed announces the front month as soon as it is connected, possibly before a subscriber
+    # waiting for the hub has (re)connected: take everything since the plant started from the
+    # recovery service, then live.
+    started = datetime.now(timezone.utc)
+    sub = None
     try:
         plant.run("up", str(config), "--detach", check=True)
+        sub = Subscriber(f"tcp://127.0.0.1:{pub_port}", since=started)
+        sub.on_message(lambda topic, payload: rows.append(to_row(topic, payload))
+                       if parse_topic(topic).kind == "bar" else None)
+        sub.on_event(lambda e: events.append((e.source, e.kind, e.message)))
+        sub.on_trade(trades.append)
+        sub.subscribe("bar.", "event.", "trade.ESU4")
         wait_until(lambda: len(trades) >= 120, 90, "the file's 120 trades", step=lambda: sub.poll(0.1))
         assert plant.process(name, "cme")["drops"]["late"] == 0
         plant.run("down", "--name", name, check=True)  # flushes the bars still open
         wait_until(lambda: ("worker-0", "stopped") in [(s, k) for s, k, _ in events], 30, "the worker to stop",
                    step=lambda: sub.poll(0.1))
     finally:
-        sub.close()
+        if sub is not None:
+            sub.close()
         _stop(venue)
     assert len(trades) == 120 and sub.gaps == 0
     assert any(k == "system" and m.startswith("ES -> ESU4 (conId") and "front month" in m for _, k, m in events)

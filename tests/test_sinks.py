@@ -236,10 +236,12 @@ def test_a_full_backlog_counts_overflow_and_reports_what_no_history_gives_back(t
     case.server.stop()
     events: list[wire.Event] = []
     try:
-        sink = _start_sink(case, proxy, cleanup)
         pub, sub, seen = session
         sub.on_event(events.append)
+        # Before the sink starts: the test proxy has no recovery service, so subscriptions flow up
+        # to the publishers, and one made later could reach the sink after its overflow event.
         sub.subscribe("event.sink-t")
+        sink = _start_sink(case, proxy, cleanup)
         play(pub, make_stream(25))  # 400 rows
         _drain(sub, seen, 100, 300)
         wait_until(lambda: sink.get("overflow") == 300, 30, "300 rows counted as overflow")
