@@ -230,8 +230,8 @@ class Publisher:
             text = wire.topic(kind, symbol)
             entry = self._entry(text, True)
             if kind == "trade":
-                seq = entry.seq
-                entry = self._topics[text] = _TableTopic(text, self._trades(), self._trades().add(text, symbol))
+                seq, table = entry.seq, self._trades()
+                entry = self._topics[text] = _TableTopic(text, table, table.add(text, symbol))
                 entry.seq = seq
             self._raw_topics[(kind, symbol)] = entry
         return entry
