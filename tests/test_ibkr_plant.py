@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -102,7 +102,7 @@ def test_ibkr_feed_publishes_the_bars_of_replay(plant):
     # The feed announces the front month as soon as it is connected, possibly before a subscriber
     # waiting for the hub has (re)connected: take everything since the plant started from the
     # recovery service, then live.
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     sub = None
     try:
         plant.run("up", str(config), "--detach", check=True)
