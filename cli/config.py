@@ -198,7 +198,7 @@ def history_dir(config: PlantConfig) -> Path | None:
 # --------------------------------------------------------------------------- loading
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_AT_PATH = re.compile(r"\s*- at `\$(.*)`$")
+_AT_PATH = re.compile(r"\s*- at `\$(.*)`$", re.DOTALL)
 
 
 FeedsMode = Literal["check", "ignore"]
@@ -248,7 +248,7 @@ def parse_config(text: str, *, source: str = "<config>", environ: dict[str, str]
         shown = ""
         if value is not _MISSING:
             shown = "; was " + ("<from environment>" if path in secret_paths else _show(value))
-        return ConfigError(f"`{path or '$'}` {message}{shown}{where}", path=path, line=line)
+        return ConfigError(f"`{_printable(path) or '$'}` {_printable(message)}{shown}{where}", path=path, line=line)
 
     try:
         config = msgspec.convert(data, PlantConfig, strict=True)
@@ -306,6 +306,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "\u2026"
 
 
+def _printable(text: str) -> str:
+    """`text` with each unprintable character escaped, so a key or value from a config (which may
+    hold newlines or control bytes) cannot break the error's one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _describe_validation(exc: msgspec.ValidationError, data: Any) -> tuple[str, str, Any]:
     """(field path, message, offending value or `_MISSING`) of a msgspec validation error."""
     message = str(exc)
@@ -313,10 +321,10 @@ def _describe_validation(exc: msgspec.ValidationError, data: Any) -> tuple[str, 
     raw_path = match.group(1) if match else ""
     path = raw_path.lstrip(".")
     text = message[: match.start()] if match else message
-    missing = re.match(r"Object missing required field `(.+)`$", text)
+    missing = re.fullmatch(r"Object missing required field `(.+)`", text, re.DOTALL)
     if missing:
         return (f"{path}.{missing.group(1)}" if path else missing.group(1)), "is required", _MISSING
-    unknown = re.match(r"Object contains unknown field `(.+)`$", text)
+    unknown = re.fullmatch(r"Object contains unknown field `(.+)`", text, re.DOTALL)
     if unknown:
         return (f"{path}.{unknown.group(1)}" if path else unknown.group(1)), "is not a known field", _MISSING
     value = _lookup(data, path)

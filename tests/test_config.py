@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamctl.cli.config import ConfigError, load_config, parse_config
 from streamctl.process.calc.settings import parse_interval
@@ -56,6 +59,10 @@ def test_shipped_configs_validate(path, monkeypatch):
          "`calculators.bars.time[0]` must be a whole number of seconds > 0; was 0", 5),
         ("name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A], colour: red}\n",
          "`feeds[0].colour` is not a known field", 3),
+        ('name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A], "co\\nl\\tour": red}\n',
+         "`feeds[0].co\\nl\\tour` is not a known field", 3),
+        ('name: x\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\n"\\n\\x07": 1\n',
+         "`\\n\\x07` is not a known field", None),
         ("name: x\npartitions: {count: 0}\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\n",
          "`partitions.count` must be int >= 1; was 0", 2),
         ("name: x\nrings: {capacity: 1000}\nfeeds:\n  - {name: a, vendor: sim, symbols: [A]}\n",
@@ -87,6 +94,18 @@ def test_bad_config_is_refused_naming_field_value_and_line(text, message, line):
     assert "\n" not in text_out
     if line is not None:
         assert text_out.endswith(f"(x.yaml line {line})")
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.text(min_size=1, max_size=12), value=st.text(max_size=12))
+def test_any_unknown_key_or_bad_value_is_refused_on_one_line(key, value):
+    """Keys and values straight from a config (newlines, control characters, any code point)
+    are escaped in the error, never spliced raw into it."""
+    text = yaml.safe_dump({"name": "x", "feeds": [{"name": "a", "vendor": "sim", "symbols": [value],
+                                                   key: 1}]})
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, environ={})
+    assert str(info.value).isprintable()
 
 
 def test_env_interpolation_and_secret_never_echoed():
