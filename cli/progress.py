@@ -119,7 +119,7 @@ class StartProgress:
         text = f"starting plant {self._plant}: waiting for {', '.join(names)} ({elapsed:.0f} s)"
         hint = elapsed >= self.COMPILE_HINT_AFTER
         if hint:
-            text += "; the first start on a machine compiles the numba kernels (1-2 min on 2 cores, cached afterwards)"
+            text += "; the first start on a machine compiles the numba kernels (2-3 min on 2 cores, cached afterwards)"
         self._line.show(text, force=hint and not self._hinted)
         self._hinted = self._hinted or hint
 
