@@ -12,18 +12,30 @@ from __future__ import annotations
 import calendar
 import datetime
 import json
+import queue
+import socket
+import threading
+import time
+from types import SimpleNamespace
 
 import msgpack
 import msgspec
 import numpy as np
 import pytest
+from _databento import Ctx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamctl.bus.wire import Event, EventKind
 from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendors.alpaca import messages as am
 from streamctl.ingest.vendors.alpaca.parsing import FrameDecoder
-from streamctl.shm.records import RECORD_DTYPE
+from streamctl.ingest.vendors.ibkr import protocol as ibapi
+from streamctl.ingest.vendors.ibkr.contracts import Contract, encode_details
+from streamctl.ingest.vendors.ibkr.options import Options as IbkrOptions
+from streamctl.ingest.vendors.ibkr.parsing import MarketData
+from streamctl.ingest.vendors.ibkr.session import Session as IbkrSession
+from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Kind, Side
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,3 +168,223 @@ def test_alpaca_rfc3339_agrees_with_datetime(when, nanos, digits, zone, json_fra
         assert out.records["ts_event"].tolist() == ([expected] if -(2**63) <= expected < 2**63 else [])
     elif -(2**63) <= expected < 2**63:
         assert am.timestamp_ns(msgspec.json.decode(json.dumps(text), type=msgspec.Raw)) == expected
+
+
+# ---- IBKR (a hostile gateway on 127.0.0.1 speaking the TWS API framing)
+class _Gateway(threading.Thread):
+    """Shakes hands, answers the contract and market-data requests of one session, then sends
+    whatever frames the test queues, with ``{req}`` replaced by the trades, quotes or depth request id."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.outbox: queue.Queue[bytes] = queue.Queue()
+        self.requests: dict[str, int] = {}
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        conn, _ = self.server.accept()
+        conn.settimeout(0.02)
+        reader, buf, greeted = ibapi.FrameReader(), b"", False
+        while True:
+            try:
+                data = conn.recv(1 << 16)
+                if not data:
+                    return
+                if not greeted:
+                    buf += data
+                    if len(buf) < 8:
+                        continue
+                    reader.feed(buf[4:])
+                    greeted = True
+                else:
+                    reader.feed(data)
+            except TimeoutError:
+                pass
+            except OSError:
+                return
+            for f in reader.messages():
+                self._answer(conn, f)
+            while not self.outbox.empty():
+                conn.sendall(self.outbox.get())
+
+    def _answer(self, conn: socket.socket, f: list[bytes]) -> None:
+        mid = int(f[0]) if f and f[0].isdigit() else -1
+        if f and f[0].startswith(b"v"):
+            conn.sendall(ibapi.encode(ibapi.MAX_VERSION, "20240701 23:58:01 UTC"))
+        elif mid == ibapi.Out.START_API:
+            conn.sendall(ibapi.encode(15, 1, "DU1") + ibapi.encode(9, 1, 1))
+        elif mid == ibapi.Out.REQ_CONTRACT_DATA:
+            details = encode_details(int(f[2]), Contract(con_id=7, symbol="AAPL", sec_type="STK", local_symbol="AAPL"))
+            conn.sendall(ibapi.encode(*details) + ibapi.encode(52, 1, int(f[2])))
+        elif mid == ibapi.Out.REQ_TICK_BY_TICK_DATA:
+            self.requests["quotes" if b"BidAsk" in f else "trades"] = int(f[1])
+        elif mid == ibapi.Out.REQ_MKT_DEPTH:
+            self.requests["depth"] = int(f[2])
+        elif mid == ibapi.Out.REQ_CURRENT_TIME:
+            conn.sendall(ibapi.encode(49, 1, int(time.time())))
+        if len(self.requests) == 3:
+            self.ready.set()
+
+
+class _EncodingCtx(Ctx):
+    """The test context, encoding each event as the feed loop publishes it (an event's `code`
+    must fit MessagePack's integers)."""
+
+    def event(self, kind: str, message: str, *, code: int | None = None) -> None:
+        msgspec.msgpack.encode(Event(source="ib", kind=EventKind(kind), message=message, code=code, ts=1))
+        super().event(kind, message, code=code)
+
+
+@pytest.fixture(scope="module")
+def hostile_gateway():
+    gateway = _Gateway()
+    gateway.start()
+    ctx = _EncodingCtx()
+    options = msgspec.convert({"port": gateway.port, "sec_type": "STK", "exchange": "SMART", "depth_rows": 5,
+                               "max_messages_per_s": 50}, IbkrOptions)
+    session = IbkrSession(options, SimpleNamespace(name="ib", symbols=["AAPL"]), ctx)
+    session.open()
+    deadline = time.monotonic() + 30
+    while not gateway.ready.is_set() and time.monotonic() < deadline:
+        session.poll(0.05)
+    assert gateway.ready.is_set(), "the session never requested its market data"
+    yield gateway, session, ctx
+    session.close()
+    gateway.server.close()
+
+
+T = 1_719_878_281
+_IB_NUMBERS = st.one_of(  # (text, the value IB means, or None where the text is not a number)
+    st.builds(lambda i, k: (f"{'-' if i < 0 else ''}{abs(i) // 10**k}" + (f".{abs(i) % 10**k:0{k}d}" if k else ""),
+                            i * 10 ** (9 - k)), st.integers(-(10**9), 10**9), st.integers(0, 6)),
+    st.sampled_from([("1E5", 10**14), ("2.5e-1", 250_000_000), ("nan", None), ("inf", None), ("-inf", None),
+                     ("1e400", None), ("1_5", None), (" 2", None), ("+1", None), ("0x10", None),
+                     ("\u0661", None), ("", None), ("-", None), (".", None), ("1.2.3", None),
+                     ("9" * 30, None)]))
+_IB_TIMES = st.one_of(st.builds(lambda s: (str(s), s * NS), st.integers(T - 10**6, T + 10**6)),
+                      st.sampled_from([(str(2**64 + T), None), (str(18446744073 + T), None), ("1_719878281", None),
+                                       (" 1719878281", None), ("9" * 19, None), ("9" * 40, None), ("", None),
+                                       ("-1", None)]))
+
+
+def _ib_frames():
+    trade = st.builds(lambda t, p, s: (("99", "{trades}", 1, t[0], p[0], s[0], 0, "X", ""), ("t", t[1], p[1], s[1])),
+                      _IB_TIMES, _IB_NUMBERS, _IB_NUMBERS)
+    quote = st.builds(lambda t, b, a: (("99", "{quotes}", 3, t[0], b[0], a[0], "1", "2", 0), ("q", t[1], b[1], a[1])),
+                      _IB_TIMES, _IB_NUMBERS, _IB_NUMBERS)
+    depth = st.builds(lambda pos, op, side, p: (("12", 1, "{depth}", pos, op, side, p[0], "3"), ("d", None, p[1], None)),
+                      st.sampled_from(["0", "1", "-1", "01", "99999999999999999999"]), st.sampled_from(["0", "1", "2", "7"]),
+                      st.sampled_from(["0", "1", "01", " 1", "2"]), _IB_NUMBERS)
+    error = st.builds(lambda req, code: (("4", 2, req, code, "a\nmessage\x1b[2J", ""), ("e", None, None, None)),
+                      st.sampled_from(["-1", "{trades}", "99", "x"]),
+                      st.sampled_from(["2104", "200", "162", str(2**31), str(2**70), "-5", "1_0", ""]))
+    junk = st.builds(lambda fields: (tuple(fields), ("j", None, None, None)),
+                     st.lists(st.sampled_from(["99", "12", "13", "4", "10", "52", "777", "", "x", "{trades}", "1",
+                                               "3", str(T)]), max_size=9))
+    return st.one_of(trade, quote, depth, error, junk)
+
+
+def test_ibkr_session_survives_a_hostile_gateway(hostile_gateway):
+    """Whatever the gateway sends, `poll` returns records or raises `SessionError` only, and a record
+    the screen accepts has the time and prices that were sent."""
+    gateway, session, ctx = hostile_gateway
+    sentinel = iter(range(1, 10**6))
+
+    @FUZZ
+    @given(frames=st.lists(_ib_frames(), max_size=8))
+    def run(frames):
+        mark = next(sentinel)
+        sent = [*frames, (("99", "{trades}", 1, str(T), f"{mark}.5", "1", 0, "X", ""), ("t", T * NS, mark * NS + NS // 2, 1))]
+        for fields, _ in sent:
+            gateway.outbox.put(ibapi.encode(*[str(x).format(**gateway.requests) for x in fields]))
+        got = [np.zeros(0, RECORD_DTYPE)]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (got[-1]["price"] == mark * NS + NS // 2).any():
+            batch = session.poll(0.05)
+            if batch is not None:
+                got.append(batch.copy())
+        records = np.concatenate(got)
+        assert (records["price"] == mark * NS + NS // 2).any(), "the session stopped delivering"
+        trades = {(t, p) for _, (k, t, p, _) in sent if k == "t" and t is not None and p is not None}
+        quotes = {(t, b, a) for _, (k, t, b, a) in sent if k == "q" and t is not None}
+        book_prices = {p for _, (k, _, p, _) in sent if k == "d" and p is not None}
+        for r in _accepted(records):
+            ts, price = int(r["ts_event"]), int(r["price"])
+            if r["kind"] == Kind.TRADE:
+                assert (ts, price) in trades
+            elif r["kind"] == Kind.QUOTE:
+                bid = None if price == UNDEF_PRICE else price
+                ask = None if int(r["price2"]) == UNDEF_PRICE else int(r["price2"])
+                assert any(t == ts and bid in (b, None) and ask in (a, None) for t, b, a in quotes)
+            else:
+                assert r["kind"] == Kind.BOOK and (price in book_prices or r["size"] == 0)
+
+    run()
+
+
+@FUZZ
+@given(stream=st.lists(st.binary(max_size=40) | st.builds(lambda n, b: n.to_bytes(4, "big") + b,
+                                                          st.integers(0, 2**32 - 1), st.binary(max_size=30)),
+                       max_size=10),
+       cut=st.integers(1, 64))
+def test_ibkr_framing_survives_truncated_and_lying_frames(stream, cut):
+    """The compiled scan and the frame reader agree on every frame boundary, however the bytes
+    arrive, and stop (oversized) exactly where a frame announces more than the limit."""
+    data = b"".join(stream)
+    md, seen = MarketData(), []
+    consumed, pending, oversized = 0, bytearray(), False
+    for start in range(0, len(data), cut):
+        pending += data[start:start + cut]
+        scanned = md.decode(pending, seen.append)
+        del pending[:scanned.consumed]
+        consumed += scanned.consumed
+        if scanned.oversized:
+            oversized = True
+            break
+    reader = ibapi.FrameReader()
+    reader.feed(data)
+    try:
+        framed = reader.messages()
+    except ibapi.FrameError:
+        assert oversized
+    else:
+        assert not oversized and seen == framed and consumed == len(data) - reader.pending
+
+
+def _until_sentinel(gateway, session, frames: list[tuple], mark: int) -> np.ndarray:
+    """Send `frames` then a valid trade priced ``mark``; every record up to that trade."""
+    for fields in [*frames, ("99", "{trades}", 1, str(T), str(mark), "1", 0, "X", "")]:
+        gateway.outbox.put(ibapi.encode(*[str(x).format(**gateway.requests) for x in fields]))
+    got = [np.zeros(0, RECORD_DTYPE)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (got[-1]["price"] == mark * NS).any():
+        batch = session.poll(0.05)
+        if batch is not None:
+            got.append(batch.copy())
+    records = np.concatenate(got)
+    assert (records["price"] == mark * NS).any(), "the session stopped delivering"
+    return records[records["price"] != mark * NS]
+
+
+@pytest.mark.parametrize("fields", [
+    ("99", "{trades}", 1, str(18446744073 + T), "1.5", "1", 0, "X", ""),  # the kernel wrapped it to T - 0.7 s
+    ("99", "{trades}", 1, str(10**30), "1.5", "1", 0, "X", ""),  # OverflowError out of poll
+    ("99", "{trades}", 1, str(T), "1_5", "1", 0, "X", ""),  # float() read 15
+    ("99", "{quotes}", 3, str(T), "1.5", "nan", "1", "1", 0),
+    ("4", 2, "{trades}", str(2**70), "text", ""),  # the error event's code did not encode: OverflowError
+    (),  # an empty frame: IndexError out of poll
+], ids=["wrapped-time", "huge-time", "underscore", "nan", "huge-code", "empty"])
+def test_ibkr_odd_fields_are_malformed(hostile_gateway, fields):
+    gateway, session, ctx = hostile_gateway
+    before = ctx.counts["malformed"]
+    assert len(_accepted(_until_sentinel(gateway, session, [fields], 17))) == 0
+    assert ctx.counts["malformed"] == before + 1
+
+
+def test_ibkr_depth_side_is_the_side_the_rows_took(hostile_gateway):
+    """A side written ``01`` went into the bid rows, but its record said ask."""
+    gateway, session, _ = hostile_gateway
+    records = _until_sentinel(gateway, session, [("12", 1, "{depth}", 0, 0, "01", "4.5", "3")], 18)
+    assert [(int(r["side"]), int(r["price"])) for r in records] == [(Side.BID, 4_500_000_000)]
