@@ -14,6 +14,7 @@ import datetime
 import json
 import queue
 import socket
+import struct
 import threading
 import time
 from types import SimpleNamespace
@@ -30,6 +31,12 @@ from streamctl.bus.wire import Event, EventKind
 from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendors.alpaca import messages as am
 from streamctl.ingest.vendors.alpaca.parsing import FrameDecoder
+from streamctl.ingest.vendors.cme.channel import Channel
+from streamctl.ingest.vendors.cme.decoder import BAD_REASONS, Decoder
+from streamctl.ingest.vendors.cme.encoder import encode_message, encode_packet
+from streamctl.ingest.vendors.cme.pcap import Datagram, read_pcap, write_pcap
+from streamctl.ingest.vendors.cme.schema import load_schema
+from streamctl.ingest.vendors.cme.synthetic import generate
 from streamctl.ingest.vendors.ibkr import protocol as ibapi
 from streamctl.ingest.vendors.ibkr.contracts import Contract, encode_details
 from streamctl.ingest.vendors.ibkr.options import Options as IbkrOptions
@@ -388,3 +395,122 @@ def test_ibkr_depth_side_is_the_side_the_rows_took(hostile_gateway):
     gateway, session, _ = hostile_gateway
     records = _until_sentinel(gateway, session, [("12", 1, "{depth}", 0, 0, "01", "4.5", "3")], 18)
     assert [(int(r["side"]), int(r["price"])) for r in records] == [(Side.BID, 4_500_000_000)]
+
+
+# ---- CME MDP 3.0
+CME = load_schema()
+CME_TS = 1_795_876_200_000_000_000
+_CME_PACKETS = [d.payload for d in generate(CME, packets=60).datagrams]
+
+
+@FUZZ
+@given(picks=st.lists(st.integers(0, len(_CME_PACKETS) - 1), min_size=1, max_size=6),
+       edits=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 1 << 12), st.integers(0, 255)), max_size=10),
+       cut=st.none() | st.integers(0, 300), mbo=st.booleans())
+def test_cme_decoder_and_channel_survive_mutated_packets(picks, edits, cut, mbo):
+    """Flipped bytes land in block lengths, group counts, template and schema ids, versions and
+    every field: a packet is decoded or refused with a reason, and the channel never raises."""
+    packets = [bytearray(_CME_PACKETS[i]) for i in picks]
+    for which, pos, value in edits:
+        packet = packets[which % len(packets)]
+        packet[pos % len(packet)] = value
+    if cut is not None:
+        packets[-1] = packets[-1][:cut]
+    decoded = Decoder(CME).decode([bytes(p) for p in packets])
+    assert set(decoded.bad.tolist()) <= {0, *BAD_REASONS}
+    channel = Channel(CME, lambda sid: sid % 5 + 1, mbo=mbo)
+    channel.apply(decoded)
+    out = channel.take(CME_TS)
+    if out is not None:
+        _accepted(out)
+
+
+def _cme_trade_and_level(template: int, mantissa: int) -> np.ndarray | None:
+    entry = {"MDEntryPx": mantissa, "MDEntrySize": 2, "SecurityID": 1001, "RptSeq": 1, "NumberOfOrders": 1,
+             "AggressorSide": 1, "MDUpdateAction": 0, "MDEntryType": b"0", "MDPriceLevel": 1}
+    names = {f.name for g in CME.template(template).groups for f in g.fields}
+    message = encode_message(CME, template, {"TransactTime": CME_TS, "MatchEventIndicator": 0x80},
+                             {"NoMDEntries": [{k: v for k, v in entry.items() if k in names}]})
+    channel = Channel(CME, lambda sid: 1)
+    channel.apply(Decoder(CME).decode([encode_packet(1, CME_TS, [message])]))
+    return channel.take(CME_TS)
+
+
+WRAPS_TO_5000 = 5 * 10**10 + 2**62
+"""A legacy (exponent -7) price mantissa whose product by 100 wraps int64 to exactly 5000.0."""
+
+
+@pytest.mark.parametrize("template", [42, 32])  # legacy trade summary and book
+def test_cme_legacy_mantissa_past_the_fixed_point_is_not_wrapped(template):
+    """It was published as a trade at 5000.0, and entered the book as a level at 5000.0."""
+    out = _cme_trade_and_level(template, WRAPS_TO_5000)
+    assert out is None or len(_accepted(out)) == 0
+    good = _cme_trade_and_level(template, 5 * 10**10)
+    assert _accepted(good)["price"].tolist() == [5_000 * NS]
+
+
+def test_cme_legacy_snapshot_level_past_the_fixed_point_is_left_out():
+    levels = [{"MDEntryPx": px, "MDEntrySize": 3, "NumberOfOrders": 1, "MDPriceLevel": level, "MDEntryType": b"0"}
+              for level, px in ((1, 5 * 10**10), (2, WRAPS_TO_5000 - 10**8))]
+    message = encode_message(CME, 38, {"SecurityID": 1001, "RptSeq": 9, "TransactTime": CME_TS, "TotNumReports": 1},
+                             {"NoMDEntries": levels})
+    decoded = Decoder(CME).decode([encode_packet(1, CME_TS, [message])])
+    channel = Channel(CME, lambda sid: 1)
+    channel.rebuild(1001, 9, decoded.group(38, "NoMDEntries")[1], channel.exponent[38], CME_TS)
+    assert channel.levels(1001)[(int(Side.BID), False)] == [[5_000 * NS, 3]]
+
+
+def _pcapng(resolution: int, ticks: int, frame: bytes, *, packet_block: bytes | None = None) -> bytes:
+    def block(kind: int, body: bytes) -> bytes:
+        return struct.pack("<II", kind, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    header = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    interface = block(1, struct.pack("<HHI", 1, 0, 65535) + struct.pack("<HHB3x", 9, 1, resolution) + bytes(4))
+    packet = packet_block if packet_block is not None else block(
+        6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)) + frame
+        + bytes(-len(frame) % 4))
+    return header + interface + packet
+
+
+@pytest.fixture(scope="module")
+def udp_frame(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("pcap") / "one.pcap"
+    write_pcap(path, [Datagram(CME_TS, "224.0.31.1", 14310, b"payload!")])
+    return path.read_bytes()[24 + 16:]
+
+
+@pytest.mark.parametrize("resolution, ticks, ns", [
+    (9, CME_TS, CME_TS), (6, CME_TS // 1000, CME_TS), (10, CME_TS * 10 + 7, CME_TS),  # 10**-10 s was a float
+    (0x80 | 30, (CME_TS // NS) << 30 | 1 << 29, CME_TS + NS // 2),  # 2**-30 s: the time was 0 (int(1e9 / 2**30))
+])
+def test_pcapng_times_are_exact_nanoseconds(tmp_path, udp_frame, resolution, ticks, ns):
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(_pcapng(resolution, ticks, udp_frame))
+    (datagram,) = read_pcap(path)
+    assert type(datagram.ts_ns) is int and datagram.ts_ns == ns and datagram.payload == b"payload!"
+
+
+def test_a_pcapng_packet_block_too_short_for_its_fields_is_a_value_error(tmp_path, udp_frame):
+    """It raised struct.error out of read_pcap (a traceback from `streamctl venue cme --pcap`)."""
+    path = tmp_path / "short.pcapng"
+    path.write_bytes(_pcapng(9, 0, udp_frame, packet_block=struct.pack("<III", 6, 12, 12)))
+    with pytest.raises(ValueError, match="too short"):
+        read_pcap(path)
+
+
+@FUZZ
+@given(kind=st.sampled_from(["pcap", "pcapng"]), resolution=st.integers(0, 255),
+       edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=8), cut=st.integers(0, 200))
+def test_pcap_reader_survives_hostile_captures(tmp_path_factory, udp_frame, kind, resolution, edits, cut):
+    data = bytearray(_pcapng(resolution, CME_TS, udp_frame) if kind == "pcapng" else
+                     struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1)
+                     + struct.pack("<IIII", 1, 2, len(udp_frame), len(udp_frame)) + udp_frame)
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    path = tmp_path_factory.mktemp("pcap") / "f"
+    path.write_bytes(bytes(data[:len(data) - cut]))
+    try:
+        datagrams = read_pcap(path)
+    except ValueError:
+        return
+    assert all(type(d.ts_ns) is int and 0 <= d.port < 65536 for d in datagrams)
