@@ -1,5 +1,6 @@
-"""Hostile requests to the hub's recovery service over a real ZeroMQ socket: each gets an error
-reply (or is dropped, when it is not a request at all) and the service goes on answering.
+"""Hostile requests to the services that take them from outside: the hub's recovery service over
+a real ZeroMQ socket (each request gets an error reply, or is dropped when it is not a request at
+all, and the service goes on answering), and the web view's watch messages.
 
 The service runs with its output journal (so requests reach the disk paths too) behind a real
 proxy that a publisher fed; requests are arbitrary MessagePack maps built from the protocol's
@@ -21,6 +22,7 @@ from streamctl.bus.history import HistoryConfig
 from streamctl.bus.proxy import Proxy
 from streamctl.bus.publisher import Publisher
 from streamctl.bus.recovery import RecoveryService, ask
+from streamctl.web.server import _watch_request
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -135,3 +137,19 @@ def test_a_time_sent_as_a_double_is_still_taken(service):
     public, _ = service
     reply = _request(public, msgspec.msgpack.encode({"op": "history", "pattern": "bar.", "since_ns": 0.0}))
     assert reply["ok"] is True and [m[1] for m in reply["messages"]] == list(range(1, 21))
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+                         ["watch", "symbol", "interval", ""]), inner, max_size=3), max_leaves=8)
+
+
+@FUZZ
+@given(message=_JSON.map(lambda v: msgspec.json.encode(v).decode()) | st.text(max_size=80))
+def test_a_web_watch_message_is_a_symbol_a_topic_can_carry_or_refused(message):
+    """The browser's message names a symbol to subscribe to: anything else is refused (None),
+    and what is taken always makes an exact topic (never a prefix of every symbol's)."""
+    watch = _watch_request(message)
+    if watch is not None:
+        symbol, interval = watch
+        assert wire.subscription_prefix(f"trade.{symbol}").endswith(wire.TOPIC_TERMINATOR) and interval
