@@ -65,8 +65,8 @@ _HUGE = [2**64 - 1, 2**63, -(2**63), 2**63 - 1, -1, 0, 10**18]
 _VALUES = st.one_of(st.none(), st.booleans(), st.sampled_from(_HUGE), st.integers(-(2**63), 2**64 - 1),
                     st.sampled_from([float("inf"), float("-inf"), float("nan"), 1e300, 0.5]), st.floats(), st.text(max_size=12), st.sampled_from(["bar.60s.AAPL", "bar.", "", "\u00e9", "\x00",
                                                                          "a\nb", "w0"]),
-                    st.binary(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2),
-                                                                                                st.integers(), max_size=2))
+                    st.binary(max_size=8), st.lists(st.integers(-(2**63), 2**64 - 1), max_size=2),
+                    st.dictionaries(st.text(max_size=2), st.integers(-(2**63), 2**64 - 1), max_size=2))
 _NUMBERS = st.sampled_from([float("inf"), float("-inf"), float("nan"), 1e300, 0.5, *_HUGE]) | _VALUES
 _OPS = st.sampled_from(["history", "last", "seqs"])
 _REQUESTS = st.one_of(
