@@ -1,10 +1,11 @@
-"""Hostile and merely unusual input thrown at the vendors' parsers and the hub's recovery service.
+"""Hostile and merely unusual input thrown at the vendors' parsers: Alpaca frames, a hostile IB
+gateway, CME MDP 3.0 packets and captures, and the Databento live stream's records.
 
 Each surface may refuse its input only with its own documented error (counted and skipped, see
 docs/failures.md); any other exception, a hang (bounded by pytest-timeout), or a record the
 validation screen accepts with a value other than what the vendor sent, is a failure. Values are
 checked against an independent reading where one exists (msgpack-python's Timestamp, Python's
-datetime). Example counts are fixed and the database is off, so a CI run is bounded and repeatable.
+datetime, databento_dbn). Example counts are fixed and the database is off, so a CI run is bounded and repeatable.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+import databento_dbn as dbn_ref
 import msgpack
 import msgspec
 import numpy as np
@@ -28,6 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamctl.bus.wire import Event, EventKind
+from streamctl.ingest.formats.dbn.decoder import DbnDecoder, DbnError
+from streamctl.ingest.formats.dbn.encoder import encode_metadata, encode_symbol_mapping, record_header
 from streamctl.ingest.validation import refusals
 from streamctl.ingest.vendors.alpaca import messages as am
 from streamctl.ingest.vendors.alpaca.parsing import FrameDecoder
@@ -514,3 +518,66 @@ def test_pcap_reader_survives_hostile_captures(tmp_path_factory, udp_frame, kind
     except ValueError:
         return
     assert all(type(d.ts_ns) is int and 0 <= d.port < 65536 for d in datagrams)
+
+
+# ---- Databento live: the DBN stream after authentication, against databento_dbn's reading
+def _mostly(usual, odd):
+    """`usual` three times in four, so a record is often whole but for one odd field."""
+    return st.one_of(usual, usual, usual, odd)
+
+
+_DBN_PRICES = _mostly(st.integers(1, 10**13), st.sampled_from([0, -1, 2**63 - 1, -(2**63), 10**18])
+                      | st.integers(-(2**63), 2**63 - 1))
+_DBN_SIZES = _mostly(st.integers(1, 1000), st.sampled_from([0, 2**31, 2**32 - 1]) | st.integers(0, 2**32 - 1))
+_DBN_TIMES = _mostly(st.integers(TS, TS + 10**12), st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1])
+                     | st.integers(0, 2**64 - 1))
+_DBN_RECORD = st.tuples(_mostly(st.sampled_from([0x00, 0x01]), st.sampled_from([0x20, 0x12, 0x15, 0x17])),
+                        _DBN_PRICES, _DBN_SIZES, _DBN_TIMES, _DBN_TIMES, _mostly(st.sampled_from(b"AB"),
+                                                                                 st.sampled_from(b"N?\x00")),
+                        _mostly(st.just(ord("T")), st.sampled_from(b"FACMRN?")), st.integers(0, 255),
+                        _DBN_PRICES, _DBN_PRICES, _DBN_SIZES, _DBN_SIZES)
+
+
+@FUZZ
+@given(records=st.lists(_DBN_RECORD, min_size=1, max_size=8), cut=st.none() | st.integers(1, 400))
+def test_dbn_live_records_with_odd_values_agree_with_databento_dbn(records, cut):
+    """Trades and MBP-1 with undefined prices, sizes and times, unknown sides and actions, and
+    records of schemas no feed subscribed (OHLCV, status, error, system) with odd bytes: every
+    record we let through carries what databento_dbn reads from the same bytes."""
+    stream = encode_metadata(version=3, dataset="GLBX.MDP3", start=TS)
+    stream += encode_symbol_mapping(version=3, instrument_id=7, ts_event=TS, stype_in_symbol="ESZ4",
+                                    stype_out_symbol="ESZ4", start_ts=TS, end_ts=TS + 1)
+    head = len(stream)
+    for i, (rtype, px, sz, ts, ts_recv, side, action, flags, bid, ask, bid_sz, ask_sz) in enumerate(records):
+        trade = struct.pack("<qIccBBQiI", px, sz, bytes([action]), bytes([side]), flags, 0, ts_recv, 0, i)
+        if rtype in (0x00, 0x01):
+            body = trade + (struct.pack("<qqIIII", bid, ask, bid_sz, ask_sz, 1, 1) if rtype == 0x01 else b"")
+        else:  # the same bytes under another schema's header: odd OHLCV values, texts without a NUL
+            body = trade + struct.pack("<qqIIII", bid, ask, bid_sz, ask_sz, 1, 1) + bytes(65 + i % 26 for i in range(240))
+        stream += record_header(16 + len(body), rtype, instrument_id=7, ts_event=ts) + body
+    if cut is not None:
+        stream = stream[:max(head, len(stream) - cut)]
+    ours = DbnDecoder()
+    ours.write(stream)
+    try:
+        batches = [ours.decode(), ours.finish()]
+    except DbnError:
+        return
+    kept = _accepted(np.concatenate([b.records for b in batches]))
+    reference = dbn_ref.DBNDecoder()
+    reference.write(stream)
+    try:
+        theirs = reference.decode()
+    except ValueError:
+        theirs = []
+    sides = {"B": Side.BID, "A": Side.ASK, "N": Side.NONE}
+    trades = {(r.ts_event, r.price, r.size, sides.get(str(getattr(r.side, "value", r.side)), -1)) for r in theirs
+              if isinstance(r, (dbn_ref.TradeMsg, dbn_ref.MBP1Msg))}
+    quotes = {(r.ts_event, r.levels[0].bid_px, r.levels[0].ask_px, r.levels[0].bid_sz, r.levels[0].ask_sz)
+              for r in theirs if isinstance(r, dbn_ref.MBP1Msg)}
+    for r in kept:
+        if r["kind"] == Kind.TRADE:
+            assert (int(r["ts_event"]), int(r["price"]), float(r["size"]), int(r["side"])) in trades
+        else:
+            assert r["kind"] == Kind.QUOTE
+            assert (int(r["ts_event"]), int(r["price"]), int(r["price2"]), float(r["size"]), float(r["size2"])) in quotes
