@@ -289,7 +289,7 @@ def _ib_frames():
                       st.sampled_from(["0", "1", "-1", "01", "99999999999999999999"]), st.sampled_from(["0", "1", "2", "7"]),
                       st.sampled_from(["0", "1", "01", " 1", "2"]), _IB_NUMBERS)
     error = st.builds(lambda req, code: (("4", 2, req, code, "a\nmessage\x1b[2J", ""), ("e", None, None, None)),
-                      st.sampled_from(["-1", "{trades}", "99", "x"]),
+                      st.sampled_from(["-1", "{depth}", "99", "x"]),  # a refused trades request would end them
                       st.sampled_from(["2104", "200", "162", str(2**31), str(2**70), "-5", "1_0", ""]))
     junk = st.builds(lambda fields: (tuple(fields), ("j", None, None, None)),
                      st.lists(st.sampled_from(["99", "12", "13", "4", "10", "52", "777", "", "x", "{trades}", "1",
