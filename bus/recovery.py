@@ -341,8 +341,8 @@ class RecoveryService:
             return {"ok": True, "seqs": dict(self._last_seq.get(str(request["src"]), {}))}
         if op == "history":
             if "topic" in request:
-                return self._from_seq(str(request["topic"]), int(request["from_seq"]))
-            return self._since(wire.subscription_prefix(str(request["pattern"])), int(request["since_ns"]))
+                return self._from_seq(str(request["topic"]), _int64(request, "from_seq"))
+            return self._since(wire.subscription_prefix(str(request["pattern"])), _int64(request, "since_ns"))
         raise ValueError(f"`op` must be one of history, last, seqs; was {op!r}")
 
     def _last(self, prefix: bytes) -> list[list[Any]]:
@@ -393,6 +393,20 @@ class RecoveryService:
         if reply["more"]:
             reply["next_ns"] = held[MAX_REPLY][0]
         return reply
+
+
+def _int64(request: dict[str, Any], key: str) -> int:
+    """An integer field of a request; a float is taken (a JavaScript client sends ns times as
+    doubles), but NaN, an infinity or a value past int64 is a ValueError: ``int(inf)`` raised
+    OverflowError, which ended the service's thread."""
+    value = request[key]
+    try:
+        number = int(value)
+    except OverflowError:
+        raise ValueError(f"`{key}` must be an integer, was {value!r}") from None
+    if not -(2**63) <= number < 2**63:
+        raise ValueError(f"`{key}` must fit in 64 bits, was {number}")
+    return number
 
 
 def _message(found: Found) -> list[Any]:

@@ -119,8 +119,16 @@ def price_to_float(price: np.ndarray | int) -> np.ndarray | float:
     return np.asarray(price, dtype=np.int64) / PRICE_SCALE if isinstance(price, np.ndarray) else price / PRICE_SCALE
 
 
+_OVERFLOWED = np.iinfo(np.int64).min
+"""What a price the fixed point cannot hold (NaN, infinite, beyond +-9.22e9) becomes: the
+validation screen refuses it. Said explicitly, since the float-to-int cast of such a value is
+undefined (int64 min on x86-64, but saturated to `UNDEF_PRICE`, an empty quote side, on ARM)."""
+_PRICE_LIMIT = 2.0**63 / PRICE_SCALE
+
+
 def float_to_price(value: np.ndarray | float) -> np.ndarray | int:
-    """Float price(s) to fixed point, rounding to the nearest 1e-9."""
+    """Float price(s) to fixed point, rounding to the nearest 1e-9 (see `_OVERFLOWED`)."""
     if isinstance(value, np.ndarray):
-        return np.rint(value * PRICE_SCALE).astype(np.int64)
-    return int(round(value * PRICE_SCALE))
+        fits = np.abs(value) < _PRICE_LIMIT  # False for NaN
+        return np.where(fits, np.rint(np.where(fits, value, 0.0) * PRICE_SCALE), _OVERFLOWED).astype(np.int64)
+    return int(round(value * PRICE_SCALE)) if abs(value) < _PRICE_LIMIT else int(_OVERFLOWED)

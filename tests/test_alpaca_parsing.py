@@ -105,3 +105,52 @@ def test_arbitrary_messages_are_decoded_counted_or_skipped(frame):
     handled = len(out.records) + len(out.control) + out.malformed + sum(out.skipped.values())
     assert handled == len(frame)
     assert np.isin(out.records["kind"], [Kind.TRADE, Kind.QUOTE, Kind.CORRECTION, Kind.CANCEL]).all()
+
+
+def _ext(nanos: int, seconds: int) -> msgspec.msgpack.Ext:
+    return msgspec.msgpack.Ext(-1, nanos.to_bytes(4, "big") + seconds.to_bytes(8, "big", signed=True))
+
+
+_GOOD = {"T": "t", "S": "A", "p": 1.0, "s": 1.0, "t": m.msgpack_timestamp(NS)}
+_WRAPS = (2**64 + NS) // 1_000_000_000  # seconds whose nanoseconds wrap int64 to about NS
+
+
+@pytest.mark.parametrize("change", [
+    {"p": float("inf")}, {"p": float("nan")}, {"p": 1e10}, {"p": 2**64 - 1},  # conversions that overflowed
+    {"i": -1}, {"i": 2**64 - 1},  # ids no record field holds: OverflowError
+    {"T": "c", "oi": 1, "op": 1.0, "os": 1.0, "ci": 2, "cp": float("inf"), "cs": 1.0},  # round(inf) raised
+    {"T": "c", "oi": -1, "op": 1.0, "os": 1.0, "ci": 2**64 - 1, "cp": 1.0, "cs": 1.0},
+    {"T": "x", "i": -5, "a": "C"},
+    {"t": _ext(0, _WRAPS)},  # wrapped to a plausible time, published
+    {"t": _ext(4_000_000_000, 1_700_000_000)},  # nanoseconds past 1e9, rolled into the next seconds
+    {"t": msgspec.msgpack.Ext(-1, (2**64 - 1).to_bytes(8, "big"))},  # 64-bit form past int64: OverflowError
+    {"t": "1000-01-01T00:00:00Z"},  # numpy wrapped it to 2169
+    {"t": "2021Z"}, {"t": "2024-07-01 23:58:01Z"}, {"t": "2024-07-01T23:58:01.1234567891Z"},  # numpy read them
+    {"t": "2024-02-45T99:99:99Z"}, {"t": "2024-07-01T23:58:01+99:99"},  # rolled into another day
+    {"t": "\u0662024-07-01T23:58:01Z"},  # int() reads other scripts' digits
+])
+def test_odd_values_are_malformed_not_raised_nor_wrapped(change):
+    """Each of these raised out of `decode` or published a record with another value than sent."""
+    message = {**_GOOD, **change}
+    if message["T"] == "c":
+        message.pop("p"), message.pop("s")
+    for encoding in ("msgpack", "json"):
+        if encoding == "json" and (isinstance(message["t"], msgspec.msgpack.Ext)
+                                   or not all(np.isfinite(v) for v in message.values() if isinstance(v, float))):
+            continue
+        lib = msgspec.msgpack if encoding == "msgpack" else msgspec.json
+        good = _GOOD if encoding == "msgpack" else {**_GOOD, "t": m.format_rfc3339(NS)}
+        out = FrameDecoder(encoding, lambda s: 1).decode(lib.encode([message, good]), 42)
+        assert out.malformed == 1, (encoding, out.first_problem)
+        assert out.records["ts_event"].tolist() == [NS] and out.records["price"].tolist() == [1_000_000_000]
+
+
+def test_an_error_code_past_32_bits_is_malformed():
+    """It used to reach the `error` event, whose MessagePack encoding then raised in the feed."""
+    out = FrameDecoder("json", lambda s: 1).decode(b'[{"T":"error","code":1180591620717411303424,"msg":"x"}]', 0)
+    assert out.malformed == 1 and not out.control
+
+
+def test_a_leap_second_is_the_next_second():
+    leap = m.timestamp_ns(_raw("2016-12-31T23:59:60.5Z", "json"))
+    assert leap == m.timestamp_ns(_raw("2017-01-01T00:00:00.5Z", "json"))

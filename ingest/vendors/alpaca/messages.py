@@ -9,8 +9,10 @@ because it carries nanoseconds in both (an RFC-3339 string, or a MessagePack Tim
 from __future__ import annotations
 
 import calendar
+import datetime
+import re
 import struct
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -22,13 +24,22 @@ __all__ = [
 
 _TAG = {"tag_field": "T", "kw_only": True}
 
+Price = Annotated[float, msgspec.Meta(ge=-9.2e9, le=9.2e9)]
+"""A price the 1e-9 fixed point holds (int64: +-9.22e9); NaN, infinities and larger values are
+refused by the decoder, so no conversion overflows."""
+TradeId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""A trade id: Alpaca's are int64 and never negative; a record's `sequence` (u64) or `price2`
+(i64) holds any of them."""
+Code = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+"""An error code: a 32-bit integer, so an event's `code` always encodes."""
+
 
 class Trade(msgspec.Struct, tag="t", **_TAG):  # type: ignore[call-arg]
     S: str
-    p: float
+    p: Price
     s: float
     t: msgspec.Raw
-    i: int = 0
+    i: TradeId = 0
     x: str = ""
     c: list[str] = []
     z: str = ""
@@ -38,9 +49,9 @@ class Trade(msgspec.Struct, tag="t", **_TAG):  # type: ignore[call-arg]
 
 class Quote(msgspec.Struct, tag="q", **_TAG):  # type: ignore[call-arg]
     S: str
-    bp: float
+    bp: Price
     bs: float
-    ap: float
+    ap: Price
     as_: float = msgspec.field(name="as")
     t: msgspec.Raw
     bx: str = ""
@@ -73,11 +84,11 @@ class Correction(msgspec.Struct, tag="c", **_TAG):  # type: ignore[call-arg]
     """Trade `oi` was wrong: it is now trade `ci` at `cp` x `cs`."""
 
     S: str
-    oi: int
-    op: float
+    oi: TradeId
+    op: Price
     os: float
-    ci: int
-    cp: float
+    ci: TradeId
+    cp: Price
     cs: float
     t: msgspec.Raw
     x: str = ""
@@ -90,8 +101,8 @@ class CancelError(msgspec.Struct, tag="x", **_TAG):  # type: ignore[call-arg]
     """Trade `i` is void: ``a`` = ``C`` cancelled, ``E`` reported in error."""
 
     S: str
-    i: int
-    p: float
+    i: TradeId
+    p: Price
     s: float
     a: str
     t: msgspec.Raw
@@ -100,7 +111,7 @@ class CancelError(msgspec.Struct, tag="x", **_TAG):  # type: ignore[call-arg]
 
 
 class Error(msgspec.Struct, tag="error", **_TAG):  # type: ignore[call-arg]
-    code: int
+    code: Code
     msg: str = ""
 
 
@@ -156,53 +167,66 @@ class Request(msgspec.Struct, kw_only=True, omit_defaults=True):
 _NS = 1_000_000_000
 
 
+_INT64 = 2**63
+
+
 def timestamp_ns(raw: msgspec.Raw) -> int:
     """Nanoseconds since the epoch of a raw ``t``: a JSON RFC-3339 string or a MessagePack
-    Timestamp (ext -1, 32/64/96-bit). Raises ValueError on anything else."""
+    Timestamp (ext -1, 32/64/96-bit). Raises ValueError on anything else, on nanoseconds of
+    1e9 or more, and on a time int64 nanoseconds cannot hold (it would wrap to a plausible one)."""
     b = bytes(raw)
     if not b:
         raise ValueError("empty timestamp")
     head = b[0]
     if head == 0x22:  # a JSON string
-        return _parse_rfc3339(b[1:-1].decode("ascii"))
-    if head == 0xD6 and len(b) == 6 and b[1] == 0xFF:
-        return struct.unpack(">I", b[2:])[0] * _NS
-    if head == 0xD7 and len(b) == 10 and b[1] == 0xFF:
+        ns = _parse_rfc3339(b[1:-1].decode("ascii"))
+    elif head == 0xD6 and len(b) == 6 and b[1] == 0xFF:
+        ns = struct.unpack(">I", b[2:])[0] * _NS
+    elif head == 0xD7 and len(b) == 10 and b[1] == 0xFF:
         value = struct.unpack(">Q", b[2:])[0]
-        return (value & 0x3_FFFF_FFFF) * _NS + (value >> 34)
-    if head == 0xC7 and len(b) == 15 and b[1] == 12 and b[2] == 0xFF:
+        ns = _join(value & 0x3_FFFF_FFFF, value >> 34)
+    elif head == 0xC7 and len(b) == 15 and b[1] == 12 and b[2] == 0xFF:
         nanos, seconds = struct.unpack(">Iq", b[3:])
-        return seconds * _NS + nanos
-    if 0xA0 <= head <= 0xBF or head in (0xD9, 0xDA):  # a MessagePack string
+        ns = _join(seconds, nanos)
+    elif 0xA0 <= head <= 0xBF or head in (0xD9, 0xDA):  # a MessagePack string
         skip = 1 if head < 0xC0 else (2 if head == 0xD9 else 3)
-        return _parse_rfc3339(b[skip:].decode("ascii"))
-    raise ValueError(f"not a timestamp: {b[:16]!r}")
+        ns = _parse_rfc3339(b[skip:].decode("ascii"))
+    else:
+        raise ValueError(f"not a timestamp: {b[:16]!r}")
+    if not -_INT64 <= ns < _INT64:
+        raise ValueError(f"a timestamp beyond int64 nanoseconds: {b[:16]!r}")
+    return ns
+
+
+def _join(seconds: int, nanos: int) -> int:
+    if nanos >= _NS:
+        raise ValueError(f"a MessagePack Timestamp with {nanos} nanoseconds (must be below 1e9)")
+    return seconds * _NS + nanos
+
+
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+                      r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))")
 
 
 def _parse_rfc3339(text: str) -> int:
-    """``2021-02-22T15:51:44.208123456Z`` (or ``+00:00``) to ns; any number of fraction digits."""
-    if len(text) < 20 or text[10] not in "Tt" or text[4] != "-" or text[7] != "-":
+    """``2021-02-22T15:51:44.208123456Z`` (or ``+00:00``) to ns; up to 9 fraction digits. Every
+    field is checked (day 45 or hour 99 would otherwise roll into another, plausible, time); a
+    leap second (``:60``) is the second after ``:59``."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
         raise ValueError(f"not an RFC-3339 time: {text!r}")
-    seconds = calendar.timegm((int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]),
-                               int(text[14:16]), int(text[17:19]), 0, 0, 0))
-    rest = text[19:]
-    nanos = 0
-    if rest.startswith("."):
-        end = 1
-        while end < len(rest) and rest[end].isdigit():
-            end += 1
-        digits = rest[1:end]
-        if not digits or len(digits) > 9:
-            raise ValueError(f"bad fraction of a second in {text!r}")
-        nanos = int(digits.ljust(9, "0"))
-        rest = rest[end:]
-    if rest in ("Z", "z"):
-        offset = 0
-    elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
-        offset = (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60) * (1 if rest[0] == "+" else -1)
-    else:
-        raise ValueError(f"bad zone in {text!r}")
-    return (seconds - offset) * _NS + nanos
+    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    fraction, sign, zone_h, zone_m = match.group(7, 9, 10, 11)
+    if hour > 23 or minute > 59 or second > 60 or int(zone_h or 0) > 23 or int(zone_m or 0) > 59:
+        raise ValueError(f"a field out of range in {text!r}")
+    try:
+        datetime.date(year, month, day)
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {text!r}") from None
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    if sign:
+        seconds -= (int(zone_h) * 3600 + int(zone_m) * 60) * (1 if sign == "+" else -1)
+    return seconds * _NS + (int(fraction.ljust(9, "0")) if fraction else 0)
 
 
 def format_rfc3339(ns: int) -> str:

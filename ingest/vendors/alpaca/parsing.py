@@ -10,6 +10,7 @@ message costs only itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -137,20 +138,24 @@ class FrameDecoder:
             records[at] = view
 
     def _times(self, raws: list[msgspec.Raw], good: np.ndarray, at: np.ndarray, items: list, out: Decoded) -> np.ndarray:
-        """Event times of `raws`, vectorized for the usual shapes; a bad one marks its row not good."""
+        """Event times of `raws`, vectorized for the usual shapes; a bad one marks its row not good.
+
+        The fast paths take only what they convert exactly (numpy wraps a time past 2262 into a
+        plausible one, and reads ``2021Z`` as a year); anything else goes through `timestamp_ns`."""
         if self._msgpack:
             joined = b"".join(raws)
             if len(joined) == 15 * len(raws):  # all 96-bit Timestamps (ext -1, 12 bytes)
                 stamps = np.frombuffer(joined, _TS96)
-                if (stamps["head"] == _TS96_HEAD).all():
+                if ((stamps["head"] == _TS96_HEAD).all() and (stamps["nsec"] < 1_000_000_000).all()
+                        and (np.abs(stamps["sec"]) < _TS96_MAX_SEC).all()):
                     return stamps["sec"].astype(np.int64) * 1_000_000_000 + stamps["nsec"].astype(np.int64)
         else:
-            try:
-                text = [bytes(r)[1:-2].decode() if bytes(r)[-2:] == b'Z"' else "" for r in raws]
-                if all(text):
+            text = [bytes(r)[1:-2].decode("ascii", "replace") if bytes(r)[-2:] == b'Z"' else "" for r in raws]
+            if all(_ZULU.fullmatch(t) for t in text):
+                try:
                     return np.array(text, "datetime64[ns]").view(np.int64)
-            except ValueError:
-                pass
+                except ValueError:  # a field out of range: said message by message below
+                    pass
         times = np.zeros(len(raws), np.int64)
         for j, raw in enumerate(raws):
             try:
@@ -210,4 +215,8 @@ class FrameDecoder:
 _CONTROL = frozenset(m.CONTROL)
 _TS96 = np.dtype([("head", "S3"), ("nsec", ">u4"), ("sec", ">i8")])
 _TS96_HEAD = b"\xc7\x0c\xff"
+_TS96_MAX_SEC = 9_223_372_035
+"""Seconds whose nanoseconds int64 holds, with room for the fraction."""
+_ZULU = re.compile(r"(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?")
+"""The shape numpy converts exactly: UTC, years 1900..2199 (datetime64[ns] wraps outside 1678..2262)."""
 _KNOWN = frozenset(cls.__struct_config__.tag for cls in (*m.DATA, *m.CONTROL))

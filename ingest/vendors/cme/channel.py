@@ -249,7 +249,10 @@ class Channel:
         self._inst[slot, k.I_BOOK_RPT] = rpt_seq
         self._inst[slot, k.I_RESYNCED] = 1
         raw = _column(entries, "MDEntryPx")
-        prices = np.where(raw == _PRICE_NULL, raw, raw * _scale(exponent))
+        scale = _scale(exponent)
+        limit = _PRICE_NULL // scale
+        fits = (raw >= -limit) & (raw <= limit)  # past it the product wraps: such a level is left out
+        prices = np.where(fits & (raw != _PRICE_NULL), raw * scale, _PRICE_NULL)
         k.rebuild_levels(self._inst, self._stats, self._px, self._sz, self._cnt, self._depth, slot,
                          _column(entries, "MDEntryType"), _column(entries, "MDPriceLevel"), prices,
                          _column(entries, "MDEntrySize"))

@@ -380,6 +380,18 @@ def clear_orders(inst, orders, totals, slot):
     inst[slot, I_ORDERS] = 0
 
 
+_OVERFLOWED = -(2**63)
+"""A price our fixed point cannot hold: the validation screen refuses it."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fits(mantissa, scale):
+    """Whether a schema price mantissa times `scale` (100 for the legacy -7 exponent) is an int64:
+    past it the product wraps, and a hostile mantissa could wrap to any plausible price."""
+    limit = (2**63 - 1) // scale
+    return -limit <= mantissa <= limit
+
+
 @numba.njit(cache=True, nogil=True)
 def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord, md, od, inst, n_slots, px, sz, cnt, orders, totals, depth, merge, keep_mbp, keep_mbo, mbo,
                 out_w, out_f, row_slot, n, mark, stats, gaps):
@@ -440,14 +452,17 @@ def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord, md,
             if kind == T_TRADE:
                 aggr = md[k, MD_AGGR]
                 side = _BID if aggr == 1 else (_ASK if aggr == 2 else 0)
-                n = _emit(out_w, out_f, row_slot, n, ts, md[k, MD_PX] * scale, float(md[k, MD_SIZE]), seq, iid, _TRADE_KIND,
-                          side, 0, s)
+                price = md[k, MD_PX] * scale if _fits(md[k, MD_PX], scale) else _OVERFLOWED
+                n = _emit(out_w, out_f, row_slot, n, ts, price, float(md[k, MD_SIZE]), seq, iid, _TRADE_KIND, side, 0, s)
             elif kind == T_BOOK and not covered and keep_mbp:
                 book = _entry_book(md[k, MD_TYPE])
                 if book < 0:
                     continue
                 size = md[k, MD_SIZE]
                 size = 0 if size == _INT32_NULL else size
+                if md[k, MD_PX] != _PRICE_NULL and not _fits(md[k, MD_PX], scale):
+                    stats[S_REJECTED] += 1
+                    continue
                 price = 0 if md[k, MD_PX] == _PRICE_NULL else md[k, MD_PX] * scale
                 make_book(inst, stats, s)
                 u = _apply_level(px, sz, cnt, depth, s, book, md[k, MD_ACTION], md[k, MD_LEVEL], price, size, touched)
@@ -477,7 +492,7 @@ def apply_batch(m_kind, m_ts, m_has_tt, m_mei, m_seq, m_scale, m_ent, m_ord, md,
                 if seq <= inst[s, I_ORDER_SEQ]:
                     continue  # the instrument's order snapshot holds it
                 side = _BID if etype == _CHAR_BID else (_ASK if etype == _CHAR_ASK else 0)
-                if side == 0 or (p == _PRICE_NULL and action != DELETE):
+                if side == 0 or (p == _PRICE_NULL and action != DELETE) or (p != _PRICE_NULL and not _fits(p, scale)):
                     stats[S_REJECTED] += 1
                     continue
                 qty = od[k, OD_QTY]

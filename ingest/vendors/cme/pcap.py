@@ -34,6 +34,8 @@ def _udp(frame: bytes, ts_ns: int) -> Datagram | None:
     if ethertype != 0x0800 or len(frame) < off + 20 or frame[off + 9] != 17:
         return None
     ihl = (frame[off] & 0x0F) * 4
+    if ihl < 20:  # not an IPv4 header
+        return None
     dst = str(ipaddress.IPv4Address(frame[off + 16:off + 20]))
     udp = off + ihl
     if len(frame) < udp + 8:
@@ -53,31 +55,38 @@ def _classic(data: bytes, endian: str, ns_per_tick: int) -> Iterator[Datagram]:
             yield dgram
 
 
+_NS = 1_000_000_000
+
+
 def _pcapng(data: bytes) -> Iterator[Datagram]:
-    off, endian, resolution = 0, "<", [1_000]
+    """Blocks of a pcapng file; a block cut by the end of the file ends it (a capture stopped
+    mid-write), a block too short for its own fields is a ValueError."""
+    off, endian, per_second = 0, "<", [1_000_000]
     while off + 12 <= len(data):
         btype = struct.unpack_from(endian + "I", data, off)[0]
         if btype == 0x0A0D0D0A:
             endian = "<" if data[off + 8:off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
-            resolution = []
+            per_second = []
         blen = struct.unpack_from(endian + "I", data, off + 4)[0]
         if blen < 12 or off + blen > len(data):
             return
         if btype == 1:  # interface description: find if_tsresol (option 9)
-            res, opt = 1_000, off + 16
+            units, opt = 1_000_000, off + 16
             while opt + 4 <= off + blen - 4:
                 code, length = struct.unpack_from(endian + "HH", data, opt)
                 if code == 0:
                     break
-                if code == 9:
+                if code == 9:  # units per second: 10**v, or 2**v with the top bit set
                     v = data[opt + 4]
-                    res = 10 ** (9 - v) if not v & 0x80 else int(1e9 / (1 << (v & 0x7F)))
+                    units = 10**v if not v & 0x80 else 1 << (v & 0x7F)
                 opt += 4 + (length + 3) // 4 * 4
-            resolution.append(res)
+            per_second.append(units)
         elif btype == 6:  # enhanced packet
+            if blen < 32:
+                raise ValueError(f"a pcapng packet block of {blen} bytes at byte {off}: too short for its fields")
             iface, hi, lo, incl = struct.unpack_from(endian + "IIII", data, off + 8)
-            ticks = (hi << 32) | lo
-            dgram = _udp(data[off + 28:off + 28 + incl], ticks * (resolution[iface] if iface < len(resolution) else 1_000))
+            units = per_second[iface] if iface < len(per_second) else 1_000_000
+            dgram = _udp(data[off + 28:off + 28 + min(incl, blen - 32)], ((hi << 32) | lo) * _NS // units)
             if dgram:
                 yield dgram
         off += blen

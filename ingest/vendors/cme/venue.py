@@ -202,7 +202,10 @@ def command(pcaps: tuple[str, ...], speed: str, drop_a: int, drop_both: int, int
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     pace = parse_speed(speed)
     sbe = load_schema(schema)
-    datagrams = [d for p in pcaps for d in read_pcap(p)] if pcaps else generate(sbe, packets=packets).datagrams
+    try:
+        datagrams = [d for p in pcaps for d in read_pcap(p)] if pcaps else generate(sbe, packets=packets).datagrams
+    except ValueError as exc:  # not a capture, or a corrupt one: one line, not a traceback
+        raise click.ClickException(str(exc)) from None
     venue = CmeVenue(datagrams, sbe, interface=interface, speed=pace, drop_a=drop_a, drop_both=drop_both,
                      recovery=tuple(_group(r) for r in recovery), hold=hold)
     signal.signal(signal.SIGUSR1, lambda *_: venue.release())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["scan", "columns", "warm_up", "TICK", "OTHER", "POW10"]
+__all__ = ["scan", "columns", "warm_up", "TICK", "OTHER", "POW10", "MAX_SECONDS"]
 
 TICK = 1
 """Frame kind: a decoded tick-by-tick message (columns filled)."""
@@ -23,6 +23,8 @@ OTHER = 2
 _NUL = 0
 POW10 = np.array([10.0**i for i in range(23)])
 """Exact powers of ten (10**0 .. 10**22 are exact doubles)."""
+MAX_SECONDS = (2**63 - 1) // 1_000_000_000
+"""Largest tick time (s) whose nanoseconds int64 holds; a later one would wrap to a plausible time."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -114,7 +116,7 @@ def scan(buf, limit, kind, start, length, req, tick_type, ts, p1, p2, s1, s2, po
             r, q, ok = _integer(buf, q, end)
             t, q, ok2 = _integer(buf, q, end)
             sec, q, ok3 = _integer(buf, q, end)
-            if ok and ok2 and ok3:
+            if ok and ok2 and ok3 and -MAX_SECONDS <= sec <= MAX_SECONDS:
                 if t == 1 or t == 2:
                     x, q, ok = _number(buf, q, end, pow10)
                     y, q, ok2 = _number(buf, q, end, pow10)

@@ -17,6 +17,8 @@ BOOK record of each instrument in a batch is flagged LAST. Depth messages carry 
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +27,7 @@ from streamctl.ingest.vendors.ibkr import kernels
 from streamctl.ingest.vendors.ibkr.protocol import MAX_FRAME
 from streamctl.shm.records import RECORD_DTYPE, UNDEF_PRICE, Flag, Kind, Side, float_to_price
 
-__all__ = ["MarketData", "DepthRows", "Subscription", "Scanned"]
+__all__ = ["MarketData", "DepthRows", "Subscription", "Scanned", "number", "integer"]
 
 _SCAN_FRAMES = 1 << 16
 """Frames one kernel call handles at most (its output columns are this long)."""
@@ -36,6 +38,37 @@ _STAGE = np.dtype([("order", "<i8"), ("ts", "<i8"), ("px", "<f8"), ("px2", "<f8"
 _LAST = int(Flag.LAST)
 _TRADE, _QUOTE, _BOOK = int(Kind.TRADE), int(Kind.QUOTE), int(Kind.BOOK)
 _BID, _ASK, _NONE = int(Side.BID), int(Side.ASK), int(Side.NONE)
+
+
+_DECIMAL = re.compile(rb"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_INTEGER = re.compile(rb"-?[0-9]+")
+
+
+def number(text: bytes) -> float:
+    """A decimal field as the API writes it (``-12.5``, ``1E-8``). ValueError for anything else:
+    Python's ``float()`` would also read ``1_5`` (as 15), `` 2``, ``nan``, ``inf`` and other
+    scripts' digits; and for a value too large to be finite."""
+    if _DECIMAL.fullmatch(text) is None:
+        raise ValueError(f"not a decimal number: {text[:24]!r}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"a number past the float range: {text[:24]!r}")
+    return value
+
+
+def integer(text: bytes) -> int:
+    """An integer field (``-12``); ValueError for anything else (``int()`` reads ``1_0`` and `` 7``)."""
+    if _INTEGER.fullmatch(text) is None:
+        raise ValueError(f"not an integer: {text[:24]!r}")
+    return int(text)
+
+
+def _seconds(text: bytes) -> int:
+    """A tick's time (whole seconds) as ns; ValueError if int64 ns cannot hold it (it would wrap)."""
+    seconds = integer(text)
+    if not -kernels.MAX_SECONDS <= seconds <= kernels.MAX_SECONDS:
+        raise ValueError(f"a time of {text[:24]!r} s is beyond int64 nanoseconds")
+    return seconds * _SECOND
 
 
 class DepthRows:
@@ -159,32 +192,33 @@ class MarketData:
         self._scanned.append(st)
 
     def tick_by_tick(self, f: list[bytes]) -> None:
-        sub = self.subs.get(int(f[1]))
+        sub = self.subs.get(integer(f[1]))
         if sub is None:
             self.unknown_request += 1
             return
         kind = f[2]
-        ts = int(f[3]) * _SECOND
+        ts = _seconds(f[3])
         if kind == b"1" or kind == b"2":
-            price, size = float(f[4]), float(f[5])
-            int(f[6])  # the attribute mask must be a number
+            price, size = number(f[4]), number(f[5])
+            integer(f[6])  # the attribute mask must be a number
             self._rows.append((self._order, ts, price, 0.0, size, 0.0, sub.instrument_id, _TRADE, _NONE, _LAST))
         elif kind == b"3":
-            bid, ask, bid_size, ask_size = float(f[4]), float(f[5]), float(f[6]), float(f[7])
-            int(f[8])
+            bid, ask, bid_size, ask_size = number(f[4]), number(f[5]), number(f[6]), number(f[7])
+            integer(f[8])
             self._rows.append((self._order, ts, bid, ask, bid_size, ask_size, sub.instrument_id, _QUOTE, _NONE, _LAST))
         elif kind != b"4":
             raise ValueError(f"unknown tick-by-tick type {kind!r}")
 
     def depth(self, f: list[bytes], now: int) -> None:
         """updateMktDepth (12) or, with a market maker and smart flag, updateMktDepthL2 (13)."""
-        sub = self.subs.get(int(f[2]))
+        sub = self.subs.get(integer(f[2]))
         if sub is None:
             self.unknown_request += 1
             return
         at = 5 if f[0] == b"13" else 4  # L2 has the market maker before the operation
-        changes = sub.rows.apply(int(f[3]), int(f[at]), int(f[at + 1]), float(f[at + 2]), float(f[at + 3]))
-        side = _BID if f[at + 1] == b"1" else _ASK
+        book_side = integer(f[at + 1])
+        changes = sub.rows.apply(integer(f[3]), integer(f[at]), book_side, number(f[at + 2]), number(f[at + 3]))
+        side = _BID if book_side == 1 else _ASK
         iid = sub.instrument_id
         for price, size in changes:
             self._rows.append((self._order, now, price, 0.0, size, 0.0, iid, _BOOK, side, 0))

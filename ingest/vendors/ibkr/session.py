@@ -33,7 +33,7 @@ from streamctl.ingest.vendors.ibkr import protocol as api
 from streamctl.ingest.vendors.ibkr.contracts import Contract, decode_details, front_month, request_fields
 from streamctl.ingest.vendors.ibkr.options import LOCAL_SYMBOL, Options
 from streamctl.ingest.vendors.ibkr.pacing import Pacer
-from streamctl.ingest.vendors.ibkr.parsing import MarketData, Subscription
+from streamctl.ingest.vendors.ibkr.parsing import MarketData, Subscription, integer
 from streamctl.shm.stats import CounterName
 
 __all__ = ["Session"]
@@ -314,8 +314,8 @@ class Session:
                 self.next_order_id = int(f[2])
             elif mid not in _IGNORED:
                 self._malformed("unknown", f"message type {f[0][:12]!r} is not one the API defines", f)
-        except (ValueError, IndexError, UnicodeError) as exc:
-            self._malformed(f"bad:{f[0][:12]!r}", f"malformed message ({exc})", f)
+        except (ValueError, IndexError, UnicodeError) as exc:  # an empty frame too: it has no f[0]
+            self._malformed(f"bad:{f[0][:12] if f else b''!r}", f"malformed message ({exc})", f)
 
     def _malformed(self, key: str, what: str, f: list[bytes]) -> None:
         self._ctx.count(CounterName.MALFORMED)
@@ -325,7 +325,9 @@ class Session:
             self._ctx.event(EventKind.MALFORMED, f"{what} skipped (first of its kind): {shown}")
 
     def _error(self, f: list[bytes]) -> None:
-        req_id, code = int(f[2]), int(f[3])
+        req_id, code = integer(f[2]), integer(f[3])
+        if not -(2**31) <= code < 2**31:  # TWS codes are Java ints; an event's code must encode
+            raise ValueError(f"error code {code} is not a 32-bit integer")
         text = f[4].decode("ascii", "backslashreplace")
         if 2100 <= code < 2200 or code in (api.Code.CONNECTIVITY_LOST, api.Code.RESTORED_DATA_KEPT):
             self._ctx.event(EventKind.SYSTEM, f"gateway notice {code}: {text}", code=code)
