@@ -106,7 +106,9 @@ def test_ibkr_feed_publishes_the_bars_of_replay(plant):
     sub = None
     try:
         plant.run("up", str(config), "--detach", check=True)
-        sub = Subscriber(f"tcp://127.0.0.1:{pub_port}", since=started)
+        # The service is asked once, at subscribe; on a loaded 2-core runner its first answer can
+        # take longer than the client's default 2 s, and an unanswered `since` loses the start.
+        sub = Subscriber(f"tcp://127.0.0.1:{pub_port}", since=started, recovery_timeout=15)
         sub.on_message(lambda topic, payload: rows.append(to_row(topic, payload))
                        if parse_topic(topic).kind == "bar" else None)
         sub.on_event(lambda e: events.append((e.source, e.kind, e.message)))
