@@ -139,7 +139,9 @@ def test_an_oversized_frame_ends_the_connection_and_is_counted():
 def test_a_peer_that_stops_answering_is_dropped_by_the_ping_timeout():
     with _venue("silence@30") as venue:
         session, _ = open_session(venue.port, ping_interval_s=0.2, ping_timeout_s=0.5)
-        records, failure = _drain(session, want=10**6)
+        # The failure is due ~0.7 s in, plus the session's 2 s wait for an answer to its close
+        # frame (a silent peer never answers; the library's default wait was 10 s).
+        records, failure = _drain(session, want=10**6, timeout=8.0)
         before = _ticks_before(venue, 30)
     assert len(records) == before and failure is not None and failure.retry
     assert "stopped answering pings" in str(failure) or "ping timeout" in str(failure)

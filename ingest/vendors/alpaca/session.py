@@ -34,6 +34,10 @@ __all__ = ["Session"]
 
 _BLOCK_SLICE = 0.5
 """Longest blocking wait during the handshake, between two heartbeats of the feed."""
+_CLOSE_TIMEOUT_S = 2.0
+"""Longest wait for the peer's answer to our close frame. A live peer answers in milliseconds;
+one that stopped answering pings never will, and the library's 10 s default delayed the
+session's failure, and so the reconnect, by that much after the ping timeout had fired."""
 _RECORDS_PER_POLL = 16384
 """One `poll` stops taking frames once it holds this many records (bounds its latency)."""
 
@@ -135,6 +139,7 @@ class Session:
             try:
                 result.append(connect(url, additional_headers=headers, open_timeout=opt.connect_timeout_s,
                                       proxy=None, ping_interval=opt.ping_interval_s, ping_timeout=opt.ping_timeout_s,
+                                      close_timeout=_CLOSE_TIMEOUT_S,
                                       max_size=opt.max_frame_bytes, user_agent_header="streamctl/0.1", legacy=True))
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 result.append(SessionError(f"cannot connect to {url}: {exc}"))

@@ -175,7 +175,8 @@ class VenueConnection:
             raise _Stop
         if kind == "silence":
             self.ws.transport.pause_reading()  # no pongs either: the peer has stopped answering
-            await asyncio.Event().wait()
+            await self.ws.wait_closed()  # until the client gives up, or the venue stops (close_timeout)
+            raise _Stop
         if kind == "malformed":
             await self.ws.send(b"\xc1\xc1 not a frame" if self.encoding == "msgpack" else "[{not json")
         elif kind == "unknown":

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 _SHAPES: dict[str, Shape] = {path: ("crypto" if feed == "crypto" else "stocks") for feed, path in STREAM_PATHS.items()}
 _SHAPES["/v2/test"] = "stocks"
+_CLOSE_TIMEOUT_S = 1.0
+"""How long stopping the venue waits for each client's closing handshake; a connection that went
+silent on purpose (the `silence` injection) never answers it."""
 
 
 @dataclass
@@ -141,7 +144,7 @@ class AlpacaVenue:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with serve(self._handle, self.host, self.port, process_request=self._check_path,
-                         max_size=1 << 20, ping_interval=None) as server:
+                         max_size=1 << 20, ping_interval=None, close_timeout=_CLOSE_TIMEOUT_S) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop.wait()
