@@ -203,6 +203,9 @@ class Subscriber:
         self._since = since
         self._start_last = last
         self._merged: dict[tuple[str, str], int] = {}
+        self._merged_first: dict[tuple[str, str], bytes] = {}
+        """Topics whose history began at seq 1: that message's bytes, to tell a live copy of it
+        (a duplicate) from a publisher that started over at 1 (not one)."""
         """Topics started from history: live messages up to this seq were delivered already."""
         self._history: History | None = None
         if recovery is not False:
@@ -246,12 +249,14 @@ class Subscriber:
             self._replay(message, merged=True)
 
     def _replay(self, message: Stored, *, merged: bool) -> None:
-        topic, _, last, payload = message
+        topic, first, last, payload = message
         if self._dispatch([wire.topic_frame(topic), payload]):
             self.recovered += 1
             if merged:
                 src = next((src for (t, src) in self._seqs if t == topic), "")
                 self._merged[(topic, src)] = last
+                if first == 1:
+                    self._merged_first[(topic, src)] = payload
 
     def unsubscribe(self, *patterns: str) -> None:
         """Undo `subscribe` for the same patterns."""
@@ -500,9 +505,9 @@ class Subscriber:
         if kind in wire.BATCHED_KINDS:
             if not payload:
                 return self._bad(topic, "empty array")
-            if not self._check_seq(topic, payload[0].src, payload[0].seq, payload[-1].seq, len(payload)):
+            if not self._check_seq(topic, payload[0].src, payload[0].seq, payload[-1].seq, len(payload), data):
                 return False
-        elif not self._check_seq(topic, payload.src, payload.seq, payload.seq, 1):
+        elif not self._check_seq(topic, payload.src, payload.seq, payload.seq, 1, data):
             return False
         self._last[topic] = payload
         self.messages_in += 1
@@ -519,16 +524,20 @@ class Subscriber:
             fn(topic, payload)
         return True
 
-    def _check_seq(self, topic: str, src: str, first: int, last: int, count: int) -> bool:
+    def _check_seq(self, topic: str, src: str, first: int, last: int, count: int, data: bytes) -> bool:
         """Check a message's seq against the last one of its (topic, src); fill a gap from the
-        recovery service. False: a live message history already delivered (drop it)."""
+        recovery service. False: a live message history already delivered (drop it).
+
+        A live message from seq 1 within what history delivered is a copy only if its bytes are
+        those history gave for seq 1; otherwise the publisher started over (a restart)."""
         key = (topic, src)
         merged = self._merged.get(key)
         if merged is not None:
-            if last <= merged and first != 1:
+            if last <= merged and (first != 1 or data == self._merged_first.get(key)):
                 self.duplicates += 1
                 return False
             del self._merged[key]  # live has caught up with the history
+            self._merged_first.pop(key, None)
         prev = self._seqs.get(key)
         if prev is not None and first > prev + 1 and self._history is not None and self._history.available:
             prev = self._fill(topic, src, prev, first)

@@ -361,3 +361,28 @@ def test_two_publisher_processes_through_the_client(proxy, cleanup):
         reap(*procs)
     assert sorted(got) == sorted([(f"p{i}", s) for i in range(2) for s in range(1, 51)])
     assert sub.gaps == 0
+
+
+def _trades(seqs: range, ts: int) -> bytes:
+    return msgspec.msgpack.encode([Trade(symbol="ESU4", ts_event=ts, ts_recv=ts, price=5528.75, size=1.0, side="N",
+                                         seq=s, src="worker-0") for s in seqs])
+
+
+def test_a_live_copy_of_a_since_start_from_seq_1_is_dropped_but_a_publisher_restart_is_not():
+    """A ``since`` start can deliver a topic from seq 1 while the same message also waits live (the
+    subscription was on before the service answered). That copy was taken for a publisher that
+    started over: every message of the topic came twice (seen in the IBKR plant test, 240 trades
+    for 120). A live seq-1 message with other bytes is a restart, and is delivered."""
+    frame = wire.topic_frame("trade.ESU4")
+    for live, restarted in ((_trades(range(1, 4), 10), False), (_trades(range(1, 4), 99), True)):
+        sub = Subscriber("tcp://127.0.0.1:9", recovery=False)
+        got: list[Trade] = []
+        sub.on_trade(got.append)
+        try:
+            sub._replay(("trade.ESU4", 1, 3, _trades(range(1, 4), 10)), merged=True)  # what history gave
+            sub._dispatch([frame, live])
+            sub._dispatch([frame, _trades(range(4, 5), 11)])
+        finally:
+            sub.close()
+        assert [t.seq for t in got] == ([1, 2, 3, 1, 2, 3, 4] if restarted else [1, 2, 3, 4])
+        assert (sub.duplicates, sub.restarts) == ((0, 1) if restarted else (1, 0))
